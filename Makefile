@@ -1,0 +1,34 @@
+# make study  - set everything up and run the default study (RetinaMNIST); prints the report path
+# make test   - set everything up and run the test suite
+# make lab    - open the notebooks in JupyterLab
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+SHARED_DATA := ../shared/data/retinamnist.npz
+
+.PHONY: setup study test lab clean-runs
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first, pinned, so that nothing later resolves another (multi-GB) build
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH_PINS)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+	@mkdir -p data checkpoints reports
+	@if [ -f $(SHARED_DATA) ] && [ ! -e data/retinamnist.npz ]; then \
+		ln -s "$$(realpath $(SHARED_DATA))" data/retinamnist.npz && echo "linked data/retinamnist.npz -> $(SHARED_DATA)"; fi
+
+study: setup
+	$(BIN)/vitedit --stage full --params params/base.yaml --params params/retinamnist.yaml --download $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lab: setup
+	cd notebooks && ../$(BIN)/jupyter lab

@@ -1,0 +1,189 @@
+"""Command-line entry point: runs the study's notebooks through papermill into a run folder.
+
+    vitedit --stage full --dataset retinamnist            # 01_split + 02_train, timestamped run
+    vitedit --stage train --run-name exp1 --epochs 10     # reuses exp1's split if it has one
+
+Every option maps to a notebook parameter (``params/base.yaml`` lists them all); YAML files
+given with ``--params`` are layered in order, then options, then ``--set key=value``.
+Inputs are validated before anything is written; a failed notebook is recorded as failed
+(its partial report is rendered) and the command exits non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import datasets, nb, paths, report, runs
+from . import params as params_mod
+
+STAGE_NOTEBOOKS = {"data": ["01_split"], "train": ["01_split", "02_train"], "full": ["01_split", "02_train"]}
+# options that map 1:1 to parameters (option dest -> parameter)
+OPTION_PARAMS = ["dataset", "size", "data_path", "ft_train_ratio", "seed", "model", "epochs", "batch_size",
+                 "lr", "checkpoint_dir", "device", "weights_path"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vitedit", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage", choices=list(STAGE_NOTEBOOKS), default="full",
+                    help="data: 01_split; train: 01_split (if not done) + 02_train; full: all notebooks")
+    ap.add_argument("--params", action="append", default=[], metavar="YAML",
+                    help="parameter file(s), later ones override earlier (default: params/base.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any parameter")
+    g = ap.add_argument_group("data")
+    g.add_argument("--dataset", help=f"one of: {', '.join(datasets.known_datasets())}")
+    g.add_argument("--size", type=int, help="MedMNIST image size (28, 64, 128, 224)")
+    g.add_argument("--data-path", help="data file or folder (liver: folder with imgs.npy, labs.npy)")
+    g.add_argument("--download", action="store_true", default=None, help="allow downloading a missing MedMNIST file")
+    g.add_argument("--ft-train-ratio", type=float, help="share of official train used as FT-Train (0.9)")
+    g.add_argument("--seed", type=int, help="seed of the split and of training (42)")
+    g = ap.add_argument_group("training")
+    g.add_argument("--model", help="model config (vit_small_p4_28, vit_base_patch16_224, ...)")
+    g.add_argument("--weights-path", help="local pretrained weights file")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--resume", action="store_true", default=None, help="continue an interrupted training run")
+    g.add_argument("--pin-memory", dest="pin_memory", action="store_true", default=None)
+    g.add_argument("--no-pin-memory", dest="pin_memory", action="store_false")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g = ap.add_argument_group("output")
+    g.add_argument("--checkpoint-dir", help="folder of fine-tuned checkpoints (checkpoints)")
+    g.add_argument("--runs-dir", default=runs.RUNS_DIR, help="folder of run folders (reports/runs)")
+    g.add_argument("--run-name", help="name of the run folder (reused across stages); default: a timestamp")
+    g.add_argument("--timestamp", action="store_true", help="append a timestamp to --run-name")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return ap
+
+
+def resolve_params(args: argparse.Namespace) -> dict:
+    files = args.params or [str(paths.project_root() / "params" / "base.yaml")]
+    layers: list = [paths.resolve(f, Path.cwd()) for f in files]
+    opts = {k: getattr(args, k) for k in OPTION_PARAMS if getattr(args, k) is not None}
+    for k in ("download", "resume", "pin_memory"):
+        if getattr(args, k) is not None:
+            opts[k] = getattr(args, k)
+    if args.no_progress:
+        opts["progress"] = False
+    layers.append(opts)
+    layers.append(dict(params_mod.parse_assignment(s) for s in args.set))
+    return params_mod.resolve(*layers)
+
+
+def preflight(p: dict, log=print) -> None:
+    """Everything that can be checked before a run folder exists."""
+    from . import models
+
+    models.get_config(p["model"])
+    info = datasets.dataset_info(p["dataset"])
+    if info.source == "liver":
+        datasets.load(p, log=log)
+    else:
+        path = datasets.locate_medmnist(p["dataset"], p["size"], p.get("data_path"), p["download"], log=log)
+        datasets.check_medmnist_file(path, p["dataset"], p["size"], p["verify_md5"])
+        import numpy as np
+
+        with np.load(path) as f:
+            for s in datasets.SPLITS:
+                datasets._check_labels(f[f"{s}_labels"], info.n_classes, f"{path} '{s}_labels'")
+        if p["download"] and not p.get("data_path"):
+            p["data_path"] = str(path)  # the notebooks load the file found here, and never download again
+
+
+def notebook_path(name: str) -> Path:
+    return paths.project_root() / "notebooks" / f"{name}.ipynb"
+
+
+def notebook_parameters(name: str) -> list[str]:
+    """Names assigned in the notebook's cell tagged 'parameters'."""
+    import papermill as pm
+
+    return list(pm.inspect_notebook(str(notebook_path(name))))
+
+
+def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
+    """Execute one notebook into the run folder and render its HTML; record the outcome.
+
+    The notebook receives the parameters its parameters cell declares (it fills the rest
+    with the schema's defaults and validates everything itself).
+    """
+    import papermill as pm
+
+    src = notebook_path(name)
+    declared = set(notebook_parameters(name)) | {"run_dir"}
+    p = {k: v for k, v in p.items() if k in declared}
+    out_dir = run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_nb, out_html = out_dir / f"{name}.ipynb", run_dir / f"{name}.html"
+    t0 = time.perf_counter()
+    log(f"[{name}] executing {src} -> {out_nb}")
+    try:
+        pm.execute_notebook(str(src), str(out_nb), parameters=p, kernel_name="python3", cwd=str(src.parent),
+                            progress_bar=p.get("progress", True), log_output=False)
+    except BaseException as e:  # includes KeyboardInterrupt: never leave 'running' or 'ok' behind
+        msg = _short_error(e)
+        html_link = None
+        if out_nb.is_file():
+            try:
+                report.render_html(out_nb, out_html)
+                html_link = out_html.name
+            except Exception:
+                pass
+        runs.set_status(run_dir, name, "failed", error=msg, notebook=str(out_nb), html=html_link,
+                        seconds=round(time.perf_counter() - t0, 1))
+        report.write_run_index(run_dir)
+        raise
+    report.render_html(out_nb, out_html)
+    st = runs.status(run_dir).get(name, {})
+    if st.get("status") != "ok":  # the notebook must have called run.finish()
+        runs.set_status(run_dir, name, "failed", error="notebook ended without recording success")
+        raise RuntimeError(f"{name} finished without recording success")
+    runs.set_status(run_dir, name, "ok", **{k: v for k, v in st.items() if k not in ("status", "time")},
+                    html=out_html.name, notebook=str(out_nb), seconds=round(time.perf_counter() - t0, 1))
+    log(f"[{name}] ok in {time.perf_counter() - t0:.1f} s; report {out_html}")
+    return out_html
+
+
+def _short_error(e: BaseException) -> str:
+    name = getattr(e, "ename", type(e).__name__)
+    value = getattr(e, "evalue", str(e))
+    return f"{name}: {value}"[:500]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        p = resolve_params(args)
+        preflight(p)
+        run_dir = runs.new_run_dir(args.runs_dir, args.run_name, p["dataset"], args.timestamp)
+        p["run_dir"] = str(run_dir)
+        done = {s for s, st in runs.status(run_dir).items() if st.get("status") == "ok"}
+        todo = STAGE_NOTEBOOKS[args.stage]
+        if args.stage == "train" and "01_split" in done:
+            todo = ["02_train"]
+        for name in todo:
+            runs.check_compatible(run_dir, p, nb._frozen_stages(name))
+    except (params_mod.ParamError, datasets.DataError, runs.RunError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    print(f"run folder: {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if runs.stored_params(run_dir) is None:
+        runs.write_params(run_dir, p)
+    try:
+        for name in todo:
+            run_notebook(name, run_dir, p)
+    except Exception as e:
+        print(f"error: stage failed: {_short_error(e)}\nsee {run_dir / 'index.html'}", file=sys.stderr)
+        return 1
+    index = report.write_run_index(run_dir)
+    print(f"report: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

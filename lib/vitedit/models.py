@@ -1,0 +1,164 @@
+"""Model configs (timm Vision Transformers), one preprocessing function, batched inference.
+
+All models are timm ``VisionTransformer`` instances, so every block stays hookable at
+``model.blocks[i].mlp.fc2`` and ``model.blocks[i].attn.proj``; the classifier is ``model.head``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class ModelError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    timm_name: str  # timm architecture (pretrained weights are looked up under it)
+    img_size: int
+    kwargs: dict = field(default_factory=dict)  # overrides passed to timm.create_model
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    pretrained_default: bool = False
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    c.name: c
+    for c in [
+        ModelConfig(
+            "vit_small_p4_28", "vit_small_patch16_224", 28,
+            dict(img_size=28, patch_size=4, embed_dim=96, depth=12, num_heads=3, mlp_ratio=2.0),
+            description="CPU default: 12 blocks, width 96, patch 4 on 28x28 (49 patches + CLS), trained from scratch",
+        ),
+        ModelConfig(
+            "vit_tiny_test", "vit_small_patch16_224", 28,
+            dict(img_size=28, patch_size=7, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0),
+            description="tests only: 4 blocks, width 32, patch 7 on 28x28",
+        ),
+        ModelConfig(
+            "vit_base_patch16_224", "vit_base_patch16_224", 224, {},
+            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained_default=True,
+            description="the original system's ViT-B/16 at 224x224 (ImageNet weights via timm or weights_path)",
+        ),
+    ]
+}
+
+
+def get_config(name: str) -> ModelConfig:
+    if name not in MODEL_CONFIGS:
+        raise ModelError(f"unknown model config '{name}'. Known: {', '.join(MODEL_CONFIGS)}")
+    return MODEL_CONFIGS[name]
+
+
+def build_model(config: ModelConfig | str, num_classes: int, pretrained: bool | None = None,
+                weights_path: str | None = None, drop_path: float = 0.0) -> torch.nn.Module:
+    """Create the model; with ``pretrained`` load ImageNet weights (timm hub or ``weights_path``).
+
+    A pretrained model whose weights cannot be loaded is an error, never a silent scratch init.
+    """
+    import timm
+
+    cfg = get_config(config) if isinstance(config, str) else config
+    pretrained = cfg.pretrained_default if pretrained is None else pretrained
+    kwargs = dict(cfg.kwargs, num_classes=num_classes, drop_path_rate=drop_path)
+    if not pretrained:
+        if weights_path:
+            raise ModelError("weights_path is given but pretrained is false; set pretrained: true to load it")
+        return timm.create_model(cfg.timm_name, pretrained=False, **kwargs)
+    if weights_path:
+        from . import paths
+
+        wp = paths.resolve(weights_path)
+        if not wp.is_file():
+            raise ModelError(f"weights file {wp} does not exist (weights_path)")
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(wp))
+    try:
+        return timm.create_model(cfg.timm_name, pretrained=True, **kwargs)
+    except Exception as e:  # network errors, hub errors, bad files: all end here
+        raise ModelError(
+            f"could not load pretrained weights for {cfg.timm_name} ({type(e).__name__}: {str(e)[:300]}). "
+            f"Give a local weights file with weights_path: /path/to/{cfg.timm_name}.safetensors (or .pth/.npz), "
+            f"make the Hugging Face hub reachable, or set pretrained: false to train from scratch."
+        ) from e
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' requested but CUDA is not available; use device: auto or cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def preprocess(batch: np.ndarray | torch.Tensor, cfg: ModelConfig, device: torch.device | str = "cpu",
+               pin_memory: bool = False) -> torch.Tensor:
+    """Raw images -> normalised (B, 3, S, S) float tensor, identical in every stage.
+
+    uint8 images (MedMNIST) are scaled to [0, 1] and normalised with the model's mean/std;
+    float images (liver data, already z-scored) are used as they are. Grayscale becomes three
+    channels; images are resized (bilinear, antialiased) to the model's input size.
+    """
+    x = torch.as_tensor(np.asarray(batch)) if not isinstance(batch, torch.Tensor) else batch
+    if pin_memory:
+        x = x.pin_memory()
+    x = x.to(device, non_blocking=pin_memory)
+    is_uint8 = x.dtype == torch.uint8
+    x = x.float()
+    if x.ndim == 3:
+        x = x.unsqueeze(-1)
+    x = x.permute(0, 3, 1, 2)  # B, C, H, W
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-1] != cfg.img_size or x.shape[-2] != cfg.img_size:
+        x = F.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bilinear", align_corners=False,
+                          antialias=True)
+    if is_uint8:
+        mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
+        x = (x / 255.0 - mean) / std
+    return x.contiguous()
+
+
+def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: np.ndarray, cfg: ModelConfig, batch_size: int = 256,
+                   device: torch.device | str = "cpu", progress: bool = False, desc: str = "predict") -> torch.Tensor:
+    """Logits (float32, on the CPU) of ``model`` on raw ``images``, in eval mode."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    out = []
+    use_amp = device.type == "cuda"
+    for sl in tqdm(list(iter_batches(len(images), batch_size)), desc=desc, disable=not progress, leave=False):
+        x = preprocess(images[sl], cfg, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out.append(model(x).float().cpu())
+    model.train(was_training)
+    if not out:
+        return torch.empty(0, model.num_classes)
+    return torch.cat(out)
+
+
+def num_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(model: torch.nn.Module) -> dict[str, Any]:
+    return {"blocks": len(model.blocks), "embed_dim": model.embed_dim, "params": num_params(model),
+            "num_classes": model.num_classes}

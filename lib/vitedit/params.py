@@ -1,0 +1,216 @@
+"""The study's parameters: one schema, YAML files layered on top, strict validation.
+
+Every notebook and the CLI resolve parameters through :func:`resolve`, so a mistyped
+or unknown key is an error everywhere (papermill itself would only warn).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import yaml
+
+
+class ParamError(ValueError):
+    """A parameter file or value is invalid; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    kind: str  # int | float | bool | str | choice | int_list
+    stage: str  # data | train | run
+    help: str
+    choices: tuple = ()
+    optional: bool = False  # None allowed
+    check: Callable[[Any], str | None] | None = field(default=None, compare=False)
+
+
+def _positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def _at_least_one(v):
+    return None if v >= 1 else "must be >= 1"
+
+
+def _non_negative(v):
+    return None if v >= 0 else "must be >= 0"
+
+
+def _open_unit(v):
+    return None if 0 < v < 1 else "must lie strictly between 0 and 1"
+
+
+def _unit(v):
+    return None if 0 <= v < 1 else "must lie in [0, 1)"
+
+
+SCHEMA: dict[str, Param] = {
+    p.name: p
+    for p in [
+        # --- data -------------------------------------------------------------------------
+        Param("dataset", "retinamnist", "str", "data",
+              "MedMNIST 2D flag (pathmnist, dermamnist, retinamnist, organamnist, bloodmnist, "
+              "tissuemnist, ...) or liver4 / liver2s / liver2a"),
+        Param("size", 28, "choice", "data", "image size of the MedMNIST file", choices=(28, 64, 128, 224)),
+        Param("data_path", None, "str", "data",
+              "data file or folder; MedMNIST: folder or .npz, liver: folder with imgs.npy/labs.npy",
+              optional=True),
+        Param("download", False, "bool", "data", "allow medmnist to download a missing MedMNIST file"),
+        Param("verify_md5", True, "bool", "data", "check MedMNIST files against medmnist's MD5"),
+        Param("liver_split_seed", 0, "int", "data",
+              "seed of the fixed stratified 60/20/20 split of the liver data (its 'official' split)"),
+        Param("ft_train_ratio", 0.9, "float", "data",
+              "share of the official train split that becomes FT-Train (rest: Edit-Discovery)",
+              check=_open_unit),
+        Param("seed", 42, "int", "data", "seed of the FT-Train/Edit-Discovery split and of training"),
+        # --- train ------------------------------------------------------------------------
+        Param("model", "vit_small_p4_28", "str", "train", "model config name (see vitedit.models.MODEL_CONFIGS)"),
+        Param("pretrained", None, "bool", "train",
+              "load ImageNet weights (default: the model config's choice)", optional=True),
+        Param("weights_path", None, "str", "train",
+              "local weights file for the pretrained model (timm .pth/.bin/.safetensors/.npz)", optional=True),
+        Param("epochs", 30, "int", "train", "training epochs", check=_at_least_one),
+        Param("batch_size", 64, "int", "train", "training batch size", check=_at_least_one),
+        Param("eval_batch_size", 256, "int", "train", "batch size for inference", check=_at_least_one),
+        Param("lr", 1e-3, "float", "train", "peak learning rate (AdamW)", check=_positive),
+        Param("weight_decay", 0.05, "float", "train", "AdamW weight decay", check=_non_negative),
+        Param("warmup_frac", 0.1, "float", "train", "share of steps with linear warm-up", check=_unit),
+        Param("label_smoothing", 0.1, "float", "train", "cross-entropy label smoothing", check=_unit),
+        Param("drop_path", 0.1, "float", "train", "stochastic depth rate", check=_unit),
+        Param("augment", True, "bool", "train", "random flips, 90-degree rotations and shifted crops"),
+        Param("patience", 10, "int", "train",
+              "early stopping: epochs without FT-Val improvement (0 = never stop early)", check=_non_negative),
+        Param("resume", False, "bool", "train", "continue an interrupted training run of the same checkpoint"),
+        Param("checkpoint_dir", "checkpoints", "str", "train", "folder of the fine-tuned checkpoints"),
+        # --- run ----------------------------------------------------------------------------
+        Param("device", "auto", "choice", "run", "auto (CUDA if present), cpu or cuda",
+              choices=("auto", "cpu", "cuda")),
+        Param("pin_memory", None, "bool", "run", "pin host batches for CUDA copies (default: when CUDA)",
+              optional=True),
+        Param("num_threads", None, "int", "run", "torch CPU threads (default: torch's choice)",
+              optional=True, check=_at_least_one),
+        Param("run_dir", None, "str", "run", "run folder (default: reports/runs/interactive-<hash>)",
+              optional=True),
+        Param("progress", True, "bool", "run", "show tqdm progress bars"),
+    ]
+}
+
+STAGE_OF = {name: p.stage for name, p in SCHEMA.items()}
+
+
+def defaults() -> dict[str, Any]:
+    return {name: p.default for name, p in SCHEMA.items()}
+
+
+def _coerce(p: Param, value: Any) -> Any:
+    if value is None:
+        if p.optional:
+            return None
+        raise ParamError(f"parameter '{p.name}' may not be empty (null); give a value, e.g. {p.default!r}")
+    kind = p.kind
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise TypeError
+        if kind == "int" or (kind == "choice" and all(isinstance(c, int) for c in p.choices)):
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            value = int(value) if not isinstance(value, str) else int(value.strip())
+        elif kind == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            value = float(value)  # also turns YAML's '1e-3' string into a number
+        elif kind in ("str", "choice"):
+            if not isinstance(value, str):
+                raise TypeError
+    except (TypeError, ValueError):
+        raise ParamError(
+            f"parameter '{p.name}' expects {p.kind if p.kind != 'choice' else 'one of ' + str(list(p.choices))}, "
+            f"got {value!r} ({type(value).__name__}); {p.help}"
+        ) from None
+    if p.choices and value not in p.choices:
+        raise ParamError(f"parameter '{p.name}' = {value!r} is not one of {list(p.choices)}")
+    if p.check is not None:
+        problem = p.check(value)
+        if problem:
+            raise ParamError(f"parameter '{p.name}' = {value!r} {problem}")
+    return value
+
+
+def unknown_key_message(key: str, where: str = "") -> str:
+    close = difflib.get_close_matches(key, SCHEMA.keys(), n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    src = f" in {where}" if where else ""
+    return (f"unknown parameter '{key}'{src}.{hint} Known parameters: {', '.join(sorted(SCHEMA))} "
+            f"(see params/base.yaml).")
+
+
+def validate(values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Check keys and types of a partial parameter mapping; return coerced values."""
+    out = {}
+    for key, value in values.items():
+        if key not in SCHEMA:
+            raise ParamError(unknown_key_message(key, where))
+        out[key] = _coerce(SCHEMA[key], value)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError(f"parameter file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamError(f"parameter file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ParamError(f"parameter file {path} must hold a mapping of key: value, got {type(data).__name__}")
+    return validate(data, where=str(path))
+
+
+def resolve(*layers: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """Defaults, then each layer (a mapping or a YAML file) in order; all validated."""
+    out = defaults()
+    for layer in layers:
+        if isinstance(layer, (str, Path)):
+            out.update(load_yaml(layer))
+        else:
+            out.update(validate(layer))
+    return out
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is read as YAML (numbers, bools, null)."""
+    if "=" not in text:
+        raise ParamError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    value = yaml.safe_load(raw) if raw.strip() else None
+    return key, validate({key: value})[key]
+
+
+def subset(params: Mapping[str, Any], stages: Iterable[str]) -> dict[str, Any]:
+    stages = set(stages)
+    return {k: params[k] for k in SCHEMA if SCHEMA[k].stage in stages}
+
+
+def digest(obj: Any, n: int = 12) -> str:
+    """A short stable hash of a JSON-serialisable object."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def dump_yaml(params: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(params), sort_keys=False)

@@ -1,0 +1,47 @@
+"""HTML reports: executed notebooks rendered by nbconvert (no code input) and a run index."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from . import runs
+
+
+def render_html(notebook: Path, out: Path | None = None) -> Path:
+    """Render an executed notebook to a standalone HTML report without code cells' input."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    notebook = Path(notebook)
+    out = Path(out) if out else notebook.with_suffix(".html")
+    nb = nbformat.read(notebook, as_version=4)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb)
+    from .paths import atomic_write_text
+
+    atomic_write_text(out, body)
+    return out
+
+
+def write_run_index(run_dir: Path) -> Path:
+    """``index.html`` of a run: each stage's status and a link to its report."""
+    run_dir = Path(run_dir)
+    rows = []
+    for stage, st in sorted(runs.status(run_dir).items()):
+        link = st.get("html")
+        cell = f'<a href="{html.escape(link)}">{html.escape(stage)}</a>' if link else html.escape(stage)
+        err = html.escape(str(st.get("error", "")))
+        rows.append(f"<tr><td>{cell}</td><td class='{st['status']}'>{st['status']}</td>"
+                    f"<td>{html.escape(st['time'])}</td><td>{err}</td></tr>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(run_dir.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 12px;border-bottom:1px solid #ddd}}
+.ok{{color:#070}}.failed{{color:#b00;font-weight:bold}}.running{{color:#a60}}.skipped{{color:#666}}</style>
+</head><body><h1>Run {html.escape(run_dir.name)}</h1>
+<p>Parameters: <a href="{runs.PARAMS_FILE}">{runs.PARAMS_FILE}</a></p>
+<table><tr><th>stage</th><th>status</th><th>time</th><th>error</th></tr>{''.join(rows)}</table>
+</body></html>"""
+    out = run_dir / "index.html"
+    from .paths import atomic_write_text
+
+    atomic_write_text(out, page)
+    return out

@@ -1,0 +1,95 @@
+"""Run folders: one folder per run holds its resolved parameters, split, CSVs, figures,
+executed notebooks and HTML. Nothing is written to a shared fixed filename."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from . import params as params_mod
+from . import paths
+
+PARAMS_FILE = "params.yaml"
+STATUS_FILE = "status.json"
+RUNS_DIR = "reports/runs"
+
+
+class RunError(ValueError):
+    pass
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def new_run_dir(runs_dir: str | Path = RUNS_DIR, run_name: str | None = None, dataset: str = "",
+                add_timestamp: bool = False) -> Path:
+    """``<runs>/<run_name>`` (optionally ``_<timestamp>``), or ``<runs>/<timestamp>_<dataset>``."""
+    root = paths.resolve(runs_dir)
+    if run_name:
+        if "/" in run_name or run_name.startswith("."):
+            raise RunError(f"--run-name {run_name!r} must be a plain folder name")
+        name = f"{run_name}_{timestamp()}" if add_timestamp else run_name
+    else:
+        name = f"{timestamp()}_{dataset}"
+    path = root / name
+    k = 1
+    while not run_name and path.exists():  # two runs started in the same second
+        k += 1
+        path = root / f"{name}-{k}"
+    return path
+
+
+def default_run_dir(p: Mapping[str, Any]) -> Path:
+    """Folder for interactive runs (no run_dir given): named by the parameters that shape it."""
+    key = params_mod.digest({k: v for k, v in p.items() if k not in ("run_dir", "progress", "resume")}, 8)
+    return paths.resolve(RUNS_DIR) / f"interactive_{p['dataset']}_{key}"
+
+
+def resolve_run_dir(p: Mapping[str, Any]) -> Path:
+    return paths.resolve(p["run_dir"]) if p.get("run_dir") else default_run_dir(p)
+
+
+def stored_params(run_dir: Path) -> dict[str, Any] | None:
+    f = Path(run_dir) / PARAMS_FILE
+    return yaml.safe_load(f.read_text()) if f.is_file() else None
+
+
+def status(run_dir: Path) -> dict[str, dict]:
+    f = Path(run_dir) / STATUS_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def check_compatible(run_dir: Path, p: Mapping[str, Any], stage_keys: Mapping[str, str]) -> None:
+    """Refuse parameters that contradict what completed stages of this run were made with.
+
+    ``stage_keys`` maps a completed notebook stage to the parameter stage it owns
+    (e.g. ``{"01_split": "data"}``); keys of those stages must not change.
+    """
+    old = stored_params(run_dir)
+    if not old:
+        return
+    done = {s for s, st in status(run_dir).items() if st.get("status") == "ok"}
+    frozen = {stage_keys[s] for s in done if s in stage_keys}
+    diffs = [f"{k}: {old.get(k)!r} -> {p.get(k)!r}" for k, spec in params_mod.SCHEMA.items()
+             if spec.stage in frozen and k in old and old.get(k) != p.get(k)]
+    if diffs:
+        raise RunError(f"run folder {run_dir} already holds completed stages made with other parameters "
+                       f"({'; '.join(diffs)}). Use a new --run-name (or no run name for a timestamped run).")
+
+
+def write_params(run_dir: Path, p: Mapping[str, Any]) -> None:
+    d = dict(p)
+    d["run_dir"] = str(run_dir)
+    paths.atomic_write_text(Path(run_dir) / PARAMS_FILE, params_mod.dump_yaml(d))
+
+
+def set_status(run_dir: Path, stage: str, state: str, **extra: Any) -> None:
+    """Record a stage's state (running / ok / failed / skipped). Only 'ok' means success."""
+    st = status(run_dir)
+    entry = {"status": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+    st[stage] = entry
+    paths.atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(st, indent=2, default=str))

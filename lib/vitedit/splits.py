@@ -1,0 +1,133 @@
+"""The 4-set protocol.
+
+- FT-Train: a seeded, stratified ``ft_train_ratio`` of the official train split (training,
+  editing statistics);
+- Edit-Discovery: the rest of the official train split (errors to edit; never trained on);
+- FT-Val: the official val split (early stopping / model selection only);
+- Test: the official test split (final evaluation only).
+
+Indices of FT-Train and Edit-Discovery are positions in the official train split; FT-Val and
+Test are positions in the official val and test splits.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .datasets import Data, stratified_partition
+from .paths import atomic_write_bytes, atomic_write_text
+
+SETS = ("ft_train", "edit_discovery", "ft_val", "test")
+SET_SOURCE = {"ft_train": "train", "edit_discovery": "train", "ft_val": "val", "test": "test"}
+SET_LABEL = {"ft_train": "FT-Train", "edit_discovery": "Edit-Discovery", "ft_val": "FT-Val", "test": "Test"}
+INDEX_FILE = "split_indices.npz"
+META_FILE = "split_meta.json"
+COUNTS_FILE = "data_split_info.csv"
+
+
+class SplitError(ValueError):
+    pass
+
+
+@dataclass
+class Split:
+    indices: dict[str, np.ndarray]  # set name -> positions in its official split
+    seed: int
+    ft_train_ratio: float
+    dataset: str
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for name in SETS:
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(self.indices[name], dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def labels(self, data: Data, name: str) -> np.ndarray:
+        return data.labels[SET_SOURCE[name]][self.indices[name]]
+
+    def images(self, data: Data, name: str) -> np.ndarray:
+        return data.images[SET_SOURCE[name]][self.indices[name]]
+
+
+def make_split(data: Data, ft_train_ratio: float, seed: int) -> Split:
+    """Stratified FT-Train / Edit-Discovery split of the official train split."""
+    if not 0 < ft_train_ratio < 1:
+        raise SplitError(f"ft_train_ratio must lie strictly between 0 and 1, got {ft_train_ratio}")
+    train_labels = data.labels["train"]
+    ft, ed = stratified_partition(train_labels, (ft_train_ratio, 1 - ft_train_ratio), seed)
+    if len(ft) == 0 or len(ed) == 0:
+        raise SplitError(f"ft_train_ratio {ft_train_ratio} leaves an empty set out of {len(train_labels)} samples")
+    idx = {
+        "ft_train": ft,
+        "edit_discovery": ed,
+        "ft_val": np.arange(len(data.labels["val"]), dtype=np.int64),
+        "test": np.arange(len(data.labels["test"]), dtype=np.int64),
+    }
+    return Split(idx, seed, ft_train_ratio, data.info.name)
+
+
+def check_split(split: Split, data: Data) -> None:
+    """The protocol's invariants; raises SplitError on any violation."""
+    ft, ed = split.indices["ft_train"], split.indices["edit_discovery"]
+    n_train = len(data.labels["train"])
+    if np.intersect1d(ft, ed).size:
+        raise SplitError("FT-Train and Edit-Discovery overlap")
+    if not np.array_equal(np.sort(np.concatenate([ft, ed])), np.arange(n_train)):
+        raise SplitError("FT-Train and Edit-Discovery do not together make up the official train split")
+    for name in ("ft_val", "test"):
+        src = SET_SOURCE[name]
+        if not np.array_equal(split.indices[name], np.arange(len(data.labels[src]))):
+            raise SplitError(f"{SET_LABEL[name]} must be the whole official {src} split")
+
+
+def counts_table(split: Split, data: Data) -> pd.DataFrame:
+    """Samples per class per set (rows: sets; columns: class names, total, share of set)."""
+    rows = []
+    names = list(data.info.label_names)
+    for name in SETS:
+        c = np.bincount(split.labels(data, name), minlength=data.info.n_classes)
+        row = {"set": SET_LABEL[name], "source": f"official {SET_SOURCE[name]}"}
+        row.update({f"class_{i}_{n}": int(v) for i, (n, v) in enumerate(zip(names, c))})
+        row["total"] = int(c.sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def save(split: Split, run_dir: Path, data: Data) -> None:
+    import io
+
+    run_dir = Path(run_dir)
+    buf = io.BytesIO()
+    np.savez(buf, **split.indices)
+    atomic_write_bytes(run_dir / INDEX_FILE, buf.getvalue())
+    meta = {"dataset": split.dataset, "seed": split.seed, "ft_train_ratio": split.ft_train_ratio,
+            "digest": split.digest, "data_file": str(data.path), "data_md5": data.md5,
+            "sizes": {k: int(len(v)) for k, v in split.indices.items()}}
+    atomic_write_text(run_dir / META_FILE, json.dumps(meta, indent=2))
+    atomic_write_text(run_dir / COUNTS_FILE, counts_table(split, data).to_csv(index=False))
+
+
+def load(run_dir: Path, expect: dict | None = None) -> Split:
+    """The split saved in ``run_dir``; ``expect`` (dataset/seed/ft_train_ratio) must match it."""
+    run_dir = Path(run_dir)
+    if not (run_dir / INDEX_FILE).is_file() or not (run_dir / META_FILE).is_file():
+        raise SplitError(f"no split in {run_dir} ({INDEX_FILE} missing): run notebook 01_split "
+                         f"(CLI: --stage data) for this run folder first")
+    meta = json.loads((run_dir / META_FILE).read_text())
+    with np.load(run_dir / INDEX_FILE) as f:
+        idx = {k: f[k].astype(np.int64) for k in SETS}
+    split = Split(idx, meta["seed"], meta["ft_train_ratio"], meta["dataset"])
+    if split.digest != meta["digest"]:
+        raise SplitError(f"{run_dir / INDEX_FILE} does not match its recorded digest: the file was altered")
+    for key in ("dataset", "seed", "ft_train_ratio"):
+        if expect is not None and key in expect and expect[key] != meta[key]:
+            raise SplitError(f"the split in {run_dir} was made with {key}={meta[key]!r} but this stage has "
+                             f"{key}={expect[key]!r}; use the run's parameters or a new run folder")
+    return split

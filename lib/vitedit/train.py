@@ -1,0 +1,314 @@
+"""Fine-tuning on FT-Train with early stopping on FT-Val, content-addressed checkpoints.
+
+The checkpoint name encodes everything that determined its weights (dataset, data file,
+split, model config, weights source, seed, training hyper-parameters, precision), so a run
+with another seed or ratio can never pick up a model that saw its Edit-Discovery samples.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import models, paths
+from .datasets import Data
+from .params import digest
+from .splits import Split
+
+RECIPE_VERSION = 1  # bump when the training loop changes what weights a key produces
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "label_smoothing", "drop_path",
+              "augment", "patience")
+CHECKPOINT_REF = "checkpoint.json"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module  # holds the selected (best FT-Val) weights
+    history: pd.DataFrame
+    checkpoint: Path
+    meta: dict
+    reused: bool
+
+
+# --------------------------------------------------------------------------- keys
+def checkpoint_fields(params: Mapping[str, Any], data: Data, split: Split, device: torch.device) -> dict:
+    cfg = models.get_config(params["model"])
+    pretrained = cfg.pretrained_default if params.get("pretrained") is None else params["pretrained"]
+    weights = None
+    if pretrained:
+        weights = "timm-hub"
+        if params.get("weights_path"):
+            weights = "file-sha256:" + sha256_file(paths.resolve(params["weights_path"]))
+    return _canon({
+        "recipe": RECIPE_VERSION,
+        "dataset": data.info.name,
+        "size": params.get("size"),
+        "data_md5": data.md5,
+        "split": split.digest,
+        "seed": params["seed"],
+        "ft_train_ratio": params["ft_train_ratio"],
+        "model": cfg.to_dict(),
+        "weights": weights,
+        "precision": "bf16" if device.type == "cuda" else "fp32",
+        "train": {k: params[k] for k in TRAIN_KEYS},
+    })
+
+
+def _canon(obj: Any) -> Any:
+    """JSON-normal form (tuples -> lists), so stored and fresh fields compare equal."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def checkpoint_path(params: Mapping[str, Any], fields: dict) -> Path:
+    ratio = f"{fields['ft_train_ratio']:g}"
+    name = f"{fields['dataset']}{fields['size'] or ''}_{params['model']}_s{fields['seed']}_r{ratio}_{digest(fields)}.pt"
+    return paths.resolve(params.get("checkpoint_dir") or "checkpoints") / name
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- pieces
+def lr_lambda(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to 0; valid for any number of steps >= 1."""
+    warm = int(round(warmup_frac * total_steps))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        span = max(1, total_steps - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / span)))
+
+    return f
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random flips, 90-degree rotations and small reflected shifts, per sample."""
+    b, _, h, w = x.shape
+    flip_h = torch.rand(b, generator=g) < 0.5
+    flip_v = torch.rand(b, generator=g) < 0.5
+    rot = torch.randint(0, 4, (b,), generator=g)
+    x = torch.where(flip_h.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
+    x = torch.where(flip_v.view(-1, 1, 1, 1).to(x.device), x.flip(2), x)
+    out = x.clone()
+    for k in range(1, 4):
+        m = (rot == k).to(x.device)
+        if m.any() and h == w:
+            out[m] = torch.rot90(x[m], k, (2, 3))
+    pad = max(1, h // 14)
+    out = F.pad(out, (pad, pad, pad, pad), mode="reflect")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
+    return out[:, :, dy:dy + h, dx:dx + w]
+
+
+def evaluate(model, images, labels, cfg, batch_size, device, progress=False, desc="eval") -> dict:
+    logits = models.predict_logits(model, images, cfg, batch_size, device, progress, desc)
+    y = torch.as_tensor(np.asarray(labels))
+    if len(y) == 0:
+        return {"n": 0, "acc": float("nan"), "loss": float("nan")}
+    return {"n": int(len(y)), "acc": float((logits.argmax(1) == y).float().mean()),
+            "loss": float(F.cross_entropy(logits, y))}
+
+
+def improved(val: dict, best: dict | None, min_loss_delta: float = 1e-4) -> bool:
+    """Higher FT-Val accuracy, or equal accuracy with a clearly lower FT-Val loss."""
+    if best is None:
+        return True
+    if val["acc"] != best["val_acc"]:
+        return val["acc"] > best["val_acc"]
+    return val["loss"] < best["val_loss"] - min_loss_delta
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _save(obj: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    paths.atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, device="cpu") -> tuple[torch.nn.Module, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    blob = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(blob, dict) or "state_dict" not in blob or "fields" not in blob:
+        raise CheckpointError(f"{path} is not a vitedit checkpoint")
+    cfg = models.ModelConfig(**blob["fields"]["model"])
+    model = models.build_model(cfg, blob["num_classes"], pretrained=False)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    return model.to(device), meta
+
+
+# --------------------------------------------------------------------------- training
+def fit(params: Mapping[str, Any], data: Data, split: Split, progress: bool = True,
+        on_batch: Callable[[np.ndarray], None] | None = None, log=print) -> TrainResult:
+    """Train (or reuse) the checkpoint that ``params`` determine. Only FT-Train reaches a step.
+
+    ``on_batch`` receives the official-train positions of every training batch (for audits).
+    """
+    device = models.resolve_device(params.get("device", "auto"))
+    if params.get("num_threads"):
+        torch.set_num_threads(params["num_threads"])
+    fields = checkpoint_fields(params, data, split, device)
+    ckpt = checkpoint_path(params, fields)
+    with _lock(ckpt):
+        if ckpt.is_file():
+            model, meta = load_checkpoint(ckpt, device)
+            if _canon(meta["fields"]) != fields:
+                raise CheckpointError(f"{ckpt} was trained under other settings than its name says; delete it")
+            log(f"reusing checkpoint {ckpt} (training skipped)")
+            return TrainResult(model, pd.DataFrame(meta["history"]), ckpt, meta, True)
+        return _train(params, data, split, fields, ckpt, device, progress, on_batch, log)
+
+
+def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -> TrainResult:
+    cfg = models.get_config(params["model"])
+    seed = params["seed"]
+    epochs, bs = params["epochs"], params["batch_size"]
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    torch.manual_seed(seed)
+    model = models.build_model(cfg, data.info.n_classes, params.get("pretrained"), params.get("weights_path"),
+                               params["drop_path"]).to(device)
+    train_pos = split.indices["ft_train"]
+    train_images, train_labels = data.images["train"], data.labels["train"]
+    val_images, val_labels = split.images(data, "ft_val"), split.labels(data, "ft_val")
+    n = len(train_pos)
+    steps_per_epoch = math.ceil(n / bs)
+    opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(epochs * steps_per_epoch, params["warmup_frac"]))
+    g = torch.Generator().manual_seed(seed)
+    pin = params.get("pin_memory")
+    pin = device.type == "cuda" if pin is None else (pin and device.type == "cuda")
+    use_amp = device.type == "cuda"
+    resume_file = ckpt.with_suffix(".resume.pt")
+    state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0}
+    if params.get("resume") and resume_file.is_file():
+        r = torch.load(resume_file, map_location=device, weights_only=False)
+        if _canon(r["fields"]) == fields:
+            model.load_state_dict(r["model"])
+            opt.load_state_dict(r["opt"])
+            sched.load_state_dict(r["sched"])
+            g.set_state(r["gen"])
+            torch.set_rng_state(r["torch_rng"])
+            state = r["state"]
+            log(f"resuming {ckpt.name} after epoch {state['epoch']}")
+    elif params.get("resume"):
+        log(f"resume requested but no interrupted run of {ckpt.name} exists; training from the start")
+
+    bar = tqdm(total=epochs, initial=state["epoch"], desc=f"train {ckpt.stem[:40]}", disable=not progress)
+    for epoch in range(state["epoch"], epochs):
+        if state["bad_epochs"] > params["patience"] > 0:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=g).numpy()
+        tot_loss, tot_correct = 0.0, 0
+        for sl in models.iter_batches(n, bs):
+            pos = train_pos[perm[sl]]
+            if on_batch is not None:
+                on_batch(pos)
+            x = models.preprocess(train_images[pos], cfg, device, pin)
+            if params["augment"]:
+                x = augment(x, g)
+            y = torch.as_tensor(train_labels[pos]).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=params["label_smoothing"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot_loss += float(loss.detach()) * len(pos)
+            tot_correct += int((logits.argmax(1) == y).sum())
+        val = evaluate(model, val_images, val_labels, cfg, params["eval_batch_size"], device)
+        row = {"epoch": epoch + 1, "train_loss": tot_loss / n, "train_acc": tot_correct / n,
+               "val_loss": val["loss"], "val_acc": val["acc"], "lr": opt.param_groups[0]["lr"],
+               "seconds": time.perf_counter() - t0}
+        state["history"].append(row)
+        best = state["best"]
+        if improved(val, best):
+            state["best"] = {"epoch": epoch + 1, "val_acc": val["acc"], "val_loss": val["loss"],
+                             "state_dict": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})}
+            state["bad_epochs"] = 0
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        _save({"fields": fields, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+               "gen": g.get_state(), "torch_rng": torch.get_rng_state(), "state": state}, resume_file)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{val['acc']:.3f}")
+    bar.close()
+    best = state["best"]
+    model.load_state_dict(best["state_dict"])
+    model.eval()
+    meta = {"format": 1, "fields": fields, "num_classes": data.info.n_classes, "best_epoch": best["epoch"],
+            "best_val_acc": best["val_acc"], "best_val_loss": best["val_loss"], "history": state["history"],
+            "epochs_run": state["epoch"], "stopped_early": state["epoch"] < epochs,
+            "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    _save(dict(meta, state_dict=best["state_dict"]), ckpt)
+    resume_file.unlink(missing_ok=True)
+    log(f"saved checkpoint {ckpt} (best FT-Val acc {best['val_acc']:.4f} at epoch {best['epoch']})")
+    return TrainResult(model, pd.DataFrame(state["history"]), ckpt, json.loads(json.dumps(meta, default=str)), False)
+
+
+# --------------------------------------------------------------------------- run references
+def record_in_run(run_dir: Path, result: TrainResult, split: Split) -> dict:
+    """Write ``checkpoint.json``: the exact checkpoint this run trained (path and sha256)."""
+    ref = {"path": str(result.checkpoint), "sha256": sha256_file(result.checkpoint), "split": split.digest,
+           "fields": result.meta["fields"], "best_epoch": result.meta["best_epoch"],
+           "best_val_acc": result.meta["best_val_acc"], "reused": result.reused}
+    paths.atomic_write_text(Path(run_dir) / CHECKPOINT_REF, json.dumps(ref, indent=2, default=str))
+    return ref
+
+
+def load_run_model(run_dir: Path, split: Split | None = None, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """The model this run trained; refused if the file changed or belongs to another split."""
+    ref_file = Path(run_dir) / CHECKPOINT_REF
+    if not ref_file.is_file():
+        raise CheckpointError(f"{run_dir} has no {CHECKPOINT_REF}: run notebook 02_train (CLI: --stage train) first")
+    ref = json.loads(ref_file.read_text())
+    path = Path(ref["path"])
+    if not path.is_file():
+        raise CheckpointError(f"the checkpoint this run trained ({path}) is gone; rerun 02_train")
+    if sha256_file(path) != ref["sha256"]:
+        raise CheckpointError(f"{path} differs from the checkpoint this run trained (sha256 mismatch); rerun 02_train")
+    if split is not None and ref["split"] != split.digest:
+        raise CheckpointError(f"{path} was trained on split {ref['split']} but this run's split is {split.digest}")
+    model, meta = load_checkpoint(path, device)
+    return model, meta

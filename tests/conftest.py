@@ -1,0 +1,89 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitedit import datasets, paths
+from vitedit.datasets import Data, DatasetInfo
+
+ROOT = paths.project_root()
+SHARED = ROOT.parent / "shared" / "data" / "retinamnist.npz"
+RETINA_MD5 = "bd4c0672f1bba3e3a89f0e4e876791e4"
+
+
+@pytest.fixture(scope="session")
+def retina_path() -> Path:
+    """The official RetinaMNIST file (data/ link made by `make setup`, or ../shared/data)."""
+    for p in (ROOT / "data" / "retinamnist.npz", SHARED):
+        if p.is_file():
+            return p.resolve()
+    if os.environ.get("CI"):
+        pytest.fail(f"RetinaMNIST not found at {ROOT / 'data'} or {SHARED}; CI must provide it")
+    pytest.skip("real RetinaMNIST file not available on this machine")
+
+
+@pytest.fixture(scope="session")
+def retina(retina_path) -> Data:
+    return datasets.load_medmnist("retinamnist", 28, str(retina_path))
+
+
+def make_npz(path: Path, n=(40, 10, 12), size=28, channels=3, n_classes=5, seed=0, **overrides):
+    """A small MedMNIST-format file; ``overrides`` replace or (with None) drop arrays."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, k in zip(("train", "val", "test"), n):
+        shape = (k, size, size) if channels == 1 else (k, size, size, channels)
+        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(k) % n_classes).astype(np.uint8).reshape(-1, 1)
+    for key, val in overrides.items():
+        if val is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = val
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def make_liver(folder: Path, n=30, seed=0, bad=None):
+    """MERIT-format liver data: imgs.npy (object array of {'4': (256,256,1) float32}), labs.npy."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    imgs = np.empty(n, dtype=object)
+    for i in range(n):
+        imgs[i] = {"4": rng.standard_normal((256, 256, 1)).astype(np.float32)}
+    labs = np.arange(n) % 4
+    if bad == "not_dict":
+        imgs[3] = np.zeros((256, 256, 1), np.float32)
+    elif bad == "shape":
+        imgs[2] = {"4": np.zeros((256, 256), np.float32)}
+    elif bad == "labels":
+        labs[5] = 7
+    np.save(folder / "imgs.npy", imgs, allow_pickle=True)
+    np.save(folder / "labs.npy", labs)
+    return folder
+
+
+def synthetic_data(n_train=120, n_val=40, n_test=40, n_classes=3, seed=0) -> Data:
+    """Learnable toy data: class c has a bright c-th third of the image."""
+    rng = np.random.default_rng(seed)
+
+    def make(k):
+        y = np.arange(k) % n_classes
+        x = rng.integers(0, 90, (k, 28, 28, 3)).astype(np.uint8)
+        for i, c in enumerate(y):
+            x[i, :, c * 9:(c + 1) * 9] += 120
+        return x, y.astype(np.int64)
+
+    parts = {s: make(k) for s, k in zip(("train", "val", "test"), (n_train, n_val, n_test))}
+    info = DatasetInfo("toy", "medmnist", "multi-class", 3, tuple(f"c{i}" for i in range(n_classes)))
+    return Data(info, {s: v[0] for s, v in parts.items()}, {s: v[1] for s, v in parts.items()},
+                Path("/toy.npz"), "0" * 32)
+
+
+@pytest.fixture
+def toy():
+    return synthetic_data()

@@ -1,0 +1,99 @@
+import json
+
+import pytest
+import yaml
+
+from vitedit import params
+from vitedit.params import ParamError
+
+from conftest import ROOT
+
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def test_base_yaml_lists_every_parameter_with_its_default():
+    base = yaml.safe_load((ROOT / "params" / "base.yaml").read_text())
+    assert set(base) == set(params.SCHEMA)
+    assert params.resolve(ROOT / "params" / "base.yaml") == params.defaults()
+
+
+@pytest.mark.parametrize("f", sorted((ROOT / "params").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_params_file_is_valid(f):
+    params.resolve(f)
+
+
+def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("epoch: 3\n")
+    with pytest.raises(ParamError, match=r"unknown parameter 'epoch'.*Did you mean 'epochs'"):
+        params.resolve(f)
+
+
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"epochs": "ten"}, {"ft_train_ratio": 1.0},
+                                 {"ft_train_ratio": 0}, {"augment": "maybe"}, {"size": 32},
+                                 {"seed": 1.5}, {"dataset": None}, {"lr": -1}, {"device": "tpu"}])
+def test_bad_values_are_rejected(bad):
+    with pytest.raises(ParamError, match=list(bad)[0]):
+        params.resolve(bad)
+
+
+def test_yaml_scientific_notation_becomes_a_float(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("lr: 1e-4\n")  # PyYAML reads this as a string
+    assert params.resolve(f)["lr"] == pytest.approx(1e-4)
+
+
+def test_layers_apply_in_order(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("seed: 1\nepochs: 5\n")
+    b.write_text("seed: 2\n")
+    p = params.resolve(a, b, {"batch_size": 8})
+    assert (p["seed"], p["epochs"], p["batch_size"]) == (2, 5, 8)
+
+
+def test_parse_assignment():
+    assert params.parse_assignment("epochs=3") == ("epochs", 3)
+    assert params.parse_assignment("data_path=") == ("data_path", None)
+    with pytest.raises(ParamError):
+        params.parse_assignment("nonsense=1")
+
+
+def _nb(name):
+    return json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+
+
+@pytest.mark.parametrize("name", ["01_split", "02_train"])
+def test_notebooks_are_clean_and_parameterised(name):
+    import papermill as pm
+
+    nb = _nb(name)
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in code), "commit notebooks clean"
+    assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
+    declared = pm.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
+    defaults = params.defaults()
+    for key, spec in declared.items():
+        assert key in params.SCHEMA, f"{name} declares {key}, which the schema lacks"
+        assert eval(spec["default"]) == defaults[key], f"{name}: default of {key} differs from the schema"
+
+
+@pytest.mark.parametrize("name,stages", [("01_split", {"data"}), ("02_train", {"data", "train", "run"})])
+def test_notebooks_declare_every_parameter_they_depend_on(name, stages):
+    import papermill as pm
+
+    declared = set(pm.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")))
+    needed = {k for k, p in params.SCHEMA.items() if p.stage in stages}
+    assert needed <= declared, f"{name} lacks {needed - declared}"
+
+
+def test_collect_takes_only_names_defined_after_the_marker():
+    from vitedit import nb
+
+    ns = {"x_before": 1}
+    before = set(ns)
+    ns.update({"epochs": 3, "_hidden": 1, "In": [], "json": json})
+    assert nb.collect(ns, before) == {"epochs": 3}
+    ns["epochz"] = 4
+    with pytest.raises(ParamError, match="epochz"):
+        nb.start("02_train", ns, before)

@@ -1,0 +1,130 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vitedit import params, splits, train
+from vitedit.train import CheckpointError
+
+
+def P(tmp_path, **kw):
+    base = {"model": "vit_tiny_test", "epochs": 3, "batch_size": 32, "checkpoint_dir": str(tmp_path / "ckpt"),
+            "progress": False, "patience": 0, "dataset": "toy", "lr": 3e-3, "seed": 0, "ft_train_ratio": 0.8}
+    base.update(kw)
+    p = params.defaults()
+    p.update(base)
+    return p
+
+
+def quiet(*a, **k):
+    pass
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 10, 1000])
+def test_schedule_works_for_any_length(total):
+    f = train.lr_lambda(total, 0.1)
+    vals = [f(s) for s in range(total)]
+    assert all(0 <= v <= 1 for v in vals) and max(vals) > 0
+    if total >= 10:
+        assert vals[-1] < 0.05 and max(vals) == pytest.approx(1, abs=0.1)
+
+
+def test_only_ft_train_reaches_a_training_step(tmp_path, toy):
+    s = splits.make_split(toy, 0.8, 0)
+    seen = []
+    train.fit(P(tmp_path), toy, s, progress=False, on_batch=lambda pos: seen.append(pos.copy()), log=quiet)
+    seen = np.concatenate(seen)
+    assert set(seen.tolist()) == set(s.indices["ft_train"].tolist())
+    assert not set(seen.tolist()) & set(s.indices["edit_discovery"].tolist())
+    assert len(seen) == 3 * len(s.indices["ft_train"])  # each epoch sees FT-Train once
+
+
+def test_training_is_deterministic_and_learns(tmp_path, toy):
+    s = splits.make_split(toy, 0.8, 0)
+    a = train.fit(P(tmp_path / "a", epochs=6), toy, s, False, log=quiet)
+    b = train.fit(P(tmp_path / "b", epochs=6), toy, s, False, log=quiet)
+    for (k, va), (_, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(va, vb), k
+    assert a.meta["best_val_acc"] > 0.6  # toy data is easy; chance is 1/3
+
+
+def test_identical_settings_reuse_the_checkpoint_and_others_do_not(tmp_path, toy):
+    s = splits.make_split(toy, 0.8, 0)
+    first = train.fit(P(tmp_path), toy, s, False, log=quiet)
+    calls = []
+    again = train.fit(P(tmp_path), toy, s, False, on_batch=calls.append, log=quiet)
+    assert again.reused and not calls and again.checkpoint == first.checkpoint
+    names = {first.checkpoint.name}
+    for p, split in [(P(tmp_path, seed=1), splits.make_split(toy, 0.8, 1)),
+                     (P(tmp_path, ft_train_ratio=0.7), splits.make_split(toy, 0.7, 0)),
+                     (P(tmp_path, lr=1e-3), s), (P(tmp_path, epochs=2), s)]:
+        fields = train.checkpoint_fields(p, toy, split, torch.device("cpu"))
+        names.add(train.checkpoint_path(p, fields).name)
+    assert len(names) == 5
+
+
+def test_selected_model_is_the_best_validation_epoch(tmp_path, toy):
+    s = splits.make_split(toy, 0.8, 0)
+    r = train.fit(P(tmp_path, epochs=5), toy, s, False, log=quiet)
+    h = r.history
+    assert r.meta["best_val_acc"] == pytest.approx(h.val_acc.max())
+    best = h.loc[h.epoch == r.meta["best_epoch"]].iloc[0]
+    from vitedit import models
+
+    ev = train.evaluate(r.model, s.images(toy, "ft_val"), s.labels(toy, "ft_val"),
+                        models.get_config("vit_tiny_test"), 64, "cpu")
+    assert ev["acc"] == pytest.approx(best.val_acc) and ev["loss"] == pytest.approx(best.val_loss, rel=1e-4)
+    reloaded, meta = train.load_checkpoint(r.checkpoint)
+    for k, v in reloaded.state_dict().items():
+        assert torch.equal(v, r.model.state_dict()[k])
+
+
+def test_early_stopping(tmp_path, toy):
+    s = splits.make_split(toy, 0.8, 0)
+    r = train.fit(P(tmp_path, epochs=40, patience=2, lr=1e-9), toy, s, False, log=quiet)
+    assert len(r.history) == 4 and r.meta["stopped_early"]  # best at 1, then 3 epochs without gain
+    assert train.improved({"acc": 0.5, "loss": 1.0}, {"val_acc": 0.4, "val_loss": 0.1})
+    assert not train.improved({"acc": 0.5, "loss": 1.0}, {"val_acc": 0.5, "val_loss": 1.00001})
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, toy):
+    s = splits.make_split(toy, 0.8, 0)
+    full = train.fit(P(tmp_path / "full", epochs=3), toy, s, False, log=quiet)
+
+    n_batches = [0]
+
+    def crash(pos):
+        n_batches[0] += 1
+        if n_batches[0] == 5:  # inside epoch 2 (3 batches per epoch)
+            raise KeyboardInterrupt
+
+    p = P(tmp_path / "cut", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(p, toy, s, False, on_batch=crash, log=quiet)
+    ckpts = list((tmp_path / "cut" / "ckpt").glob("*.pt"))
+    assert [c.name.endswith(".resume.pt") for c in ckpts] == [True]  # no final checkpoint after a kill
+    p["resume"] = True
+    resumed = train.fit(p, toy, s, False, log=quiet)
+    assert len(resumed.history) == 3
+    for k, v in resumed.model.state_dict().items():
+        assert torch.equal(v, full.model.state_dict()[k]), k
+    assert not list((tmp_path / "cut" / "ckpt").glob("*.resume.pt"))
+
+
+def test_run_reference_refuses_changed_or_foreign_checkpoints(tmp_path, toy):
+    s = splits.make_split(toy, 0.8, 0)
+    r = train.fit(P(tmp_path), toy, s, False, log=quiet)
+    run = tmp_path / "run"
+    run.mkdir()
+    train.record_in_run(run, r, s)
+    model, meta = train.load_run_model(run, s)
+    assert meta["best_epoch"] == r.meta["best_epoch"]
+    with pytest.raises(CheckpointError, match="split"):
+        train.load_run_model(run, splits.make_split(toy, 0.8, 5))
+    ref = json.loads((run / train.CHECKPOINT_REF).read_text())
+    torch.save({"tampered": True}, ref["path"])
+    with pytest.raises(CheckpointError, match="sha256"):
+        train.load_run_model(run, s)
+    with pytest.raises(CheckpointError, match="02_train"):
+        train.load_run_model(tmp_path / "nothing")
