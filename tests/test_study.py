@@ -1,0 +1,129 @@
+"""Integration: the CLI runs notebooks 01-02 through papermill on the real RetinaMNIST file."""
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from vitedit import runs, train
+
+from conftest import ROOT, make_liver, make_npz
+
+pytestmark = pytest.mark.integration
+TINY = str(ROOT / "params" / "tiny.yaml")
+
+
+def vitedit(*args, timeout=900):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "vitedit", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, retina_path):
+    tmp = tmp_path_factory.mktemp("study")
+    common = ["--params", TINY, "--runs-dir", tmp / "runs", "--checkpoint-dir", tmp / "ckpt",
+              "--data-path", retina_path]
+    r = vitedit("--stage", "full", "--run-name", "it", *common)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return tmp, common, r
+
+
+def test_full_run_writes_every_artifact(study):
+    tmp, _, r = study
+    run = tmp / "runs" / "it"
+    assert f"report: {run / 'index.html'}" in r.stdout
+    for f in ["params.yaml", "split_indices.npz", "split_meta.json", "data_split_info.csv", "training_metrics.csv",
+              "checkpoint.json", "set_accuracy.csv", "status.json", "index.html", "01_split.html", "02_train.html",
+              "notebooks/01_split.ipynb", "notebooks/02_train.ipynb", "figures/class_distribution.png",
+              "figures/examples.png", "figures/training_curves.png"]:
+        assert (run / f).is_file(), f
+    p = runs.stored_params(run)
+    assert (p["model"], p["epochs"], p["dataset"], p["run_dir"]) == ("vit_tiny_test", 2, "retinamnist", str(run))
+    st = runs.status(run)
+    assert st["01_split"]["status"] == st["02_train"]["status"] == "ok"
+    counts = pd.read_csv(run / "data_split_info.csv")
+    assert counts["total"].tolist()[2:] == [120, 400] and sum(counts["total"][:2]) == 1080
+    assert len(pd.read_csv(run / "training_metrics.csv")) == 2
+    acc = pd.read_csv(run / "set_accuracy.csv")
+    assert acc["set"].tolist() == ["FT-Train", "Edit-Discovery", "FT-Val", "Test"]
+    assert acc["n"].tolist()[2:] == [120, 400]
+    ref = json.loads((run / "checkpoint.json").read_text())
+    assert ref["path"].startswith(str(tmp / "ckpt")) and train.sha256_file(ref["path"]) == ref["sha256"]
+    html = (run / "02_train.html").read_text()
+    assert "data:image/png;base64" in html and "nb.start(" not in html  # figures in, code input out
+    index = (run / "index.html").read_text()
+    assert 'href="01_split.html"' in index and 'href="02_train.html"' in index
+
+
+def test_train_stage_again_reuses_the_checkpoint(study):
+    tmp, common, _ = study
+    r = vitedit("--stage", "train", "--run-name", "it", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ref = json.loads((tmp / "runs" / "it" / "checkpoint.json").read_text())
+    assert ref["reused"] is True
+    assert "[01_split]" not in r.stdout  # the split was done: only 02 ran
+
+
+def test_changing_the_split_of_an_existing_run_is_refused(study):
+    tmp, common, _ = study
+    r = vitedit("--stage", "train", "--run-name", "it", "--seed", "7", *common)
+    assert r.returncode == 2 and "seed: 42 -> 7" in r.stderr
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--set", "epochz=3"], "unknown parameter 'epochz'"),
+    (["--epochs", "0"], "epochs"),
+    (["--dataset", "nosuchmnist"], "Known datasets"),
+    (["--dataset", "liver4"], "needs data_path"),
+    (["--model", "resnet9"], "unknown model config"),
+])
+def test_bad_input_fails_before_anything_is_written(tmp_path, retina_path, extra, match):
+    args = ["--params", TINY, "--runs-dir", tmp_path / "runs", "--checkpoint-dir", tmp_path / "ckpt"]
+    if "--dataset" not in extra:
+        args += ["--data-path", retina_path]
+    r = vitedit("--stage", "full", *args, *extra)
+    assert r.returncode == 2 and match in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_corrupt_data_file_fails_before_anything_is_written(tmp_path):
+    f = make_npz(tmp_path / "data" / "retinamnist.npz")
+    r = vitedit("--stage", "data", "--params", TINY, "--runs-dir", tmp_path / "runs", "--data-path", f)
+    assert r.returncode == 2 and "MD5" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failing_notebook_is_recorded_as_failed(tmp_path, retina_path):
+    # the tiny config has no pretrained weights anywhere: 02 must fail, loudly
+    r = vitedit("--stage", "full", "--params", TINY, "--runs-dir", tmp_path / "runs", "--checkpoint-dir",
+                tmp_path / "ckpt", "--data-path", retina_path, "--run-name", "bad", "--set", "pretrained=true")
+    assert r.returncode == 1
+    st = runs.status(tmp_path / "runs" / "bad")
+    assert st["01_split"]["status"] == "ok"
+    assert st["02_train"]["status"] == "failed" and "ModelError" in st["02_train"]["error"]
+    assert (tmp_path / "runs" / "bad" / "02_train.html").is_file()
+    assert not (tmp_path / "runs" / "bad" / "checkpoint.json").exists()
+    assert "failed" in (tmp_path / "runs" / "bad" / "index.html").read_text()
+
+
+def test_papermill_directly_refuses_unknown_parameters(tmp_path):
+    import papermill as pm
+
+    run = tmp_path / "run"
+    with pytest.raises(pm.PapermillExecutionError, match="unknown parameter 'sede'"):
+        pm.execute_notebook(str(ROOT / "notebooks" / "01_split.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"sede": 1, "run_dir": str(run)}, cwd=str(ROOT / "notebooks"),
+                            kernel_name="python3", progress_bar=False)
+    assert not run.exists()
+
+
+def test_liver_data_runs_through_the_study(tmp_path):
+    folder = make_liver(tmp_path / "liver", n=40)
+    r = vitedit("--stage", "full", "--params", TINY, "--dataset", "liver2s", "--data-path", folder, "--runs-dir",
+                tmp_path / "runs", "--checkpoint-dir", tmp_path / "ckpt", "--run-name", "liver")
+    assert r.returncode == 0, r.stderr[-2000:]
+    counts = pd.read_csv(tmp_path / "runs" / "liver" / "data_split_info.csv")
+    assert counts["total"].sum() == 40 and list(counts.columns[2:4]) == ["class_0_F0-F2", "class_1_F3-F4"]
