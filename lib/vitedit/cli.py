@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
     g = ap.add_argument_group("output")
     g.add_argument("--checkpoint-dir", help="folder of fine-tuned checkpoints (checkpoints)")
-    g.add_argument("--runs-dir", default=runs.RUNS_DIR, help="folder of run folders (reports/runs)")
+    g.add_argument("--runs-dir", default=None, help="folder of run folders (reports/runs)")
     g.add_argument("--run-name", help="name of the run folder (reused across stages); default: a timestamp")
     g.add_argument("--timestamp", action="store_true", help="append a timestamp to --run-name")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -63,6 +63,9 @@ def resolve_params(args: argparse.Namespace) -> dict:
     files = args.params or [str(paths.project_root() / "params" / "base.yaml")]
     layers: list = [paths.resolve(f, Path.cwd()) for f in files]
     opts = {k: getattr(args, k) for k in OPTION_PARAMS if getattr(args, k) is not None}
+    for k in ("data_path", "checkpoint_dir", "weights_path"):  # options are relative to the caller's cwd
+        if opts.get(k):
+            opts[k] = str(paths.resolve(opts[k], Path.cwd()))
     for k in ("download", "resume", "pin_memory"):
         if getattr(args, k) is not None:
             opts[k] = getattr(args, k)
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         p = resolve_params(args)
         preflight(p)
-        run_dir = runs.new_run_dir(args.runs_dir, args.run_name, p["dataset"], args.timestamp)
+        runs_dir = paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else runs.RUNS_DIR
+        run_dir = runs.new_run_dir(runs_dir, args.run_name, p["dataset"], args.timestamp)
         p["run_dir"] = str(run_dir)
         done = {s for s, st in runs.status(run_dir).items() if st.get("status") == "ok"}
         todo = STAGE_NOTEBOOKS[args.stage]
