@@ -103,11 +103,7 @@ def search_roots(data_path: str | None = None) -> list[Path]:
 
 
 def md5sum(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return paths.file_hash(path, "md5")
 
 
 def expected_md5(name: str, size: int) -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
-import hashlib
 import io
 import json
 import math
@@ -84,11 +83,7 @@ def checkpoint_path(params: Mapping[str, Any], fields: dict) -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return paths.file_hash(path, "sha256")
 
 
 # --------------------------------------------------------------------------- pieces
