@@ -12,6 +12,8 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def test_base_yaml_lists_every_parameter_with_its_default():
+    assert (ROOT / "params" / "base.yaml").read_text() == params.render_base_yaml(), \
+        "regenerate: python -m vitedit.params > params/base.yaml"
     base = yaml.safe_load((ROOT / "params" / "base.yaml").read_text())
     assert set(base) == set(params.SCHEMA)
     assert params.resolve(ROOT / "params" / "base.yaml") == params.defaults()
@@ -49,6 +51,14 @@ def test_layers_apply_in_order(tmp_path):
     b.write_text("seed: 2\n")
     p = params.resolve(a, b, {"batch_size": 8})
     assert (p["seed"], p["epochs"], p["batch_size"]) == (2, 5, 8)
+
+
+def test_lists_accept_yaml_lists_and_strings():
+    p = params.resolve({"edit_layers": "9, 10 11", "trace_scopes": ["cls", "all"]})
+    assert p["edit_layers"] == [9, 10, 11] and p["trace_scopes"] == ["cls", "all"]
+    for bad in ({"trace_kinds": ["mlp", "blok"]}, {"edit_layers": [1.5]}, {"trace_scopes": []}):
+        with pytest.raises(ParamError):
+            params.resolve(bad)
 
 
 def test_parse_assignment():

@@ -19,17 +19,22 @@ from pathlib import Path
 from . import datasets, nb, paths, report, runs
 from . import params as params_mod
 
-STAGE_NOTEBOOKS = {"data": ["01_split"], "train": ["01_split", "02_train"], "full": ["01_split", "02_train"]}
+NOTEBOOKS = list(nb.STAGES)  # the study's order
+STAGE_NOTEBOOK = {"data": "01_split", "train": "02_train", "locate": "03_locate"}
+STAGES = [*STAGE_NOTEBOOK, "full"]
 # options that map 1:1 to parameters (option dest -> parameter)
 OPTION_PARAMS = ["dataset", "size", "data_path", "ft_train_ratio", "seed", "model", "epochs", "batch_size",
-                 "lr", "checkpoint_dir", "device", "weights_path"]
+                 "lr", "checkpoint_dir", "device", "weights_path", "num_ablations", "max_samples", "edit_layers",
+                 "num_edit_layers"]
+FLAG_PARAMS = ["download", "resume", "pin_memory", "no_astra_layers"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vitedit", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=list(STAGE_NOTEBOOKS), default="full",
-                    help="data: 01_split; train: 01_split (if not done) + 02_train; full: all notebooks")
+    ap.add_argument("--stage", choices=STAGES, default="full",
+                    help="data: 01_split; train: 02_train; locate: 03_locate (earlier notebooks not yet done in "
+                         "the run folder run first); full: every notebook")
     ap.add_argument("--params", action="append", default=[], metavar="YAML",
                     help="parameter file(s), later ones override earlier (default: params/base.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any parameter")
@@ -50,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pin-memory", dest="pin_memory", action="store_true", default=None)
     g.add_argument("--no-pin-memory", dest="pin_memory", action="store_false")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g = ap.add_argument_group("layer localisation")
+    g.add_argument("--num-ablations", type=int, help="noisy copies per traced sample (32)")
+    g.add_argument("--max-samples", type=int, help="Edit-Discovery errors to trace (50)")
+    g.add_argument("--edit-layers", type=int, nargs="+", help="layers to edit, e.g. 9 10 11 (highest priority)")
+    g.add_argument("--num-edit-layers", type=int, help="top traced layers to edit (3)")
+    g.add_argument("--no-astra-layers", action="store_true", default=None,
+                   help="ignore the tracing result (edit the last three layers)")
     g = ap.add_argument_group("output")
     g.add_argument("--checkpoint-dir", help="folder of fine-tuned checkpoints (checkpoints)")
     g.add_argument("--runs-dir", default=None, help="folder of run folders (reports/runs)")
@@ -66,7 +78,7 @@ def resolve_params(args: argparse.Namespace) -> dict:
     for k in ("data_path", "checkpoint_dir", "weights_path"):  # options are relative to the caller's cwd
         if opts.get(k):
             opts[k] = str(paths.resolve(opts[k], Path.cwd()))
-    for k in ("download", "resume", "pin_memory"):
+    for k in FLAG_PARAMS:
         if getattr(args, k) is not None:
             opts[k] = getattr(args, k)
     if args.no_progress:
@@ -156,6 +168,15 @@ def _short_error(e: BaseException) -> str:
     return f"{name}: {value}"[:500]
 
 
+def notebooks_to_run(stage: str, status: dict) -> list[str]:
+    """``full``: every notebook; a stage: its notebook, after earlier ones not yet ``ok`` in the run."""
+    if stage == "full":
+        return list(NOTEBOOKS)
+    target = STAGE_NOTEBOOK[stage]
+    before = NOTEBOOKS[: NOTEBOOKS.index(target)]
+    return [n for n in before if status.get(n, {}).get("status") != "ok"] + [target]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -164,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir = paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else runs.RUNS_DIR
         run_dir = runs.new_run_dir(runs_dir, args.run_name, p["dataset"], args.timestamp)
         p["run_dir"] = str(run_dir)
-        done = {s for s, st in runs.status(run_dir).items() if st.get("status") == "ok"}
-        todo = STAGE_NOTEBOOKS[args.stage]
-        if args.stage == "train" and "01_split" in done:
-            todo = ["02_train"]
+        todo = notebooks_to_run(args.stage, runs.status(run_dir))
         for name in todo:
             runs.check_compatible(run_dir, p, nb._frozen_stages(name))
     except (params_mod.ParamError, datasets.DataError, runs.RunError, ValueError) as e:

@@ -19,7 +19,7 @@ from . import params as params_mod
 from . import runs
 
 # notebook stage -> the parameter stage whose keys it owns; order is the study's order
-STAGES = {"01_split": "data", "02_train": "train"}
+STAGES = {"01_split": "data", "02_train": "train", "03_locate": "locate"}
 
 
 @dataclass
@@ -76,10 +76,15 @@ def collect(ns: Mapping[str, Any], before: set[str]) -> dict[str, Any]:
 def start(stage: str, ns: Mapping[str, Any], before: set[str]) -> Run:
     """Validate this notebook's parameters (unknown keys are errors) and resolve its run folder.
 
-    Nothing is written here; :meth:`Run.begin` creates the folder once inputs are validated.
+    Parameters come from the schema's defaults, then the run folder's ``params.yaml`` (when the
+    run exists), then this notebook's parameters cell and papermill's injection. Nothing is
+    written here; :meth:`Run.begin` creates the folder once inputs are validated.
     """
     given = collect(ns, before)
     p = params_mod.resolve(given)
     run_dir = runs.resolve_run_dir(p)
+    stored = runs.stored_params(run_dir)
+    if stored:  # parameters this notebook does not declare come from the run (e.g. training's, in 03)
+        p = params_mod.resolve(stored, given)
     p["run_dir"] = str(run_dir)
     return Run(stage, run_dir, p)

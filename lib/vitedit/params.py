@@ -23,7 +23,7 @@ class ParamError(ValueError):
 class Param:
     name: str
     default: Any
-    kind: str  # int | float | bool | str | choice | int_list
+    kind: str  # int | float | bool | str | choice | int_list | str_list
     stage: str  # data | train | run
     help: str
     choices: tuple = ()
@@ -89,6 +89,40 @@ SCHEMA: dict[str, Param] = {
               "early stopping: epochs without FT-Val improvement (0 = never stop early)", check=_non_negative),
         Param("resume", False, "bool", "train", "continue an interrupted training run of the same checkpoint"),
         Param("checkpoint_dir", "checkpoints", "str", "train", "folder of the fine-tuned checkpoints"),
+        # --- locate ---------------------------------------------------------------------------
+        Param("max_samples", 50, "int", "locate", "errors of Edit-Discovery to trace (first ones in set order)",
+              check=_at_least_one),
+        Param("num_ablations", 32, "int", "locate", "noisy copies per sample", check=_at_least_one),
+        Param("noise_scale", 3.0, "float", "locate",
+              "noise std = noise_scale x empirical std of FT-Train patch embeddings", check=_positive),
+        Param("noise_std", None, "float", "locate", "fixed noise std (overrides noise_scale)", optional=True,
+              check=_positive),
+        Param("noise_samples", None, "int", "locate", "FT-Train images for the empirical std (default: all)",
+              optional=True, check=_at_least_one),
+        Param("noise_seed", None, "int", "locate", "seed of the noise (default: seed)", optional=True),
+        Param("trace_kinds", ["block", "mlp", "attn"], "str_list", "locate", "what to restore",
+              choices=("block", "mlp", "attn")),
+        Param("trace_scopes", ["all"], "str_list", "locate", "tokens to restore", choices=("all", "cls", "patches")),
+        Param("trace_window", 1, "int", "locate", "consecutive layers restored together for mlp/attn (ROME)",
+              check=_at_least_one),
+        Param("min_total_effect", 0.05, "float", "locate",
+              "samples with |TE| below this are counted and left out of normalised averages", check=_non_negative),
+        Param("rank_kind", "mlp", "choice", "locate", "kind whose ranking picks the edit layers",
+              choices=("block", "mlp", "attn")),
+        Param("rank_scope", "all", "choice", "locate", "scope whose ranking picks the edit layers",
+              choices=("all", "cls", "patches")),
+        Param("edit_layers", None, "int_list", "locate", "explicit layers to edit (highest priority)",
+              optional=True),
+        Param("num_edit_layers", 3, "int", "locate", "top traced layers handed to editing", check=_at_least_one),
+        Param("no_astra_layers", False, "bool", "locate", "ignore the tracing result (use the last three layers)"),
+        Param("trace_max_rows", 2048, "int", "locate", "images per batched tracing pass (memory bound)",
+              check=_at_least_one),
+        Param("attribution_samples", 6, "int", "locate", "errors that get a patch attribution map (0: none)",
+              check=_non_negative),
+        Param("attribution_masks", 64, "int", "locate", "random patch masks per attribution", check=_at_least_one),
+        Param("attribution_keep_prob", 0.5, "float", "locate", "probability that a patch is kept", check=_open_unit),
+        Param("attribution_alpha", 0.001, "float", "locate", "Lasso regularisation of the attribution",
+              check=_positive),
         # --- run ----------------------------------------------------------------------------
         Param("device", "auto", "choice", "run", "auto (CUDA if present), cpu or cuda",
               choices=("auto", "cpu", "cuda")),
@@ -115,6 +149,8 @@ def _coerce(p: Param, value: Any) -> Any:
             return None
         raise ParamError(f"parameter '{p.name}' may not be empty (null); give a value, e.g. {p.default!r}")
     kind = p.kind
+    if kind in ("int_list", "str_list"):
+        return _coerce_list(p, value)
     try:
         if kind == "bool":
             if isinstance(value, bool):
@@ -147,6 +183,38 @@ def _coerce(p: Param, value: Any) -> Any:
         if problem:
             raise ParamError(f"parameter '{p.name}' = {value!r} {problem}")
     return value
+
+
+def _coerce_list(p: Param, value: Any) -> list:
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if isinstance(items, (int, float)) and not isinstance(items, bool):
+        items = [items]
+    if not isinstance(items, (list, tuple)):
+        raise ParamError(f"parameter '{p.name}' expects a list, got {value!r}; {p.help}")
+    out = []
+    for item in items:
+        try:
+            if p.kind == "int_list":
+                if isinstance(item, bool) or (isinstance(item, float) and not item.is_integer()):
+                    raise TypeError
+                out.append(int(item))
+            else:
+                if not isinstance(item, str):
+                    raise TypeError
+                out.append(item)
+        except (TypeError, ValueError):
+            raise ParamError(f"parameter '{p.name}' expects a list of {p.kind[:-5]}s, got {value!r}") from None
+    if p.choices:
+        bad = [i for i in out if i not in p.choices]
+        if bad:
+            raise ParamError(f"parameter '{p.name}': {bad} not among {list(p.choices)}")
+    if not out and not p.optional:
+        raise ParamError(f"parameter '{p.name}' may not be an empty list")
+    if p.check is not None:
+        problem = p.check(out)
+        if problem:
+            raise ParamError(f"parameter '{p.name}' = {out!r} {problem}")
+    return out
 
 
 def unknown_key_message(key: str, where: str = "") -> str:
@@ -214,3 +282,26 @@ def digest(obj: Any, n: int = 12) -> str:
 
 def dump_yaml(params: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(params), sort_keys=False)
+
+
+def render_base_yaml() -> str:
+    """The text of ``params/base.yaml``: every parameter, its default and meaning, by stage.
+
+    Regenerate after changing the schema: ``python -m vitedit.params > params/base.yaml``.
+    """
+    lines = ["# Every parameter of the study with its default. Other files in params/ override a few keys;",
+             "# papermill takes any of them with -f, the CLI with --params (later files win).",
+             "# Unknown keys are errors. Generated by `python -m vitedit.params`.", ""]
+    stage = None
+    for p in SCHEMA.values():
+        if p.stage != stage:
+            stage = p.stage
+            lines.append(f"# --- {stage} ---")
+        value = yaml.safe_dump({p.name: p.default}, default_flow_style=True, width=1000).strip()[1:-1]
+        extra = f" (one of {list(p.choices)})" if p.choices else ""
+        lines.append(f"{value}  # {p.help}{extra}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_base_yaml(), end="")

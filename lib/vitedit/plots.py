@@ -78,3 +78,86 @@ def training_curves(history: pd.DataFrame, best_epoch: int | None = None, path: 
         ax.set_xlabel("epoch")
     fig.tight_layout()
     return _save(fig, path)
+
+
+KIND_COLORS = {"block": "tab:purple", "mlp": "tab:green", "attn": "tab:red"}
+
+
+def trace_heatmaps(importance: pd.DataFrame, scope: str = "all", value: str = "norm_effect",
+                   path: Path | None = None):
+    """Samples x layers heatmap of the (normalised) indirect effect, one panel per kind."""
+    d = importance[importance.scope == scope]
+    kinds = [k for k in ("block", "mlp", "attn") if k in set(d.kind)]
+    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(4.6 * max(1, len(kinds)), 0.18 * d["sample"].nunique() + 2),
+                             squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        m = d[d.kind == kind].pivot_table(index="sample", columns="layer", values=value, aggfunc="mean")
+        im = ax.imshow(m.to_numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+        ax.set_title(f"{kind} (scope {scope})")
+        ax.set_xlabel("layer")
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_xticklabels(m.columns)
+        ax.set_yticks([])
+        ax.set_ylabel(f"{m.shape[0]} errors (blank: |TE| too small)")
+    fig.colorbar(im, ax=axes[0].tolist(), label="IE / TE" if value == "norm_effect" else value, shrink=0.8)
+    return _save(fig, path)
+
+
+def trace_means(stats: pd.DataFrame, scope: str = "all", path: Path | None = None):
+    """Mean IE/TE per layer with its 95% CI, block / mlp / attn side by side."""
+    d = stats[stats.scope == scope]
+    kinds = [k for k in ("block", "mlp", "attn") if k in set(d.kind)]
+    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(4.6 * max(1, len(kinds)), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        s = d[d.kind == kind].sort_values("layer")
+        ax.plot(s.layer, s["mean"], "o-", color=KIND_COLORS[kind])
+        ax.fill_between(s.layer, s.ci_low, s.ci_high, color=KIND_COLORS[kind], alpha=0.2, label="95% CI")
+        ax.axhline(0, color="k", lw=0.6)
+        n = int(s.n_used.max()) if len(s) else 0
+        ax.set_title(f"{kind}: mean IE/TE (n={n})")
+        ax.set_xlabel("layer")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("restored share of the total effect")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def trace_examples(images: np.ndarray, importance: pd.DataFrame, samples, label_names, scope: str = "all",
+                   path: Path | None = None):
+    """For a few errors: the image and p(predicted class) when restoring each layer, per kind."""
+    samples = list(samples)
+    fig, axes = plt.subplots(len(samples), 2, figsize=(9, 2.4 * len(samples)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 3]})
+    for row, s in zip(axes, samples):
+        d = importance[(importance["sample"] == s) & (importance.scope == scope)]
+        img = images[s]
+        row[0].imshow(img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray")
+        row[0].axis("off")
+        t, p = int(d.true_label.iloc[0]), int(d.pred_label.iloc[0])
+        row[0].set_title(f"#{s}: true {label_names[t]}, pred {label_names[p]}", fontsize=8)
+        for kind, g in d.groupby("kind"):
+            g = g.sort_values("layer")
+            row[1].plot(g.layer, g.p_restored, "o-", ms=3, color=KIND_COLORS.get(kind), label=f"restore {kind}")
+        row[1].axhline(d.p_clean.iloc[0], color="k", ls="--", lw=1, label="clean")
+        row[1].axhline(d.p_corrupted.iloc[0], color="gray", ls=":", lw=1, label="corrupted")
+        row[1].set_ylabel(f"p({label_names[p]})", fontsize=8)
+    axes[0][1].legend(fontsize=7, ncol=5, loc="upper left")
+    axes[-1][1].set_xlabel("layer")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def attribution_maps(images: np.ndarray, maps, titles, path: Path | None = None):
+    """Patch attribution (Lasso coefficients) over each image."""
+    n = len(maps)
+    fig, axes = plt.subplots(1, max(1, n), figsize=(2.4 * max(1, n), 2.7), squeeze=False)
+    for ax, img, m, title in zip(axes[0], images, maps, titles):
+        ax.imshow(img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray")
+        lim = max(abs(m).max(), 1e-9)
+        ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.55, interpolation="nearest",
+                  extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)

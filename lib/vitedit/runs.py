@@ -44,8 +44,9 @@ def new_run_dir(runs_dir: str | Path = RUNS_DIR, run_name: str | None = None, da
 
 
 def default_run_dir(p: Mapping[str, Any]) -> Path:
-    """Folder for interactive runs (no run_dir given): named by the parameters that shape it."""
-    key = params_mod.digest({k: v for k, v in p.items() if k not in ("run_dir", "progress", "resume")}, 8)
+    """Folder for interactive runs (no run_dir given): named by the data parameters (the split),
+    so that notebooks 01, 02, 03 ... run one after another share it."""
+    key = params_mod.digest(params_mod.subset(p, ["data"]), 8)
     return paths.resolve(RUNS_DIR) / f"interactive_{p['dataset']}_{key}"
 
 

@@ -161,7 +161,7 @@ def load_checkpoint(path: Path, device="cpu") -> tuple[torch.nn.Module, dict]:
     blob = torch.load(path, map_location=device, weights_only=False)
     if not isinstance(blob, dict) or "state_dict" not in blob or "fields" not in blob:
         raise CheckpointError(f"{path} is not a vitedit checkpoint")
-    cfg = models.ModelConfig(**blob["fields"]["model"])
+    cfg = model_config_of(blob)
     model = models.build_model(cfg, blob["num_classes"], pretrained=False)
     model.load_state_dict(blob["state_dict"])
     model.eval()
@@ -292,8 +292,15 @@ def record_in_run(run_dir: Path, result: TrainResult, split: Split) -> dict:
     return ref
 
 
-def load_run_model(run_dir: Path, split: Split | None = None, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """The model this run trained; refused if the file changed or belongs to another split."""
+def model_config_of(meta: Mapping[str, Any]) -> models.ModelConfig:
+    """The model config a checkpoint was trained with (from its metadata)."""
+    return models.ModelConfig(**meta["fields"]["model"])
+
+
+def load_run_model(run_dir: Path, split: Split | None = None, device="cpu",
+                   params: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, dict]:
+    """The model this run trained; refused if the file changed, belongs to another split, or
+    (given ``params``) was trained with another dataset, seed, ratio, model config or recipe."""
     ref_file = Path(run_dir) / CHECKPOINT_REF
     if not ref_file.is_file():
         raise CheckpointError(f"{run_dir} has no {CHECKPOINT_REF}: run notebook 02_train (CLI: --stage train) first")
@@ -305,5 +312,14 @@ def load_run_model(run_dir: Path, split: Split | None = None, device="cpu") -> t
         raise CheckpointError(f"{path} differs from the checkpoint this run trained (sha256 mismatch); rerun 02_train")
     if split is not None and ref["split"] != split.digest:
         raise CheckpointError(f"{path} was trained on split {ref['split']} but this run's split is {split.digest}")
+    if params is not None:
+        f = ref["fields"]
+        want = {"dataset": params["dataset"], "seed": params["seed"], "ft_train_ratio": params["ft_train_ratio"],
+                "model": _canon(models.get_config(params["model"]).to_dict()),
+                "train": {k: params[k] for k in TRAIN_KEYS}}
+        diffs = [k for k, v in want.items() if _canon(f.get(k)) != _canon(v)]
+        if diffs:
+            raise CheckpointError(f"the checkpoint of {run_dir} was trained with other {', '.join(diffs)} than this "
+                                  f"stage's parameters; rerun 02_train or use the run's parameters")
     model, meta = load_checkpoint(path, device)
     return model, meta

@@ -1,0 +1,371 @@
+"""Causal tracing for ViT classifiers (ROME-style; the original system called it ASTRA-style).
+
+For an error (a sample the model misclassifies), the patch embeddings are corrupted with
+Gaussian noise (patch positions only, never CLS) and, one restoration at a time, a clean
+activation is put back into the corrupted run: a block's output hidden state (``block``),
+its MLP output (``mlp``) or its attention output (``attn``), at token scope ``all``, ``cls`` or
+``patches``, optionally over a window of consecutive layers (``mlp``/``attn``). The indirect
+effect of a restoration is IE = p(restored) - p(corrupted) for the class the model predicts
+on the clean input; TE = p(clean) - p(corrupted) is the total effect.
+
+Every restoration of a sample (restorations x noisy copies) runs in batched forward passes with
+hooks; :func:`trace_reference` restores one thing per pass and exists to check it.
+
+Known trivial case: restoring the final block's CLS state reproduces the clean output exactly
+(the head reads only that state), so ``block`` rankings always favour the last layers; the layers
+handed to editing are therefore ranked from the ``mlp`` kind by default.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import models, paths
+
+KINDS = ("block", "mlp", "attn")
+SCOPES = ("all", "cls", "patches")
+EDIT_LAYERS_FILE = "edit_layers.json"
+SUMMARY_FILE = "locate_summary.json"
+IMPORTANCE_COLUMNS = ["sample", "official_index", "true_label", "pred_label", "layer", "layers", "kind", "scope",
+                      "p_clean", "p_corrupted", "p_restored", "ie", "te", "te_valid", "norm_effect",
+                      "p_true_clean", "p_true_corrupted", "p_true_restored", "ie_true"]
+STATISTICS_COLUMNS = ["kind", "scope", "layer", "mean", "std", "ci_low", "ci_high", "n_used", "n_excluded",
+                      "mean_ie", "rank"]
+
+
+class LocateError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Restoration:
+    """Put the clean activation of ``kind`` at ``layers`` back, on the tokens of ``scope``."""
+    layers: tuple[int, ...]
+    kind: str
+    scope: str
+
+    @property
+    def layer(self) -> int:  # the centre of a window
+        return self.layers[len(self.layers) // 2]
+
+
+# --------------------------------------------------------------------------- building blocks
+def module_for(model: torch.nn.Module, layer: int, kind: str) -> torch.nn.Module:
+    blk = model.blocks[layer]
+    return {"block": blk, "mlp": blk.mlp, "attn": blk.attn}[kind]
+
+
+def token_mask(n_tokens: int, scope: str, n_prefix: int = 1) -> torch.Tensor:
+    m = torch.zeros(n_tokens, dtype=torch.bool)
+    if scope == "all":
+        m[:] = True
+    elif scope == "cls":
+        m[0] = True
+    else:
+        m[n_prefix:] = True
+    return m
+
+
+def window_layers(layer: int, window: int, n_layers: int) -> tuple[int, ...]:
+    """Consecutive layers centred on ``layer`` (ROME's window), clipped to the model."""
+    lo = max(0, layer - window // 2)
+    hi = min(n_layers, layer - (-window // 2))
+    return tuple(range(lo, hi))
+
+
+def restorations(n_layers: int, kinds: Sequence[str] = KINDS, scopes: Sequence[str] = ("all",),
+                 window: int = 1) -> list[Restoration]:
+    """Every (layer, kind, scope) restoration; ``window`` > 1 widens mlp/attn ones."""
+    check_choices(kinds, scopes, n_layers)
+    out = []
+    for scope in scopes:
+        for kind in kinds:
+            for layer in range(n_layers):
+                layers = window_layers(layer, window, n_layers) if kind != "block" and window > 1 else (layer,)
+                out.append(Restoration(layers, kind, scope))
+    return out
+
+
+def check_choices(kinds: Iterable[str], scopes: Iterable[str], n_layers: int, layers: Iterable[int] = ()) -> None:
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise LocateError(f"unknown trace kind(s) {bad}; choose from {list(KINDS)}")
+    bad = [s for s in scopes if s not in SCOPES]
+    if bad:
+        raise LocateError(f"unknown token scope(s) {bad}; choose from {list(SCOPES)}")
+    bad = [l for l in layers if not 0 <= l < n_layers]
+    if bad:
+        raise LocateError(f"layer index(es) {bad} out of range: the model has layers 0..{n_layers - 1}")
+
+
+@torch.no_grad()
+def patch_embedding_std(model, images: np.ndarray, cfg: models.ModelConfig, batch_size: int = 256,
+                        device="cpu") -> float:
+    """Empirical standard deviation of the patch embeddings (all elements) over ``images``."""
+    s = s2 = n = 0.0
+    model.eval()
+    for sl in models.iter_batches(len(images), batch_size):
+        e = model.patch_embed(models.preprocess(images[sl], cfg, device)).double()
+        s += float(e.sum())
+        s2 += float((e * e).sum())
+        n += e.numel()
+    if n == 0:
+        raise LocateError("cannot estimate the noise scale from an empty set")
+    return float(np.sqrt(max(s2 / n - (s / n) ** 2, 0.0)))
+
+
+def make_noise(n_ablations: int, shape: tuple[int, int], std: float, seed: int) -> torch.Tensor:
+    """``n_ablations`` Gaussian noise tensors of ``shape`` (patches, dim), reproducible from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n_ablations, *shape), generator=g) * std
+
+
+@contextlib.contextmanager
+def hooks(pairs: Iterable[tuple[torch.nn.Module, Any]]):
+    handles = [m.register_forward_hook(f) for m, f in pairs]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _noise_hook(noise_rows: torch.Tensor):
+    def f(module, inputs, out):
+        return out + noise_rows.to(out.dtype)
+    return f
+
+
+def _restore_hook(clean: torch.Tensor, mask: torch.Tensor):
+    """Replace ``out[row, token]`` by ``clean[token]`` where ``mask[row, token]``."""
+    def f(module, inputs, out):
+        return torch.where(mask.unsqueeze(-1), clean.unsqueeze(0).to(out.dtype), out)
+    return f
+
+
+@torch.no_grad()
+def clean_run(model, x: torch.Tensor, needed: Iterable[tuple[int, str]]) -> tuple[torch.Tensor, dict]:
+    """Probabilities of the clean input and the clean outputs of the ``needed`` (layer, kind) modules."""
+    cache: dict[tuple[int, str], torch.Tensor] = {}
+
+    def keep(key):
+        def f(module, inputs, out):
+            cache[key] = out[0].detach().clone()
+        return f
+
+    with hooks((module_for(model, l, k), keep((l, k))) for l, k in set(needed)):
+        probs = torch.softmax(model(x).float(), -1)[0]
+    return probs, cache
+
+
+# --------------------------------------------------------------------------- tracing
+@torch.no_grad()
+def trace_sample(model, x: torch.Tensor, restores: Sequence[Restoration], noise: torch.Tensor,
+                 max_rows: int = 2048) -> dict[str, torch.Tensor]:
+    """Batched tracing of one preprocessed image ``x`` (1, 3, H, W).
+
+    Returns class probabilities: ``clean`` (C,), ``corrupted`` (C,) and ``restored`` (R, C), each
+    averaged over the noisy copies in ``noise`` (A, patches, dim). Rows of a forward pass are
+    (restoration group, noisy copy); group 0 restores nothing.
+    """
+    model.eval()
+    a = noise.shape[0]
+    n_tokens = noise.shape[1] + model.num_prefix_tokens
+    needed = {(l, r.kind) for r in restores for l in r.layers}
+    p_clean, cache = clean_run(model, x, needed)
+    groups: list[Restoration | None] = [None, *restores]
+    per_pass = max(1, max_rows // a)
+    scope_masks = {s: token_mask(n_tokens, s, model.num_prefix_tokens).to(x.device) for s in SCOPES}
+    noise = noise.to(x.device)
+    out = []
+    for start in range(0, len(groups), per_pass):
+        chunk = groups[start:start + per_pass]
+        rows = len(chunk) * a
+        masks: dict[tuple[int, str], torch.Tensor] = {}
+        for gi, r in enumerate(chunk):
+            if r is None:
+                continue
+            for l in r.layers:
+                m = masks.setdefault((l, r.kind), torch.zeros(rows, n_tokens, dtype=torch.bool, device=x.device))
+                m[gi * a:(gi + 1) * a] |= scope_masks[r.scope]
+        pairs = [(model.patch_embed, _noise_hook(noise.repeat(len(chunk), 1, 1)))]
+        pairs += [(module_for(model, l, k), _restore_hook(cache[(l, k)], m)) for (l, k), m in masks.items()]
+        with hooks(pairs):
+            probs = torch.softmax(model(x.expand(rows, -1, -1, -1)).float(), -1)
+        out.append(probs.view(len(chunk), a, -1).mean(1))
+    p = torch.cat(out)
+    return {"clean": p_clean, "corrupted": p[0], "restored": p[1:]}
+
+
+@torch.no_grad()
+def trace_reference(model, x: torch.Tensor, restores: Sequence[Restoration], noise: torch.Tensor) -> dict:
+    """The obviously-correct tracer: one forward pass per (restoration, noisy copy)."""
+    model.eval()
+    n_tokens = noise.shape[1] + model.num_prefix_tokens
+    needed = {(l, r.kind) for r in restores for l in r.layers}
+    p_clean, cache = clean_run(model, x, needed)
+
+    def run(r: Restoration | None) -> torch.Tensor:
+        ps = []
+        for i in range(noise.shape[0]):
+            pairs = [(model.patch_embed, _noise_hook(noise[i:i + 1].to(x.device)))]
+            if r is not None:
+                m = token_mask(n_tokens, r.scope, model.num_prefix_tokens).to(x.device).unsqueeze(0)
+                pairs += [(module_for(model, l, r.kind), _restore_hook(cache[(l, r.kind)], m)) for l in r.layers]
+            with hooks(pairs):
+                ps.append(torch.softmax(model(x).float(), -1)[0])
+        return torch.stack(ps).mean(0)
+
+    return {"clean": p_clean, "corrupted": run(None), "restored": torch.stack([run(r) for r in restores])}
+
+
+def effects_table(result: Mapping[str, torch.Tensor], restores: Sequence[Restoration], pred: int, true: int,
+                  min_total_effect: float) -> pd.DataFrame:
+    """One row per restoration: probabilities of the predicted and the true class, IE, TE, IE/TE."""
+    pc, px, pr = result["clean"], result["corrupted"], result["restored"]
+    te = float(pc[pred] - px[pred])
+    valid = abs(te) >= min_total_effect
+    rows = []
+    for r, p in zip(restores, pr):
+        ie = float(p[pred] - px[pred])
+        rows.append({"true_label": true, "pred_label": pred, "layer": r.layer, "layers": " ".join(map(str, r.layers)),
+                     "kind": r.kind, "scope": r.scope, "p_clean": float(pc[pred]), "p_corrupted": float(px[pred]),
+                     "p_restored": float(p[pred]), "ie": ie, "te": te, "te_valid": valid,
+                     "norm_effect": ie / te if valid else np.nan, "p_true_clean": float(pc[true]),
+                     "p_true_corrupted": float(px[true]), "p_true_restored": float(p[true]),
+                     "ie_true": float(p[true] - px[true])})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- errors, statistics, selection
+def select_errors(y_true: np.ndarray, y_pred: np.ndarray, max_samples: int | None) -> np.ndarray:
+    """Positions of misclassified samples, in set order, at most ``max_samples`` (deterministic)."""
+    err = np.flatnonzero(np.asarray(y_true) != np.asarray(y_pred))
+    return err if max_samples is None else err[:max_samples]
+
+
+def layer_statistics(importance: pd.DataFrame) -> pd.DataFrame:
+    """Per (kind, scope, layer): mean/std/95% CI of IE/TE over samples with a usable TE; rank by mean."""
+    from scipy import stats as st
+
+    if importance.empty:
+        return pd.DataFrame(columns=STATISTICS_COLUMNS)
+    rows = []
+    for (kind, scope, layer), g in importance.groupby(["kind", "scope", "layer"], sort=True):
+        v = g.loc[g.te_valid, "norm_effect"].to_numpy(float)
+        n = len(v)
+        mean = float(v.mean()) if n else np.nan
+        std = float(v.std(ddof=1)) if n > 1 else np.nan
+        half = float(st.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan
+        rows.append({"kind": kind, "scope": scope, "layer": int(layer), "mean": mean, "std": std,
+                     "ci_low": mean - half, "ci_high": mean + half, "n_used": n, "n_excluded": int(len(g) - n),
+                     "mean_ie": float(g.ie.mean())})
+    df = pd.DataFrame(rows)
+    df["rank"] = df.groupby(["kind", "scope"])["mean"].rank(ascending=False, method="first")
+    return df[STATISTICS_COLUMNS]
+
+
+def choose_edit_layers(stats: pd.DataFrame, n_layers: int, edit_layers: Sequence[int] | None = None,
+                       num_edit_layers: int = 3, no_astra_layers: bool = False, rank_kind: str = "mlp",
+                       rank_scope: str = "all") -> dict:
+    """Priority: explicit ``edit_layers`` > tracing (top ``num_edit_layers`` of ``rank_kind``) > last three."""
+    if edit_layers:
+        check_choices([], [], n_layers, edit_layers)
+        return {"layers": sorted(set(int(l) for l in edit_layers)), "source": "explicit",
+                "reason": "edit_layers given in the parameters"}
+    default = {"layers": list(range(max(0, n_layers - 3), n_layers)), "source": "default"}
+    if no_astra_layers:
+        return {**default, "reason": "no_astra_layers: tracing result disabled"}
+    sel = stats[(stats.kind == rank_kind) & (stats.scope == rank_scope)].dropna(subset=["mean"]) \
+        if not stats.empty else stats
+    if sel.empty:
+        return {**default, "reason": f"no usable tracing result for kind '{rank_kind}', scope '{rank_scope}' "
+                                     f"(no errors, or every total effect too small)"}
+    top = sel.sort_values(["mean", "layer"], ascending=[False, True]).head(num_edit_layers)
+    return {"layers": sorted(int(l) for l in top.layer), "source": "tracing",
+            "reason": f"top {num_edit_layers} layers by mean IE/TE of kind '{rank_kind}', scope '{rank_scope}'",
+            "ranking": [{"layer": int(r.layer), "mean": float(r["mean"]), "n_used": int(r.n_used)}
+                        for _, r in sel.sort_values("mean", ascending=False).iterrows()]}
+
+
+def save_edit_layers(run_dir: Path, choice: dict) -> None:
+    paths.atomic_write_text(Path(run_dir) / EDIT_LAYERS_FILE, json.dumps(choice, indent=2))
+
+
+def load_edit_layers(run_dir: Path) -> dict:
+    f = Path(run_dir) / EDIT_LAYERS_FILE
+    if not f.is_file():
+        raise LocateError(f"{f} not found: run notebook 03_locate (CLI: --stage locate) first")
+    return json.loads(f.read_text())
+
+
+# --------------------------------------------------------------------------- the whole stage
+def trace_errors(model, cfg: models.ModelConfig, images: np.ndarray, labels: np.ndarray, preds: np.ndarray,
+                 positions: np.ndarray, restores: Sequence[Restoration], noise: torch.Tensor,
+                 min_total_effect: float = 0.05, device="cpu", max_rows: int = 2048,
+                 progress: bool = False, official_index: np.ndarray | None = None) -> pd.DataFrame:
+    """Trace every sample at ``positions`` of ``images``; the long table of ``layer_importance.csv``."""
+    tables = []
+    for pos in tqdm(positions, desc="causal tracing", disable=not progress):
+        x = models.preprocess(images[pos:pos + 1], cfg, device)
+        res = trace_sample(model, x, restores, noise, max_rows)
+        t = effects_table(res, restores, int(preds[pos]), int(labels[pos]), min_total_effect)
+        t.insert(0, "sample", int(pos))
+        t.insert(1, "official_index", int(official_index[pos]) if official_index is not None else int(pos))
+        tables.append(t)
+    if not tables:
+        return pd.DataFrame(columns=IMPORTANCE_COLUMNS)
+    return pd.concat(tables, ignore_index=True)[IMPORTANCE_COLUMNS]
+
+
+# --------------------------------------------------------------------------- patch attribution
+@torch.no_grad()
+def patch_attribution(model, cfg: models.ModelConfig, image: np.ndarray, target: int, n_masks: int = 64,
+                      keep_prob: float = 0.5, seed: int = 0, alpha: float = 1e-3, device="cpu") -> np.ndarray:
+    """Lasso attribution over patches (ASTRA): random keep-masks -> p(target) -> sparse linear fit.
+
+    Dropped patches are set to 0 in the normalised image (the normalisation mean). Returns the
+    coefficients on the patch grid (grid_h, grid_w): positive = the patch supports ``target``.
+    """
+    from sklearn.linear_model import Lasso
+
+    model.eval()
+    gh, gw = model.patch_embed.grid_size
+    x = models.preprocess(image[None], cfg, device)
+    rng = np.random.default_rng(seed)
+    masks = (rng.random((n_masks, gh * gw)) < keep_prob).astype(np.float32)
+    ph, pw = x.shape[-2] // gh, x.shape[-1] // gw
+    m = torch.from_numpy(masks).view(n_masks, 1, gh, gw).to(device)
+    m = m.repeat_interleave(ph, 2).repeat_interleave(pw, 3)
+    scores = torch.softmax(model(x * m).float(), -1)[:, target].cpu().numpy()
+    fit = Lasso(alpha=alpha, max_iter=10000).fit(masks, scores)
+    return fit.coef_.reshape(gh, gw)
+
+
+def summarize(importance: pd.DataFrame, n_errors_total: int, n_set: int, noise_std: float, n_restorations: int,
+              choice: dict, seconds: float) -> dict:
+    """What ``locate_summary.json`` records; zero errors is a normal, explicit outcome."""
+    per_sample = importance.drop_duplicates("sample") if not importance.empty else importance
+    n_traced = int(len(per_sample))
+    n_low_te = int((~per_sample.te_valid.astype(bool)).sum()) if n_traced else 0
+    msg = (f"{n_errors_total} of {n_set} Edit-Discovery samples are misclassified; traced {n_traced}"
+           + (f"; {n_low_te} left out of normalised averages (|TE| too small)" if n_low_te else ""))
+    if n_errors_total == 0:
+        msg = (f"the model classifies all {n_set} Edit-Discovery samples correctly: nothing to trace, "
+               f"and later stages have nothing to edit")
+    return {"n_edit_discovery": int(n_set), "n_errors": int(n_errors_total), "n_traced": n_traced,
+            "n_low_total_effect": n_low_te, "noise_std": float(noise_std), "n_restorations": int(n_restorations),
+            "edit_layers": choice["layers"], "edit_layers_source": choice["source"], "seconds": round(seconds, 2),
+            "message": msg}
+
+
+def save_summary(run_dir: Path, summary: dict) -> None:
+    paths.atomic_write_text(Path(run_dir) / SUMMARY_FILE, json.dumps(summary, indent=2))
