@@ -72,7 +72,7 @@ def _nb(name):
     return json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
 
 
-@pytest.mark.parametrize("name", ["01_split", "02_train"])
+@pytest.mark.parametrize("name", ["01_split", "02_train", "03_locate"])
 def test_notebooks_are_clean_and_parameterised(name):
     import papermill as pm
 
@@ -88,7 +88,8 @@ def test_notebooks_are_clean_and_parameterised(name):
         assert eval(spec["default"]) == defaults[key], f"{name}: default of {key} differs from the schema"
 
 
-@pytest.mark.parametrize("name,stages", [("01_split", {"data"}), ("02_train", {"data", "train", "run"})])
+@pytest.mark.parametrize("name,stages", [("01_split", {"data"}), ("02_train", {"data", "train", "run"}),
+                                         ("03_locate", {"data", "locate"})])
 def test_notebooks_declare_every_parameter_they_depend_on(name, stages):
     import papermill as pm
 

@@ -38,12 +38,13 @@ def test_full_run_writes_every_artifact(study):
     for f in ["params.yaml", "split_indices.npz", "split_meta.json", "data_split_info.csv", "training_metrics.csv",
               "checkpoint.json", "set_accuracy.csv", "status.json", "index.html", "01_split.html", "02_train.html",
               "notebooks/01_split.ipynb", "notebooks/02_train.ipynb", "figures/class_distribution.png",
-              "figures/examples.png", "figures/training_curves.png"]:
+              "figures/examples.png", "figures/training_curves.png", "03_locate.html", "notebooks/03_locate.ipynb",
+              "layer_importance.csv", "layer_statistics.csv", "edit_layers.json", "locate_summary.json"]:
         assert (run / f).is_file(), f
     p = runs.stored_params(run)
     assert (p["model"], p["epochs"], p["dataset"], p["run_dir"]) == ("vit_tiny_test", 2, "retinamnist", str(run))
     st = runs.status(run)
-    assert st["01_split"]["status"] == st["02_train"]["status"] == "ok"
+    assert st["01_split"]["status"] == st["02_train"]["status"] == st["03_locate"]["status"] == "ok"
     counts = pd.read_csv(run / "data_split_info.csv")
     assert counts["total"].tolist()[2:] == [120, 400] and sum(counts["total"][:2]) == 1080
     assert len(pd.read_csv(run / "training_metrics.csv")) == 2
@@ -54,6 +55,15 @@ def test_full_run_writes_every_artifact(study):
     assert ref["path"].startswith(str(tmp / "ckpt")) and train.sha256_file(ref["path"]) == ref["sha256"]
     html = (run / "02_train.html").read_text()
     assert "data:image/png;base64" in html and "nb.start(" not in html  # figures in, code input out
+    imp = pd.read_csv(run / "layer_importance.csv")
+    summary = json.loads((run / "locate_summary.json").read_text())
+    assert imp["sample"].nunique() == summary["n_traced"] == min(4, summary["n_errors"])
+    assert set(imp.kind) == {"block", "mlp", "attn"} and set(imp.layer) == {0, 1, 2, 3}
+    assert (imp.true_label != imp.pred_label).all()
+    stats = pd.read_csv(run / "layer_statistics.csv")
+    assert len(stats) == 3 * 4 and set(stats.columns) >= {"mean", "ci_low", "ci_high", "rank", "n_used"}
+    choice = json.loads((run / "edit_layers.json").read_text())
+    assert choice["source"] in ("tracing", "default") and len(choice["layers"]) == 3
     index = (run / "index.html").read_text()
     assert 'href="01_split.html"' in index and 'href="02_train.html"' in index
 
@@ -65,6 +75,18 @@ def test_train_stage_again_reuses_the_checkpoint(study):
     ref = json.loads((tmp / "runs" / "it" / "checkpoint.json").read_text())
     assert ref["reused"] is True
     assert "[01_split]" not in r.stdout  # the split was done: only 02 ran
+
+
+def test_locate_stage_with_explicit_layers(study):
+    tmp, common, _ = study
+    r = vitedit("--stage", "locate", "--run-name", "it", "--edit-layers", "0", "2", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[02_train]" not in r.stdout
+    choice = json.loads((tmp / "runs" / "it" / "edit_layers.json").read_text())
+    assert choice == {"layers": [0, 2], "source": "explicit", "reason": "edit_layers given in the parameters"}
+    r = vitedit("--stage", "locate", "--run-name", "it", "--edit-layers", "0", "9", *common)
+    assert r.returncode == 2 and "out of range" in r.stderr  # the tiny model has layers 0..3
+    assert json.loads((tmp / "runs" / "it" / "edit_layers.json").read_text()) == choice  # nothing written
 
 
 def test_changing_the_split_of_an_existing_run_is_refused(study):

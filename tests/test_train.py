@@ -122,6 +122,9 @@ def test_run_reference_refuses_changed_or_foreign_checkpoints(tmp_path, toy):
     assert meta["best_epoch"] == r.meta["best_epoch"]
     with pytest.raises(CheckpointError, match="split"):
         train.load_run_model(run, splits.make_split(toy, 0.8, 5))
+    with pytest.raises(CheckpointError, match="train"):
+        train.load_run_model(run, s, params=P(tmp_path, epochs=4))
+    train.load_run_model(run, s, params=P(tmp_path))
     ref = json.loads((run / train.CHECKPOINT_REF).read_text())
     torch.save({"tampered": True}, ref["path"])
     with pytest.raises(CheckpointError, match="sha256"):

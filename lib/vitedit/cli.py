@@ -90,9 +90,10 @@ def resolve_params(args: argparse.Namespace) -> dict:
 
 def preflight(p: dict, log=print) -> None:
     """Everything that can be checked before a run folder exists."""
-    from . import models
+    from . import locate, models
 
-    models.get_config(p["model"])
+    n_layers = models.depth(p["model"])
+    locate.check_choices(p["trace_kinds"], p["trace_scopes"], n_layers, p["edit_layers"] or [])
     info = datasets.dataset_info(p["dataset"])
     if info.source == "liver":
         datasets.load(p, log=log)

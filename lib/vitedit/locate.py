@@ -9,7 +9,8 @@ effect of a restoration is IE = p(restored) - p(corrupted) for the class the mod
 on the clean input; TE = p(clean) - p(corrupted) is the total effect.
 
 Every restoration of a sample (restorations x noisy copies) runs in batched forward passes with
-hooks; :func:`trace_reference` restores one thing per pass and exists to check it.
+hooks, resuming from the shared corrupted run at the first restored layer; :func:`trace_reference`
+restores one thing per full forward pass of one noisy copy and exists to check it.
 
 Known trivial case: restoring the final block's CLS state reproduces the clean output exactly
 (the head reads only that state), so ``block`` rankings always favour the last layers; the layers
@@ -106,7 +107,7 @@ def check_choices(kinds: Iterable[str], scopes: Iterable[str], n_layers: int, la
         raise LocateError(f"layer index(es) {bad} out of range: the model has layers 0..{n_layers - 1}")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def patch_embedding_std(model, images: np.ndarray, cfg: models.ModelConfig, batch_size: int = 256,
                         device="cpu") -> float:
     """Empirical standard deviation of the patch embeddings (all elements) over ``images``."""
@@ -145,13 +146,14 @@ def _noise_hook(noise_rows: torch.Tensor):
 
 
 def _restore_hook(clean: torch.Tensor, mask: torch.Tensor):
-    """Replace ``out[row, token]`` by ``clean[token]`` where ``mask[row, token]``."""
+    """Replace ``out[row, token]`` by ``clean[token]`` where ``mask[row, token]``.
+"""
     def f(module, inputs, out):
         return torch.where(mask.unsqueeze(-1), clean.unsqueeze(0).to(out.dtype), out)
     return f
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def clean_run(model, x: torch.Tensor, needed: Iterable[tuple[int, str]]) -> tuple[torch.Tensor, dict]:
     """Probabilities of the clean input and the clean outputs of the ``needed`` (layer, kind) modules."""
     cache: dict[tuple[int, str], torch.Tensor] = {}
@@ -167,45 +169,152 @@ def clean_run(model, x: torch.Tensor, needed: Iterable[tuple[int, str]]) -> tupl
 
 
 # --------------------------------------------------------------------------- tracing
-@torch.no_grad()
+@torch.inference_mode()
+def corrupted_run(model, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Probabilities (A, C) of the noisy copies of ``x``, and per layer l the states (A, T, D) of
+    that run: ``(l, "in")`` the block's input, ``(l, "attn")``, ``(l, "mlp")``, ``(l, "block")``."""
+    cache: dict[tuple[int, str], torch.Tensor] = {}
+
+    def keep_in(l):
+        def f(module, args):
+            cache[(l, "in")] = args[0]
+        return f
+
+    def keep(key):
+        def f(module, inputs, out):
+            cache[key] = out
+        return f
+
+    pairs = [(model.patch_embed, _noise_hook(noise.to(x.device)))]
+    pairs += [(module_for(model, l, k), keep((l, k))) for l in range(len(model.blocks)) for k in KINDS]
+    handles = [blk.register_forward_pre_hook(keep_in(l)) for l, blk in enumerate(model.blocks)]
+    try:
+        with hooks(pairs):
+            probs = torch.softmax(model(x.expand(noise.shape[0], -1, -1, -1)).float(), -1)
+    finally:
+        for h in handles:
+            h.remove()
+    return probs, cache
+
+
+def _fully_clean(r: Restoration) -> bool:
+    """Restoring every token of a block's output makes the state clean, whatever the noise:
+    one row stands for all noisy copies (exactly: they are identical from there on)."""
+    return r.kind == "block" and r.scope == "all"
+
+
+def _chunks(items: list, sizes: list[int], max_rows: int):
+    """Consecutive groups of ``items`` whose ``sizes`` add up to at most ``max_rows`` (one item at least)."""
+    group, total = [], 0
+    for item, size in zip(items, sizes):
+        if group and total + size > max_rows:
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += size
+    if group:
+        yield group
+
+
+def restored_output(model, layer: int, kind: str, mask: torch.Tensor, clean: dict, corrupt: dict,
+                    rows: int) -> torch.Tensor:
+    """Output (rows, T, D) of block ``layer`` in the corrupted run when ``kind``'s clean output is put
+    back on the tokens of ``mask`` (T,): computed from the corrupted run's cached states, so only
+    what the restoration changes is recomputed (a timm ``Block`` in eval mode: x + ls(f(norm(x))))."""
+    m = mask.view(1, -1, 1)
+    blk = model.blocks[layer]
+    if kind == "block":
+        return torch.where(m, clean[(layer, "block")].unsqueeze(0), corrupt[(layer, "block")][:rows])
+    h = corrupt[(layer, "in")][:rows]
+    if kind == "attn":
+        mid = h + blk.drop_path1(blk.ls1(torch.where(m, clean[(layer, "attn")].unsqueeze(0),
+                                                      corrupt[(layer, "attn")][:rows])))
+        return mid + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(mid))))
+    mid = h + blk.drop_path1(blk.ls1(corrupt[(layer, "attn")][:rows]))
+    return mid + blk.drop_path2(blk.ls2(torch.where(m, clean[(layer, "mlp")].unsqueeze(0),
+                                                    corrupt[(layer, "mlp")][:rows])))
+
+
+def _cls_only_ok(model) -> bool:
+    """Whether the last block may be computed for the CLS query only (the head reads only CLS)."""
+    attn = model.blocks[-1].attn
+    return (getattr(model, "global_pool", None) == "token" and getattr(model, "attn_pool", None) is None
+            and model.num_prefix_tokens == 1 and getattr(attn, "gate", None) is None
+            and all(hasattr(attn, n) for n in ("qkv", "q_norm", "k_norm", "norm", "proj", "num_heads", "head_dim")))
+
+
+def last_block_cls(blk, h: torch.Tensor) -> torch.Tensor:
+    """Output (B, 1, D) at the CLS token of a timm ``Block`` in eval mode; keys and values of every
+    token, query, projection and MLP of CLS only (the rest of the last block is never read)."""
+    b, n, _ = h.shape
+    attn = blk.attn
+    qkv = attn.qkv(blk.norm1(h)).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q[:, :, :1]), attn.k_norm(k)
+    o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    o = attn.proj(attn.norm(o.transpose(1, 2).reshape(b, 1, -1)))
+    x = h[:, :1] + blk.drop_path1(blk.ls1(o))
+    return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+
+
+def forward_from(model, h: torch.Tensor, first_block: int, cls_only_last: bool = False) -> torch.Tensor:
+    """Logits of hidden states ``h`` entering block ``first_block`` (timm ViT's tail of forward);
+    with ``cls_only_last`` the last block computes the CLS token only."""
+    last = len(model.blocks) - 1
+    for i in range(first_block, len(model.blocks)):
+        h = last_block_cls(model.blocks[i], h) if cls_only_last and i == last else model.blocks[i](h)
+    return model.forward_head(model.norm(h))
+
+
+@torch.inference_mode()
 def trace_sample(model, x: torch.Tensor, restores: Sequence[Restoration], noise: torch.Tensor,
                  max_rows: int = 2048) -> dict[str, torch.Tensor]:
     """Batched tracing of one preprocessed image ``x`` (1, 3, H, W).
 
     Returns class probabilities: ``clean`` (C,), ``corrupted`` (C,) and ``restored`` (R, C), each
-    averaged over the noisy copies in ``noise`` (A, patches, dim). Rows of a forward pass are
-    (restoration group, noisy copy); group 0 restores nothing.
+    averaged over the noisy copies in ``noise`` (A, patches, dim). The corrupted run is computed
+    once and its states are kept. A restoration whose first layer is l starts from the corrupted
+    run's block l with only what the restoration changes recomputed (:func:`restored_output`);
+    restorations starting at the same layer then run together through the later blocks (rows =
+    restoration x noisy copy, at most ``max_rows`` per pass), hooks putting clean activations back
+    for windows. Restoring every token of a block's output needs one row (the state is clean), and
+    the last block computes only the CLS token that the head reads (:func:`last_block_cls`).
     """
     model.eval()
     a = noise.shape[0]
     n_tokens = noise.shape[1] + model.num_prefix_tokens
     needed = {(l, r.kind) for r in restores for l in r.layers}
-    p_clean, cache = clean_run(model, x, needed)
-    groups: list[Restoration | None] = [None, *restores]
-    per_pass = max(1, max_rows // a)
+    p_clean, clean = clean_run(model, x, needed)
+    p_corrupt, corrupt = corrupted_run(model, x, noise)
     scope_masks = {s: token_mask(n_tokens, s, model.num_prefix_tokens).to(x.device) for s in SCOPES}
-    noise = noise.to(x.device)
-    out = []
-    for start in range(0, len(groups), per_pass):
-        chunk = groups[start:start + per_pass]
-        rows = len(chunk) * a
-        masks: dict[tuple[int, str], torch.Tensor] = {}
-        for gi, r in enumerate(chunk):
-            if r is None:
-                continue
-            for l in r.layers:
-                m = masks.setdefault((l, r.kind), torch.zeros(rows, n_tokens, dtype=torch.bool, device=x.device))
-                m[gi * a:(gi + 1) * a] |= scope_masks[r.scope]
-        pairs = [(model.patch_embed, _noise_hook(noise.repeat(len(chunk), 1, 1)))]
-        pairs += [(module_for(model, l, k), _restore_hook(cache[(l, k)], m)) for (l, k), m in masks.items()]
-        with hooks(pairs):
-            probs = torch.softmax(model(x.expand(rows, -1, -1, -1)).float(), -1)
-        out.append(probs.view(len(chunk), a, -1).mean(1))
-    p = torch.cat(out)
-    return {"clean": p_clean, "corrupted": p[0], "restored": p[1:]}
+    restored = torch.empty(len(restores), p_clean.shape[0])
+    cls_ok = _cls_only_ok(model)
+    by_first: dict[int, list[int]] = {}
+    for i, r in enumerate(restores):
+        by_first.setdefault(min(r.layers), []).append(i)
+    for first, idx in by_first.items():
+        for chunk in _chunks(idx, [1 if _fully_clean(restores[i]) else a for i in idx], max_rows):
+            sizes = [1 if _fully_clean(restores[i]) else a for i in chunk]
+            offsets = np.concatenate([[0], np.cumsum(sizes)])
+            masks: dict[tuple[int, str], torch.Tensor] = {}  # window layers after the first
+            for gi, ri in enumerate(chunk):
+                r = restores[ri]
+                for l in r.layers[1:]:
+                    m = masks.setdefault((l, r.kind), torch.zeros(int(offsets[-1]), n_tokens, dtype=torch.bool,
+                                                                 device=x.device))
+                    m[offsets[gi]:offsets[gi + 1]] |= scope_masks[r.scope]
+            h = torch.cat([restored_output(model, first, restores[ri].kind, scope_masks[restores[ri].scope],
+                                           clean, corrupt, n) for ri, n in zip(chunk, sizes)])
+            pairs = [(module_for(model, l, k), _restore_hook(clean[(l, k)], m)) for (l, k), m in masks.items()]
+            cls_only = cls_ok and all(l < len(model.blocks) - 1 for l, _ in masks)  # no hook in the last block
+            with hooks(pairs):
+                probs = torch.softmax(forward_from(model, h, first + 1, cls_only).float(), -1).cpu()
+            for gi, ri in enumerate(chunk):
+                restored[ri] = probs[offsets[gi]:offsets[gi + 1]].mean(0)
+    return {"clean": p_clean.cpu(), "corrupted": p_corrupt.mean(0).cpu(), "restored": restored}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def trace_reference(model, x: torch.Tensor, restores: Sequence[Restoration], noise: torch.Tensor) -> dict:
     """The obviously-correct tracer: one forward pass per (restoration, noisy copy)."""
     model.eval()
@@ -327,7 +436,7 @@ def trace_errors(model, cfg: models.ModelConfig, images: np.ndarray, labels: np.
 
 
 # --------------------------------------------------------------------------- patch attribution
-@torch.no_grad()
+@torch.inference_mode()
 def patch_attribution(model, cfg: models.ModelConfig, image: np.ndarray, target: int, n_masks: int = 64,
                       keep_prob: float = 0.5, seed: int = 0, alpha: float = 1e-3, device="cpu") -> np.ndarray:
     """Lasso attribution over patches (ASTRA): random keep-masks -> p(target) -> sparse linear fit.

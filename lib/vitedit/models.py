@@ -92,6 +92,15 @@ def build_model(config: ModelConfig | str, num_classes: int, pretrained: bool | 
         ) from e
 
 
+def depth(config: ModelConfig | str) -> int:
+    """Number of transformer blocks of a config (built on the meta device: no memory, no weights)."""
+    import timm
+
+    cfg = get_config(config) if isinstance(config, str) else config
+    with torch.device("meta"):
+        return len(timm.create_model(cfg.timm_name, pretrained=False, **dict(cfg.kwargs, num_classes=2)).blocks)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelError("device 'cuda' requested but CUDA is not available; use device: auto or cpu")
