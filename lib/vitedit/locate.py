@@ -441,8 +441,10 @@ def patch_attribution(model, cfg: models.ModelConfig, image: np.ndarray, target:
                       keep_prob: float = 0.5, seed: int = 0, alpha: float = 1e-3, device="cpu") -> np.ndarray:
     """Lasso attribution over patches (ASTRA): random keep-masks -> p(target) -> sparse linear fit.
 
-    Dropped patches are set to 0 in the normalised image (the normalisation mean). Returns the
-    coefficients on the patch grid (grid_h, grid_w): positive = the patch supports ``target``.
+    Dropped patches are set to 0 in the normalised image (the normalisation mean). The score is
+    standardised before the fit, so ``alpha`` does not depend on the scale of the probabilities.
+    Returns the coefficients on the patch grid (grid_h, grid_w), in units of probability:
+    positive = the patch supports ``target``.
     """
     from sklearn.linear_model import Lasso
 
@@ -454,9 +456,12 @@ def patch_attribution(model, cfg: models.ModelConfig, image: np.ndarray, target:
     ph, pw = x.shape[-2] // gh, x.shape[-1] // gw
     m = torch.from_numpy(masks).view(n_masks, 1, gh, gw).to(device)
     m = m.repeat_interleave(ph, 2).repeat_interleave(pw, 3)
-    scores = torch.softmax(model(x * m).float(), -1)[:, target].cpu().numpy()
-    fit = Lasso(alpha=alpha, max_iter=10000).fit(masks, scores)
-    return fit.coef_.reshape(gh, gw)
+    scores = torch.softmax(model(x * m).float(), -1)[:, target].cpu().numpy().astype(np.float64)
+    sd = scores.std()
+    if sd == 0:  # the masks change nothing: no patch matters
+        return np.zeros((gh, gw))
+    fit = Lasso(alpha=alpha, max_iter=10000).fit(masks, (scores - scores.mean()) / sd)
+    return fit.coef_.reshape(gh, gw) * sd  # back in units of probability
 
 
 def summarize(importance: pd.DataFrame, n_errors_total: int, n_set: int, noise_std: float, n_restorations: int,

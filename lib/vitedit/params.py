@@ -121,7 +121,7 @@ SCHEMA: dict[str, Param] = {
               check=_non_negative),
         Param("attribution_masks", 64, "int", "locate", "random patch masks per attribution", check=_at_least_one),
         Param("attribution_keep_prob", 0.5, "float", "locate", "probability that a patch is kept", check=_open_unit),
-        Param("attribution_alpha", 0.001, "float", "locate", "Lasso regularisation of the attribution",
+        Param("attribution_alpha", 0.02, "float", "locate", "Lasso regularisation (on the standardised score)",
               check=_positive),
         # --- run ----------------------------------------------------------------------------
         Param("device", "auto", "choice", "run", "auto (CUDA if present), cpu or cuda",

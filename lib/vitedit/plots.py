@@ -115,7 +115,8 @@ def trace_means(stats: pd.DataFrame, scope: str = "all", path: Path | None = Non
         ax.fill_between(s.layer, s.ci_low, s.ci_high, color=KIND_COLORS[kind], alpha=0.2, label="95% CI")
         ax.axhline(0, color="k", lw=0.6)
         n = int(s.n_used.max()) if len(s) else 0
-        ax.set_title(f"{kind}: mean IE/TE (n={n})")
+        trivial = " — clean state by construction" if kind == "block" and scope == "all" else ""
+        ax.set_title(f"{kind}: mean IE/TE (n={n}){trivial}", fontsize=10)
         ax.set_xlabel("layer")
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("restored share of the total effect")
@@ -149,15 +150,16 @@ def trace_examples(images: np.ndarray, importance: pd.DataFrame, samples, label_
 
 
 def attribution_maps(images: np.ndarray, maps, titles, path: Path | None = None):
-    """Patch attribution (Lasso coefficients) over each image."""
-    n = len(maps)
-    fig, axes = plt.subplots(1, max(1, n), figsize=(2.4 * max(1, n), 2.7), squeeze=False)
-    for ax, img, m, title in zip(axes[0], images, maps, titles):
-        ax.imshow(img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray")
-        lim = max(abs(m).max(), 1e-9)
-        ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.55, interpolation="nearest",
-                  extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
-        ax.set_title(title, fontsize=8)
+    """Each image above its patch attribution (Lasso coefficients; red supports the traced class)."""
+    n = max(1, len(maps))
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
+    for j, (img, m, title) in enumerate(zip(images, maps, titles)):
+        axes[0, j].imshow(img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray")
+        axes[0, j].set_title(title, fontsize=8)
+        lim = max(float(np.abs(m).max()), 1e-9)
+        im = axes[1, j].imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        axes[1, j].set_title(f"max |coef| {lim:.3f}", fontsize=7)
+    for ax in axes.ravel():
         ax.axis("off")
     fig.tight_layout()
     return _save(fig, path)
