@@ -194,3 +194,18 @@ def test_cls_only_last_block_matches_the_full_block(tiny):
         assert torch.allclose(locate.last_block_cls(m.blocks[-1], h), full, atol=1e-6)
         assert torch.allclose(locate.forward_from(m, h, 1, cls_only_last=True), locate.forward_from(m, h, 1),
                               atol=1e-5)
+
+
+def test_corrupted_view_embeds_back_to_the_noise(tiny):
+    """The pixel view's patch embedding differs from the clean one by the noise's projection."""
+    m, cfg, _ = tiny
+    img = np.random.default_rng(2).integers(60, 200, (28, 28, 3), dtype=np.uint8)  # no clamping at 0 or 1
+    w = m.patch_embed.proj.weight.reshape(m.embed_dim, -1).double()
+    pix = torch.randn(m.patch_embed.num_patches, w.shape[1], dtype=torch.float64) * 0.01
+    noise = (pix @ w.T).float()  # a noise that lies in the range of the patch embedding
+    view = locate.corrupted_view(m, cfg, img, noise)
+    mean, std = torch.tensor(cfg.mean).view(1, 3, 1, 1), torch.tensor(cfg.std).view(1, 3, 1, 1)
+    x_view = (torch.from_numpy(view).permute(2, 0, 1)[None] - mean) / std
+    with torch.no_grad():
+        diff = m.patch_embed(x_view) - m.patch_embed(models.preprocess(img[None], cfg))
+    assert view.shape == (28, 28, 3) and torch.allclose(diff[0], noise, atol=1e-4)

@@ -435,6 +435,24 @@ def trace_errors(model, cfg: models.ModelConfig, images: np.ndarray, labels: np.
     return pd.concat(tables, ignore_index=True)[IMPORTANCE_COLUMNS]
 
 
+@torch.inference_mode()
+def corrupted_view(model, cfg: models.ModelConfig, image: np.ndarray, noise: torch.Tensor) -> np.ndarray:
+    """The image a noisy copy amounts to, for display: the least-squares pixel perturbation whose
+    patch embedding is ``noise`` (patches, dim), added to the normalised image and mapped back to
+    [0, 1]. (The corruption itself lives in embedding space; this is only its picture.)"""
+    pe = model.patch_embed.proj
+    if not isinstance(pe, torch.nn.Conv2d) or pe.kernel_size != pe.stride:
+        raise LocateError("corrupted_view needs a non-overlapping convolutional patch embedding")
+    w = pe.weight.reshape(pe.out_channels, -1).double()  # (D, 3*p*p)
+    delta = torch.linalg.lstsq(w, noise.double().T).solution.T  # (patches, 3*p*p)
+    (ph, pw), (gh, gw) = pe.kernel_size, model.patch_embed.grid_size
+    delta = delta.view(gh, gw, 3, ph, pw).permute(2, 0, 3, 1, 4).reshape(1, 3, gh * ph, gw * pw)
+    x = models.preprocess(image[None], cfg) + delta.float()
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    return (x * std + mean).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+
+
 # --------------------------------------------------------------------------- patch attribution
 @torch.inference_mode()
 def patch_attribution(model, cfg: models.ModelConfig, image: np.ndarray, target: int, n_masks: int = 64,

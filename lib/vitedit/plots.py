@@ -125,26 +125,33 @@ def trace_means(stats: pd.DataFrame, scope: str = "all", path: Path | None = Non
 
 
 def trace_examples(images: np.ndarray, importance: pd.DataFrame, samples, label_names, scope: str = "all",
-                   path: Path | None = None):
-    """For a few errors: the image and p(predicted class) when restoring each layer, per kind."""
+                   corrupted: list | None = None, path: Path | None = None):
+    """For a few errors: the clean image, a corrupted view, and p(predicted class) when restoring
+    each layer, per kind, between the clean and corrupted levels."""
     samples = list(samples)
-    fig, axes = plt.subplots(len(samples), 2, figsize=(9, 2.4 * len(samples)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 3]})
-    for row, s in zip(axes, samples):
+    cols = 3 if corrupted is not None else 2
+    fig, axes = plt.subplots(len(samples), cols, figsize=(3 * cols + 4, 2.4 * len(samples)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * (cols - 1) + [3]})
+    for k, (row, s) in enumerate(zip(axes, samples)):
         d = importance[(importance["sample"] == s) & (importance.scope == scope)]
         img = images[s]
         row[0].imshow(img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray")
-        row[0].axis("off")
         t, p = int(d.true_label.iloc[0]), int(d.pred_label.iloc[0])
-        row[0].set_title(f"#{s}: true {label_names[t]}, pred {label_names[p]}", fontsize=8)
+        row[0].set_title(f"#{s} clean: true {label_names[t]}, pred {label_names[p]}", fontsize=8)
+        if corrupted is not None:
+            row[1].imshow(corrupted[k])
+            row[1].set_title("one corrupted copy (pixel view)", fontsize=8)
+        for ax in row[:-1]:
+            ax.axis("off")
+        ax = row[-1]
         for kind, g in d.groupby("kind"):
             g = g.sort_values("layer")
-            row[1].plot(g.layer, g.p_restored, "o-", ms=3, color=KIND_COLORS.get(kind), label=f"restore {kind}")
-        row[1].axhline(d.p_clean.iloc[0], color="k", ls="--", lw=1, label="clean")
-        row[1].axhline(d.p_corrupted.iloc[0], color="gray", ls=":", lw=1, label="corrupted")
-        row[1].set_ylabel(f"p({label_names[p]})", fontsize=8)
-    axes[0][1].legend(fontsize=7, ncol=5, loc="upper left")
-    axes[-1][1].set_xlabel("layer")
+            ax.plot(g.layer, g.p_restored, "o-", ms=3, color=KIND_COLORS.get(kind), label=f"restore {kind}")
+        ax.axhline(d.p_clean.iloc[0], color="k", ls="--", lw=1, label="clean")
+        ax.axhline(d.p_corrupted.iloc[0], color="gray", ls=":", lw=1, label="corrupted")
+        ax.set_ylabel(f"p({label_names[p]})", fontsize=8)
+    axes[0][-1].legend(fontsize=7, ncol=5, loc="upper left")
+    axes[-1][-1].set_xlabel("layer")
     fig.tight_layout()
     return _save(fig, path)
 
