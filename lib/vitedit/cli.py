@@ -20,12 +20,13 @@ from . import datasets, nb, paths, report, runs
 from . import params as params_mod
 
 NOTEBOOKS = list(nb.STAGES)  # the study's order
-STAGE_NOTEBOOK = {"data": "01_split", "train": "02_train", "locate": "03_locate"}
+STAGE_NOTEBOOK = {"data": "01_split", "train": "02_train", "locate": "03_locate", "edit": "04_edit_alphaedit"}
 STAGES = [*STAGE_NOTEBOOK, "full"]
 # options that map 1:1 to parameters (option dest -> parameter)
 OPTION_PARAMS = ["dataset", "size", "data_path", "ft_train_ratio", "seed", "model", "epochs", "batch_size",
                  "lr", "checkpoint_dir", "device", "weights_path", "num_ablations", "max_samples", "edit_layers",
-                 "num_edit_layers"]
+                 "num_edit_layers", "max_edits", "projection_samples", "nullspace_threshold", "v_lr",
+                 "v_num_grad_steps", "L2", "head_lr", "head_steps", "ewc_lambda"]
 FLAG_PARAMS = ["download", "resume", "pin_memory", "no_astra_layers"]
 
 
@@ -33,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vitedit", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=STAGES, default="full",
-                    help="data: 01_split; train: 02_train; locate: 03_locate (earlier notebooks not yet done in "
-                         "the run folder run first); full: every notebook")
+                    help="data: 01_split; train: 02_train; locate: 03_locate; edit: 04 (alphaedit, memit) or 05 "
+                         "(head) by --edit-method; earlier notebooks not yet done in the run folder run first; "
+                         "full: every notebook")
     ap.add_argument("--params", action="append", default=[], metavar="YAML",
                     help="parameter file(s), later ones override earlier (default: params/base.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any parameter")
@@ -62,6 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-edit-layers", type=int, help="top traced layers to edit (3)")
     g.add_argument("--no-astra-layers", action="store_true", default=None,
                    help="ignore the tracing result (edit the last three layers)")
+    g = ap.add_argument_group("editing")
+    g.add_argument("--edit-method", choices=["alphaedit", "memit", "head"],
+                   help="--stage edit: which editor (default: alphaedit and memit in 04)")
+    g.add_argument("--closed-form", action="store_true", help="head editing in closed form (ridge)")
+    g.add_argument("--max-edits", type=int, help="Edit-Discovery errors to edit (30)")
+    g.add_argument("--projection-samples", help="FT-Train samples for the editing statistics (500, or all)")
+    g.add_argument("--nullspace-threshold", type=float, help="eigenvalue threshold of the null space (1e-2)")
+    g.add_argument("--v-lr", type=float, help="target-residual learning rate (0.1)")
+    g.add_argument("--v-num-grad-steps", type=int, help="target-residual steps (25)")
+    g.add_argument("--L2", dest="L2", type=float, help="ridge term of the AlphaEdit/MEMIT solve (1e-4)")
+    g.add_argument("--head-lr", type=float, help="head editing learning rate (0.01)")
+    g.add_argument("--head-steps", type=int, help="head editing steps (50)")
+    g.add_argument("--ewc-lambda", type=float, help="EWC strength (1000)")
     g = ap.add_argument_group("output")
     g.add_argument("--checkpoint-dir", help="folder of fine-tuned checkpoints (checkpoints)")
     g.add_argument("--runs-dir", default=None, help="folder of run folders (reports/runs)")
@@ -83,6 +98,10 @@ def resolve_params(args: argparse.Namespace) -> dict:
             opts[k] = getattr(args, k)
     if args.no_progress:
         opts["progress"] = False
+    if args.edit_method in ("alphaedit", "memit"):
+        opts["edit_methods"] = [args.edit_method]
+    if args.edit_method == "head" or args.closed_form:
+        opts["head_variants"] = ["closed_form"] if args.closed_form else ["gradient"]
     layers.append(opts)
     layers.append(dict(params_mod.parse_assignment(s) for s in args.set))
     return params_mod.resolve(*layers)
@@ -169,12 +188,13 @@ def _short_error(e: BaseException) -> str:
     return f"{name}: {value}"[:500]
 
 
-def notebooks_to_run(stage: str, status: dict) -> list[str]:
-    """``full``: every notebook; a stage: its notebook, after earlier ones not yet ``ok`` in the run."""
+def notebooks_to_run(stage: str, status: dict, edit_method: str | None = None) -> list[str]:
+    """``full``: every notebook; a stage: its notebook, after earlier ones not yet ``ok`` in the run
+    (head editing needs 01-03 only: it shares 04's errors and statistics samples, not its edits)."""
     if stage == "full":
         return list(NOTEBOOKS)
-    target = STAGE_NOTEBOOK[stage]
-    before = NOTEBOOKS[: NOTEBOOKS.index(target)]
+    target = "05_edit_head" if stage == "edit" and edit_method == "head" else STAGE_NOTEBOOK[stage]
+    before = [n for n in NOTEBOOKS[: NOTEBOOKS.index(target)] if n != "04_edit_alphaedit"]
     return [n for n in before if status.get(n, {}).get("status") != "ok"] + [target]
 
 
@@ -186,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir = paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else runs.RUNS_DIR
         run_dir = runs.new_run_dir(runs_dir, args.run_name, p["dataset"], args.timestamp)
         p["run_dir"] = str(run_dir)
-        todo = notebooks_to_run(args.stage, runs.status(run_dir))
+        if args.closed_form and args.edit_method not in (None, "head"):
+            raise params_mod.ParamError("--closed-form applies to --edit-method head")
+        todo = notebooks_to_run(args.stage, runs.status(run_dir),
+                                "head" if args.edit_method == "head" or args.closed_form else None)
         for name in todo:
             runs.check_compatible(run_dir, p, nb._frozen_stages(name))
     except (params_mod.ParamError, datasets.DataError, runs.RunError, ValueError) as e:

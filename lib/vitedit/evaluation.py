@@ -29,3 +29,41 @@ def set_accuracy_table(model, data: Data, split: Split, cfg: models.ModelConfig,
                      "errors": int((pred != y).sum()),
                      "mean_p_true": float(probs[np.arange(len(y)), y].mean()) if len(y) else np.nan})
     return pd.DataFrame(rows)
+
+
+def transitions(y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray) -> dict:
+    """Correct/wrong transitions between two models on the same samples.
+
+    stability = share of samples correct before that stay correct; regression_rate = 1 - stability;
+    fix_rate = share of samples wrong before that become correct.
+    """
+    y, b, a = map(np.asarray, (y, pred_before, pred_after))
+    cb, ca = b == y, a == y
+    n_cb, n_wb = int(cb.sum()), int((~cb).sum())
+    return {"n": int(len(y)), "acc_before": float(cb.mean()) if len(y) else np.nan,
+            "acc_after": float(ca.mean()) if len(y) else np.nan,
+            "correct_to_wrong": int((cb & ~ca).sum()), "wrong_to_correct": int((~cb & ca).sum()),
+            "stability": float((cb & ca).sum() / n_cb) if n_cb else np.nan,
+            "regression_rate": float((cb & ~ca).sum() / n_cb) if n_cb else np.nan,
+            "fix_rate": float((~cb & ca).sum() / n_wb) if n_wb else np.nan}
+
+
+def edit_summary(method: str, result, model_before, data: Data, split: Split, stats_positions: np.ndarray,
+                 cfg: models.ModelConfig, batch_size: int = 256, device="cpu") -> dict:
+    """Fix rate on the edited errors, and stability on FT-Train held out from the editing statistics
+    (the samples that built P / Fisher / ridge are reported apart, labelled in-sample)."""
+    y = split.labels(data, "ft_train")
+    imgs = split.images(data, "ft_train")
+    held = np.setdiff1d(np.arange(len(y)), stats_positions)
+    row = {"method": method, "n_edits": int(len(result.log)),
+           "fix_rate": float(result.log["fixed"].mean()) if len(result.log) else np.nan}
+    for name, pos in (("heldout", held), ("insample", np.asarray(stats_positions))):
+        if len(pos) == 0:
+            continue
+        pb = models.predict_logits(model_before, imgs[pos], cfg, batch_size, device).argmax(1).numpy()
+        pa = models.predict_logits(result.model, imgs[pos], cfg, batch_size, device).argmax(1).numpy()
+        t = transitions(y[pos], pb, pa)
+        row.update({f"ft_{name}_n": t["n"], f"ft_{name}_stability": t["stability"],
+                    f"ft_{name}_regression_rate": t["regression_rate"]})
+    row.update({"edit_seconds": result.info.get("edit_seconds"), "stats_seconds": result.info.get("stats_seconds")})
+    return row

@@ -19,7 +19,8 @@ from . import params as params_mod
 from . import runs
 
 # notebook stage -> the parameter stage whose keys it owns; order is the study's order
-STAGES = {"01_split": "data", "02_train": "train", "03_locate": "locate"}
+STAGES = {"01_split": "data", "02_train": "train", "03_locate": "locate", "04_edit_alphaedit": "edit",
+          "05_edit_head": "head"}
 
 
 @dataclass

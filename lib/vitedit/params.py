@@ -23,7 +23,7 @@ class ParamError(ValueError):
 class Param:
     name: str
     default: Any
-    kind: str  # int | float | bool | str | choice | int_list | str_list
+    kind: str  # int | float | bool | str | choice | int_list | str_list | count (int >= 1 or "all")
     stage: str  # data | train | run
     help: str
     choices: tuple = ()
@@ -123,6 +123,43 @@ SCHEMA: dict[str, Param] = {
         Param("attribution_keep_prob", 0.5, "float", "locate", "probability that a patch is kept", check=_open_unit),
         Param("attribution_alpha", 0.02, "float", "locate", "Lasso regularisation (on the standardised score)",
               check=_positive),
+        # --- edit (AlphaEdit / MEMIT; max_edits and projection_samples are shared with head editing) ---
+        Param("max_edits", 30, "int", "edit", "Edit-Discovery errors to edit (first ones in set order)",
+              check=_at_least_one),
+        Param("projection_samples", 500, "count", "edit",
+              "FT-Train samples that build the editing statistics (projection, Fisher, ridge); 'all' allowed"),
+        Param("edit_methods", ["alphaedit", "memit"], "str_list", "edit",
+              "what notebook 04 runs: alphaedit and/or memit (its P = I ablation)", choices=("alphaedit", "memit")),
+        Param("edit_modules", ["mlp"], "str_list", "edit", "projections edited per layer: mlp (fc2), attn (proj)",
+              choices=("mlp", "attn")),
+        Param("stats_scope", "cls+all", "choice", "edit", "tokens whose keys build the preservation statistics",
+              choices=("cls", "all", "cls+all")),
+        Param("nullspace_threshold", 0.01, "float", "edit", "eigenvalues below this span the null space",
+              check=_positive),
+        Param("nullspace_relative", None, "float", "edit",
+              "instead: keep the directions holding the bottom share of the spectrum's energy", optional=True,
+              check=_open_unit),
+        Param("L2", 0.0001, "float", "edit", "ridge term of the AlphaEdit/MEMIT solve", check=_non_negative),
+        Param("v_lr", 0.1, "float", "edit", "learning rate of the target-residual optimisation", check=_positive),
+        Param("v_num_grad_steps", 25, "int", "edit", "steps of the target-residual optimisation",
+              check=_at_least_one),
+        Param("v_weight_decay", 0.001, "float", "edit", "weight decay on the target residual", check=_non_negative),
+        Param("clamp_norm_factor", 4.0, "float", "edit", "target residual norm <= factor x original CLS norm",
+              check=_positive),
+        Param("edit_batch_size", None, "int", "edit", "errors per sequential edit batch (default: all at once)",
+              optional=True, check=_at_least_one),
+        # --- head editing -------------------------------------------------------------------
+        Param("head_variants", ["gradient", "closed_form"], "str_list", "head",
+              "what notebook 05 runs: gradient (EWC) and/or closed_form (ridge)", choices=("gradient", "closed_form")),
+        Param("head_lr", 0.01, "float", "head", "learning rate of gradient head editing", check=_positive),
+        Param("head_steps", 50, "int", "head", "steps of gradient head editing", check=_at_least_one),
+        Param("ewc_lambda", 1000.0, "float", "head", "EWC strength (diagonal Fisher over the stats samples)",
+              check=_non_negative),
+        Param("ridge_lambda", 1.0, "float", "head", "closed form: pull toward the original head", check=_positive),
+        Param("head_margin", 1.0, "float", "head", "closed form: true-class logit target above the best other",
+              check=_non_negative),
+        Param("head_error_weight", 1.0, "float", "head", "closed form: weight of the errors vs FT-Train logits",
+              check=_positive),
         # --- run ----------------------------------------------------------------------------
         Param("device", "auto", "choice", "run", "auto (CUDA if present), cpu or cuda",
               choices=("auto", "cpu", "cuda")),
@@ -151,6 +188,13 @@ def _coerce(p: Param, value: Any) -> Any:
     kind = p.kind
     if kind in ("int_list", "str_list"):
         return _coerce_list(p, value)
+    if kind == "count":
+        if value == "all":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit() \
+                or int(value) < 1:
+            raise ParamError(f"parameter '{p.name}' expects a positive integer or 'all', got {value!r}")
+        return int(value)
     try:
         if kind == "bool":
             if isinstance(value, bool):

@@ -170,3 +170,65 @@ def attribution_maps(images: np.ndarray, maps, titles, path: Path | None = None)
         ax.axis("off")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def nullspace_dims(layer_info: dict, path: Path | None = None):
+    """Kept null-space dimension out of the key dimension, per edited (layer, module)."""
+    keys = list(layer_info)
+    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(keys)), 3))
+    kept = [layer_info[k]["kept_dim"] for k in keys]
+    dims = [layer_info[k]["dim"] for k in keys]
+    ax.bar(keys, dims, color="lightgray", label="key dimension")
+    ax.bar(keys, kept, color="tab:blue", label="kept (null space)")
+    for i, (k, d) in enumerate(zip(kept, dims)):
+        ax.text(i, k, f"{k}/{d}", ha="center", va="bottom", fontsize=8)
+    ax.set_title("null-space dimension per edited layer")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def eigen_spectra(layer_info: dict, threshold: float | None, path: Path | None = None):
+    """Eigenvalues of the keys' second moment (descending, log scale) with the null-space threshold."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for k, v in layer_info.items():
+        ev = np.sort(np.asarray(v["eigenvalues"]))[::-1]
+        ax.semilogy(np.arange(1, len(ev) + 1), np.maximum(ev, 1e-12), label=k)
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel("eigenvalue index")
+    ax.set_ylabel("eigenvalue of E[k kᵀ]")
+    ax.set_title("key spectrum (below the threshold: null space)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def update_norms(table: pd.DataFrame, path: Path | None = None):
+    """Frobenius norm of each layer's update relative to its weight norm, per method."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for method, g in table.groupby("method"):
+        ax.plot(g["target"], g["relative_update"], "o-", label=method)
+    ax.set_yscale("log")
+    ax.set_ylabel("‖ΔW‖ / ‖W‖")
+    ax.set_title("update norms")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def edit_probabilities(log: pd.DataFrame, path: Path | None = None):
+    """True-class probability of each edited sample before vs after, one panel per method."""
+    methods = list(dict.fromkeys(log["method"]))
+    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(3.6 * max(1, len(methods)), 3.4), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        g = log[log.method == method]
+        ax.scatter(g.p_true_before, g.p_true_after, c=np.where(g.fixed, "tab:green", "tab:red"), s=18)
+        ax.plot([0, 1], [0, 1], color="gray", lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("p(true) before")
+        ax.set_title(f"{method}: {int(g.fixed.sum())}/{len(g)} fixed", fontsize=9)
+    axes[0][0].set_ylabel("p(true) after (green: fixed)")
+    fig.tight_layout()
+    return _save(fig, path)

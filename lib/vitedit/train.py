@@ -292,6 +292,14 @@ def record_in_run(run_dir: Path, result: TrainResult, split: Split) -> dict:
     return ref
 
 
+def run_checkpoint_ref(run_dir: Path) -> dict:
+    """The ``checkpoint.json`` of a run (path and sha256 of the model it trained)."""
+    f = Path(run_dir) / CHECKPOINT_REF
+    if not f.is_file():
+        raise CheckpointError(f"{run_dir} has no {CHECKPOINT_REF}: run notebook 02_train (CLI: --stage train) first")
+    return json.loads(f.read_text())
+
+
 def model_config_of(meta: Mapping[str, Any]) -> models.ModelConfig:
     """The model config a checkpoint was trained with (from its metadata)."""
     return models.ModelConfig(**meta["fields"]["model"])
