@@ -39,12 +39,16 @@ def test_full_run_writes_every_artifact(study):
               "checkpoint.json", "set_accuracy.csv", "status.json", "index.html", "01_split.html", "02_train.html",
               "notebooks/01_split.ipynb", "notebooks/02_train.ipynb", "figures/class_distribution.png",
               "figures/examples.png", "figures/training_curves.png", "03_locate.html", "notebooks/03_locate.ipynb",
-              "layer_importance.csv", "layer_statistics.csv", "edit_layers.json", "locate_summary.json"]:
+              "layer_importance.csv", "layer_statistics.csv", "edit_layers.json", "locate_summary.json",
+              "04_edit_alphaedit.html", "05_edit_head.html", "edit_log.csv", "head_edit_log.csv",
+              "edit_summary.csv", "head_edit_summary.csv", "edits/alphaedit.json", "edits/memit.json",
+              "edits/head.json", "edits/head_closed_form.json"]:
         assert (run / f).is_file(), f
     p = runs.stored_params(run)
     assert (p["model"], p["epochs"], p["dataset"], p["run_dir"]) == ("vit_tiny_test", 2, "retinamnist", str(run))
     st = runs.status(run)
-    assert st["01_split"]["status"] == st["02_train"]["status"] == st["03_locate"]["status"] == "ok"
+    assert all(st[n]["status"] == "ok" for n in ["01_split", "02_train", "03_locate", "04_edit_alphaedit",
+                                                  "05_edit_head"]), st
     counts = pd.read_csv(run / "data_split_info.csv")
     assert counts["total"].tolist()[2:] == [120, 400] and sum(counts["total"][:2]) == 1080
     assert len(pd.read_csv(run / "training_metrics.csv")) == 2
@@ -64,6 +68,17 @@ def test_full_run_writes_every_artifact(study):
     assert len(stats) == 3 * 4 and set(stats.columns) >= {"mean", "ci_low", "ci_high", "rank", "n_used"}
     choice = json.loads((run / "edit_layers.json").read_text())
     assert choice["source"] in ("tracing", "default") and len(choice["layers"]) == 3
+    log = pd.read_csv(run / "edit_log.csv")
+    assert set(log.method) == {"alphaedit", "memit"} and log.groupby("method").size().tolist() == [4, 4]
+    assert (log.pred_before != log.true_label).all()  # only errors are edited
+    edits = {m: json.loads((run / "edits" / f"{m}.json").read_text()) for m in ["alphaedit", "memit", "head"]}
+    assert edits["alphaedit"]["base_sha256"] == ref["sha256"] and len(edits["head"]["stats_positions"]) == 64
+    assert edits["alphaedit"]["edited_positions"] == edits["head"]["edited_positions"]  # same errors for all
+    for rec in edits.values():
+        assert rec["checkpoint"].startswith(str(run / "edited")) and train.sha256_file(rec["checkpoint"]) == rec["sha256"]
+    summary = pd.read_csv(run / "edit_summary.csv")
+    n_ft = json.loads((run / "split_meta.json").read_text())["sizes"]["ft_train"]
+    assert (summary.ft_insample_n == 64).all() and (summary.ft_heldout_n == n_ft - 64).all()
     index = (run / "index.html").read_text()
     assert 'href="01_split.html"' in index and 'href="02_train.html"' in index
 
@@ -87,6 +102,18 @@ def test_locate_stage_with_explicit_layers(study):
     r = vitedit("--stage", "locate", "--run-name", "it", "--edit-layers", "0", "9", *common)
     assert r.returncode == 2 and "out of range" in r.stderr  # the tiny model has layers 0..3
     assert json.loads((tmp / "runs" / "it" / "edit_layers.json").read_text()) == choice  # nothing written
+
+
+def test_edit_stage_head_closed_form(study):
+    tmp, common, _ = study
+    inherit = common[2:]  # no --params: the run's stored parameters are the base (edit_layers [0, 2] from above)
+    r = vitedit("--stage", "edit", "--run-name", "it", "--edit-method", "head", "--closed-form", *inherit)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[05_edit_head]" in r.stdout and "[04_edit_alphaedit]" not in r.stdout
+    log = pd.read_csv(tmp / "runs" / "it" / "head_edit_log.csv")
+    assert set(log.method) == {"head_closed_form"}
+    r = vitedit("--stage", "edit", "--run-name", "it", "--edit-method", "memit", "--closed-form", *inherit)
+    assert r.returncode == 2 and "--closed-form" in r.stderr
 
 
 def test_changing_the_split_of_an_existing_run_is_refused(study):

@@ -86,9 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def resolve_params(args: argparse.Namespace) -> dict:
-    files = args.params or [str(paths.project_root() / "params" / "base.yaml")]
-    layers: list = [paths.resolve(f, Path.cwd()) for f in files]
+def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict:
+    """Parameters of this call: base (``--params`` files; else the run's stored parameters when
+    the run folder exists; else ``params/base.yaml``), then the options, then ``--set``."""
+    if args.params:
+        layers: list = [paths.resolve(f, Path.cwd()) for f in args.params]
+    elif stored:
+        layers = [{k: v for k, v in stored.items() if k != "run_dir"}]
+    else:
+        layers = [paths.project_root() / "params" / "base.yaml"]
     opts = {k: getattr(args, k) for k in OPTION_PARAMS if getattr(args, k) is not None}
     for k in ("data_path", "checkpoint_dir", "weights_path"):  # options are relative to the caller's cwd
         if opts.get(k):
@@ -201,10 +207,11 @@ def notebooks_to_run(stage: str, status: dict, edit_method: str | None = None) -
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        p = resolve_params(args)
-        preflight(p)
         runs_dir = paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else runs.RUNS_DIR
-        run_dir = runs.new_run_dir(runs_dir, args.run_name, p["dataset"], args.timestamp)
+        existing = runs.new_run_dir(runs_dir, args.run_name) if args.run_name and not args.timestamp else None
+        p = resolve_params(args, runs.stored_params(existing) if existing else None)
+        preflight(p)
+        run_dir = existing or runs.new_run_dir(runs_dir, args.run_name, p["dataset"], args.timestamp)
         p["run_dir"] = str(run_dir)
         if args.closed_form and args.edit_method not in (None, "head"):
             raise params_mod.ParamError("--closed-form applies to --edit-method head")
