@@ -375,7 +375,7 @@ class HeadEditor:
 
     def __init__(self, closed_form: bool = False, head_lr: float = 0.01, head_steps: int = 50,
                  ewc_lambda: float = 1000.0, ridge_lambda: float = 1.0, margin: float = 1.0,
-                 error_weight: float = 1.0, batch_size: int = 256):
+                 error_weight: float = 10.0, batch_size: int = 256):
         self.closed_form = closed_form
         self.head_lr, self.head_steps, self.ewc_lambda = head_lr, head_steps, ewc_lambda
         self.ridge_lambda, self.margin, self.error_weight = ridge_lambda, margin, error_weight

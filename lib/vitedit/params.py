@@ -158,7 +158,7 @@ SCHEMA: dict[str, Param] = {
         Param("ridge_lambda", 1.0, "float", "head", "closed form: pull toward the original head", check=_positive),
         Param("head_margin", 1.0, "float", "head", "closed form: true-class logit target above the best other",
               check=_non_negative),
-        Param("head_error_weight", 1.0, "float", "head", "closed form: weight of the errors vs FT-Train logits",
+        Param("head_error_weight", 10.0, "float", "head", "closed form: weight of each error vs each FT-Train sample",
               check=_positive),
         # --- run ----------------------------------------------------------------------------
         Param("device", "auto", "choice", "run", "auto (CUDA if present), cpu or cuda",

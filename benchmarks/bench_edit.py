@@ -1,0 +1,67 @@
+"""Edit wall time and the fix / held-out-regression trade-off of every editor, on a run's model.
+
+    .venv/bin/python benchmarks/bench_edit.py reports/runs/<run> [--layers 9 10 11] [--grid]
+
+Uses the run's split and fine-tuned checkpoint, its first ``max_edits`` Edit-Discovery errors and
+``projection_samples`` FT-Train samples for the statistics (cached under checkpoints/stats). Times the
+statistics and the edit separately (a second AlphaEdit call finds the statistics cached). Held-out
+regression: the share of correctly classified FT-Train samples *not* used for the statistics that
+the edit makes wrong. Prints one JSON line per setting.
+Floor (issue 4): edit <= 10 s for max_edits errors on 3 layers on 2 cores once statistics are cached.
+"""
+import argparse
+import json
+
+import numpy as np
+
+from vitedit import datasets, editing, evaluation, locate, models, paths, runs, splits, train
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run_dir")
+    ap.add_argument("--layers", type=int, nargs="+", help="default: the run's edit_layers.json")
+    ap.add_argument("--grid", action="store_true", help="a few L2 / threshold settings, not just the run's")
+    args = ap.parse_args()
+    p = runs.stored_params(args.run_dir)
+    data = datasets.load(p, log=lambda *a: None)
+    split = splits.load(args.run_dir, expect=p)
+    model, meta = train.load_run_model(args.run_dir, split, params=p)
+    cfg = train.model_config_of(meta)
+    ref = train.run_checkpoint_ref(args.run_dir)
+    layers = args.layers or locate.load_edit_layers(args.run_dir)["layers"]
+    y, pred, _ = evaluation.predictions(model, data, split, "edit_discovery", cfg)
+    errors = locate.select_errors(y, pred, p["max_edits"])
+    pos = editing.stats_positions(len(split.indices["ft_train"]), p["projection_samples"], p["seed"])
+    es = editing.edit_data(data, split, pos, errors)
+    cache = paths.resolve(p["checkpoint_dir"]) / "stats"
+    settings = [dict(l2=p["L2"], thr=p["nullspace_threshold"], rel=p["nullspace_relative"])]
+    if args.grid:
+        settings = [dict(l2=l2, thr=thr, rel=None) for l2 in (1e-4, 1e-2, 1e-1, 1.0) for thr in (1e-2, 1e-4)]
+        settings += [dict(l2=l2, thr=None, rel=0.01) for l2 in (1e-2, 1e-1)]
+    editors = []
+    for s in settings:
+        for ns in (True, False):
+            if not ns and (s["rel"] is not None or s["thr"] != settings[0]["thr"]):
+                continue  # MEMIT ignores the null-space settings: one row per L2
+            editors.append((s, editing.AlphaEdit(layers, p["edit_modules"], null_space=ns,
+                                                 nullspace_threshold=s["thr"] or 1e-2, nullspace_relative=s["rel"],
+                                                 stats_scope=p["stats_scope"], l2=s["l2"], v_lr=p["v_lr"],
+                                                 v_num_grad_steps=p["v_num_grad_steps"],
+                                                 cache_dir=cache, cache_key={"checkpoint": ref["sha256"]})))
+    editors += [({}, editing.HeadEditor()), ({}, editing.HeadEditor(closed_form=True))]
+    for s, ed in editors:
+        res = ed.edit(model, cfg, es)
+        row = evaluation.edit_summary(ed.name, res, model, data, split, pos, cfg)
+        out = {"method": ed.name, **s, "layers": layers if ed.name in ("alphaedit", "memit") else None,
+               "n_edits": row["n_edits"], "fix_rate": round(row["fix_rate"], 3),
+               "heldout_regression": round(row["ft_heldout_regression_rate"], 3),
+               "heldout_n": row["ft_heldout_n"], "edit_seconds": round(res.info["edit_seconds"], 3),
+               "stats_seconds": round(res.info["stats_seconds"], 3),
+               "stats_cached": [v.get("cached") for v in res.info.get("layer_info", {}).values()],
+               "kept_dims": [v.get("kept_dim") for v in res.info.get("layer_info", {}).values()]}
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
