@@ -67,3 +67,58 @@ def edit_summary(method: str, result, model_before, data: Data, split: Split, st
                     f"ft_{name}_regression_rate": t["regression_rate"]})
     row.update({"edit_seconds": result.info.get("edit_seconds"), "stats_seconds": result.info.get("stats_seconds")})
     return row
+
+
+# --------------------------------------------------------------------------- paired statistics (4-level evaluation)
+def mcnemar_exact(correct_before: np.ndarray, correct_after: np.ndarray) -> dict:
+    """Exact (binomial) McNemar test of a paired change in correctness.
+
+    b = correct→wrong, c = wrong→correct; under H0 each discordant pair is either way with
+    probability ½; two-sided p = min(1, 2·P[X ≤ min(b, c)]), X ~ Bin(b + c, ½). No discordant
+    pair: p = 1.
+    """
+    from scipy.stats import binom
+
+    cb, ca = np.asarray(correct_before, bool), np.asarray(correct_after, bool)
+    b, c = int((cb & ~ca).sum()), int((~cb & ca).sum())
+    n = b + c
+    p = 1.0 if n == 0 else float(min(1.0, 2 * binom.cdf(min(b, c), n, 0.5)))
+    return {"correct_to_wrong": b, "wrong_to_correct": c, "p_value": p}
+
+
+def bootstrap_delta_ci(correct_before: np.ndarray, correct_after: np.ndarray, n_boot: int = 2000,
+                       seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the paired accuracy change (samples resampled with replacement)."""
+    d = np.asarray(correct_after, float) - np.asarray(correct_before, float)
+    if len(d) == 0:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, pred, labels=list(range(n_classes)), average="macro", zero_division=0))
+
+
+def auc(y: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC as MedMNIST reports it: binary on p(class 1), else one-vs-rest macro; NaN if undefined."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    present = np.unique(y)
+    if len(present) < 2:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(y, probs[:, 1]))
+    if len(present) < probs.shape[1]:  # OvR needs every class present: average over the present ones
+        return float(np.mean([roc_auc_score(y == c, probs[:, c]) for c in present]))
+    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+
+
+def per_class_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    y, pred = np.asarray(y), np.asarray(pred)
+    return np.array([(pred[y == c] == c).mean() if (y == c).any() else np.nan for c in range(n_classes)])

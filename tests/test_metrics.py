@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from vitedit import evaluation as ev
+
+
+def test_transitions_on_a_hand_computed_case():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    before = np.array([0, 1, 1, 0, 2, 2])  # correct: 1, 0, 1, 0, 1, 1
+    after = np.array([0, 0, 0, 1, 2, 1])  # correct: 1, 1, 0, 1, 1, 0
+    t = ev.transitions(y, before, after)
+    assert (t["correct_to_wrong"], t["wrong_to_correct"]) == (2, 2)
+    assert t["stability"] == pytest.approx(2 / 4) and t["regression_rate"] == pytest.approx(2 / 4)
+    assert t["fix_rate"] == pytest.approx(1.0) and t["acc_before"] == t["acc_after"] == pytest.approx(4 / 6)
+
+
+def test_transitions_of_an_all_correct_model():
+    y = np.array([1, 2, 3])
+    t = ev.transitions(y, y, y)
+    assert t["stability"] == 1.0 and t["regression_rate"] == 0.0 and np.isnan(t["fix_rate"])
+
+
+def test_mcnemar_exact():
+    cb = np.array([1, 1, 1, 1, 0, 0, 0, 1], bool)
+    ca = np.array([1, 0, 0, 0, 0, 1, 0, 1], bool)  # b = 3 (correct->wrong), c = 1
+    r = ev.mcnemar_exact(cb, ca)
+    # two-sided exact: 2 * P[Bin(4, 1/2) <= 1] = 2 * 5/16
+    assert (r["correct_to_wrong"], r["wrong_to_correct"]) == (3, 1) and r["p_value"] == pytest.approx(10 / 16)
+    assert ev.mcnemar_exact(cb, cb)["p_value"] == 1.0  # no discordant pair
+    many = ev.mcnemar_exact(np.ones(20, bool), np.r_[np.zeros(10, bool), np.ones(10, bool)])
+    assert many["p_value"] == pytest.approx(2 * 0.5 ** 10)
+
+
+def test_bootstrap_ci_brackets_the_observed_change():
+    rng = np.random.default_rng(0)
+    cb = rng.random(400) < 0.5
+    ca = cb.copy()
+    ca[:40] = True  # +~5 points
+    lo, hi = ev.bootstrap_delta_ci(cb, ca, seed=1)
+    delta = ca.mean() - cb.mean()
+    assert lo < delta < hi and lo > 0
+    assert ev.bootstrap_delta_ci(cb, cb) == (0.0, 0.0)
+    assert ev.bootstrap_delta_ci(cb, ca, seed=1) == (lo, hi)  # seeded
+
+
+def test_f1_auc_and_per_class_accuracy():
+    y = np.array([0, 0, 1, 1])
+    pred = np.array([0, 1, 1, 1])
+    assert ev.macro_f1(y, pred, 2) == pytest.approx((2 / 3 + 0.8) / 2)
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    assert ev.auc(y, probs) == 1.0
+    assert np.isnan(ev.auc(np.zeros(4, int), probs))
+    assert ev.per_class_accuracy(y, pred, 3)[:2].tolist() == [0.5, 1.0] and np.isnan(ev.per_class_accuracy(y, pred, 3)[2])
+    probs3 = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])
+    assert ev.auc(np.array([0, 1, 0]), probs3) == pytest.approx(1.0)  # class 2 absent: OvR over present classes
