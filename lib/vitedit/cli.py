@@ -20,13 +20,15 @@ from . import datasets, nb, paths, report, runs
 from . import params as params_mod
 
 NOTEBOOKS = list(nb.STAGES)  # the study's order
-STAGE_NOTEBOOK = {"data": "01_split", "train": "02_train", "locate": "03_locate", "edit": "04_edit_alphaedit"}
+STAGE_NOTEBOOK = {"data": "01_split", "train": "02_train", "locate": "03_locate", "edit": "04_edit_alphaedit",
+                  "eval": "06_evaluate", "baseline1": "07_baselines", "baseline2": "07_baselines"}
 STAGES = [*STAGE_NOTEBOOK, "full"]
+BASELINE_OF = {"baseline1": "retrain", "baseline2": "finetune"}
 # options that map 1:1 to parameters (option dest -> parameter)
 OPTION_PARAMS = ["dataset", "size", "data_path", "ft_train_ratio", "seed", "model", "epochs", "batch_size",
                  "lr", "checkpoint_dir", "device", "weights_path", "num_ablations", "max_samples", "edit_layers",
                  "num_edit_layers", "max_edits", "projection_samples", "nullspace_threshold", "v_lr",
-                 "v_num_grad_steps", "L2", "head_lr", "head_steps", "ewc_lambda"]
+                 "v_num_grad_steps", "L2", "head_lr", "head_steps", "ewc_lambda", "baseline_epochs", "baseline_lr"]
 FLAG_PARAMS = ["download", "resume", "pin_memory", "no_astra_layers"]
 
 
@@ -35,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=STAGES, default="full",
                     help="data: 01_split; train: 02_train; locate: 03_locate; edit: 04 (alphaedit, memit) or 05 "
-                         "(head) by --edit-method; earlier notebooks not yet done in the run folder run first; "
-                         "full: every notebook")
+                         "(head) by --edit-method; eval: 06; baseline1 / baseline2: 07 (retrain / fine-tune on "
+                         "errors); earlier notebooks not yet done in the run folder run first; full: every notebook")
     ap.add_argument("--params", action="append", default=[], metavar="YAML",
                     help="parameter file(s), later ones override earlier (default: params/base.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any parameter")
@@ -77,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--head-lr", type=float, help="head editing learning rate (0.01)")
     g.add_argument("--head-steps", type=int, help="head editing steps (50)")
     g.add_argument("--ewc-lambda", type=float, help="EWC strength (1000)")
+    g = ap.add_argument_group("baselines")
+    g.add_argument("--baseline-epochs", type=int, help="epochs of both baselines (10)")
+    g.add_argument("--baseline-lr", type=float, help="learning rate of baseline 2 (1e-5)")
     g = ap.add_argument_group("output")
     g.add_argument("--checkpoint-dir", help="folder of fine-tuned checkpoints (checkpoints)")
     g.add_argument("--runs-dir", default=None, help="folder of run folders (reports/runs)")
@@ -104,6 +109,8 @@ def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict
             opts[k] = getattr(args, k)
     if args.no_progress:
         opts["progress"] = False
+    if args.stage in BASELINE_OF:
+        opts["baseline_methods"] = [BASELINE_OF[args.stage]]
     if args.edit_method in ("alphaedit", "memit"):
         opts["edit_methods"] = [args.edit_method]
     if args.edit_method == "head" or args.closed_form:
@@ -200,7 +207,9 @@ def notebooks_to_run(stage: str, status: dict, edit_method: str | None = None) -
     if stage == "full":
         return list(NOTEBOOKS)
     target = "05_edit_head" if stage == "edit" and edit_method == "head" else STAGE_NOTEBOOK[stage]
-    before = [n for n in NOTEBOOKS[: NOTEBOOKS.index(target)] if n != "04_edit_alphaedit"]
+    before = NOTEBOOKS[: NOTEBOOKS.index(target)]
+    if target in ("05_edit_head", "07_baselines"):  # they share 04's errors, not its edits
+        before = [n for n in before if n not in ("04_edit_alphaedit", "05_edit_head", "06_evaluate")]
     return [n for n in before if status.get(n, {}).get("status") != "ok"] + [target]
 
 

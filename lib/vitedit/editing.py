@@ -539,3 +539,24 @@ def update_table(results: dict[str, EditResult]) -> pd.DataFrame:
                          "relative_update": (v.get("update_norm") or 0) / v["weight_norm"] if v.get("weight_norm")
                          else np.nan, "stats_cached": v.get("cached")})
     return pd.DataFrame(rows)
+
+
+def list_edits(run_dir: Path, kinds=None) -> dict[str, dict]:
+    """The edit records of a run (``edits/<method>.json``), optionally only the given methods."""
+    import json
+
+    out = {}
+    for f in sorted((Path(run_dir) / EDITS_DIR).glob("*.json")):
+        rec = json.loads(f.read_text())
+        if rec.get("status") == "skipped" or (kinds is not None and rec["method"] not in kinds):
+            continue
+        out[rec["method"]] = rec
+    return out
+
+
+def record_skipped(run_dir: Path, method: str, reason: str) -> None:
+    """A method that could not run: recorded as skipped with its reason (never as a success)."""
+    import json
+
+    paths.atomic_write_text(Path(run_dir) / EDITS_DIR / f"{method}.json",
+                            json.dumps({"method": method, "status": "skipped", "reason": reason}, indent=2))

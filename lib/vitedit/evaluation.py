@@ -122,3 +122,139 @@ def auc(y: np.ndarray, probs: np.ndarray) -> float:
 def per_class_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
     y, pred = np.asarray(y), np.asarray(pred)
     return np.array([(pred[y == c] == c).mean() if (y == c).any() else np.nan for c in range(n_classes)])
+
+
+# --------------------------------------------------------------------------- the 4-level evaluation
+LEVELS = ("edit_samples", "projection_samples", "test_set", "edit_discovery_set")
+
+
+def _probs(model, images, cfg, batch_size, device) -> np.ndarray:
+    if len(images) == 0:
+        return np.zeros((0, model.num_classes))
+    return torch.softmax(models.predict_logits(model, images, cfg, batch_size, device), -1).numpy()
+
+
+def four_level(method: str, before, after, data: Data, split: Split, edited_positions: np.ndarray,
+               stats_positions: np.ndarray, cfg: models.ModelConfig, batch_size: int = 256, device="cpu",
+               seed: int = 0, n_boot: int = 2000) -> dict:
+    """The same evaluation for every method: ``before`` is exactly the model the method started from.
+
+    1. edit samples: fix rate;
+    2. FT-Train held out from the editing statistics: stability / regression (in-sample apart);
+    3. Test: accuracy before/after, delta, transitions, exact McNemar p, bootstrap CI of the delta,
+       macro-F1, AUC, per-class accuracy change;
+    4. Edit-Discovery without the edited samples (does the fix generalise), and Test errors that
+       share an edited sample's (true, predicted) pair.
+    Returns ``{"levels": {level: row}, "confusion": (before, after), "per_class": DataFrame}``.
+    """
+    n_cls = data.info.n_classes
+    ed_imgs, ed_y = split.images(data, "edit_discovery"), split.labels(data, "edit_discovery")
+    edited_positions = np.asarray(edited_positions, dtype=int)
+    pb_ed, pa_ed = _probs(before, ed_imgs, cfg, batch_size, device), _probs(after, ed_imgs, cfg, batch_size, device)
+    levels: dict[str, dict] = {}
+    t = transitions(ed_y[edited_positions], pb_ed[edited_positions].argmax(1), pa_ed[edited_positions].argmax(1))
+    levels["edit_samples"] = {"method": method, "total": t["n"], "num_fixed": t["wrong_to_correct"],
+                              "fix_rate": t["fix_rate"], "broken": t["correct_to_wrong"]}
+    ft_imgs, ft_y = split.images(data, "ft_train"), split.labels(data, "ft_train")
+    held = np.setdiff1d(np.arange(len(ft_y)), stats_positions)
+    row = {"method": method}
+    for name, pos in (("heldout", held), ("insample", np.asarray(stats_positions, dtype=int))):
+        tb = _probs(before, ft_imgs[pos], cfg, batch_size, device).argmax(1)
+        ta = _probs(after, ft_imgs[pos], cfg, batch_size, device).argmax(1)
+        tr = transitions(ft_y[pos], tb, ta)
+        row.update({f"{name}_n": tr["n"], f"{name}_stability": tr["stability"],
+                    f"{name}_regression_rate": tr["regression_rate"], f"{name}_acc_before": tr["acc_before"],
+                    f"{name}_acc_after": tr["acc_after"]})
+    levels["projection_samples"] = row
+    te_imgs, te_y = split.images(data, "test"), split.labels(data, "test")
+    pb, pa = _probs(before, te_imgs, cfg, batch_size, device), _probs(after, te_imgs, cfg, batch_size, device)
+    yb, ya = pb.argmax(1), pa.argmax(1)
+    tr = transitions(te_y, yb, ya)
+    mc = mcnemar_exact(yb == te_y, ya == te_y)
+    lo, hi = bootstrap_delta_ci(yb == te_y, ya == te_y, n_boot, seed)
+    edited_pairs = {(int(ed_y[i]), int(pb_ed[i].argmax())) for i in edited_positions}
+    same_pair = np.array([(int(y), int(p)) in edited_pairs and y != p for y, p in zip(te_y, yb)], dtype=bool)
+    levels["test_set"] = {"method": method, "total": tr["n"], "acc_before": tr["acc_before"],
+                          "acc_after": tr["acc_after"], "acc_delta": tr["acc_after"] - tr["acc_before"],
+                          "delta_ci_low": lo, "delta_ci_high": hi, "correct_to_wrong": tr["correct_to_wrong"],
+                          "wrong_to_correct": tr["wrong_to_correct"], "mcnemar_p": mc["p_value"],
+                          "stability": tr["stability"], "f1_macro_before": macro_f1(te_y, yb, n_cls),
+                          "f1_macro_after": macro_f1(te_y, ya, n_cls), "auc_before": auc(te_y, pb),
+                          "auc_after": auc(te_y, pa), "same_pair_errors": int(same_pair.sum()),
+                          "same_pair_wrong_to_correct": int((same_pair & (ya == te_y)).sum())}
+    rest = np.setdiff1d(np.arange(len(ed_y)), edited_positions)
+    tr = transitions(ed_y[rest], pb_ed[rest].argmax(1), pa_ed[rest].argmax(1))
+    levels["edit_discovery_set"] = {"method": method, "total": tr["n"], "acc_before": tr["acc_before"],
+                                    "acc_after": tr["acc_after"], "wrong_to_correct": tr["wrong_to_correct"],
+                                    "correct_to_wrong": tr["correct_to_wrong"], "fix_rate": tr["fix_rate"],
+                                    "stability": tr["stability"]}
+    from sklearn.metrics import confusion_matrix
+
+    cm = (confusion_matrix(te_y, yb, labels=list(range(n_cls))), confusion_matrix(te_y, ya, labels=list(range(n_cls))))
+    per_class = pd.DataFrame({"method": method, "class": range(n_cls), "name": list(data.info.label_names),
+                              "acc_before": per_class_accuracy(te_y, yb, n_cls),
+                              "acc_after": per_class_accuracy(te_y, ya, n_cls)})
+    per_class["acc_change"] = per_class.acc_after - per_class.acc_before
+    return {"levels": levels, "confusion": cm, "per_class": per_class}
+
+
+def summary_metrics(ev: dict, edit_seconds: float | None, duration_seconds: float | None) -> dict:
+    """The original system's metric names (one flat dict per method; NaN where undefined, never 0)."""
+    e, p, t = ev["levels"]["edit_samples"], ev["levels"]["projection_samples"], ev["levels"]["test_set"]
+    return {"method": e["method"], "edit_time_seconds": edit_seconds, "duration_seconds": duration_seconds,
+            "edit_total_wrong": e["total"], "edit_num_fixed": e["num_fixed"], "edit_fix_ratio": e["fix_rate"],
+            "test_total": t["total"], "test_acc_before": t["acc_before"], "test_acc_after": t["acc_after"],
+            "test_acc_delta": t["acc_delta"], "test_correct_to_wrong": t["correct_to_wrong"],
+            "test_wrong_to_correct": t["wrong_to_correct"], "test_mcnemar_p": t["mcnemar_p"],
+            "test_delta_ci_low": t["delta_ci_low"], "test_delta_ci_high": t["delta_ci_high"],
+            "test_stability": t["stability"], "test_auc_after": t["auc_after"], "test_f1_macro_after": t["f1_macro_after"],
+            "proj_stability": p["heldout_stability"], "proj_regression_rate": p["heldout_regression_rate"],
+            "proj_n_heldout": p["heldout_n"], "proj_stability_insample": p["insample_stability"],
+            "ed_rest_fix_rate": ev["levels"]["edit_discovery_set"]["fix_rate"],
+            "ed_rest_stability": ev["levels"]["edit_discovery_set"]["stability"]}
+
+
+def write_comparison(run_dir, evals: dict[str, dict], metrics: dict[str, dict], extra: dict | None = None) -> None:
+    """``comparative_evaluation_<level>.csv`` (one row per method), confusion matrices (long format
+    with a method column) and ``metrics.json`` (merged with what earlier notebooks wrote)."""
+    import json
+    from pathlib import Path
+
+    from .paths import atomic_write_text
+
+    run_dir = Path(run_dir)
+    for level in LEVELS:
+        rows = pd.DataFrame([ev["levels"][level] for ev in evals.values()])
+        f = run_dir / f"comparative_evaluation_{level}.csv"
+        if f.is_file():  # keep other methods' rows (06 and 07 write the same files)
+            old = pd.read_csv(f)
+            rows = pd.concat([old[~old.method.isin(rows.method)], rows], ignore_index=True)
+        atomic_write_text(f, rows.to_csv(index=False))
+    for name, k in (("confusion_matrix_orig.csv", 0), ("confusion_matrix_edit.csv", 1)):
+        frames = []
+        for method, ev in evals.items():
+            cm = pd.DataFrame(ev["confusion"][k]).rename_axis("true").reset_index().melt(
+                id_vars="true", var_name="pred", value_name="count")
+            frames.append(cm.assign(method=method))
+        new = pd.concat(frames, ignore_index=True)
+        f = run_dir / name
+        if f.is_file():
+            old = pd.read_csv(f)
+            new = pd.concat([old[~old.method.isin(new.method)], new], ignore_index=True)
+        atomic_write_text(f, new.to_csv(index=False))
+    f = run_dir / "metrics.json"
+    blob = json.loads(f.read_text()) if f.is_file() else {"methods": {}}
+    blob["methods"].update(metrics)
+    blob.update(extra or {})
+    atomic_write_text(f, json.dumps(blob, indent=2, default=lambda v: None if v is None else float(v)))
+
+
+def load_metrics(run_dir) -> pd.DataFrame:
+    """``metrics.json`` of a run as a table (one row per method)."""
+    import json
+    from pathlib import Path
+
+    f = Path(run_dir) / "metrics.json"
+    if not f.is_file():
+        return pd.DataFrame()
+    return pd.DataFrame(json.loads(f.read_text())["methods"].values())

@@ -20,7 +20,7 @@ from . import runs
 
 # notebook stage -> the parameter stage whose keys it owns; order is the study's order
 STAGES = {"01_split": "data", "02_train": "train", "03_locate": "locate", "04_edit_alphaedit": "edit",
-          "05_edit_head": "head"}
+          "05_edit_head": "head", "06_evaluate": "evaluate", "07_baselines": "baseline"}
 
 
 @dataclass

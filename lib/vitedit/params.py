@@ -160,6 +160,15 @@ SCHEMA: dict[str, Param] = {
               check=_non_negative),
         Param("head_error_weight", 10.0, "float", "head", "closed form: weight of each error vs each FT-Train sample",
               check=_positive),
+        # --- evaluation and baselines --------------------------------------------------------
+        Param("bootstrap_samples", 2000, "int", "evaluate", "bootstrap resamples for the CI of the Test delta",
+              check=_at_least_one),
+        Param("baseline_methods", ["retrain", "finetune"], "str_list", "baseline",
+              "what notebook 07 runs: retrain (baseline 1) and/or finetune (baseline 2, on the errors)",
+              choices=("retrain", "finetune")),
+        Param("baseline_epochs", 10, "int", "baseline", "epochs of both baselines", check=_at_least_one),
+        Param("baseline_lr", 1e-5, "float", "baseline", "learning rate of baseline 2 (fine-tune on errors)",
+              check=_positive),
         # --- run ----------------------------------------------------------------------------
         Param("device", "auto", "choice", "run", "auto (CUDA if present), cpu or cuda",
               choices=("auto", "cpu", "cuda")),

@@ -232,3 +232,65 @@ def edit_probabilities(log: pd.DataFrame, path: Path | None = None):
     axes[0][0].set_ylabel("p(true) after (green: fixed)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def confusion_matrices(evals: dict, label_names, path: Path | None = None):
+    """Test confusion matrix before, and after / difference for each method."""
+    methods = list(evals)
+    fig, axes = plt.subplots(2, len(methods) + 1, figsize=(3.2 * (len(methods) + 1), 6.2), squeeze=False)
+    before = next(iter(evals.values()))["confusion"][0]
+    names = [str(n)[:8] for n in label_names]
+
+    def show(ax, m, title, cmap, center=False):
+        lim = max(abs(m).max(), 1)
+        ax.imshow(m, cmap=cmap, vmin=-lim if center else 0, vmax=lim)
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, int(v), ha="center", va="center", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, fontsize=7)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names, fontsize=7)
+
+    show(axes[0, 0], before, "before (rows: true)", "Blues")
+    axes[1, 0].axis("off")
+    for k, m in enumerate(methods, start=1):
+        after = evals[m]["confusion"][1]
+        show(axes[0, k], after, f"{m}: after", "Blues")
+        show(axes[1, k], after - before, f"{m}: after − before", "RdBu_r", center=True)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def per_class_changes(per_class: pd.DataFrame, path: Path | None = None):
+    """Test accuracy change per class, one bar group per method."""
+    methods = list(dict.fromkeys(per_class["method"]))
+    classes = sorted(per_class["class"].unique())
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(classes)), 3.2))
+    width = 0.8 / max(1, len(methods))
+    for k, m in enumerate(methods):
+        g = per_class[per_class.method == m].sort_values("class")
+        ax.bar(np.arange(len(classes)) + k * width, g.acc_change, width, label=m)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2)
+    ax.set_xticklabels([str(n)[:10] for n in per_class.drop_duplicates("class").sort_values("class").name])
+    ax.set_ylabel("Test accuracy change")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def fix_vs_regression(metrics: pd.DataFrame, path: Path | None = None):
+    """Fix rate on the edited errors vs regression on held-out FT-Train: one point per method/setting."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for _, r in metrics.iterrows():
+        ax.scatter(r["proj_regression_rate"], r["edit_fix_ratio"], s=40)
+        ax.annotate(r["method"], (r["proj_regression_rate"], r["edit_fix_ratio"]), fontsize=8,
+                    xytext=(4, 3), textcoords="offset points")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("regression rate on held-out FT-Train (lower is better)")
+    ax.set_ylabel("fix rate on edited errors (higher is better)")
+    ax.set_title("what each method fixes and what it breaks")
+    fig.tight_layout()
+    return _save(fig, path)

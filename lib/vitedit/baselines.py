@@ -1,0 +1,104 @@
+"""The two baselines, through the editors' interface (``edit(model, cfg, EditData) -> EditResult``).
+
+- :class:`RetrainBaseline` (baseline 1): FT-Train plus the error samples, trained from the same
+  initialisation as the original model (the same seed's scratch init or the same pretrained
+  weights) with the same recipe, for ``baseline_epochs``; the epoch is selected on FT-Val.
+- :class:`FinetuneErrorsBaseline` (baseline 2): continue from the fine-tuned model on the error
+  samples only, at ``baseline_lr`` for ``baseline_epochs``.
+
+A baseline with nothing to train on is *skipped* with its reason (``info["status"]``), never
+reported as a success with empty results.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import models, train
+from .datasets import Data
+from .editing import LOG_COLUMNS, EditData, EditResult, _log, predict_probs
+from .splits import Split
+
+
+def _skipped(model, name: str, reason: str) -> EditResult:
+    return EditResult(copy.deepcopy(model), pd.DataFrame(columns=LOG_COLUMNS),
+                      {"method": name, "status": "skipped", "reason": reason, "n_edits": 0,
+                       "edit_seconds": None, "stats_seconds": None})
+
+
+def with_errors_in_training(split: Split, error_official_index: np.ndarray) -> Split:
+    """A split whose FT-Train also holds the given official-train positions (moved from Edit-Discovery)."""
+    ft = np.union1d(split.indices["ft_train"], error_official_index)
+    ed = np.setdiff1d(split.indices["edit_discovery"], error_official_index)
+    idx = dict(split.indices, ft_train=ft.astype(np.int64), edit_discovery=ed.astype(np.int64))
+    return Split(idx, split.seed, split.ft_train_ratio, split.dataset)
+
+
+class RetrainBaseline:
+    name = "baseline_retrain"
+
+    def __init__(self, params: Mapping[str, Any], data: Data, split: Split, epochs: int = 10, progress: bool = False):
+        self.params = dict(params, epochs=epochs, resume=False)
+        self.data, self.split, self.progress = data, split, progress
+
+    def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
+        if len(data.labels) == 0:
+            return _skipped(model, self.name, "no errors to add to the training set")
+        if data.official_index is None:
+            raise ValueError("RetrainBaseline needs the errors' official-train positions (EditData.official_index)")
+        p_before = predict_probs(model, data.images, cfg, device=device)
+        split = with_errors_in_training(self.split, np.asarray(data.official_index))
+        t0 = time.perf_counter()
+        result = train.fit(self.params, self.data, split, progress=self.progress, log=lambda *a: None)
+        seconds = time.perf_counter() - t0
+        log = _log(p_before, predict_probs(result.model, data.images, cfg, device=device), data)
+        log["edit_seconds"] = seconds
+        return EditResult(result.model.to(device).eval(), log,
+                          {"method": self.name, "status": "ok", "n_edits": int(len(data.labels)),
+                           "edit_seconds": seconds, "stats_seconds": 0.0, "epochs": self.params["epochs"],
+                           "checkpoint": str(result.checkpoint), "reused": result.reused,
+                           "best_epoch": result.meta["best_epoch"], "n_train": int(len(split.indices["ft_train"]))})
+
+
+class FinetuneErrorsBaseline:
+    name = "baseline_finetune"
+
+    def __init__(self, lr: float = 1e-5, epochs: int = 10, batch_size: int = 32, weight_decay: float = 0.0,
+                 seed: int = 0):
+        self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
+        self.weight_decay, self.seed = weight_decay, seed
+
+    def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
+        if len(data.labels) == 0:
+            return _skipped(model, self.name, "no error samples to fine-tune on")
+        device = torch.device(device)
+        tuned = copy.deepcopy(model).to(device)
+        p_before = predict_probs(tuned, data.images, cfg, device=device)
+        torch.manual_seed(self.seed)
+        g = torch.Generator().manual_seed(self.seed)
+        opt = torch.optim.AdamW(tuned.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        y_all = np.asarray(data.labels, dtype=np.int64)
+        t0 = time.perf_counter()
+        tuned.train()
+        for _ in range(self.epochs):
+            perm = torch.randperm(len(y_all), generator=g).numpy()
+            for sl in models.iter_batches(len(perm), self.batch_size):
+                idx = perm[sl]
+                x = models.preprocess(data.images[idx], cfg, device)
+                loss = F.cross_entropy(tuned(x).float(), torch.as_tensor(y_all[idx], device=device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        tuned.eval()
+        seconds = time.perf_counter() - t0
+        log = _log(p_before, predict_probs(tuned, data.images, cfg, device=device), data)
+        log["edit_seconds"] = seconds
+        return EditResult(tuned, log, {"method": self.name, "status": "ok", "n_edits": int(len(y_all)),
+                                       "edit_seconds": seconds, "stats_seconds": 0.0, "epochs": self.epochs,
+                                       "lr": self.lr})
