@@ -72,7 +72,8 @@ def _nb(name):
     return json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
 
 
-@pytest.mark.parametrize("name", ["01_split", "02_train", "03_locate", "04_edit_alphaedit", "05_edit_head"])
+@pytest.mark.parametrize("name", ["01_split", "02_train", "03_locate", "04_edit_alphaedit", "05_edit_head",
+                                  "06_evaluate", "07_baselines"])
 def test_notebooks_are_clean_and_parameterised(name):
     import papermill as pm
 
@@ -90,13 +91,14 @@ def test_notebooks_are_clean_and_parameterised(name):
 
 @pytest.mark.parametrize("name,stages", [("01_split", {"data"}), ("02_train", {"data", "train", "run"}),
                                          ("03_locate", {"data", "locate"}), ("04_edit_alphaedit", {"data", "edit"}),
-                                         ("05_edit_head", {"data", "head"})])
+                                         ("05_edit_head", {"data", "head"}), ("06_evaluate", {"data", "evaluate"}),
+                                         ("07_baselines", {"data", "baseline"})])
 def test_notebooks_declare_every_parameter_they_depend_on(name, stages):
     import papermill as pm
 
     declared = set(pm.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")))
     needed = {k for k, p in params.SCHEMA.items() if p.stage in stages}
-    if name == "05_edit_head":  # the errors and statistics samples it shares with 04
+    if name in ("05_edit_head", "07_baselines"):  # the errors and statistics samples shared with 04
         needed |= {"max_edits", "projection_samples"}
     assert needed <= declared, f"{name} lacks {needed - declared}"
 

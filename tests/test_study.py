@@ -42,13 +42,21 @@ def test_full_run_writes_every_artifact(study):
               "layer_importance.csv", "layer_statistics.csv", "edit_layers.json", "locate_summary.json",
               "04_edit_alphaedit.html", "05_edit_head.html", "edit_log.csv", "head_edit_log.csv",
               "edit_summary.csv", "head_edit_summary.csv", "edits/alphaedit.json", "edits/memit.json",
-              "edits/head.json", "edits/head_closed_form.json"]:
+              "edits/head.json", "edits/head_closed_form.json", "06_evaluate.html", "07_baselines.html",
+              "comparative_evaluation_edit_samples.csv", "comparative_evaluation_projection_samples.csv",
+              "comparative_evaluation_test_set.csv", "comparative_evaluation_edit_discovery_set.csv",
+              "confusion_matrix_orig.csv", "confusion_matrix_edit.csv", "confusion_matrix.png", "metrics.json",
+              "baseline_retrain_summary.csv", "baseline_finetune_errors_summary.csv"]:
         assert (run / f).is_file(), f
     p = runs.stored_params(run)
     assert (p["model"], p["epochs"], p["dataset"], p["run_dir"]) == ("vit_tiny_test", 2, "retinamnist", str(run))
     st = runs.status(run)
     assert all(st[n]["status"] == "ok" for n in ["01_split", "02_train", "03_locate", "04_edit_alphaedit",
-                                                  "05_edit_head"]), st
+                                                  "05_edit_head", "06_evaluate", "07_baselines"]), st
+    metrics = json.loads((run / "metrics.json").read_text())["methods"]
+    assert set(metrics) == {"alphaedit", "memit", "head", "head_closed_form", "baseline_retrain", "baseline_finetune"}
+    test_rows = pd.read_csv(run / "comparative_evaluation_test_set.csv")
+    assert sorted(test_rows.method) == sorted(metrics) and (test_rows.total == 400).all()
     counts = pd.read_csv(run / "data_split_info.csv")
     assert counts["total"].tolist()[2:] == [120, 400] and sum(counts["total"][:2]) == 1080
     assert len(pd.read_csv(run / "training_metrics.csv")) == 2

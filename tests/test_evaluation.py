@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vitedit import baselines, editing, evaluation, models, params, splits, train
+
+from conftest import synthetic_data
+
+SUMMARY_KEYS = ["method", "edit_time_seconds", "duration_seconds", "edit_total_wrong", "edit_num_fixed",
+                "edit_fix_ratio", "test_total", "test_acc_before", "test_acc_after", "test_acc_delta",
+                "test_correct_to_wrong", "test_wrong_to_correct", "proj_stability", "proj_regression_rate"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    data = synthetic_data(n_train=150, n_val=45, n_test=45)
+    split = splits.make_split(data, 0.8, 0)
+    p = params.defaults()
+    p.update({"model": "vit_tiny_test", "epochs": 3, "batch_size": 32, "lr": 3e-3, "patience": 0, "seed": 0,
+              "ft_train_ratio": 0.8, "dataset": "toy", "checkpoint_dir": str(tmp_path_factory.mktemp("ck"))})
+    r = train.fit(p, data, split, progress=False, log=lambda *a: None)
+    cfg = models.get_config("vit_tiny_test")
+    y, pred, _ = evaluation.predictions(r.model, data, split, "edit_discovery", cfg)
+    errors = np.flatnonzero(y != pred)[:5]
+    stats_pos = editing.stats_positions(len(split.indices["ft_train"]), 40, 0)
+    return p, data, split, r.model, cfg, errors, stats_pos
+
+
+def test_identical_models_change_nothing_and_held_out_excludes_the_statistics(setup):
+    p, data, split, model, cfg, errors, stats_pos = setup
+    ev = evaluation.four_level("same", model, model, data, split, errors, stats_pos, cfg, n_boot=100)
+    lv = ev["levels"]
+    n_ft = len(split.indices["ft_train"])
+    assert lv["projection_samples"]["heldout_n"] == n_ft - 40 and lv["projection_samples"]["insample_n"] == 40
+    assert lv["projection_samples"]["heldout_stability"] == 1.0 and lv["test_set"]["acc_delta"] == 0
+    assert lv["test_set"]["mcnemar_p"] == 1.0 and lv["edit_samples"]["num_fixed"] == 0
+    assert lv["edit_discovery_set"]["total"] == len(split.indices["edit_discovery"]) - len(errors)
+    assert np.array_equal(ev["confusion"][0], ev["confusion"][1])
+
+
+def test_summary_keeps_the_original_metric_names(setup):
+    p, data, split, model, cfg, errors, stats_pos = setup
+    ev = evaluation.four_level("same", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
+    m = evaluation.summary_metrics(ev, 1.0, 2.0)
+    assert set(SUMMARY_KEYS) <= set(m) and m["edit_time_seconds"] == 1.0
+
+
+def test_comparison_files_have_stable_schemas_and_merge_methods(tmp_path, setup):
+    p, data, split, model, cfg, errors, stats_pos = setup
+    ev = evaluation.four_level("a", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
+    evaluation.write_comparison(tmp_path, {"a": ev}, {"a": evaluation.summary_metrics(ev, 1.0, 1.0)})
+    ev_b = evaluation.four_level("b", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
+    evaluation.write_comparison(tmp_path, {"b": ev_b}, {"b": evaluation.summary_metrics(ev_b, 1.0, 1.0)})
+    test = pd.read_csv(tmp_path / "comparative_evaluation_test_set.csv")
+    assert list(test.method) == ["a", "b"]
+    assert list(test.columns) == ["method", "total", "acc_before", "acc_after", "acc_delta", "delta_ci_low",
+                                  "delta_ci_high", "correct_to_wrong", "wrong_to_correct", "mcnemar_p", "stability",
+                                  "f1_macro_before", "f1_macro_after", "auc_before", "auc_after", "same_pair_errors",
+                                  "same_pair_wrong_to_correct"]
+    cm = pd.read_csv(tmp_path / "confusion_matrix_edit.csv")
+    assert list(cm.columns) == ["true", "pred", "count", "method"] and set(cm.method) == {"a", "b"}
+    assert set(json.loads((tmp_path / "metrics.json").read_text())["methods"]) == {"a", "b"}
+
+
+def test_baselines_with_nothing_to_train_are_skipped(setup):
+    p, data, split, model, cfg, _, stats_pos = setup
+    empty = editing.edit_data(data, split, stats_pos, np.array([], dtype=int))
+    for b in (baselines.RetrainBaseline(p, data, split, 1), baselines.FinetuneErrorsBaseline(epochs=1)):
+        res = b.edit(model, cfg, empty)
+        assert res.info["status"] == "skipped" and res.info["reason"] and res.log.empty
+
+
+def test_retrain_adds_exactly_the_errors_to_ft_train(setup):
+    p, data, split, model, cfg, errors, stats_pos = setup
+    official = split.indices["edit_discovery"][errors]
+    s2 = baselines.with_errors_in_training(split, official)
+    assert set(s2.indices["ft_train"]) == set(split.indices["ft_train"]) | set(official)
+    assert not set(s2.indices["edit_discovery"]) & set(official)
+    splits.check_split(s2, data)
+
+
+def test_finetune_baseline_moves_toward_the_errors_and_leaves_the_input_alone(setup):
+    p, data, split, model, cfg, errors, stats_pos = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    es = editing.edit_data(data, split, stats_pos, errors)
+    res = baselines.FinetuneErrorsBaseline(lr=1e-2, epochs=20, seed=0).edit(model, cfg, es)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert res.log.p_true_after.mean() > res.log.p_true_before.mean()
