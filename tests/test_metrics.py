@@ -53,3 +53,18 @@ def test_f1_auc_and_per_class_accuracy():
     assert ev.per_class_accuracy(y, pred, 3)[:2].tolist() == [0.5, 1.0] and np.isnan(ev.per_class_accuracy(y, pred, 3)[2])
     probs3 = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])
     assert ev.auc(np.array([0, 1, 0]), probs3) == pytest.approx(1.0)  # class 2 absent: OvR over present classes
+
+
+def test_seed_aggregation_ignores_missing_values_and_gives_t_intervals():
+    import pandas as pd
+
+    tables = {s: pd.DataFrame([{"method": "a", "x": v, "y": w}]) for s, v, w in
+              [(1, 0.1, 1.0), (2, 0.2, np.nan), (3, 0.3, 3.0)]}
+    agg = ev.aggregate_seeds(tables)
+    x = agg[agg.metric == "x"].iloc[0]
+    assert x["mean"] == pytest.approx(0.2) and x["n"] == 3
+    assert x["ci_high"] - x["mean"] == pytest.approx(4.302653 * 0.1 / np.sqrt(3), rel=1e-5)
+    y = agg[agg.metric == "y"].iloc[0]
+    assert y["n"] == 2 and y["mean"] == pytest.approx(2.0)  # NaN left out, not counted as 0
+    table = ev.seeds_table(agg, metrics=("x",))
+    assert table.loc["a", "x"].startswith("0.200 ± ")

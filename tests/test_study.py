@@ -184,3 +184,13 @@ def test_liver_data_runs_through_the_study(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     counts = pd.read_csv(tmp_path / "runs" / "liver" / "data_split_info.csv")
     assert counts["total"].sum() == 40 and list(counts.columns[2:4]) == ["class_0_F0-F2", "class_1_F3-F4"]
+
+
+def test_several_seeds_make_one_run_each(tmp_path, retina_path):
+    r = vitedit("--stage", "data", "--params", TINY, "--runs-dir", tmp_path, "--run-name", "multi",
+                "--data-path", retina_path, "--seeds", "1", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    digests = {json.loads((tmp_path / "multi" / f"seed-{s}" / "split_meta.json").read_text())["digest"] for s in (1, 2)}
+    assert len(digests) == 2  # another seed, another split
+    assert 'href="seed-1/index.html"' in (tmp_path / "multi" / "index.html").read_text()
+    assert (tmp_path / "multi" / "seeds_summary.csv").is_file()

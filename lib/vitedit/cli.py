@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--run-name", help="name of the run folder (reused across stages); default: a timestamp")
     g.add_argument("--timestamp", action="store_true", help="append a timestamp to --run-name")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--seeds", type=int, nargs="+",
+                   help="run the stage once per seed (split, training, noise) in <run>/seed-<s>/ and aggregate "
+                        "metrics.json to mean ± 95%% CI in <run>/seeds_summary.csv")
     return ap
 
 
@@ -215,6 +218,8 @@ def notebooks_to_run(stage: str, status: dict, edit_method: str | None = None) -
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.seeds:
+        return main_seeds(args, argv)
     try:
         runs_dir = paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else runs.RUNS_DIR
         existing = runs.new_run_dir(runs_dir, args.run_name) if args.run_name and not args.timestamp else None
@@ -245,6 +250,39 @@ def main(argv: list[str] | None = None) -> int:
     index = report.write_run_index(run_dir)
     print(f"report: {index}")
     return 0
+
+
+def main_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """One complete run per seed under a parent folder, then the statistics across seeds."""
+    import sys as _sys
+
+    from . import evaluation
+
+    argv = list(_sys.argv[1:] if argv is None else argv)
+    i = argv.index("--seeds")
+    j = i + 1
+    while j < len(argv) and not argv[j].startswith("--"):
+        j += 1
+    base = [a for a in argv[:i] + argv[j:]]
+    for flag in ("--run-name", "--runs-dir", "--seed"):
+        if flag in base:
+            k = base.index(flag)
+            del base[k:k + 2]
+    runs_dir = paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else paths.resolve(runs.RUNS_DIR)
+    parent = runs.new_run_dir(runs_dir, args.run_name or f"seeds_{runs.timestamp()}")
+    parent.mkdir(parents=True, exist_ok=True)
+    codes = {}
+    for seed in args.seeds:
+        print(f"=== seed {seed} ===")
+        codes[seed] = main(base + ["--seed", str(seed), "--runs-dir", str(parent), "--run-name", f"seed-{seed}"])
+    tables = {s: evaluation.load_metrics(parent / f"seed-{s}") for s, c in codes.items() if c == 0}
+    agg = evaluation.aggregate_seeds(tables)
+    agg.to_csv(parent / "seeds_summary.csv", index=False)
+    report.write_seeds_index(parent, codes, evaluation.seeds_table(agg) if len(agg) else None)
+    failed = [s for s, c in codes.items() if c != 0]
+    print(f"seeds summary: {parent / 'seeds_summary.csv'}" + (f" (failed seeds: {failed})" if failed else ""))
+    print(f"report: {parent / 'index.html'}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -258,3 +258,41 @@ def load_metrics(run_dir) -> pd.DataFrame:
     if not f.is_file():
         return pd.DataFrame()
     return pd.DataFrame(json.loads(f.read_text())["methods"].values())
+
+
+def aggregate_seeds(tables: dict[int, pd.DataFrame], level: float = 0.95) -> pd.DataFrame:
+    """Mean, std, t-based CI and count of every numeric metric per method across seeds.
+
+    ``tables`` maps a seed to its run's metrics table (:func:`load_metrics`). A metric that is
+    missing or NaN in a seed is left out of that metric's statistics (its ``n`` says so), never
+    counted as 0.
+    """
+    from scipy import stats as st
+
+    frames = [t.assign(seed=s) for s, t in tables.items() if len(t)]
+    if not frames:
+        return pd.DataFrame(columns=["method", "metric", "mean", "std", "ci_low", "ci_high", "n"])
+    df = pd.concat(frames, ignore_index=True)
+    rows = []
+    numeric = [c for c in df.columns if c not in ("method", "seed") and pd.api.types.is_numeric_dtype(df[c])]
+    for method, g in df.groupby("method", sort=False):
+        for col in numeric:
+            v = g[col].dropna().to_numpy(float)
+            n = len(v)
+            mean = float(v.mean()) if n else np.nan
+            std = float(v.std(ddof=1)) if n > 1 else np.nan
+            half = float(st.t.ppf(0.5 + level / 2, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan
+            rows.append({"method": method, "metric": col, "mean": mean, "std": std, "ci_low": mean - half,
+                         "ci_high": mean + half, "n": n})
+    return pd.DataFrame(rows)
+
+
+def seeds_table(agg: pd.DataFrame, metrics=("edit_fix_ratio", "proj_regression_rate", "test_acc_delta",
+                                             "edit_time_seconds")) -> pd.DataFrame:
+    """Wide 'mean ± half-CI' table: one row per method, one column per metric."""
+    out = {}
+    for _, r in agg[agg.metric.isin(metrics)].iterrows():
+        half = (r["ci_high"] - r["mean"]) if np.isfinite(r["ci_high"]) else np.nan
+        out.setdefault(r.method, {})[r.metric] = (f"{r['mean']:.3f} ± {half:.3f}" if np.isfinite(half)
+                                                  else f"{r['mean']:.3f}")
+    return pd.DataFrame.from_dict(out, orient="index")[[m for m in metrics if m in agg.metric.values]]

@@ -45,3 +45,21 @@ def write_run_index(run_dir: Path) -> Path:
 
     atomic_write_text(out, page)
     return out
+
+
+def write_seeds_index(parent: Path, codes: dict, table=None) -> Path:
+    """``index.html`` of a multi-seed run: each seed's run (and whether it succeeded) and the
+    mean ± 95% CI table across the seeds that succeeded."""
+    parent = Path(parent)
+    items = "".join(f'<li><a href="seed-{s}/index.html">seed {s}</a> — '
+                    f'{"ok" if c == 0 else "<b class=failed>failed</b>"}</li>' for s, c in codes.items())
+    tab = table.to_html(classes="t") if table is not None else "<p>no metrics across seeds (none succeeded, or the stage run ends before evaluation)</p>"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(parent.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 12px;border-bottom:1px solid #ddd}}
+.failed{{color:#b00}}</style></head><body><h1>{html.escape(parent.name)}: {len(codes)} seeds</h1>
+<ul>{items}</ul><h2>Across seeds (mean ± 95% CI half-width)</h2>{tab}
+<p>All metrics: <a href="seeds_summary.csv">seeds_summary.csv</a></p></body></html>"""
+    from .paths import atomic_write_text
+
+    atomic_write_text(parent / "index.html", page)
+    return parent / "index.html"
