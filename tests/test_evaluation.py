@@ -89,3 +89,23 @@ def test_finetune_baseline_moves_toward_the_errors_and_leaves_the_input_alone(se
     res = baselines.FinetuneErrorsBaseline(lr=1e-2, epochs=20, seed=0).edit(model, cfg, es)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert res.log.p_true_after.mean() > res.log.p_true_before.mean()
+
+
+def test_the_before_model_is_the_selected_checkpoint_not_the_last_epoch(tmp_path):
+    """Evaluation loads 'before' from the run's checkpoint: the best FT-Val epoch, even when training ran on."""
+    data = synthetic_data(n_train=150, n_val=45, n_test=45)
+    split = splits.make_split(data, 0.8, 0)
+    p = params.defaults()
+    p.update({"model": "vit_tiny_test", "epochs": 6, "batch_size": 32, "lr": 0.05, "patience": 0, "seed": 0,
+              "ft_train_ratio": 0.8, "dataset": "toy", "checkpoint_dir": str(tmp_path / "ck"), "warmup_frac": 0.0})
+    r = train.fit(p, data, split, progress=False, log=lambda *a: None)
+    h = r.history
+    assert r.meta["best_epoch"] < len(h), "this recipe must select an earlier epoch for the test to mean anything"
+    train.record_in_run(tmp_path, r, split)
+    before, _ = train.load_run_model(tmp_path, split)
+    cfg = models.get_config("vit_tiny_test")
+    val = train.evaluate(before, split.images(data, "ft_val"), split.labels(data, "ft_val"), cfg, 64, "cpu")
+    best = h[h.epoch == r.meta["best_epoch"]].iloc[0]
+    last = h.iloc[-1]
+    assert val["loss"] == pytest.approx(best.val_loss, rel=1e-5)
+    assert (best.val_acc, best.val_loss) != (last.val_acc, last.val_loss)
