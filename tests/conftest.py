@@ -87,3 +87,25 @@ def synthetic_data(n_train=120, n_val=40, n_test=40, n_classes=3, seed=0) -> Dat
 @pytest.fixture
 def toy():
     return synthetic_data()
+
+
+def toy_params(checkpoint_dir, **kw) -> dict:
+    """Parameters of a seconds-long training of the tiny model on :func:`synthetic_data`."""
+    from vitedit import params
+
+    p = params.defaults()
+    p.update({"model": "vit_tiny_test", "epochs": 3, "batch_size": 32, "lr": 3e-3, "patience": 0, "seed": 0,
+              "ft_train_ratio": 0.8, "dataset": "toy", "checkpoint_dir": str(checkpoint_dir)}, **kw)
+    return p
+
+
+@pytest.fixture(scope="session")
+def trained_toy(tmp_path_factory):
+    """(params, data, split, model) of the tiny model trained on the toy data (shared, read-only)."""
+    from vitedit import splits, train
+
+    data = synthetic_data(n_train=150, n_val=45, n_test=45)
+    split = splits.make_split(data, 0.8, 0)
+    p = toy_params(tmp_path_factory.mktemp("toy_ckpt"))
+    r = train.fit(p, data, split, progress=False, log=lambda *a: None)
+    return p, data, split, r.model

@@ -96,24 +96,15 @@ def toy_model():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny model trained on the toy data, with its errors on Edit-Discovery (or the val set)."""
-    from conftest import synthetic_data
-
-    data = synthetic_data(n_train=150, n_val=45, n_test=45)
-    split = splits.make_split(data, 0.8, 0)
-    from vitedit import params
-
-    p = params.defaults()
-    p.update({"model": "vit_tiny_test", "epochs": 3, "batch_size": 32, "lr": 3e-3, "patience": 0, "seed": 0,
-              "ft_train_ratio": 0.8, "dataset": "toy", "checkpoint_dir": str(tmp_path_factory.mktemp("ck"))})
-    r = train.fit(p, data, split, progress=False, log=lambda *a: None)
+def trained(trained_toy):
+    """The shared tiny trained model and its errors on the toy Test set."""
+    _, data, split, model = trained_toy
     cfg = models.get_config("vit_tiny_test")
     imgs, labels = data.images["test"], data.labels["test"]
-    pred = models.predict_logits(r.model, imgs, cfg).argmax(1).numpy()
+    pred = models.predict_logits(model, imgs, cfg).argmax(1).numpy()
     wrong = np.flatnonzero(pred != labels)
     ft = split.images(data, "ft_train")
-    return r.model, cfg, ft, imgs, labels, wrong
+    return model, cfg, ft, imgs, labels, wrong
 
 
 def edit_set(ft, imgs, labels, positions):

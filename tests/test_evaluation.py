@@ -7,7 +7,7 @@ import torch
 
 from vitedit import baselines, editing, evaluation, models, params, splits, train
 
-from conftest import synthetic_data
+from conftest import synthetic_data, toy_params
 
 SUMMARY_KEYS = ["method", "edit_time_seconds", "duration_seconds", "edit_total_wrong", "edit_num_fixed",
                 "edit_fix_ratio", "test_total", "test_acc_before", "test_acc_after", "test_acc_delta",
@@ -15,18 +15,13 @@ SUMMARY_KEYS = ["method", "edit_time_seconds", "duration_seconds", "edit_total_w
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    data = synthetic_data(n_train=150, n_val=45, n_test=45)
-    split = splits.make_split(data, 0.8, 0)
-    p = params.defaults()
-    p.update({"model": "vit_tiny_test", "epochs": 3, "batch_size": 32, "lr": 3e-3, "patience": 0, "seed": 0,
-              "ft_train_ratio": 0.8, "dataset": "toy", "checkpoint_dir": str(tmp_path_factory.mktemp("ck"))})
-    r = train.fit(p, data, split, progress=False, log=lambda *a: None)
+def setup(trained_toy):
+    p, data, split, model = trained_toy
     cfg = models.get_config("vit_tiny_test")
-    y, pred, _ = evaluation.predictions(r.model, data, split, "edit_discovery", cfg)
+    y, pred, _ = evaluation.predictions(model, data, split, "edit_discovery", cfg)
     errors = np.flatnonzero(y != pred)[:5]
     stats_pos = editing.stats_positions(len(split.indices["ft_train"]), 40, 0)
-    return p, data, split, r.model, cfg, errors, stats_pos
+    return p, data, split, model, cfg, errors, stats_pos
 
 
 def test_identical_models_change_nothing_and_held_out_excludes_the_statistics(setup):
@@ -95,9 +90,7 @@ def test_the_before_model_is_the_selected_checkpoint_not_the_last_epoch(tmp_path
     """Evaluation loads 'before' from the run's checkpoint: the best FT-Val epoch, even when training ran on."""
     data = synthetic_data(n_train=150, n_val=45, n_test=45)
     split = splits.make_split(data, 0.8, 0)
-    p = params.defaults()
-    p.update({"model": "vit_tiny_test", "epochs": 6, "batch_size": 32, "lr": 0.05, "patience": 0, "seed": 0,
-              "ft_train_ratio": 0.8, "dataset": "toy", "checkpoint_dir": str(tmp_path / "ck"), "warmup_frac": 0.0})
+    p = toy_params(tmp_path / "ck", epochs=6, lr=0.05, warmup_frac=0.0)
     r = train.fit(p, data, split, progress=False, log=lambda *a: None)
     h = r.history
     assert r.meta["best_epoch"] < len(h), "this recipe must select an earlier epoch for the test to mean anything"
