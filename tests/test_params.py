@@ -113,3 +113,13 @@ def test_collect_takes_only_names_defined_after_the_marker():
     ns["epochz"] = 4
     with pytest.raises(ParamError, match="epochz"):
         nb.start("02_train", ns, before)
+
+
+def test_committed_notebooks_equal_the_generator_output(tmp_path):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(ROOT / "tools" / "build_notebooks.py"), str(tmp_path)], check=True)
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert (tmp_path / nb.name).read_text() == nb.read_text(), \
+            f"{nb.name} differs from tools/build_notebooks.py: edit the script and rerun it"
