@@ -12,9 +12,8 @@ Floor (issue 4): edit <= 10 s for max_edits errors on 3 layers on 2 cores once s
 import argparse
 import json
 
-import numpy as np
 
-from vitedit import datasets, editing, evaluation, locate, models, paths, runs, splits, train
+from vitedit import datasets, editing, evaluation, locate, paths, runs, splits, train
 
 
 def main():

@@ -15,7 +15,6 @@ import json
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from vitedit import datasets, editing, evaluation, locate, models, params, splits, train

@@ -1,9 +1,8 @@
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from vitedit import editing, models, splits, train
+from vitedit import editing, models, train
 from vitedit.editing import AlphaEdit, EditData, HeadEditor
 
 

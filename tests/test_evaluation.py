@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vitedit import baselines, editing, evaluation, models, params, splits, train
+from vitedit import baselines, editing, evaluation, models, splits, train
 
 from conftest import synthetic_data, toy_params
 

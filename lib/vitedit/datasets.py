@@ -188,7 +188,7 @@ def check_medmnist_file(path: Path, name: str, size: int, verify_md5: bool = Tru
             if key not in headers:
                 raise DataError(f"{path} lacks the array '{key}' (has: {', '.join(sorted(headers))}); "
                                 f"a MedMNIST file holds train/val/test _images and _labels")
-        (ishape, idtype), (lshape, _) = headers[f"{split}_images"], headers[f"{split}_labels"]
+        (ishape, _), (lshape, _) = headers[f"{split}_images"], headers[f"{split}_labels"]
         want_img = (size, size) if info.n_channels == 1 else (size, size, info.n_channels)
         if tuple(ishape[1:]) != want_img:
             raise DataError(f"{path}: '{split}_images' has shape {ishape}, expected (N, {', '.join(map(str, want_img))}) "

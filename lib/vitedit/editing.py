@@ -15,7 +15,6 @@ an ``info`` dict (timings, per-layer norms and kept dimensions, the statistics u
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import time
 from dataclasses import dataclass, field
@@ -467,14 +466,6 @@ def save_edited(run_dir: Path, result: EditResult, base_sha256: str, settings: d
                 "info": {k: v for k, v in result.info.items() if k != "layer_info"}}, buf)
     paths.atomic_write_bytes(path, buf.getvalue())
     return path
-
-
-def weights_sha256(model) -> str:
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- the stage, shared by 04 and 05

@@ -6,7 +6,7 @@ All models are timm ``VisionTransformer`` instances, so every block stays hookab
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -162,12 +162,3 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, cfg: ModelConfig,
     if not out:
         return torch.empty(0, model.num_classes)
     return torch.cat(out)
-
-
-def num_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def describe(model: torch.nn.Module) -> dict[str, Any]:
-    return {"blocks": len(model.blocks), "embed_dim": model.embed_dim, "params": num_params(model),
-            "num_classes": model.num_classes}

@@ -164,7 +164,7 @@ def attribution_maps(images: np.ndarray, maps, titles, path: Path | None = None)
         axes[0, j].imshow(img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray")
         axes[0, j].set_title(title, fontsize=8)
         lim = max(float(np.abs(m).max()), 1e-9)
-        im = axes[1, j].imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        axes[1, j].imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
         axes[1, j].set_title(f"max |coef| {lim:.3f}", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
