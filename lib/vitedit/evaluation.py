@@ -48,23 +48,32 @@ def transitions(y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray) 
             "fix_rate": float((~cb & ca).sum() / n_wb) if n_wb else np.nan}
 
 
+def ft_train_stability(before, after, data: Data, split: Split, stats_positions: np.ndarray,
+                       cfg: models.ModelConfig, batch_size: int = 256, device="cpu") -> dict:
+    """Transitions on FT-Train held out from the editing statistics (``heldout_*``) and, labelled
+    apart, on the samples that built them (``insample_*``)."""
+    imgs, y = split.images(data, "ft_train"), split.labels(data, "ft_train")
+    stats_positions = np.asarray(stats_positions, dtype=int)
+    row = {}
+    for name, pos in (("heldout", np.setdiff1d(np.arange(len(y)), stats_positions)), ("insample", stats_positions)):
+        pb = _probs(before, imgs[pos], cfg, batch_size, device).argmax(1)
+        pa = _probs(after, imgs[pos], cfg, batch_size, device).argmax(1)
+        t = transitions(y[pos], pb, pa)
+        row.update({f"{name}_n": t["n"], f"{name}_stability": t["stability"],
+                    f"{name}_regression_rate": t["regression_rate"], f"{name}_acc_before": t["acc_before"],
+                    f"{name}_acc_after": t["acc_after"]})
+    return row
+
+
 def edit_summary(method: str, result, model_before, data: Data, split: Split, stats_positions: np.ndarray,
                  cfg: models.ModelConfig, batch_size: int = 256, device="cpu") -> dict:
     """Fix rate on the edited errors, and stability on FT-Train held out from the editing statistics
     (the samples that built P / Fisher / ridge are reported apart, labelled in-sample)."""
-    y = split.labels(data, "ft_train")
-    imgs = split.images(data, "ft_train")
-    held = np.setdiff1d(np.arange(len(y)), stats_positions)
+    ft = ft_train_stability(model_before, result.model, data, split, stats_positions, cfg, batch_size, device)
     row = {"method": method, "n_edits": int(len(result.log)),
            "fix_rate": float(result.log["fixed"].mean()) if len(result.log) else np.nan}
-    for name, pos in (("heldout", held), ("insample", np.asarray(stats_positions))):
-        if len(pos) == 0:
-            continue
-        pb = models.predict_logits(model_before, imgs[pos], cfg, batch_size, device).argmax(1).numpy()
-        pa = models.predict_logits(result.model, imgs[pos], cfg, batch_size, device).argmax(1).numpy()
-        t = transitions(y[pos], pb, pa)
-        row.update({f"ft_{name}_n": t["n"], f"ft_{name}_stability": t["stability"],
-                    f"ft_{name}_regression_rate": t["regression_rate"]})
+    for name in ("heldout", "insample"):
+        row.update({f"ft_{name}_{k}": ft[f"{name}_{k}"] for k in ("n", "stability", "regression_rate")})
     row.update({"edit_seconds": result.info.get("edit_seconds"), "stats_seconds": result.info.get("stats_seconds")})
     return row
 
@@ -155,17 +164,8 @@ def four_level(method: str, before, after, data: Data, split: Split, edited_posi
     t = transitions(ed_y[edited_positions], pb_ed[edited_positions].argmax(1), pa_ed[edited_positions].argmax(1))
     levels["edit_samples"] = {"method": method, "total": t["n"], "num_fixed": t["wrong_to_correct"],
                               "fix_rate": t["fix_rate"], "broken": t["correct_to_wrong"]}
-    ft_imgs, ft_y = split.images(data, "ft_train"), split.labels(data, "ft_train")
-    held = np.setdiff1d(np.arange(len(ft_y)), stats_positions)
-    row = {"method": method}
-    for name, pos in (("heldout", held), ("insample", np.asarray(stats_positions, dtype=int))):
-        tb = _probs(before, ft_imgs[pos], cfg, batch_size, device).argmax(1)
-        ta = _probs(after, ft_imgs[pos], cfg, batch_size, device).argmax(1)
-        tr = transitions(ft_y[pos], tb, ta)
-        row.update({f"{name}_n": tr["n"], f"{name}_stability": tr["stability"],
-                    f"{name}_regression_rate": tr["regression_rate"], f"{name}_acc_before": tr["acc_before"],
-                    f"{name}_acc_after": tr["acc_after"]})
-    levels["projection_samples"] = row
+    levels["projection_samples"] = {"method": method, **ft_train_stability(before, after, data, split,
+                                                                          stats_positions, cfg, batch_size, device)}
     te_imgs, te_y = split.images(data, "test"), split.labels(data, "test")
     pb, pa = _probs(before, te_imgs, cfg, batch_size, device), _probs(after, te_imgs, cfg, batch_size, device)
     yb, ya = pb.argmax(1), pa.argmax(1)

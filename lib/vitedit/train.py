@@ -309,10 +309,7 @@ def load_run_model(run_dir: Path, split: Split | None = None, device="cpu",
                    params: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, dict]:
     """The model this run trained; refused if the file changed, belongs to another split, or
     (given ``params``) was trained with another dataset, seed, ratio, model config or recipe."""
-    ref_file = Path(run_dir) / CHECKPOINT_REF
-    if not ref_file.is_file():
-        raise CheckpointError(f"{run_dir} has no {CHECKPOINT_REF}: run notebook 02_train (CLI: --stage train) first")
-    ref = json.loads(ref_file.read_text())
+    ref = run_checkpoint_ref(run_dir)
     path = Path(ref["path"])
     if not path.is_file():
         raise CheckpointError(f"the checkpoint this run trained ({path}) is gone; rerun 02_train")
