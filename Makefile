@@ -1,5 +1,6 @@
 # make study  - set everything up and run the default study (RetinaMNIST); prints the report path
 # make test   - set everything up and run the test suite
+# make sweep  - run (or resume) a parameter sweep: make sweep SPEC=params/sweeps/retinamnist_edit.yaml ARGS="--parallel 2"
 # make lab    - open the notebooks in JupyterLab
 PY ?= python3
 VENV ?= .venv
@@ -7,7 +8,8 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 SHARED_DATA := ../shared/data/retinamnist.npz
 
-.PHONY: setup study test lab clean-runs
+.PHONY: setup study sweep test lab clean-runs
+SPEC ?= params/sweeps/retinamnist_edit.yaml
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +28,9 @@ setup: $(VENV)/.installed
 
 study: setup
 	$(BIN)/vitedit --stage full --params params/base.yaml --params params/retinamnist.yaml --download $(ARGS)
+
+sweep: setup
+	$(BIN)/vitedit-sweep run $(SPEC) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

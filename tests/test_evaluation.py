@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -102,3 +103,23 @@ def test_the_before_model_is_the_selected_checkpoint_not_the_last_epoch(tmp_path
     last = h.iloc[-1]
     assert val["loss"] == pytest.approx(best.val_loss, rel=1e-5)
     assert (best.val_acc, best.val_loss) != (last.val_acc, last.val_loss)
+
+
+def test_selection_level_is_ft_val_and_matches_direct_transitions(setup):
+    """Level 5 (what a sweep selects on) is computed on FT-Val, never on Test."""
+    p, data, split, model, cfg, errors, stats_pos = setup
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.head.bias[0] += 3.0  # push everything toward class 0: FT-Val predictions change
+    ev = evaluation.four_level("biased", model, other, data, split, errors, stats_pos, cfg, n_boot=50)
+    va = ev["levels"]["val_set"]
+    y = split.labels(data, "ft_val")
+    pb = evaluation._probs(model, split.images(data, "ft_val"), cfg, 256, "cpu").argmax(1)
+    pa = evaluation._probs(other, split.images(data, "ft_val"), cfg, 256, "cpu").argmax(1)
+    t = evaluation.transitions(y, pb, pa)
+    assert va["total"] == len(split.indices["ft_val"]) and va["correct_to_wrong"] + va["wrong_to_correct"] > 0
+    assert va["acc_delta"] == pytest.approx(t["acc_after"] - t["acc_before"]) and va["correct_to_wrong"] == t["correct_to_wrong"]
+    m = evaluation.summary_metrics(ev, 1.0, 1.0)
+    assert m["val_regression_rate"] == pytest.approx(t["regression_rate"])
+    assert m["val_net_fixed"] == t["wrong_to_correct"] - t["correct_to_wrong"]
+    assert not any(k.startswith("test_") for k in evaluation.SELECTION_METRICS)

@@ -355,8 +355,10 @@ write("notebooks/06_evaluate.ipynb", [
        "3. **Test**: accuracy before/after and delta with a bootstrap 95% CI, correct→wrong and wrong→correct, "
        "exact McNemar p-value, macro-F1, AUC, per-class change.\n"
        "4. **Edit-Discovery without the edited samples**: does the fix generalise to unedited errors; and "
-       "Test errors sharing an edited sample's (true, predicted) pair.\n\n"
-       "Writes `comparative_evaluation_{edit_samples,projection_samples,test_set,edit_discovery_set}.csv`, "
+       "Test errors sharing an edited sample's (true, predicted) pair.\n"
+       "5. **FT-Val** (the selection level): accuracy change, fix and regression rates. A sweep chooses its "
+       "configuration on this level and levels 1, 2 and 4, never on Test.\n\n"
+       "Writes `comparative_evaluation_{edit_samples,projection_samples,test_set,edit_discovery_set,val_set}.csv`, "
        "`confusion_matrix_orig.csv`, `confusion_matrix_edit.csv`, `confusion_matrix.png` and `metrics.json`. "
        "Test is used here for reporting only; nothing is chosen on it."),
     code(HEAD),
@@ -380,7 +382,7 @@ write("notebooks/06_evaluate.ipynb", [
          'if evals:\n'
          '    evaluation.write_comparison(run.dir, evals, metrics, {"dataset": P["dataset"], "seed": P["seed"]})\n'
          'table = pd.DataFrame(metrics.values())\ntable.round(4)'),
-    md("## The four levels"),
+    md("## The five levels"),
     code('from IPython.display import display\n'
          'for level in evaluation.LEVELS:\n'
          '    if evals:\n'
@@ -461,4 +463,44 @@ write("notebooks/07_baselines.ipynb", [
          '    per_class = pd.concat([ev["per_class"] for ev in evals.values()], ignore_index=True)\n'
          '    plots.per_class_changes(per_class, path=run.figure("per_class_changes_baselines.png"))'),
     code('run.finish(methods=list(evals), skipped=skipped)'),
+])
+
+write("notebooks/08_sweep_report.ipynb", [
+    md("# 08 · Sweep report\n\n"
+       "The summary of one parameter sweep (`vitedit-sweep run`): every experiment's status and metrics, the "
+       "configuration chosen per method, the fix-rate vs held-out-regression trade-off and each searched "
+       "parameter's effect, with links to every run's report.\n\n"
+       "**Selection is honest:** the configuration of each method is chosen on FT-Val and the edit / held-out "
+       "FT-Train levels (the criterion is printed below; seeds of one configuration are averaged first). "
+       "Test columns are reported for the chosen configuration and for all, and take no part in the choice."),
+    param_cell('sweep_dir = None  # the sweep folder (reports/sweeps/<name>)'),
+    code('import pandas as pd\nfrom IPython.display import HTML, display\nfrom vitedit import plots, sweep\n\n'
+         'ctx = sweep.report_context(sweep_dir)\nsummary, chosen, spec = ctx["summary"], ctx["chosen"], ctx["spec"]\n'
+         'sel = ctx["selection"]\n'
+         'print(f"sweep {spec.get(\'name\')}: {len(summary)} experiments; searched: {ctx[\'searched\'] or \'nothing\'}")\n'
+         'print(f"selection: {sel[\'mode\']} {sel[\'metric\']}, ties: {sel[\'tie_breakers\']} (never Test)")\n'
+         'summary.groupby(["dataset", "method", "status"]).size().rename("experiments").reset_index()'),
+    md("## Chosen configuration per method\n\n"
+       "`selection_value` is the validation criterion; the `test_*` columns are the chosen configuration's Test "
+       "results (mean over its seeds), reported only."),
+    code('chosen.round(4) if len(chosen) else print("no completed experiment to choose from")'),
+    md("## Fix rate vs held-out regression (every configuration)"),
+    code('if (summary.status == "ok").any():\n'
+         '    plots.sweep_pareto(summary, chosen);'),
+    md("## Metrics against each searched parameter"),
+    code('for param in ctx["searched"]:\n'
+         '    if param in summary and summary[param].nunique() > 1:\n'
+         '        plots.metric_vs_param(summary, param)'),
+    md("## Every experiment\n\nTest columns (`test_*`) are reported here for all configurations; they were "
+       "not used to choose."),
+    code('cols = ["experiment", "method", "status", *[c for c in ctx["searched"] if c in summary], "layers",\n'
+         '        "edit_fix_ratio", "proj_regression_rate", "val_acc_delta", "test_acc_before", "test_acc_after",\n'
+         '        "test_acc_delta", "edit_time_seconds", "job_seconds", "papermill_overhead_seconds"]\n'
+         'summary[[c for c in dict.fromkeys(cols) if c in summary]].round(4)'),
+    md("## Failures"),
+    code('failed = summary[summary.status == "failed"]\n'
+         'failed[["experiment", "method", "error"]] if len(failed) else print("no failed experiment")'),
+    md("## Run reports"),
+    code('display(HTML(sweep.links_table(summary)))\n'
+         'display(HTML("<p>Shared stages: " + ", ".join(f\'<a href="{s}">{s}</a>\' for s in ctx["shared"]) + "</p>"))'),
 ])

@@ -134,7 +134,11 @@ def per_class_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.nd
 
 
 # --------------------------------------------------------------------------- the 4-level evaluation
-LEVELS = ("edit_samples", "projection_samples", "test_set", "edit_discovery_set")
+LEVELS = ("edit_samples", "projection_samples", "test_set", "edit_discovery_set", "val_set")
+# columns a sweep may choose a configuration on: none of them is computed on Test
+SELECTION_METRICS = ("val_acc_delta", "val_acc_after", "val_fix_rate", "val_regression_rate", "val_net_fixed",
+                     "edit_fix_ratio", "proj_stability", "proj_regression_rate", "ed_rest_fix_rate",
+                     "ed_rest_stability", "edit_time_seconds")
 
 
 def _probs(model, images, cfg, batch_size, device) -> np.ndarray:
@@ -153,7 +157,9 @@ def four_level(method: str, before, after, data: Data, split: Split, edited_posi
     3. Test: accuracy before/after, delta, transitions, exact McNemar p, bootstrap CI of the delta,
        macro-F1, AUC, per-class accuracy change;
     4. Edit-Discovery without the edited samples (does the fix generalise), and Test errors that
-       share an edited sample's (true, predicted) pair.
+       share an edited sample's (true, predicted) pair;
+    5. the selection level, FT-Val: accuracy change, fix and regression rates. A sweep chooses its
+       configuration on these (and on levels 1, 2, 4), never on Test.
     Returns ``{"levels": {level: row}, "confusion": (before, after), "per_class": DataFrame}``.
     """
     n_cls = data.info.n_classes
@@ -188,6 +194,15 @@ def four_level(method: str, before, after, data: Data, split: Split, edited_posi
                                     "acc_after": tr["acc_after"], "wrong_to_correct": tr["wrong_to_correct"],
                                     "correct_to_wrong": tr["correct_to_wrong"], "fix_rate": tr["fix_rate"],
                                     "stability": tr["stability"]}
+    va_imgs, va_y = split.images(data, "ft_val"), split.labels(data, "ft_val")
+    vb = _probs(before, va_imgs, cfg, batch_size, device).argmax(1)
+    va = _probs(after, va_imgs, cfg, batch_size, device).argmax(1)
+    tr = transitions(va_y, vb, va)
+    levels["val_set"] = {"method": method, "total": tr["n"], "acc_before": tr["acc_before"],
+                         "acc_after": tr["acc_after"], "acc_delta": tr["acc_after"] - tr["acc_before"],
+                         "wrong_to_correct": tr["wrong_to_correct"], "correct_to_wrong": tr["correct_to_wrong"],
+                         "fix_rate": tr["fix_rate"], "stability": tr["stability"],
+                         "regression_rate": tr["regression_rate"]}
     from sklearn.metrics import confusion_matrix
 
     cm = (confusion_matrix(te_y, yb, labels=list(range(n_cls))), confusion_matrix(te_y, ya, labels=list(range(n_cls))))
@@ -211,7 +226,19 @@ def summary_metrics(ev: dict, edit_seconds: float | None, duration_seconds: floa
             "proj_stability": p["heldout_stability"], "proj_regression_rate": p["heldout_regression_rate"],
             "proj_n_heldout": p["heldout_n"], "proj_stability_insample": p["insample_stability"],
             "ed_rest_fix_rate": ev["levels"]["edit_discovery_set"]["fix_rate"],
-            "ed_rest_stability": ev["levels"]["edit_discovery_set"]["stability"]}
+            "ed_rest_stability": ev["levels"]["edit_discovery_set"]["stability"], **_val_metrics(ev)}
+
+
+def _val_metrics(ev: dict) -> dict:
+    """FT-Val (selection level) columns; NaN where the level is absent (runs made before it existed)."""
+    v = ev["levels"].get("val_set")
+    if v is None:
+        return {k: np.nan for k in ("val_total", "val_acc_before", "val_acc_after", "val_acc_delta",
+                                    "val_fix_rate", "val_regression_rate", "val_net_fixed")}
+    return {"val_total": v["total"], "val_acc_before": v["acc_before"], "val_acc_after": v["acc_after"],
+            "val_acc_delta": v["acc_delta"], "val_fix_rate": v["fix_rate"],
+            "val_regression_rate": v["regression_rate"],
+            "val_net_fixed": v["wrong_to_correct"] - v["correct_to_wrong"]}
 
 
 def write_comparison(run_dir, evals: dict[str, dict], metrics: dict[str, dict], extra: dict | None = None) -> None:

@@ -294,3 +294,76 @@ def fix_vs_regression(metrics: pd.DataFrame, path: Path | None = None):
     ax.set_title("what each method fixes and what it breaks")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def pareto_front(fix: np.ndarray, regression: np.ndarray) -> np.ndarray:
+    """Mask of the points no other point dominates (fix at least as high and regression at least as
+    low, one of them strictly); NaN points are never on the front."""
+    fix, reg = np.asarray(fix, float), np.asarray(regression, float)
+    ok = np.isfinite(fix) & np.isfinite(reg)
+    front = np.zeros(len(fix), dtype=bool)
+    for i in np.flatnonzero(ok):
+        dominated = ok & (fix >= fix[i]) & (reg <= reg[i]) & ((fix > fix[i]) | (reg < reg[i]))
+        front[i] = not dominated.any()
+    return front
+
+
+def sweep_pareto(summary: pd.DataFrame, chosen: pd.DataFrame | None = None, path: Path | None = None):
+    """Every configuration's fix rate vs held-out FT-Train regression, by method; the Pareto front
+    joined by a line, the chosen configuration of each method ringed."""
+    ok = summary[summary.status == "ok"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    methods = list(dict.fromkeys(ok.method))
+    colors = dict(zip(methods, plt.cm.tab10.colors))
+    for m in methods:
+        g = ok[ok.method == m]
+        ax.scatter(g.proj_regression_rate, g.edit_fix_ratio, s=28, alpha=0.75, color=colors[m], label=m)
+    front = pareto_front(ok.edit_fix_ratio, ok.proj_regression_rate)
+    f = ok[front].sort_values("proj_regression_rate")
+    ax.plot(f.proj_regression_rate, f.edit_fix_ratio, "k--", lw=0.8, label="Pareto front")
+    if chosen is not None and len(chosen):
+        for _, r in ok[ok.config_id.isin(set(chosen.config_id))].iterrows():
+            ax.scatter(r.proj_regression_rate, r.edit_fix_ratio, s=140, facecolors="none",
+                       edgecolors=colors.get(r.method, "k"), linewidths=1.6)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("regression on held-out FT-Train (lower is better)")
+    ax.set_ylabel("fix rate on the edited errors (higher is better)")
+    ax.set_title("every configuration (ringed: chosen on FT-Val)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def metric_vs_param(summary: pd.DataFrame, param: str,
+                    metrics=("edit_fix_ratio", "proj_regression_rate", "val_acc_delta", "test_acc_delta"),
+                    path: Path | None = None):
+    """Mean of each metric per value of one searched parameter (other parameters averaged), one
+    line per method. Test appears for reporting; the selection uses the others."""
+    ok = summary[(summary.status == "ok") & summary[param].notna()].copy() if param in summary else summary.iloc[:0]
+    metrics = [m for m in metrics if m in ok]
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(3.3 * max(1, len(metrics)), 3), squeeze=False)
+    if len(ok):
+        ok["_x"] = ok[param].astype(str)
+        order = sorted(ok["_x"].unique(), key=lambda v: (float(v) if _is_number(v) else np.inf, v))
+        pos = {v: i for i, v in enumerate(order)}
+        for ax, m in zip(axes[0], metrics):
+            for meth, g in ok.groupby("method", sort=False):
+                s = g.groupby("_x")[m].mean()
+                xs = sorted(s.index, key=pos.get)
+                ax.plot([pos[x] for x in xs], [s[x] for x in xs], "o-", ms=4, label=meth)
+            ax.set_xticks(range(len(order)))
+            ax.set_xticklabels(order, fontsize=7, rotation=30)
+            ax.set_xlabel(param)
+            ax.set_title(m + (" (reported only)" if m.startswith("test_") else ""), fontsize=9)
+        axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False

@@ -94,3 +94,11 @@ def set_status(run_dir: Path, stage: str, state: str, **extra: Any) -> None:
     entry = {"status": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
     st[stage] = entry
     paths.atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(st, indent=2, default=str))
+
+
+def clear_status(run_dir: Path, stage: str) -> None:
+    """Forget a stage's entry (e.g. a sweep's recorded failure before the job is run again)."""
+    st = status(run_dir)
+    if stage in st:
+        del st[stage]
+        paths.atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(st, indent=2, default=str))
