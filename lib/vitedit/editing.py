@@ -149,10 +149,15 @@ def cached_second_moment(model, images: np.ndarray, cfg, layer: int, module: str
     path = Path(cache_dir) / name
     if path.is_file():
         return torch.load(path, weights_only=True), True
-    moment = key_second_moment(model, images, cfg, layer, module, scope, batch_size, device, progress)[0]
-    buf = io.BytesIO()
-    torch.save(moment, buf)
-    paths.atomic_write_bytes(path, buf.getvalue())
+    from .train import _lock
+
+    with _lock(path):  # parallel sweep experiments: one computes, the others wait and load it
+        if path.is_file():
+            return torch.load(path, weights_only=True), True
+        moment = key_second_moment(model, images, cfg, layer, module, scope, batch_size, device, progress)[0]
+        buf = io.BytesIO()
+        torch.save(moment, buf)
+        paths.atomic_write_bytes(path, buf.getvalue())
     return moment, False
 
 

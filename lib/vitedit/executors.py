@@ -40,14 +40,17 @@ def job_command(job_file: str | Path) -> list[str]:
 
 
 def run_job(job_file: str | Path, timeout: float | None, env: dict | None = None,
-            command: Sequence[str] | None = None) -> JobResult:
-    """Run one job in its own process group; kill the whole group when ``timeout`` passes."""
+            command: Sequence[str] | None = None, live: set | None = None) -> JobResult:
+    """Run one job in its own process group; kill the whole group when ``timeout`` passes.
+    ``live`` (a set) holds the running process while it runs, so that a caller can kill it."""
     env = {**os.environ, **(env or {})}
     cmd = list(command) if command else job_command(job_file)
     log_file = Path(job_file).with_name("job.log")
     t0 = time.perf_counter()
     with open(log_file, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        if live is not None:
+            live.add(proc)
         timed_out = False
         try:
             rc = proc.wait(timeout=timeout)
@@ -59,6 +62,9 @@ def run_job(job_file: str | Path, timeout: float | None, env: dict | None = None
             _kill_group(proc)
             proc.wait()
             raise
+        finally:
+            if live is not None:
+                live.discard(proc)
     tail = log_file.read_text(errors="replace")[-3000:] if log_file.is_file() else ""
     return JobResult(str(job_file), rc, round(time.perf_counter() - t0, 2), timed_out, tail,
                      env.get("CUDA_VISIBLE_DEVICES") if env.get("CUDA_VISIBLE_DEVICES") != "" else None)
@@ -123,13 +129,17 @@ class LocalExecutor:
         jobs = list(jobs)
         slots = list(range(self.workers))
         lock = threading.Lock()
+        live: set = set()
+        stop = threading.Event()
 
         def one(job: str) -> JobResult:
+            if stop.is_set():
+                return JobResult(job, None, 0.0, False, "not started: the sweep was interrupted")
             with lock:
                 slot = slots.pop(0)
             try:
                 cmd = self.command(job) if self.command else None
-                return run_job(job, self.timeout, self._env(slot), cmd)
+                return run_job(job, self.timeout, self._env(slot), cmd, live)
             finally:
                 with lock:
                     slots.append(slot)
@@ -139,9 +149,12 @@ class LocalExecutor:
             try:
                 for f in as_completed(futures):
                     yield f.result()
-            except BaseException:
+            except BaseException:  # interrupted (Ctrl-C, SIGTERM): stop queued jobs, kill running ones
+                stop.set()
                 for f in futures:
                     f.cancel()
+                for proc in list(live):
+                    _kill_group(proc)
                 raise
 
     def close(self) -> None:

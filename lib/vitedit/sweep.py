@@ -28,7 +28,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -578,6 +580,12 @@ def run_sweep(spec: dict, exps: Sequence[Experiment], sweep_dir: Path, executor,
             counts["ok" if ok else "failed"] += 1
             if not ok:
                 log(f"failed: {e.name}: {_first_error(e.folder(sweep_dir))}")
+    except KeyboardInterrupt:  # killed: what finished stays; what was running is marked, and redone on rerun
+        for folder in [pr.folder(sweep_dir) for pr in preps.values()] + [e.folder(sweep_dir) for e in exps]:
+            for stage, entry in runs.status(folder).items():
+                if entry.get("status") == "running":
+                    runs.set_status(folder, stage, "failed", error="interrupted: the sweep was killed")
+        raise
     finally:
         lock.close()
     counts["seconds"] = round(time.perf_counter() - t0, 1)
@@ -879,8 +887,18 @@ def _preflight(exps: Sequence[Experiment]) -> None:
             cli.preflight(dict(e.params), log=lambda *a: None)
 
 
+def threading_main() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run" and threading_main():
+        signal.signal(signal.SIGTERM, _terminate)  # a killed sweep takes its running jobs down with it
     if args.command == "exec":
         return execute(args.job)
     if args.command == "index":
@@ -936,6 +954,10 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: finished experiments are kept; rerun the same command to resume {sweep_dir}",
+              file=sys.stderr)
+        return 130
     finally:
         ex.close()
     tables = collect(sweep_dir)
