@@ -189,3 +189,35 @@ def test_local_executor_pins_gpus_and_records_dead_and_timed_out_jobs(tmp_path):
         st = runs.status(folder)["04_edit_alphaedit"]
         assert st["status"] == "failed" and ("exited with code 3" in st["error"] or "timeout" in st["error"])
         assert sweep.experiment_state(folder, ["04_edit_alphaedit"]) == "failed"
+
+
+def test_a_wandb_trial_is_one_experiment_with_the_trials_values(tmp_path):
+    f = tmp_path / "trial.yaml"
+    f.write_text(yaml.safe_dump({"name": "w", "params": [TINY], "methods": ["alphaedit"], "baselines": False,
+                                 "grid": {"L2": [1e-4, 1e-2]}}))
+    args = sweep.build_parser().parse_args(["trial", str(f), "L2=0.5", "num_edit_layers=2", "--sweep-dir", "x"])
+    argv = sweep.trial_argv(args)
+    assert "--wandb" in argv and "--trial" in argv and argv[argv.index("--sweep-dir") + 1] == "x"
+    exps = sweep.expand(sweep.spec_from_args(sweep.build_parser().parse_args(argv)))
+    assert len(exps) == 1 and (exps[0].params["L2"], exps[0].params["num_edit_layers"]) == (0.5, 2)
+    f.write_text(yaml.safe_dump({"name": "w", "params": [TINY], "methods": ["alphaedit", "memit"]}))
+    with pytest.raises(SystemExit, match="one method"):
+        sweep.trial_argv(sweep.build_parser().parse_args(["trial", str(f), "L2=0.5"]))
+
+
+@pytest.mark.parametrize("f", sorted((ROOT / "params" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_committed_sweep_specs_are_valid(f):
+    raw = yaml.safe_load(f.read_text())
+    if "program" in raw:  # a W&B sweep config: its parameters are ours, its metric is not Test
+        from vitedit import params
+
+        assert set(raw["parameters"]) <= set(params.SCHEMA)
+        assert not raw["metric"]["name"].startswith("test")
+        trial = ROOT / raw["command"][2]
+        assert len(sweep.expand(sweep.check_spec(sweep.load_spec(trial)))) == 1
+        return
+    exps = sweep.expand(sweep.check_spec(sweep.load_spec(f)))
+    assert exps and len({e.name for e in exps}) == len(exps)
+    if f.stem == "retinamnist_edit":  # the figure sweep: >= 12 edit configurations plus both baselines
+        methods = [e.method for e in exps]
+        assert methods.count("alphaedit") >= 12 and {"baseline_retrain", "baseline_finetune"} <= set(methods)

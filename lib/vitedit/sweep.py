@@ -834,9 +834,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--wandb-tags", nargs="*", default=[])
     r.add_argument("--no-report", action="store_true", help="skip rendering the sweep report (notebook 08)")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--trial", action="store_true", help=argparse.SUPPRESS)  # ignore the spec's grid
     c = sub.add_parser("collect", help="rebuild the summary CSV/JSON (and report) from a sweep's run folders")
     c.add_argument("sweep_dir")
     c.add_argument("--no-report", action="store_true")
+    t = sub.add_parser("trial", help="one configuration as a W&B sweep trial: the spec's parameters plus "
+                                     "KEY=VALUE pairs (the spec's grid is ignored), logged to W&B")
+    t.add_argument("spec")
+    t.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
+    t.add_argument("--sweep-dir")
+    t.add_argument("--checkpoint-dir")
+    t.add_argument("--data-path")
+    t.add_argument("--timeout", type=float, default=7200)
+    t.add_argument("--wandb-project", default="vit-model-editing")
+    t.add_argument("--wandb-entity")
     e = sub.add_parser("exec", help=argparse.SUPPRESS)
     e.add_argument("job")
     i = sub.add_parser("index", help="rewrite reports/index.html (every run and sweep)")
@@ -847,7 +858,7 @@ def build_parser() -> argparse.ArgumentParser:
 def spec_from_args(args: argparse.Namespace) -> dict:
     """The spec with the command line's overrides (grid ranges, seeds, methods, fixed values), checked."""
     spec = load_spec(args.spec)
-    grid = dict(spec.get("grid") or {})
+    grid = {} if args.trial else dict(spec.get("grid") or {})
     ranges = {"dataset": args.datasets, "projection_samples": args.projection_samples_range,
               "nullspace_threshold": args.nullspace_threshold_range, "num_edit_layers": args.num_edit_layers_range,
               "max_edits": args.max_edits_range}
@@ -884,6 +895,23 @@ def spec_from_args(args: argparse.Namespace) -> dict:
     return check_spec(spec)
 
 
+def trial_argv(args: argparse.Namespace) -> list[str]:
+    """``trial SPEC k=v ...`` as a ``run``: the spec without its grid, the trial's values fixed, W&B on.
+    The spec must name one method and no baselines (one trial = one experiment = one W&B run)."""
+    spec = load_spec(args.spec)
+    if len(_as_list(spec.get("methods", METHODS))) != 1 or spec.get("baselines", True) not in (False, [], None):
+        raise SystemExit("error: a W&B trial runs one experiment: the spec must list one method and "
+                         "'baselines: false'")
+    argv = ["run", args.spec, "--timeout", str(args.timeout), "--no-report", "--no-progress", "--wandb",
+            "--wandb-project", args.wandb_project]
+    for a in args.assignments:
+        argv += ["--set", a.removeprefix("--")]
+    for opt in ("sweep_dir", "checkpoint_dir", "data_path", "wandb_entity"):
+        if getattr(args, opt):
+            argv += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
+    return argv + ["--trial"]
+
+
 def _preflight(exps: Sequence[Experiment]) -> None:
     """Data files of every dataset exist and are valid before anything is written."""
     from . import cli
@@ -910,6 +938,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)  # a killed sweep takes its running jobs down with it
     if args.command == "exec":
         return execute(args.job)
+    if args.command == "trial":
+        return main(trial_argv(args))
     if args.command == "index":
         from . import report
 
