@@ -248,8 +248,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: stage failed: {_short_error(e)}\nsee {run_dir / 'index.html'}", file=sys.stderr)
         return 1
     index = report.write_run_index(run_dir)
+    _update_reports_index(run_dir)
     print(f"report: {index}")
     return 0
+
+
+def _update_reports_index(run_dir: Path) -> None:
+    """Keep ``reports/index.html`` (every run and sweep) current for runs in the default folder."""
+    reports = paths.resolve("reports")
+    if Path(run_dir).parent == reports / "runs":
+        report.write_reports_index(reports)
 
 
 def main_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -281,6 +289,7 @@ def main_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     report.write_seeds_index(parent, codes, evaluation.seeds_table(agg) if len(agg) else None)
     failed = [s for s, c in codes.items() if c != 0]
     print(f"seeds summary: {parent / 'seeds_summary.csv'}" + (f" (failed seeds: {failed})" if failed else ""))
+    _update_reports_index(parent)
     print(f"report: {parent / 'index.html'}")
     return 1 if failed else 0
 

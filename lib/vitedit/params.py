@@ -288,17 +288,22 @@ def validate(values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def read_mapping(path: str | Path, what: str = "parameter file") -> dict[str, Any]:
+    """A YAML file holding a mapping (an empty file is an empty mapping); errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise ParamError(f"parameter file {path} does not exist")
+        raise ParamError(f"{what} {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ParamError(f"parameter file {path} is not valid YAML: {e}") from None
+        raise ParamError(f"{what} {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ParamError(f"parameter file {path} must hold a mapping of key: value, got {type(data).__name__}")
-    return validate(data, where=str(path))
+        raise ParamError(f"{what} {path} must hold a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    return validate(read_mapping(path), where=str(path))
 
 
 def resolve(*layers: Mapping[str, Any] | str | Path) -> dict[str, Any]:

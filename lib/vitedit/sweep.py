@@ -80,21 +80,14 @@ DEFAULT_SELECTION = {"metric": "val_acc_delta", "mode": "max",
 JOB_FILE = "job.json"
 
 
-class SweepError(ValueError):
+class SweepError(params_mod.ParamError):
     """A sweep spec or option is invalid; the message names the problem and the fix."""
 
 
 # --------------------------------------------------------------------------- the spec
 def load_spec(path: str | Path) -> dict:
     path = paths.resolve(path, Path.cwd())
-    if not path.is_file():
-        raise SweepError(f"sweep spec {path} does not exist (see params/sweeps/ for examples)")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SweepError(f"sweep spec {path} is not valid YAML: {e}") from None
-    if not isinstance(spec, dict):
-        raise SweepError(f"sweep spec {path} must be a mapping (name, params, set, grid, seeds, methods, ...)")
+    spec = params_mod.read_mapping(path, "sweep spec")  # see params/sweeps/ for examples
     spec.setdefault("name", path.stem)
     spec["params"] = [str(paths.resolve(f, path.parent)) for f in _as_list(spec.get("params"))]
     spec["_source"] = str(path)
