@@ -210,7 +210,7 @@ write("notebooks/03_locate.ipynb", [
          '                                  P["no_astra_layers"], P["rank_kind"], P["rank_scope"])\n'
          'locate.save_edit_layers(run.dir, choice)\n'
          'summary = locate.summarize(importance, len(all_errors), len(y), std, len(restores), choice,\n'
-         '                           time.perf_counter() - t0)\n'
+         '                           time.perf_counter() - t0, n_layers)\n'
          'locate.save_summary(run.dir, summary)\n'
          'print(summary["message"])\n'
          'print(f"edit layers {choice[\'layers\']} ({choice[\'source\']}: {choice[\'reason\']})")'),

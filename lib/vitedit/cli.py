@@ -172,8 +172,9 @@ def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
     t0 = time.perf_counter()
     log(f"[{name}] executing {src} -> {out_nb}")
     try:
+        # the kernel is stopped at once when the last cell is done (a graceful shutdown waits ~2.5 s)
         pm.execute_notebook(str(src), str(out_nb), parameters=p, kernel_name="python3", cwd=str(src.parent),
-                            progress_bar=p.get("progress", True), log_output=False)
+                            progress_bar=p.get("progress", True), log_output=False, shutdown_kernel="immediate")
     except BaseException as e:  # includes KeyboardInterrupt: never leave 'running' or 'ok' behind
         msg = _short_error(e)
         html_link = None

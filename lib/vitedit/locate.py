@@ -483,7 +483,7 @@ def patch_attribution(model, cfg: models.ModelConfig, image: np.ndarray, target:
 
 
 def summarize(importance: pd.DataFrame, n_errors_total: int, n_set: int, noise_std: float, n_restorations: int,
-              choice: dict, seconds: float) -> dict:
+              choice: dict, seconds: float, n_layers: int | None = None) -> dict:
     """What ``locate_summary.json`` records; zero errors is a normal, explicit outcome."""
     per_sample = importance.drop_duplicates("sample") if not importance.empty else importance
     n_traced = int(len(per_sample))
@@ -496,7 +496,7 @@ def summarize(importance: pd.DataFrame, n_errors_total: int, n_set: int, noise_s
     return {"n_edit_discovery": int(n_set), "n_errors": int(n_errors_total), "n_traced": n_traced,
             "n_low_total_effect": n_low_te, "noise_std": float(noise_std), "n_restorations": int(n_restorations),
             "edit_layers": choice["layers"], "edit_layers_source": choice["source"], "seconds": round(seconds, 2),
-            "message": msg}
+            "n_layers": n_layers, "message": msg}
 
 
 def save_summary(run_dir: Path, summary: dict) -> None:

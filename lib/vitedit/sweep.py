@@ -42,7 +42,6 @@ import yaml
 
 from . import params as params_mod
 from . import paths, runs
-from .evaluation import SELECTION_METRICS
 
 SWEEPS_DIR = "reports/sweeps"
 METHODS = ("alphaedit", "memit", "head", "head_closed_form")
@@ -144,6 +143,8 @@ def check_selection(sel: Mapping[str, Any]) -> dict:
     unknown = set(sel) - {"metric", "mode", "tie_breakers"}
     if unknown:
         raise SweepError(f"selection: unknown key(s) {sorted(unknown)} (metric, mode, tie_breakers)")
+    from .evaluation import SELECTION_METRICS
+
     crit = [[sel["metric"], sel.get("mode", "max")]] + [list(t) for t in sel.get("tie_breakers", [])]
     for metric, mode in crit:
         if str(metric).startswith("test") or metric not in SELECTION_METRICS:
@@ -367,7 +368,8 @@ def materialize(folder: Path, prep_dir: Path, p: Mapping[str, Any], stages: Sequ
     if "03_locate" in stages:
         stats = pd.read_csv(folder / "layer_statistics.csv") if (folder / "layer_statistics.csv").stat().st_size > 1 \
             else pd.DataFrame()
-        choice = locate.choose_edit_layers(stats, models.depth(p["model"]), p["edit_layers"], p["num_edit_layers"],
+        n_layers = json.loads((folder / "locate_summary.json").read_text()).get("n_layers") or models.depth(p["model"])
+        choice = locate.choose_edit_layers(stats, n_layers, p["edit_layers"], p["num_edit_layers"],
                                            p["no_astra_layers"], p["rank_kind"], p["rank_scope"])
         locate.save_edit_layers(folder, choice)
         runs.set_status(folder, "03_locate", "ok", **{**runs.status(folder)["03_locate"], "status": "ok",
@@ -567,7 +569,16 @@ def run_sweep(spec: dict, exps: Sequence[Experiment], sweep_dir: Path, executor,
                                       f"(see {os.path.relpath(e.prep.folder(sweep_dir), folder)}/index.html)")
                 counts["failed"] += 1
                 continue
-            files[str(write_job(folder, _experiment_blob(e, sweep_dir, spec, wandb_cfg)))] = e
+            blob = _experiment_blob(e, sweep_dir, spec, wandb_cfg)
+            try:  # the experiment's folder starts from its shared stages' outputs (here: no import cost in the job)
+                if not notebooks_ok(folder, blob["inherit"]):
+                    materialize(folder, e.prep.folder(sweep_dir), e.params, blob["inherit"])
+            except Exception as err:
+                write_job(folder, blob)
+                runs.set_status(folder, "sweep", "failed", error=f"could not start from the shared stages: {err}")
+                counts["failed"] += 1
+                continue
+            files[str(write_job(folder, blob))] = e
             todo.append(e)
         log(f"experiments: {len(todo)} to run, {counts['skipped_done']} already done"
             + (f", {counts['failed']} blocked by failed shared stages" if counts["failed"] else ""))
@@ -702,7 +713,7 @@ def select(summary: pd.DataFrame, selection: Mapping[str, Any] = DEFAULT_SELECTI
     """The chosen configuration per (dataset, method) on the validation criterion.
 
     Seeds of one configuration are averaged first; ties go to the tie-breakers, then to the
-    configuration listed first. Only columns in :data:`SELECTION_METRICS` can take part, so no Test
+    configuration listed first. Only columns in :data:`vitedit.evaluation.SELECTION_METRICS` can take part, so no Test
     metric ever influences the choice; Test metrics of the chosen configuration are attached
     (``test_*`` columns, averaged over its seeds) for reporting.
     """
@@ -747,7 +758,7 @@ def render_report(sweep_dir: str | Path, log=print) -> Path:
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     pm.execute_notebook(str(src), str(out_nb), parameters={"sweep_dir": str(sweep_dir)}, kernel_name="python3",
-                        cwd=str(src.parent), progress_bar=False, log_output=False)
+                        cwd=str(src.parent), progress_bar=False, log_output=False, shutdown_kernel="immediate")
     html = report.render_html(out_nb, sweep_dir / "index.html")
     log(f"sweep report: {html}")
     return html
