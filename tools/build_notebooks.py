@@ -497,6 +497,12 @@ write("notebooks/08_sweep_report.ipynb", [
          '        "edit_fix_ratio", "proj_regression_rate", "val_acc_delta", "test_acc_before", "test_acc_after",\n'
          '        "test_acc_delta", "edit_time_seconds", "job_seconds", "papermill_overhead_seconds"]\n'
          'summary[[c for c in dict.fromkeys(cols) if c in summary]].round(4)'),
+    md("## Time\n\nEach invocation of the sweep (a resumed sweep has several), and per experiment: wall time as "
+       "the sweep saw it, papermill's share (process and kernel start, notebook I/O, HTML), the notebooks' setup "
+       "(imports, data and model loading) and the work itself."),
+    code('display(ctx["history"]) if len(ctx["history"]) else print("no invocation recorded (collected only)")\n'
+         'timing = ["job_seconds", "papermill_overhead_seconds", "setup_cells_seconds", "work_seconds"]\n'
+         'summary.groupby("method")[[c for c in timing if c in summary]].median().round(2)'),
     md("## Failures"),
     code('failed = summary[summary.status == "failed"]\n'
          'failed[["experiment", "method", "error"]] if len(failed) else print("no failed experiment")'),

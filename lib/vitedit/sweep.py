@@ -598,6 +598,11 @@ def run_sweep(spec: dict, exps: Sequence[Experiment], sweep_dir: Path, executor,
     finally:
         lock.close()
     counts["seconds"] = round(time.perf_counter() - t0, 1)
+    log_file = sweep_dir / "sweep_log.json"  # one entry per invocation (a resumed sweep has several)
+    history = json.loads(log_file.read_text()) if log_file.is_file() else []
+    history.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "executor": getattr(executor, "name", "?"),
+                    "workers": getattr(executor, "workers", None), "experiments": len(exps), **counts})
+    paths.atomic_write_text(log_file, json.dumps(history, indent=2))
     return counts
 
 
@@ -780,7 +785,9 @@ def report_context(sweep_dir: str | Path) -> dict:
         searched.append("seed")
     if len(summary):
         summary["report_link"] = [os.path.relpath(r, sweep_dir) for r in summary.report]
-    return {"spec": spec, "summary": summary, "chosen": chosen, "searched": searched,
+    log_file = sweep_dir / "sweep_log.json"
+    history = pd.DataFrame(json.loads(log_file.read_text())) if log_file.is_file() else pd.DataFrame()
+    return {"spec": spec, "summary": summary, "chosen": chosen, "searched": searched, "history": history,
             "selection": check_selection(spec.get("selection") or DEFAULT_SELECTION),
             "shared": sorted(os.path.relpath(p, sweep_dir) for p in (sweep_dir / "shared").glob("*/index.html"))}
 
