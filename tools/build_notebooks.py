@@ -474,16 +474,21 @@ write("notebooks/08_sweep_report.ipynb", [
        "FT-Train levels (the criterion is printed below; seeds of one configuration are averaged first). "
        "Test columns are reported for the chosen configuration and for all, and take no part in the choice."),
     param_cell('sweep_dir = None  # the sweep folder (reports/sweeps/<name>)'),
-    code('import pandas as pd\nfrom IPython.display import HTML, display\nfrom vitedit import plots, sweep\n\n'
+    code('import pandas as pd\nfrom IPython.display import HTML, display\nfrom vitedit import plots, sweep\n'
+         'pd.set_option("display.max_columns", 80)\npd.set_option("display.max_colwidth", 90)\n\n'
          'ctx = sweep.report_context(sweep_dir)\nsummary, chosen, spec = ctx["summary"], ctx["chosen"], ctx["spec"]\n'
          'sel = ctx["selection"]\n'
          'print(f"sweep {spec.get(\'name\')}: {len(summary)} experiments; searched: {ctx[\'searched\'] or \'nothing\'}")\n'
          'print(f"selection: {sel[\'mode\']} {sel[\'metric\']}, ties: {sel[\'tie_breakers\']} (never Test)")\n'
+         'sel_cols = [m for m, _ in sel["tie_breakers"]]\n'
          'summary.groupby(["dataset", "method", "status"]).size().rename("experiments").reset_index()'),
     md("## Chosen configuration per method\n\n"
        "`selection_value` is the validation criterion; the `test_*` columns are the chosen configuration's Test "
        "results (mean over its seeds), reported only."),
-    code('chosen.round(4) if len(chosen) else print("no completed experiment to choose from")'),
+    code('shown = ["dataset", "method", "n_configs", "n_seeds", "selection_value", *sel_cols, *ctx["searched"],\n'
+         '         "layers", "val_acc_delta", "test_acc_before", "test_acc_after", "test_acc_delta",\n'
+         '         "test_correct_to_wrong", "test_wrong_to_correct", "edit_time_seconds", "experiments"]\n'
+         'chosen[[c for c in dict.fromkeys(shown) if c in chosen]].round(4) if len(chosen) else print("no completed experiment to choose from")'),
     md("## Fix rate vs held-out regression (every configuration)"),
     code('if (summary.status == "ok").any():\n'
          '    plots.sweep_pareto(summary, chosen);'),
