@@ -1,5 +1,4 @@
 """Sweeps without running notebooks: spec checks, expansion and dedup, selection, executors, W&B names."""
-import json
 import sys
 
 import numpy as np

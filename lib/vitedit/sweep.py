@@ -396,20 +396,17 @@ def execute(job_file: str | Path) -> int:
         for name in job["notebooks"]:
             if runs.status(folder).get(name, {}).get("status") != "ok":
                 cli.run_notebook(name, folder, p)
-    except BaseException as e:
+        rc = 0
+    except BaseException as e:  # recorded (a notebook's own failure already is), never hidden
         if not any(v.get("status") == "failed" for v in runs.status(folder).values()):
             runs.set_status(folder, "sweep", "failed", error=cli._short_error(e))
-        report.write_run_index(folder)
         print(f"error: {cli._short_error(e)}", file=sys.stderr)
-        _write_timing(folder, job, time.perf_counter() - t0)
-        if job.get("wandb") and job["kind"] == "experiment":
-            _log_wandb(job, folder)
-        return 1
+        rc = 1
     report.write_run_index(folder)
     _write_timing(folder, job, time.perf_counter() - t0)
     if job.get("wandb") and job["kind"] == "experiment":
         _log_wandb(job, folder)
-    return 0
+    return rc
 
 
 def notebook_cell_seconds(nb_file: Path) -> dict:
