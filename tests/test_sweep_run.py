@@ -200,3 +200,26 @@ def test_ray_executor_runs_two_experiments_locally(tmp_path, ckpt, retina_path):
     assert r.returncode == 0 and "executor: ray" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     s = pd.read_csv(tmp_path / "sw" / "param_search_summary_retinamnist.csv")
     assert len(s) == 2 and (s.status == "ok").all() and set(s.head_margin) == {0.5, 1.0}
+
+
+def test_a_dead_kernel_is_recorded_with_its_notebook(tmp_path):
+    """A kernel that dies mid-notebook (here: os._exit in a cell) fails the job with the error and
+    the executed notebook recorded; nothing is left 'running' or 'ok'."""
+    import nbformat
+
+    home = tmp_path / "home"
+    (home / "notebooks").mkdir(parents=True)
+    cell = nbformat.v4.new_code_cell("run_dir = None")
+    cell.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell("import os\nos._exit(1)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, home / "notebooks" / "05_edit_head.ipynb")
+    folder = tmp_path / "exp"
+    job = sweep.write_job(folder, sweep._job_blob("prep", folder, {"dataset": "retinamnist", "progress": False},
+                                                  ["05_edit_head"]))
+    r = subprocess.run([sys.executable, "-m", "vitedit.sweep", "exec", str(job)], capture_output=True, text=True,
+                       timeout=300, env=dict(env(), VITEDIT_HOME=str(home)))
+    assert r.returncode == 1, r.stdout + r.stderr
+    st = runs.status(folder)["05_edit_head"]
+    assert st["status"] == "failed" and "DeadKernel" in st["error"] and st["notebook"].endswith("05_edit_head.ipynb")
+    assert sweep.experiment_state(folder, ["05_edit_head"]) == "failed"
