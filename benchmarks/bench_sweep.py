@@ -33,12 +33,12 @@ def main():
         per = ", ".join(f"{k} {v.get('papermill_seconds') or 0:.1f} s" for k, v in tj["notebooks"].items())
         print(f"shared stages {t.parent.name}: {tj.get('wall_seconds', tj['job_seconds'])} s ({per})")
     s = ctx["summary"]
-    s = s[s.status == "ok"].assign(overhead_beyond_work=lambda d: d.job_seconds - d.work_seconds)
-    cols = ["job_seconds", "papermill_overhead_seconds", "setup_cells_seconds", "work_seconds", "overhead_beyond_work"]
-    print("median per method (seconds):\n", s.groupby("method")[cols].median().round(2).to_string())
+    s = s[s.status == "ok"]
+    print("median per method (seconds):\n", sweep.timing_table(s).round(2).to_string())
+    beyond = s.job_seconds - s.work_seconds
     print(json.dumps({"experiments": int(len(s)), "sum_job_seconds": round(float(s.job_seconds.sum()), 1),
-                      "median_overhead_beyond_work": round(float(s.overhead_beyond_work.median()), 2),
-                      "max_overhead_beyond_work": round(float(s.overhead_beyond_work.max()), 2)}))
+                      "median_overhead_beyond_work": round(float(beyond.median()), 2),
+                      "max_overhead_beyond_work": round(float(beyond.max()), 2)}))
 
 
 if __name__ == "__main__":

@@ -84,6 +84,18 @@ def synthetic_data(n_train=120, n_val=40, n_test=40, n_classes=3, seed=0) -> Dat
                 Path("/toy.npz"), "0" * 32)
 
 
+def tiny_vit(n_images: int):
+    """An untrained ``vit_tiny_test`` (3 classes, seeded), its config and ``n_images`` random uint8 images."""
+    import torch
+
+    from vitedit import models
+
+    torch.manual_seed(0)
+    m = models.build_model("vit_tiny_test", 3).eval()
+    imgs = np.random.default_rng(0).integers(0, 255, (n_images, 28, 28, 3), dtype=np.uint8)
+    return m, models.get_config("vit_tiny_test"), imgs
+
+
 @pytest.fixture
 def toy():
     return synthetic_data()

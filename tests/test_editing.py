@@ -5,6 +5,8 @@ import torch
 from vitedit import editing, models, train
 from vitedit.editing import AlphaEdit, EditData, HeadEditor
 
+from conftest import tiny_vit
+
 
 def low_rank_keys(d=24, rank=6, n=400, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -87,11 +89,7 @@ def test_statistics_are_cached_per_checkpoint_and_samples(tmp_path, toy_model):
 
 @pytest.fixture(scope="module")
 def toy_model():
-    torch.manual_seed(0)
-    m = models.build_model("vit_tiny_test", 3).eval()
-    cfg = models.get_config("vit_tiny_test")
-    imgs = np.random.default_rng(0).integers(0, 255, (20, 28, 28, 3), dtype=np.uint8)
-    return m, cfg, imgs
+    return tiny_vit(20)
 
 
 @pytest.fixture(scope="module")

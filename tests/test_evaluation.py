@@ -123,3 +123,15 @@ def test_selection_level_is_ft_val_and_matches_direct_transitions(setup):
     assert m["val_regression_rate"] == pytest.approx(t["regression_rate"])
     assert m["val_net_fixed"] == t["wrong_to_correct"] - t["correct_to_wrong"]
     assert not any(k.startswith("test_") for k in evaluation.SELECTION_METRICS)
+
+
+def test_baseline_summary_csv_is_ok_with_metrics_or_skipped_with_reason(tmp_path):
+    f = baselines.write_summary(tmp_path, "baseline_retrain", {"method": "baseline_retrain", "edit_fix_ratio": 0.5})
+    assert f.name == "baseline_retrain_summary.csv"
+    assert pd.read_csv(f).to_dict("records") == [{"method": "baseline_retrain", "edit_fix_ratio": 0.5, "status": "ok"}]
+    f = baselines.write_summary(tmp_path, "baseline_finetune", reason="no error samples")
+    assert f.name == "baseline_finetune_errors_summary.csv"
+    assert pd.read_csv(f).iloc[0].to_dict() == {"method": "baseline_finetune", "status": "skipped",
+                                               "reason": "no error samples"}
+    with pytest.raises(ValueError):
+        baselines.write_summary(tmp_path, "baseline_retrain")

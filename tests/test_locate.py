@@ -6,13 +6,12 @@ import torch
 from vitedit import locate, models
 from vitedit.locate import LocateError, Restoration
 
+from conftest import tiny_vit
+
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    m = models.build_model("vit_tiny_test", 3).eval()
-    cfg = models.get_config("vit_tiny_test")
-    img = np.random.default_rng(0).integers(0, 255, (1, 28, 28, 3), dtype=np.uint8)
+    m, cfg, img = tiny_vit(1)
     return m, cfg, models.preprocess(img, cfg)
 
 

@@ -220,3 +220,14 @@ def test_committed_sweep_specs_are_valid(f):
     if f.stem == "retinamnist_edit":  # the figure sweep: >= 12 edit configurations plus both baselines
         methods = [e.method for e in exps]
         assert methods.count("alphaedit") >= 12 and {"baseline_retrain", "baseline_finetune"} <= set(methods)
+
+
+def test_timing_and_status_tables():
+    s = pd.DataFrame({"dataset": "d", "method": ["a", "a", "a", "b"], "status": ["ok", "ok", "failed", "ok"],
+                      "job_seconds": [20.0, 30.0, np.nan, 10.0], "papermill_overhead_seconds": [3.0, 4.0, np.nan, 2.0],
+                      "setup_cells_seconds": [7.0, 7.0, np.nan, 3.0], "work_seconds": [10.0, 18.0, np.nan, 5.0]})
+    t = sweep.timing_table(s)
+    assert t.loc["a", "job_seconds"] == 25.0 and t.loc["a", "overhead_beyond_work_seconds"] == 11.0
+    assert t.loc["b", "overhead_beyond_work_seconds"] == 5.0
+    c = sweep.status_counts(s).set_index(["method", "status"]).experiments
+    assert c[("a", "ok")] == 2 and c[("a", "failed")] == 1 and c[("b", "ok")] == 1

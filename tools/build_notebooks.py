@@ -422,8 +422,6 @@ write("notebooks/07_baselines.ipynb", [
     code('makers = {"retrain": lambda: baselines.RetrainBaseline(P, data, split, P["baseline_epochs"], P["progress"]),\n'
          '          "finetune": lambda: baselines.FinetuneErrorsBaseline(P["baseline_lr"], P["baseline_epochs"],\n'
          '                                                               seed=P["seed"])}\n'
-         'summary_files = {"baseline_retrain": "baseline_retrain_summary.csv",\n'
-         '                 "baseline_finetune": "baseline_finetune_errors_summary.csv"}\n'
          'evals, metrics, skipped = {}, {}, {}\n'
          'for kind in P["baseline_methods"]:\n'
          '    t0 = time.perf_counter()\n'
@@ -432,8 +430,7 @@ write("notebooks/07_baselines.ipynb", [
          '    if res.info.get("status") == "skipped":\n'
          '        skipped[b.name] = res.info["reason"]\n'
          '        editing.record_skipped(run.dir, b.name, res.info["reason"])\n'
-         '        pd.DataFrame([{"method": b.name, "status": "skipped", "reason": res.info["reason"]}]).to_csv(\n'
-         '            run.dir / summary_files[b.name], index=False)\n'
+         '        baselines.write_summary(run.dir, b.name, reason=res.info["reason"])\n'
          '        continue\n'
          '    settings = {k: P[k] for k in ["max_edits", "projection_samples", "baseline_epochs", "baseline_lr", "seed"]}\n'
          '    editing.record(run.dir, res, base_ref, settings, edit_set)\n'
@@ -441,7 +438,7 @@ write("notebooks/07_baselines.ipynb", [
          '                                          P["eval_batch_size"], device, P["seed"], P["bootstrap_samples"])\n'
          '    metrics[b.name] = evaluation.summary_metrics(evals[b.name], res.info["edit_seconds"],\n'
          '                                                 time.perf_counter() - t0)\n'
-         '    pd.DataFrame([{**metrics[b.name], "status": "ok"}]).to_csv(run.dir / summary_files[b.name], index=False)\n'
+         '    baselines.write_summary(run.dir, b.name, metrics[b.name])\n'
          'if evals:\n'
          '    evaluation.write_comparison(run.dir, evals, metrics, {"dataset": P["dataset"], "seed": P["seed"]})\n'
          'print("skipped:", skipped or "none")\n'
@@ -481,7 +478,7 @@ write("notebooks/08_sweep_report.ipynb", [
          'print(f"sweep {spec.get(\'name\')}: {len(summary)} experiments; searched: {ctx[\'searched\'] or \'nothing\'}")\n'
          'print(f"selection: {sel[\'mode\']} {sel[\'metric\']}, ties: {sel[\'tie_breakers\']} (never Test)")\n'
          'sel_cols = [m for m, _ in sel["tie_breakers"]]\n'
-         'summary.groupby(["dataset", "method", "status"]).size().rename("experiments").reset_index()'),
+         'sweep.status_counts(summary)'),
     md("## Chosen configuration per method\n\n"
        "`selection_value` is the validation criterion; the `test_*` columns are the chosen configuration's Test "
        "results (mean over its seeds), reported only."),
@@ -502,12 +499,11 @@ write("notebooks/08_sweep_report.ipynb", [
          '        "edit_fix_ratio", "proj_regression_rate", "val_acc_delta", "test_acc_before", "test_acc_after",\n'
          '        "test_acc_delta", "edit_time_seconds", "job_seconds", "papermill_overhead_seconds"]\n'
          'summary[[c for c in dict.fromkeys(cols) if c in summary]].round(4)'),
-    md("## Time\n\nEach invocation of the sweep (a resumed sweep has several), and per experiment: wall time as "
-       "the sweep saw it, papermill's share (process and kernel start, notebook I/O, HTML), the notebooks' setup "
-       "(imports, data and model loading) and the work itself."),
+    md("## Time\n\nEach invocation of the sweep (a resumed sweep has several), and per method the median of: wall "
+       "time as the sweep saw it, papermill's share (process and kernel start, notebook I/O, HTML), the notebooks' "
+       "setup (imports, data and model loading), the work itself, and the overhead beyond the work (wall - work)."),
     code('display(ctx["history"]) if len(ctx["history"]) else print("no invocation recorded (collected only)")\n'
-         'timing = ["job_seconds", "papermill_overhead_seconds", "setup_cells_seconds", "work_seconds"]\n'
-         'summary.groupby("method")[[c for c in timing if c in summary]].median().round(2)'),
+         'sweep.timing_table(summary).round(2)'),
     md("## Failures"),
     code('failed = summary[summary.status == "failed"]\n'
          'failed[["experiment", "method", "error"]] if len(failed) else print("no failed experiment")'),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -20,7 +21,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import models, train
+from . import models, paths, train
 from .datasets import Data
 from .editing import LOG_COLUMNS, EditData, EditResult, _log, predict_probs
 from .splits import Split
@@ -102,3 +103,18 @@ class FinetuneErrorsBaseline:
         return EditResult(tuned, log, {"method": self.name, "status": "ok", "n_edits": int(len(y_all)),
                                        "edit_seconds": seconds, "stats_seconds": 0.0, "epochs": self.epochs,
                                        "lr": self.lr})
+
+
+SUMMARY_FILES = {"baseline_retrain": "baseline_retrain_summary.csv",
+                 "baseline_finetune": "baseline_finetune_errors_summary.csv"}
+
+
+def write_summary(run_dir, name: str, metrics: Mapping[str, Any] | None = None, reason: str | None = None):
+    """The original's per-baseline summary CSV: the baseline's metrics with status ``ok``, or status
+    ``skipped`` with its reason (never an empty success)."""
+    if (metrics is None) == (reason is None):
+        raise ValueError("give the baseline's metrics or the reason it was skipped, not both")
+    row = {**metrics, "status": "ok"} if reason is None else {"method": name, "status": "skipped", "reason": reason}
+    out = Path(run_dir) / SUMMARY_FILES[name]
+    paths.atomic_write_text(out, pd.DataFrame([row]).to_csv(index=False))
+    return out

@@ -263,16 +263,14 @@ def _update_reports_index(run_dir: Path) -> None:
 
 def main_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     """One complete run per seed under a parent folder, then the statistics across seeds."""
-    import sys as _sys
-
     from . import evaluation
 
-    argv = list(_sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     i = argv.index("--seeds")
     j = i + 1
     while j < len(argv) and not argv[j].startswith("--"):
         j += 1
-    base = [a for a in argv[:i] + argv[j:]]
+    base = argv[:i] + argv[j:]
     for flag in ("--run-name", "--runs-dir", "--seed"):
         if flag in base:
             k = base.index(flag)

@@ -119,7 +119,7 @@ class LocalExecutor:
     def _env(self, slot: int) -> dict:
         if self.gpus:
             return {"CUDA_VISIBLE_DEVICES": self.gpus[slot % len(self.gpus)]}
-        env = {"CUDA_VISIBLE_DEVICES": ""} if os.environ.get("CUDA_VISIBLE_DEVICES") == "" else {}
+        env = {}
         if self.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.workers))
         return env

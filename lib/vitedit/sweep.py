@@ -261,6 +261,12 @@ def method_params(method: str, p: Mapping[str, Any]) -> dict:
     return q
 
 
+def searched_params(spec: Mapping[str, Any]) -> list[str]:
+    """The parameters a spec varies: grid keys with several values, and ``seed`` for several seeds."""
+    searched = [k for k, v in (spec.get("grid") or {}).items() if len(v) > 1]
+    return searched + (["seed"] if len(spec.get("seeds") or []) > 1 else [])
+
+
 def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> list[Experiment]:
     """Every experiment of the (checked) spec, deduplicated by content hash, in a stable order:
     for each grid point (and seed), its edit methods, then its baselines."""
@@ -268,9 +274,7 @@ def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
     base = params_mod.resolve(*base_layers)
     grid = dict(spec["grid"])
     seeds = spec["seeds"] or [base["seed"]]
-    searched = [k for k, v in grid.items() if len(v) > 1]
-    if len(seeds) > 1:
-        searched.append("seed")
+    searched = searched_params(spec)
     from . import locate, models
 
     out: dict[str, Experiment] = {}
@@ -359,12 +363,7 @@ def materialize(folder: Path, prep_dir: Path, p: Mapping[str, Any], stages: Sequ
             if (prep_dir / name).is_file():
                 shutil.copy2(prep_dir / name, folder / name)
     runs.write_params(folder, p)
-    for stage in stages:
-        entry = {k: v for k, v in pst[stage].items() if k not in ("status", "time")}
-        if entry.get("html"):
-            entry["html"] = os.path.relpath(prep_dir / entry["html"], folder)
-        entry["reused_from"] = os.path.relpath(prep_dir, folder)
-        runs.set_status(folder, stage, "ok", **entry)
+    extra: dict[str, dict] = {stage: {} for stage in stages}
     if "03_locate" in stages:
         stats = pd.read_csv(folder / "layer_statistics.csv") if (folder / "layer_statistics.csv").stat().st_size > 1 \
             else pd.DataFrame()
@@ -372,8 +371,12 @@ def materialize(folder: Path, prep_dir: Path, p: Mapping[str, Any], stages: Sequ
         choice = locate.choose_edit_layers(stats, n_layers, p["edit_layers"], p["num_edit_layers"],
                                            p["no_astra_layers"], p["rank_kind"], p["rank_scope"])
         locate.save_edit_layers(folder, choice)
-        runs.set_status(folder, "03_locate", "ok", **{**runs.status(folder)["03_locate"], "status": "ok",
-                                                      "edit_layers": choice["layers"]})
+        extra["03_locate"] = {"edit_layers": choice["layers"]}
+    for stage in stages:
+        entry = {k: v for k, v in pst[stage].items() if k not in ("status", "time")}
+        if entry.get("html"):
+            entry["html"] = os.path.relpath(prep_dir / entry["html"], folder)
+        runs.set_status(folder, stage, "ok", **{**entry, **extra[stage], "reused_from": os.path.relpath(prep_dir, folder)})
 
 
 def execute(job_file: str | Path) -> int:
@@ -608,7 +611,7 @@ def _experiment_blob(e: Experiment, sweep_dir: Path, spec: dict, wandb_cfg) -> d
     return _job_blob("experiment", e.folder(sweep_dir), e.params, e.notebooks, inherit=inherit,
                      prep_dir=str(e.prep.folder(sweep_dir)), method=e.method, name=e.name, id=e.id,
                      config_id=e.config_id, index=e.index, point=e.point, sweep=spec["name"],
-                     searched=[k for k, v in spec["grid"].items() if len(v) > 1], wandb=wandb_cfg)
+                     searched=searched_params(spec), wandb=wandb_cfg)
 
 
 def _first_error(folder: Path) -> str:
@@ -777,9 +780,7 @@ def report_context(sweep_dir: str | Path) -> dict:
     summary = pd.concat(tables.values(), ignore_index=True) if tables else pd.DataFrame()
     sel_file = sweep_dir / "selection.csv"
     chosen = pd.read_csv(sel_file) if sel_file.is_file() and sel_file.stat().st_size > 1 else pd.DataFrame()
-    searched = [k for k, v in (spec.get("grid") or {}).items() if len(v) > 1]
-    if len(spec.get("seeds") or []) > 1:
-        searched.append("seed")
+    searched = searched_params(spec)
     if len(summary):
         summary["report_link"] = [os.path.relpath(r, sweep_dir) for r in summary.report]
     log_file = sweep_dir / "sweep_log.json"
@@ -787,6 +788,23 @@ def report_context(sweep_dir: str | Path) -> dict:
     return {"spec": spec, "summary": summary, "chosen": chosen, "searched": searched, "history": history,
             "selection": check_selection(spec.get("selection") or DEFAULT_SELECTION),
             "shared": sorted(os.path.relpath(p, sweep_dir) for p in (sweep_dir / "shared").glob("*/index.html"))}
+
+
+TIMING_COLUMNS = ["job_seconds", "papermill_overhead_seconds", "setup_cells_seconds", "work_seconds",
+                  "overhead_beyond_work_seconds"]
+
+
+def status_counts(summary: pd.DataFrame) -> pd.DataFrame:
+    """Experiments per (dataset, method, status)."""
+    return summary.groupby(["dataset", "method", "status"]).size().rename("experiments").reset_index()
+
+
+def timing_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Median seconds per method over completed experiments: wall time, papermill's share, the
+    notebooks' setup cells, the work, and the overhead beyond the work (wall minus work)."""
+    ok = summary[summary.status == "ok"].assign(
+        overhead_beyond_work_seconds=lambda d: d.job_seconds - d.work_seconds)
+    return ok.groupby("method")[TIMING_COLUMNS].median()
 
 
 def links_table(summary: pd.DataFrame) -> str:
