@@ -2,13 +2,15 @@
 # make test   - set everything up and run the test suite
 # make sweep  - run (or resume) a parameter sweep: make sweep SPEC=params/sweeps/retinamnist_edit.yaml ARGS="--parallel 2"
 # make lab    - open the notebooks in JupyterLab
+# make lint   - ruff check + ruff format --check (code and notebooks); `make format` fixes the format
+# make strip  - clear the notebooks' outputs before a commit (they are the source, committed clean)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 SHARED_DATA := ../shared/data/retinamnist.npz
 
-.PHONY: setup study sweep test lab clean-runs
+.PHONY: setup study sweep test lab lint format strip clean-runs
 SPEC ?= params/sweeps/retinamnist_edit.yaml
 
 $(BIN)/python:
@@ -34,6 +36,17 @@ sweep: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+strip: setup
+	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
 
 lab: setup
 	cd notebooks && ../$(BIN)/jupyter lab

@@ -11,6 +11,7 @@ Overhead beyond the work = job_seconds - work_seconds.
 Floor (issue 6): overhead <= 15 s per experiment on 2 cores with cached training and statistics.
 Measure it with --parallel 1: parallel workers on 2 cores slow each other's experiments down.
 """
+
 import argparse
 import json
 from pathlib import Path
@@ -30,15 +31,26 @@ def main():
         print("invocations:\n", ctx["history"].to_string(index=False))
     for t in sorted(Path(args.sweep_dir).glob("shared/*/timing.json")):
         tj = json.loads(t.read_text())
-        per = ", ".join(f"{k} {v.get('papermill_seconds') or 0:.1f} s" for k, v in tj["notebooks"].items())
-        print(f"shared stages {t.parent.name}: {tj.get('wall_seconds', tj['job_seconds'])} s ({per})")
+        per = ", ".join(
+            f"{k} {v.get('papermill_seconds') or 0:.1f} s" for k, v in tj["notebooks"].items()
+        )
+        print(
+            f"shared stages {t.parent.name}: {tj.get('wall_seconds', tj['job_seconds'])} s ({per})"
+        )
     s = ctx["summary"]
     s = s[s.status == "ok"]
     print("median per method (seconds):\n", sweep.timing_table(s).round(2).to_string())
     beyond = s.job_seconds - s.work_seconds
-    print(json.dumps({"experiments": int(len(s)), "sum_job_seconds": round(float(s.job_seconds.sum()), 1),
-                      "median_overhead_beyond_work": round(float(beyond.median()), 2),
-                      "max_overhead_beyond_work": round(float(beyond.max()), 2)}))
+    print(
+        json.dumps(
+            {
+                "experiments": int(len(s)),
+                "sum_job_seconds": round(float(s.job_seconds.sum()), 1),
+                "median_overhead_beyond_work": round(float(beyond.median()), 2),
+                "max_overhead_beyond_work": round(float(beyond.max()), 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

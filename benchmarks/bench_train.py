@@ -6,6 +6,7 @@
 Trains into a fresh temporary checkpoint folder (nothing is reused) and prints one JSON line.
 Floor (issue 2): Test accuracy >= 0.50 with training <= 6 minutes on 2 cores.
 """
+
 import json
 import sys
 import tempfile
@@ -29,9 +30,16 @@ def main(argv):
         r = train.fit(p, data, split, progress=False, log=lambda *a: None)
         total = time.perf_counter() - t0
     acc = evaluation.set_accuracy_table(r.model, data, split, models.get_config(p["model"]))
-    out = {"model": p["model"], "seed": p["seed"], "epochs_run": len(r.history), "threads": torch.get_num_threads(),
-           "seconds_total": round(total, 1), "seconds_per_epoch": round(float(r.history.seconds.mean()), 2),
-           "best_epoch": r.meta["best_epoch"], **{f"acc_{s}": round(float(a), 4) for s, a in zip(acc.set, acc.accuracy)}}
+    out = {
+        "model": p["model"],
+        "seed": p["seed"],
+        "epochs_run": len(r.history),
+        "threads": torch.get_num_threads(),
+        "seconds_total": round(total, 1),
+        "seconds_per_epoch": round(float(r.history.seconds.mean()), 2),
+        "best_epoch": r.meta["best_epoch"],
+        **{f"acc_{s}": round(float(a), 4) for s, a in zip(acc.set, acc.accuracy)},
+    }
     print(json.dumps(out))
 
 

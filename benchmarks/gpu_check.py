@@ -10,6 +10,7 @@
    ``max_edits`` errors on the last three layers.
 Prints one JSON line per check. Writes nothing outside a temporary folder.
 """
+
 import argparse
 import json
 import tempfile
@@ -23,17 +24,33 @@ from vitedit import datasets, editing, evaluation, locate, models, params, split
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--max-train", type=int, default=None, help="cap FT-Train (smoke runs on the CPU)")
+    ap.add_argument(
+        "--max-train", type=int, default=None, help="cap FT-Train (smoke runs on the CPU)"
+    )
     ap.add_argument("--data-path", default=None)
     args = ap.parse_args()
-    p = params.resolve({"model": "vit_base_patch16_224", "pretrained": False, "epochs": 1, "batch_size": 64,
-                        "lr": 1e-4, "progress": False, "device": args.device, "data_path": args.data_path})
+    p = params.resolve(
+        {
+            "model": "vit_base_patch16_224",
+            "pretrained": False,
+            "epochs": 1,
+            "batch_size": 64,
+            "lr": 1e-4,
+            "progress": False,
+            "device": args.device,
+            "data_path": args.data_path,
+        }
+    )
     device = models.resolve_device(p["device"])
     data = datasets.load(p, log=lambda *a: None)
     split = splits.make_split(data, p["ft_train_ratio"], p["seed"])
     if args.max_train:  # smoke runs: small sets everywhere
-        for name, n in (("ft_train", args.max_train), ("ft_val", args.max_train // 4 or 1),
-                        ("edit_discovery", args.max_train // 2 or 1), ("test", args.max_train // 2 or 1)):
+        for name, n in (
+            ("ft_train", args.max_train),
+            ("ft_val", args.max_train // 4 or 1),
+            ("edit_discovery", args.max_train // 2 or 1),
+            ("test", args.max_train // 2 or 1),
+        ):
             split.indices[name] = split.indices[name][:n]
         p["max_edits"] = 2
     cfg = models.get_config(p["model"])
@@ -51,26 +68,48 @@ def main():
         imgs = split.images(data, "test")
         models.predict_logits(r.model, imgs, cfg, 256, device)
         infer = time.perf_counter() - t1
-        print(json.dumps({"check": "train_vit_base_224_one_epoch", "device": str(device),
-                          "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-                          "train_images": n, "epoch_seconds": round(float(r.history.seconds.iloc[0]), 2),
-                          "train_images_per_s": round(n / float(r.history.seconds.iloc[0]), 1),
-                          "fit_seconds_incl_val": round(total, 2),
-                          "inference_images_per_s": round(len(imgs) / infer, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "check": "train_vit_base_224_one_epoch",
+                    "device": str(device),
+                    "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+                    "train_images": n,
+                    "epoch_seconds": round(float(r.history.seconds.iloc[0]), 2),
+                    "train_images_per_s": round(n / float(r.history.seconds.iloc[0]), 1),
+                    "fit_seconds_incl_val": round(total, 2),
+                    "inference_images_per_s": round(len(imgs) / infer, 1),
+                }
+            ),
+            flush=True,
+        )
         model = r.model.to(device)
         y, pred, _ = evaluation.predictions(model, data, split, "edit_discovery", cfg, 256, device)
         errors = locate.select_errors(y, pred, p["max_edits"])
-        pos = editing.stats_positions(len(split.indices["ft_train"]), p["projection_samples"], p["seed"])
+        pos = editing.stats_positions(
+            len(split.indices["ft_train"]), p["projection_samples"], p["seed"]
+        )
         es = editing.edit_data(data, split, pos, errors)
         layers = list(range(len(model.blocks) - 3, len(model.blocks)))
         ed = editing.AlphaEdit(layers, cache_dir=tmp, cache_key={"gpu_check": True})
         first = ed.edit(model, cfg, es, device)  # computes the statistics
         second = ed.edit(model, cfg, es, device)  # finds them cached
-        print(json.dumps({"check": "alphaedit_vit_base_224", "device": str(device), "layers": layers,
-                          "key_dim": model.blocks[-1].mlp.fc2.in_features, "n_edits": int(len(errors)),
-                          "stats_samples": int(len(pos)), "stats_seconds": round(first.info["stats_seconds"], 2),
-                          "edit_seconds_cached_stats": round(second.info["edit_seconds"], 2),
-                          "fix_rate": float(second.log.fixed.mean()) if len(second.log) else None}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "check": "alphaedit_vit_base_224",
+                    "device": str(device),
+                    "layers": layers,
+                    "key_dim": model.blocks[-1].mlp.fc2.in_features,
+                    "n_edits": int(len(errors)),
+                    "stats_samples": int(len(pos)),
+                    "stats_seconds": round(first.info["stats_seconds"], 2),
+                    "edit_seconds_cached_stats": round(second.info["edit_seconds"], 2),
+                    "fix_rate": float(second.log.fixed.mean()) if len(second.log) else None,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -75,13 +75,20 @@ def synthetic_data(n_train=120, n_val=40, n_test=40, n_classes=3, seed=0) -> Dat
         y = np.arange(k) % n_classes
         x = rng.integers(0, 90, (k, 28, 28, 3)).astype(np.uint8)
         for i, c in enumerate(y):
-            x[i, :, c * 9:(c + 1) * 9] += 120
+            x[i, :, c * 9 : (c + 1) * 9] += 120
         return x, y.astype(np.int64)
 
     parts = {s: make(k) for s, k in zip(("train", "val", "test"), (n_train, n_val, n_test))}
-    info = DatasetInfo("toy", "medmnist", "multi-class", 3, tuple(f"c{i}" for i in range(n_classes)))
-    return Data(info, {s: v[0] for s, v in parts.items()}, {s: v[1] for s, v in parts.items()},
-                Path("/toy.npz"), "0" * 32)
+    info = DatasetInfo(
+        "toy", "medmnist", "multi-class", 3, tuple(f"c{i}" for i in range(n_classes))
+    )
+    return Data(
+        info,
+        {s: v[0] for s, v in parts.items()},
+        {s: v[1] for s, v in parts.items()},
+        Path("/toy.npz"),
+        "0" * 32,
+    )
 
 
 def tiny_vit(n_images: int):
@@ -106,8 +113,20 @@ def toy_params(checkpoint_dir, **kw) -> dict:
     from vitedit import params
 
     p = params.defaults()
-    p.update({"model": "vit_tiny_test", "epochs": 3, "batch_size": 32, "lr": 3e-3, "patience": 0, "seed": 0,
-              "ft_train_ratio": 0.8, "dataset": "toy", "checkpoint_dir": str(checkpoint_dir)}, **kw)
+    p.update(
+        {
+            "model": "vit_tiny_test",
+            "epochs": 3,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "patience": 0,
+            "seed": 0,
+            "ft_train_ratio": 0.8,
+            "dataset": "toy",
+            "checkpoint_dir": str(checkpoint_dir),
+        },
+        **kw,
+    )
     return p
 
 

@@ -9,8 +9,17 @@ from conftest import RETINA_MD5, make_liver, make_npz
 
 def test_known_datasets_cover_the_original_system():
     known = datasets.known_datasets()
-    for name in ["pathmnist", "dermamnist", "retinamnist", "organamnist", "bloodmnist", "tissuemnist",
-                 "liver4", "liver2s", "liver2a"]:
+    for name in [
+        "pathmnist",
+        "dermamnist",
+        "retinamnist",
+        "organamnist",
+        "bloodmnist",
+        "tissuemnist",
+        "liver4",
+        "liver2s",
+        "liver2a",
+    ]:
         assert name in known
     assert datasets.dataset_info("organamnist").n_channels == 1
     assert datasets.dataset_info("pathmnist").n_classes == 9
@@ -24,7 +33,10 @@ def test_unknown_dataset_lists_the_known_ones():
 def test_real_retinamnist_loads_and_checks(retina):
     assert retina.md5 == RETINA_MD5
     assert {s: len(v) for s, v in retina.labels.items()} == {"train": 1080, "val": 120, "test": 400}
-    assert retina.images["train"].shape == (1080, 28, 28, 3) and retina.images["train"].dtype == np.uint8
+    assert (
+        retina.images["train"].shape == (1080, 28, 28, 3)
+        and retina.images["train"].dtype == np.uint8
+    )
     assert retina.info.n_classes == 5 and retina.labels["train"].max() == 4
 
 
@@ -35,7 +47,9 @@ def test_missing_file_names_file_places_and_fix(tmp_path, monkeypatch):
     with pytest.raises(DataError) as e:
         datasets.locate_medmnist("dermamnist", 64, None)
     msg = str(e.value)
-    assert "dermamnist_64.npz" in msg and str(tmp_path / "proj" / "data") in msg and ".medmnist" in msg
+    assert (
+        "dermamnist_64.npz" in msg and str(tmp_path / "proj" / "data") in msg and ".medmnist" in msg
+    )
     assert "--download" in msg
 
 
@@ -58,15 +72,21 @@ def test_md5_mismatch_is_refused(tmp_path):
     f = make_npz(tmp_path / "retinamnist.npz")
     with pytest.raises(DataError, match="MD5"):
         datasets.load_medmnist("retinamnist", 28, str(f))
-    assert datasets.load_medmnist("retinamnist", 28, str(f), verify_md5=False).info.name == "retinamnist"
+    assert (
+        datasets.load_medmnist("retinamnist", 28, str(f), verify_md5=False).info.name
+        == "retinamnist"
+    )
 
 
-@pytest.mark.parametrize("override,match", [
-    ({"val_labels": None}, "lacks the array 'val_labels'"),
-    ({"train_images": np.zeros((40, 32, 32, 3), np.uint8)}, "expected"),
-    ({"test_labels": np.full((12, 1), 9, np.uint8)}, "out of range"),
-    ({"train_labels": np.zeros((39, 1), np.uint8)}, "to match"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"val_labels": None}, "lacks the array 'val_labels'"),
+        ({"train_images": np.zeros((40, 32, 32, 3), np.uint8)}, "expected"),
+        ({"test_labels": np.full((12, 1), 9, np.uint8)}, "out of range"),
+        ({"train_labels": np.zeros((39, 1), np.uint8)}, "to match"),
+    ],
+)
 def test_malformed_files_are_refused(tmp_path, override, match):
     f = make_npz(tmp_path / "retinamnist.npz", **override)
     with pytest.raises(DataError, match=match):
@@ -100,14 +120,18 @@ def test_liver_variants_and_their_split(tmp_path, variant, n_classes):
     assert d.images["train"].dtype == np.float32 and d.images["train"].shape[1:] == (256, 256)
     stage = np.arange(40) % 4
     mapping = np.asarray(datasets.LIVER_VARIANTS[variant][1])
-    assert np.bincount(np.concatenate(list(d.labels.values())), minlength=n_classes).tolist() == \
-        np.bincount(mapping[stage], minlength=n_classes).tolist()
+    assert (
+        np.bincount(np.concatenate(list(d.labels.values())), minlength=n_classes).tolist()
+        == np.bincount(mapping[stage], minlength=n_classes).tolist()
+    )
     again = datasets.load({"dataset": variant, "data_path": str(folder), "liver_split_seed": 0})
     assert np.array_equal(again.images["test"], d.images["test"])
 
 
-@pytest.mark.parametrize("bad,match", [("not_dict", "expected a dict"), ("shape", "expected float32"),
-                                       ("labels", "out of range")])
+@pytest.mark.parametrize(
+    "bad,match",
+    [("not_dict", "expected a dict"), ("shape", "expected float32"), ("labels", "out of range")],
+)
 def test_liver_wrong_format_is_refused(tmp_path, bad, match):
     folder = make_liver(tmp_path / "liver", n=12, bad=bad)
     with pytest.raises(DataError, match=match):

@@ -11,7 +11,9 @@ from conftest import tiny_vit
 def low_rank_keys(d=24, rank=6, n=400, seed=0):
     g = torch.Generator().manual_seed(seed)
     basis = torch.randn(d, rank, generator=g, dtype=torch.float64)
-    return basis @ torch.randn(rank, n, generator=g, dtype=torch.float64)  # (d, n) in a rank-6 subspace
+    return basis @ torch.randn(
+        rank, n, generator=g, dtype=torch.float64
+    )  # (d, n) in a rank-6 subspace
 
 
 def test_projection_is_symmetric_idempotent_and_spans_the_null_space():
@@ -39,17 +41,19 @@ def test_alphaedit_update_leaves_preserved_keys_alone():
     w = torch.randn(out, d, dtype=torch.float64)
     keys = torch.randn(d, 5, dtype=torch.float64)  # new keys, partly outside the preserved span
     resid = torch.randn(out, 5, dtype=torch.float64)
-    dw = editing.alphaedit_update(resid, keys, p, l2=1e-6)
+    dw = editing.alphaedit_update(resid, keys, p, L2=1e-6)
     ratio = (dw @ k0).norm(dim=0) / (w @ k0).norm(dim=0)
     assert ratio.max() <= 1e-3
-    assert (dw @ keys - resid).norm() < (resid.norm())  # and it still moves the edited keys toward the targets
+    assert (dw @ keys - resid).norm() < (
+        resid.norm()
+    )  # and it still moves the edited keys toward the targets
 
 
 def test_memit_update_with_tiny_l2_reaches_the_targets():
     torch.manual_seed(1)
     keys = torch.randn(24, 5, dtype=torch.float64)
     resid = torch.randn(10, 5, dtype=torch.float64)
-    dw = editing.alphaedit_update(resid, keys, torch.eye(24, dtype=torch.float64), l2=1e-10)
+    dw = editing.alphaedit_update(resid, keys, torch.eye(24, dtype=torch.float64), L2=1e-10)
     assert torch.allclose(dw @ keys, resid, atol=1e-6)  # least squares: exact when n <= d
 
 
@@ -58,9 +62,11 @@ def test_sequential_batches_protect_earlier_edits():
     eye = torch.eye(24, dtype=torch.float64)
     k1, r1 = torch.randn(24, 4, dtype=torch.float64), torch.randn(10, 4, dtype=torch.float64)
     k2, r2 = torch.randn(24, 4, dtype=torch.float64), torch.randn(10, 4, dtype=torch.float64)
-    dw1 = editing.alphaedit_update(r1, k1, eye, l2=1e-8)
-    dw2 = editing.alphaedit_update(r2, k2, eye, prev_cov=k1 @ k1.T, l2=1e-8)
-    assert (dw2 @ k1).norm() < 1e-3 * (dw1 @ k1).norm()  # the second batch barely moves the first's keys
+    dw1 = editing.alphaedit_update(r1, k1, eye, L2=1e-8)
+    dw2 = editing.alphaedit_update(r2, k2, eye, prev_cov=k1 @ k1.T, L2=1e-8)
+    assert (dw2 @ k1).norm() < 1e-3 * (
+        dw1 @ k1
+    ).norm()  # the second batch barely moves the first's keys
 
 
 def test_streamed_second_moment_matches_a_direct_computation(toy_model):
@@ -72,17 +78,29 @@ def test_streamed_second_moment_matches_a_direct_computation(toy_model):
     h.remove()
     k = grab[0]
     direct_cls = k[:, 0].T @ k[:, 0] / len(imgs)
-    direct_all = k.reshape(-1, k.shape[-1]).T @ k.reshape(-1, k.shape[-1]) / (k.shape[0] * k.shape[1])
-    for scope, want in (("cls", direct_cls), ("all", direct_all), ("cls+all", direct_cls + direct_all)):
+    direct_all = (
+        k.reshape(-1, k.shape[-1]).T @ k.reshape(-1, k.shape[-1]) / (k.shape[0] * k.shape[1])
+    )
+    for scope, want in (
+        ("cls", direct_cls),
+        ("all", direct_all),
+        ("cls+all", direct_cls + direct_all),
+    ):
         got, n = editing.key_second_moment(m, imgs, cfg, 1, "mlp", scope, batch_size=7)
         assert n == len(imgs) and torch.allclose(got, want, atol=1e-10), scope
 
 
 def test_statistics_are_cached_per_checkpoint_and_samples(tmp_path, toy_model):
     m, cfg, imgs = toy_model
-    a, cached_a = editing.cached_second_moment(m, imgs, cfg, 1, "mlp", "cls", tmp_path, {"ckpt": "x", "pos": [1]})
-    b, cached_b = editing.cached_second_moment(m, imgs, cfg, 1, "mlp", "cls", tmp_path, {"ckpt": "x", "pos": [1]})
-    _, cached_c = editing.cached_second_moment(m, imgs, cfg, 1, "mlp", "cls", tmp_path, {"ckpt": "y", "pos": [1]})
+    a, cached_a = editing.cached_second_moment(
+        m, imgs, cfg, 1, "mlp", "cls", tmp_path, {"ckpt": "x", "pos": [1]}
+    )
+    b, cached_b = editing.cached_second_moment(
+        m, imgs, cfg, 1, "mlp", "cls", tmp_path, {"ckpt": "x", "pos": [1]}
+    )
+    _, cached_c = editing.cached_second_moment(
+        m, imgs, cfg, 1, "mlp", "cls", tmp_path, {"ckpt": "y", "pos": [1]}
+    )
     assert (cached_a, cached_b, cached_c) == (False, True, False) and torch.equal(a, b)
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
@@ -105,7 +123,9 @@ def trained(trained_toy):
 
 
 def edit_set(ft, imgs, labels, positions):
-    return EditData(ft[:60], np.arange(60), imgs[positions], labels[positions], np.asarray(positions))
+    return EditData(
+        ft[:60], np.arange(60), imgs[positions], labels[positions], np.asarray(positions)
+    )
 
 
 def snapshot(model):
@@ -121,7 +141,9 @@ def test_an_edit_flips_a_chosen_error_and_leaves_the_input_model_alone(trained, 
     model, cfg, ft, imgs, labels, wrong = trained
     assert len(wrong) > 0, "the toy model should make some mistakes"
     before = snapshot(model)
-    ed = AlphaEdit([2, 3], null_space=null_space, nullspace_threshold=1e-3, l2=1e-3, v_num_grad_steps=40)
+    ed = AlphaEdit(
+        [2, 3], null_space=null_space, nullspace_threshold=1e-3, L2=1e-3, v_num_grad_steps=40
+    )
     res = ed.edit(model, cfg, edit_set(ft, imgs, labels, wrong[:1]))
     assert same(before, snapshot(model))  # the input model is untouched
     assert bool(res.log.fixed.iloc[0]) and res.log.pred_after.iloc[0] == labels[wrong[0]]
@@ -134,25 +156,46 @@ def test_an_edit_flips_a_chosen_error_and_leaves_the_input_model_alone(trained, 
 
 def test_attention_projection_can_be_edited_too(trained):
     model, cfg, ft, imgs, labels, wrong = trained
-    res = AlphaEdit([3], modules=["mlp", "attn"], nullspace_threshold=1e-3, l2=1e-3).edit(
-        model, cfg, edit_set(ft, imgs, labels, wrong[:2]))
-    changed = {k for k, v in res.model.state_dict().items() if not torch.equal(v, model.state_dict()[k])}
+    res = AlphaEdit([3], edit_modules=["mlp", "attn"], nullspace_threshold=1e-3, L2=1e-3).edit(
+        model, cfg, edit_set(ft, imgs, labels, wrong[:2])
+    )
+    changed = {
+        k for k, v in res.model.state_dict().items() if not torch.equal(v, model.state_dict()[k])
+    }
     assert changed == {"blocks.3.mlp.fc2.weight", "blocks.3.attn.proj.weight"}
 
 
-@pytest.mark.parametrize("editor", [AlphaEdit([1, 2]), AlphaEdit([1], null_space=False), HeadEditor(),
-                                    HeadEditor(closed_form=True)], ids=lambda e: e.name)
+@pytest.mark.parametrize(
+    "editor",
+    [
+        AlphaEdit([1, 2]),
+        AlphaEdit([1], null_space=False),
+        HeadEditor(),
+        HeadEditor(closed_form=True),
+    ],
+    ids=lambda e: e.name,
+)
 def test_editing_zero_errors_returns_the_model_unchanged(trained, editor):
     model, cfg, ft, imgs, labels, _ = trained
     res = editor.edit(model, cfg, edit_set(ft, imgs, labels, np.array([], dtype=int)))
-    assert same(snapshot(model), snapshot(res.model)) and res.log.empty and "no errors" in res.info["message"]
+    assert (
+        same(snapshot(model), snapshot(res.model))
+        and res.log.empty
+        and "no errors" in res.info["message"]
+    )
 
 
 @pytest.mark.parametrize("closed_form", [False, True])
 def test_head_editing_leaves_the_backbone_bit_identical(trained, closed_form):
     model, cfg, ft, imgs, labels, wrong = trained
-    ed = HeadEditor(closed_form=closed_form, head_steps=100, head_lr=0.05, ewc_lambda=1.0, error_weight=50.0,
-                    margin=2.0)
+    ed = HeadEditor(
+        closed_form=closed_form,
+        head_steps=100,
+        head_lr=0.05,
+        ewc_lambda=1.0,
+        head_error_weight=50.0,
+        head_margin=2.0,
+    )
     res = ed.edit(model, cfg, edit_set(ft, imgs, labels, wrong[:3]))
     before, after = snapshot(model), snapshot(res.model)
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("head."))
@@ -166,26 +209,29 @@ def test_fisher_diagonal_matches_brute_force():
     feats = torch.randn(30, 6)
     fw, fb = editing.fisher_diagonal(head, feats)
     bw, bb = torch.zeros_like(head.weight), torch.zeros_like(head.bias)
-    for f in feats:  # E_x E_{y ~ p(y|x)} [grad log p(y|x)^2], per sample, expectation over y exactly
+    for (
+        f
+    ) in feats:  # E_x E_{y ~ p(y|x)} [grad log p(y|x)^2], per sample, expectation over y exactly
         p = torch.softmax(head(f), -1).detach()
         for y in range(4):
             head.zero_grad()
             torch.log_softmax(head(f), -1)[y].backward()
-            bw += p[y] * head.weight.grad ** 2
-            bb += p[y] * head.bias.grad ** 2
+            bw += p[y] * head.weight.grad**2
+            bb += p[y] * head.bias.grad**2
     assert torch.allclose(fw, bw / 30, atol=1e-6) and torch.allclose(fb, bb / 30, atol=1e-6)
     assert (fw > 0).all() and (fb > 0).all()
 
 
 def test_closed_form_keeps_ft_train_logits_when_errors_weigh_nothing():
     torch.manual_seed(4)
-    ed = HeadEditor(closed_form=True, ridge_lambda=1e-6, error_weight=1e-9)
+    ed = HeadEditor(closed_form=True, ridge_lambda=1e-6, head_error_weight=1e-9)
     w0, b0 = torch.randn(3, 5), torch.randn(3)
     fs, fe = torch.randn(40, 5), torch.randn(4, 5)
     w, b = ed._ridge(w0, b0, fs, fe, torch.tensor([0, 1, 2, 0]))
     assert torch.allclose(fs @ w.T + b, fs @ w0.T + b0, atol=1e-4)
-    w, b = HeadEditor(closed_form=True, ridge_lambda=1e-6, error_weight=1e6, margin=1.0)._ridge(
-        w0, b0, fs, fe, torch.tensor([0, 1, 2, 0]))
+    w, b = HeadEditor(
+        closed_form=True, ridge_lambda=1e-6, head_error_weight=1e6, head_margin=1.0
+    )._ridge(w0, b0, fs, fe, torch.tensor([0, 1, 2, 0]))
     assert ((fe @ w.T + b).argmax(1) == torch.tensor([0, 1, 2, 0])).all()
 
 
@@ -201,10 +247,22 @@ def test_edited_checkpoint_is_recorded_in_the_run_and_reloads(tmp_path, trained)
     res = HeadEditor(closed_form=True).edit(model, cfg, edit_set(ft, imgs, labels, wrong[:2]))
     base = tmp_path / "base.pt"
     torch.save({"x": 1}, base)
-    rec = editing.record(tmp_path, res, {"path": str(base), "sha256": train.sha256_file(base)}, {"a": 1},
-                         edit_set(ft, imgs, labels, wrong[:2]))
-    assert rec["checkpoint"].startswith(str(tmp_path / "edited")) and rec["stats_positions"] == list(range(60))
+    rec = editing.record(
+        tmp_path,
+        res,
+        {"path": str(base), "sha256": train.sha256_file(base)},
+        {"a": 1},
+        edit_set(ft, imgs, labels, wrong[:2]),
+    )
+    assert rec["checkpoint"].startswith(str(tmp_path / "edited")) and rec[
+        "stats_positions"
+    ] == list(range(60))
     assert (tmp_path / "edits" / "head_closed_form.json").is_file()
-    other = editing.record(tmp_path, res, {"path": str(base), "sha256": "0" * 64}, {"a": 1},
-                           edit_set(ft, imgs, labels, wrong[:2]))
+    other = editing.record(
+        tmp_path,
+        res,
+        {"path": str(base), "sha256": "0" * 64},
+        {"a": 1},
+        edit_set(ft, imgs, labels, wrong[:2]),
+    )
     assert other["checkpoint"] != rec["checkpoint"]  # another base model never overwrites this one

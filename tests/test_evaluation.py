@@ -10,9 +10,22 @@ from vitedit import baselines, editing, evaluation, models, splits, train
 
 from conftest import synthetic_data, toy_params
 
-SUMMARY_KEYS = ["method", "edit_time_seconds", "duration_seconds", "edit_total_wrong", "edit_num_fixed",
-                "edit_fix_ratio", "test_total", "test_acc_before", "test_acc_after", "test_acc_delta",
-                "test_correct_to_wrong", "test_wrong_to_correct", "proj_stability", "proj_regression_rate"]
+SUMMARY_KEYS = [
+    "method",
+    "edit_time_seconds",
+    "duration_seconds",
+    "edit_total_wrong",
+    "edit_num_fixed",
+    "edit_fix_ratio",
+    "test_total",
+    "test_acc_before",
+    "test_acc_after",
+    "test_acc_delta",
+    "test_correct_to_wrong",
+    "test_wrong_to_correct",
+    "proj_stability",
+    "proj_regression_rate",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +40,15 @@ def setup(trained_toy):
 
 def test_identical_models_change_nothing_and_held_out_excludes_the_statistics(setup):
     p, data, split, model, cfg, errors, stats_pos = setup
-    ev = evaluation.four_level("same", model, model, data, split, errors, stats_pos, cfg, n_boot=100)
+    ev = evaluation.four_level(
+        "same", model, model, data, split, errors, stats_pos, cfg, n_boot=100
+    )
     lv = ev["levels"]
     n_ft = len(split.indices["ft_train"])
-    assert lv["projection_samples"]["heldout_n"] == n_ft - 40 and lv["projection_samples"]["insample_n"] == 40
+    assert (
+        lv["projection_samples"]["heldout_n"] == n_ft - 40
+        and lv["projection_samples"]["insample_n"] == 40
+    )
     assert lv["projection_samples"]["heldout_stability"] == 1.0 and lv["test_set"]["acc_delta"] == 0
     assert lv["test_set"]["mcnemar_p"] == 1.0 and lv["edit_samples"]["num_fixed"] == 0
     assert lv["edit_discovery_set"]["total"] == len(split.indices["edit_discovery"]) - len(errors)
@@ -47,15 +65,34 @@ def test_summary_keeps_the_original_metric_names(setup):
 def test_comparison_files_have_stable_schemas_and_merge_methods(tmp_path, setup):
     p, data, split, model, cfg, errors, stats_pos = setup
     ev = evaluation.four_level("a", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
-    evaluation.write_comparison(tmp_path, {"a": ev}, {"a": evaluation.summary_metrics(ev, 1.0, 1.0)})
+    evaluation.write_comparison(
+        tmp_path, {"a": ev}, {"a": evaluation.summary_metrics(ev, 1.0, 1.0)}
+    )
     ev_b = evaluation.four_level("b", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
-    evaluation.write_comparison(tmp_path, {"b": ev_b}, {"b": evaluation.summary_metrics(ev_b, 1.0, 1.0)})
+    evaluation.write_comparison(
+        tmp_path, {"b": ev_b}, {"b": evaluation.summary_metrics(ev_b, 1.0, 1.0)}
+    )
     test = pd.read_csv(tmp_path / "comparative_evaluation_test_set.csv")
     assert list(test.method) == ["a", "b"]
-    assert list(test.columns) == ["method", "total", "acc_before", "acc_after", "acc_delta", "delta_ci_low",
-                                  "delta_ci_high", "correct_to_wrong", "wrong_to_correct", "mcnemar_p", "stability",
-                                  "f1_macro_before", "f1_macro_after", "auc_before", "auc_after", "same_pair_errors",
-                                  "same_pair_wrong_to_correct"]
+    assert list(test.columns) == [
+        "method",
+        "total",
+        "acc_before",
+        "acc_after",
+        "acc_delta",
+        "delta_ci_low",
+        "delta_ci_high",
+        "correct_to_wrong",
+        "wrong_to_correct",
+        "mcnemar_p",
+        "stability",
+        "f1_macro_before",
+        "f1_macro_after",
+        "auc_before",
+        "auc_after",
+        "same_pair_errors",
+        "same_pair_wrong_to_correct",
+    ]
     cm = pd.read_csv(tmp_path / "confusion_matrix_edit.csv")
     assert list(cm.columns) == ["true", "pred", "count", "method"] and set(cm.method) == {"a", "b"}
     assert set(json.loads((tmp_path / "metrics.json").read_text())["methods"]) == {"a", "b"}
@@ -64,7 +101,10 @@ def test_comparison_files_have_stable_schemas_and_merge_methods(tmp_path, setup)
 def test_baselines_with_nothing_to_train_are_skipped(setup):
     p, data, split, model, cfg, _, stats_pos = setup
     empty = editing.edit_data(data, split, stats_pos, np.array([], dtype=int))
-    for b in (baselines.RetrainBaseline(p, data, split, 1), baselines.FinetuneErrorsBaseline(epochs=1)):
+    for b in (
+        baselines.RetrainBaseline(p, data, split, 1),
+        baselines.FinetuneErrorsBaseline(baseline_epochs=1),
+    ):
         res = b.edit(model, cfg, empty)
         assert res.info["status"] == "skipped" and res.info["reason"] and res.log.empty
 
@@ -82,23 +122,30 @@ def test_finetune_baseline_moves_toward_the_errors_and_leaves_the_input_alone(se
     p, data, split, model, cfg, errors, stats_pos = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
     es = editing.edit_data(data, split, stats_pos, errors)
-    res = baselines.FinetuneErrorsBaseline(lr=1e-2, epochs=20, seed=0).edit(model, cfg, es)
+    res = baselines.FinetuneErrorsBaseline(baseline_lr=1e-2, baseline_epochs=20, seed=0).edit(
+        model, cfg, es
+    )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert res.log.p_true_after.mean() > res.log.p_true_before.mean()
 
 
 def test_the_before_model_is_the_selected_checkpoint_not_the_last_epoch(tmp_path):
-    """Evaluation loads 'before' from the run's checkpoint: the best FT-Val epoch, even when training ran on."""
+    """Evaluation loads 'before' from the run's checkpoint: the best FT-Val epoch, even when
+    training ran on."""
     data = synthetic_data(n_train=150, n_val=45, n_test=45)
     split = splits.make_split(data, 0.8, 0)
     p = toy_params(tmp_path / "ck", epochs=6, lr=0.05, warmup_frac=0.0)
     r = train.fit(p, data, split, progress=False, log=lambda *a: None)
     h = r.history
-    assert r.meta["best_epoch"] < len(h), "this recipe must select an earlier epoch for the test to mean anything"
+    assert r.meta["best_epoch"] < len(h), (
+        "this recipe must select an earlier epoch for the test to mean anything"
+    )
     train.record_in_run(tmp_path, r, split)
     before, _ = train.load_run_model(tmp_path, split)
     cfg = models.get_config("vit_tiny_test")
-    val = train.evaluate(before, split.images(data, "ft_val"), split.labels(data, "ft_val"), cfg, 64, "cpu")
+    val = train.evaluate(
+        before, split.images(data, "ft_val"), split.labels(data, "ft_val"), cfg, 64, "cpu"
+    )
     best = h[h.epoch == r.meta["best_epoch"]].iloc[0]
     last = h.iloc[-1]
     assert val["loss"] == pytest.approx(best.val_loss, rel=1e-5)
@@ -111,14 +158,22 @@ def test_selection_level_is_ft_val_and_matches_direct_transitions(setup):
     other = copy.deepcopy(model)
     with torch.no_grad():
         other.head.bias[0] += 3.0  # push everything toward class 0: FT-Val predictions change
-    ev = evaluation.four_level("biased", model, other, data, split, errors, stats_pos, cfg, n_boot=50)
+    ev = evaluation.four_level(
+        "biased", model, other, data, split, errors, stats_pos, cfg, n_boot=50
+    )
     va = ev["levels"]["val_set"]
     y = split.labels(data, "ft_val")
-    pb = evaluation._probs(model, split.images(data, "ft_val"), cfg, 256, "cpu").argmax(1)
-    pa = evaluation._probs(other, split.images(data, "ft_val"), cfg, 256, "cpu").argmax(1)
+    pb = models.predict_probs(model, split.images(data, "ft_val"), cfg).numpy().argmax(1)
+    pa = models.predict_probs(other, split.images(data, "ft_val"), cfg).numpy().argmax(1)
     t = evaluation.transitions(y, pb, pa)
-    assert va["total"] == len(split.indices["ft_val"]) and va["correct_to_wrong"] + va["wrong_to_correct"] > 0
-    assert va["acc_delta"] == pytest.approx(t["acc_after"] - t["acc_before"]) and va["correct_to_wrong"] == t["correct_to_wrong"]
+    assert (
+        va["total"] == len(split.indices["ft_val"])
+        and va["correct_to_wrong"] + va["wrong_to_correct"] > 0
+    )
+    assert (
+        va["acc_delta"] == pytest.approx(t["acc_after"] - t["acc_before"])
+        and va["correct_to_wrong"] == t["correct_to_wrong"]
+    )
     m = evaluation.summary_metrics(ev, 1.0, 1.0)
     assert m["val_regression_rate"] == pytest.approx(t["regression_rate"])
     assert m["val_net_fixed"] == t["wrong_to_correct"] - t["correct_to_wrong"]
@@ -126,12 +181,19 @@ def test_selection_level_is_ft_val_and_matches_direct_transitions(setup):
 
 
 def test_baseline_summary_csv_is_ok_with_metrics_or_skipped_with_reason(tmp_path):
-    f = baselines.write_summary(tmp_path, "baseline_retrain", {"method": "baseline_retrain", "edit_fix_ratio": 0.5})
+    f = baselines.write_summary(
+        tmp_path, "baseline_retrain", {"method": "baseline_retrain", "edit_fix_ratio": 0.5}
+    )
     assert f.name == "baseline_retrain_summary.csv"
-    assert pd.read_csv(f).to_dict("records") == [{"method": "baseline_retrain", "edit_fix_ratio": 0.5, "status": "ok"}]
+    assert pd.read_csv(f).to_dict("records") == [
+        {"method": "baseline_retrain", "edit_fix_ratio": 0.5, "status": "ok"}
+    ]
     f = baselines.write_summary(tmp_path, "baseline_finetune", reason="no error samples")
     assert f.name == "baseline_finetune_errors_summary.csv"
-    assert pd.read_csv(f).iloc[0].to_dict() == {"method": "baseline_finetune", "status": "skipped",
-                                               "reason": "no error samples"}
+    assert pd.read_csv(f).iloc[0].to_dict() == {
+        "method": "baseline_finetune",
+        "status": "skipped",
+        "reason": "no error samples",
+    }
     with pytest.raises(ValueError):
         baselines.write_summary(tmp_path, "baseline_retrain")

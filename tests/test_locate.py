@@ -71,7 +71,9 @@ def test_tracing_is_deterministic_for_a_seed(tiny):
     a = locate.trace_sample(m, x, rs, noise_for(m, seed=3))
     b = locate.trace_sample(m, x, rs, noise_for(m, seed=3))
     c = locate.trace_sample(m, x, rs, noise_for(m, seed=4))
-    assert torch.equal(a["restored"], b["restored"]) and not torch.equal(a["restored"], c["restored"])
+    assert torch.equal(a["restored"], b["restored"]) and not torch.equal(
+        a["restored"], c["restored"]
+    )
 
 
 def test_windows_follow_rome():
@@ -83,12 +85,15 @@ def test_windows_follow_rome():
     assert [r.layers for r in rs if r.kind == "mlp"][5] == (4, 5, 6)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: locate.restorations(4, ["mlps"]),
-    lambda: locate.restorations(4, ["mlp"], ["token"]),
-    lambda: locate.choose_edit_layers(pd.DataFrame(), 12, edit_layers=[3, 12]),
-    lambda: locate.check_choices([], [], 12, [-1]),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: locate.restorations(4, ["mlps"]),
+        lambda: locate.restorations(4, ["mlp"], ["token"]),
+        lambda: locate.choose_edit_layers(pd.DataFrame(), 12, edit_layers=[3, 12]),
+        lambda: locate.check_choices([], [], 12, [-1]),
+    ],
+)
 def test_invalid_kinds_scopes_and_layers_are_errors(call):
     with pytest.raises(LocateError):
         call()
@@ -101,11 +106,29 @@ def effects(te_by_sample):
         for layer in range(4):
             ie = te * (0.8 if layer == 2 else 0.1 * layer)
             valid = abs(te) >= 0.05
-            rows.append({"sample": s, "official_index": s, "true_label": 0, "pred_label": 1, "layer": layer,
-                         "layers": str(layer), "kind": "mlp", "scope": "all", "p_clean": 0.9, "p_corrupted": 0.9 - te,
-                         "p_restored": 0.9 - te + ie, "ie": ie, "te": te, "te_valid": valid,
-                         "norm_effect": ie / te if valid else np.nan, "p_true_clean": 0.1, "p_true_corrupted": 0.1,
-                         "p_true_restored": 0.1, "ie_true": 0.0})
+            rows.append(
+                {
+                    "sample": s,
+                    "official_index": s,
+                    "true_label": 0,
+                    "pred_label": 1,
+                    "layer": layer,
+                    "layers": str(layer),
+                    "kind": "mlp",
+                    "scope": "all",
+                    "p_clean": 0.9,
+                    "p_corrupted": 0.9 - te,
+                    "p_restored": 0.9 - te + ie,
+                    "ie": ie,
+                    "te": te,
+                    "te_valid": valid,
+                    "norm_effect": ie / te if valid else np.nan,
+                    "p_true_clean": 0.1,
+                    "p_true_corrupted": 0.1,
+                    "p_true_restored": 0.1,
+                    "ie_true": 0.0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -128,7 +151,9 @@ def test_layer_selection_priority():
     assert (off["layers"], off["source"]) == ([1, 2, 3], "default")
     none = locate.choose_edit_layers(locate.layer_statistics(pd.DataFrame()), 12)
     assert none["layers"] == [9, 10, 11] and none["source"] == "default"
-    attn = locate.choose_edit_layers(stats, 4, rank_kind="attn")  # no attn traced: falls back, says why
+    attn = locate.choose_edit_layers(
+        stats, 4, rank_kind="attn"
+    )  # no attn traced: falls back, says why
     assert attn["source"] == "default" and "attn" in attn["reason"]
 
 
@@ -137,8 +162,16 @@ def test_zero_errors_is_a_normal_outcome(tiny, tmp_path):
     y = np.array([0, 1, 2])
     positions = locate.select_errors(y, y.copy(), 50)
     assert positions.size == 0
-    imp = locate.trace_errors(m, cfg, np.zeros((3, 28, 28, 3), np.uint8), y, y, positions,
-                              locate.restorations(4), noise_for(m))
+    imp = locate.trace_errors(
+        m,
+        cfg,
+        np.zeros((3, 28, 28, 3), np.uint8),
+        y,
+        y,
+        positions,
+        locate.restorations(4),
+        noise_for(m),
+    )
     assert imp.empty and list(imp.columns) == locate.IMPORTANCE_COLUMNS
     stats = locate.layer_statistics(imp)
     assert stats.empty and list(stats.columns) == locate.STATISTICS_COLUMNS
@@ -188,17 +221,24 @@ def test_cls_only_last_block_matches_the_full_block(tiny):
     m, _, x = tiny
     assert locate._cls_only_ok(m)
     with torch.no_grad():
-        h = m.norm_pre(m._pos_embed(m.patch_embed(x.expand(3, -1, -1, -1)))) + torch.randn(3, 17, 32)
+        h = m.norm_pre(m._pos_embed(m.patch_embed(x.expand(3, -1, -1, -1)))) + torch.randn(
+            3, 17, 32
+        )
         full = m.blocks[-1](h)[:, :1]
         assert torch.allclose(locate.last_block_cls(m.blocks[-1], h), full, atol=1e-6)
-        assert torch.allclose(locate.forward_from(m, h, 1, cls_only_last=True), locate.forward_from(m, h, 1),
-                              atol=1e-5)
+        assert torch.allclose(
+            locate.forward_from(m, h, 1, cls_only_last=True),
+            locate.forward_from(m, h, 1),
+            atol=1e-5,
+        )
 
 
 def test_corrupted_view_embeds_back_to_the_noise(tiny):
     """The pixel view's patch embedding differs from the clean one by the noise's projection."""
     m, cfg, _ = tiny
-    img = np.random.default_rng(2).integers(60, 200, (28, 28, 3), dtype=np.uint8)  # no clamping at 0 or 1
+    img = np.random.default_rng(2).integers(
+        60, 200, (28, 28, 3), dtype=np.uint8
+    )  # no clamping at 0 or 1
     w = m.patch_embed.proj.weight.reshape(m.embed_dim, -1).double()
     pix = torch.randn(m.patch_embed.num_patches, w.shape[1], dtype=torch.float64) * 0.01
     noise = (pix @ w.T).float()  # a noise that lies in the range of the patch embedding

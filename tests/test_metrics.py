@@ -11,7 +11,9 @@ def test_transitions_on_a_hand_computed_case():
     t = ev.transitions(y, before, after)
     assert (t["correct_to_wrong"], t["wrong_to_correct"]) == (2, 2)
     assert t["stability"] == pytest.approx(2 / 4) and t["regression_rate"] == pytest.approx(2 / 4)
-    assert t["fix_rate"] == pytest.approx(1.0) and t["acc_before"] == t["acc_after"] == pytest.approx(4 / 6)
+    assert t["fix_rate"] == pytest.approx(1.0) and t["acc_before"] == t[
+        "acc_after"
+    ] == pytest.approx(4 / 6)
 
 
 def test_transitions_of_an_all_correct_model():
@@ -25,10 +27,12 @@ def test_mcnemar_exact():
     ca = np.array([1, 0, 0, 0, 0, 1, 0, 1], bool)  # b = 3 (correct->wrong), c = 1
     r = ev.mcnemar_exact(cb, ca)
     # two-sided exact: 2 * P[Bin(4, 1/2) <= 1] = 2 * 5/16
-    assert (r["correct_to_wrong"], r["wrong_to_correct"]) == (3, 1) and r["p_value"] == pytest.approx(10 / 16)
+    assert (r["correct_to_wrong"], r["wrong_to_correct"]) == (3, 1) and r[
+        "p_value"
+    ] == pytest.approx(10 / 16)
     assert ev.mcnemar_exact(cb, cb)["p_value"] == 1.0  # no discordant pair
     many = ev.mcnemar_exact(np.ones(20, bool), np.r_[np.zeros(10, bool), np.ones(10, bool)])
-    assert many["p_value"] == pytest.approx(2 * 0.5 ** 10)
+    assert many["p_value"] == pytest.approx(2 * 0.5**10)
 
 
 def test_bootstrap_ci_brackets_the_observed_change():
@@ -50,16 +54,22 @@ def test_f1_auc_and_per_class_accuracy():
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
     assert ev.auc(y, probs) == 1.0
     assert np.isnan(ev.auc(np.zeros(4, int), probs))
-    assert ev.per_class_accuracy(y, pred, 3)[:2].tolist() == [0.5, 1.0] and np.isnan(ev.per_class_accuracy(y, pred, 3)[2])
+    assert ev.per_class_accuracy(y, pred, 3)[:2].tolist() == [0.5, 1.0] and np.isnan(
+        ev.per_class_accuracy(y, pred, 3)[2]
+    )
     probs3 = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])
-    assert ev.auc(np.array([0, 1, 0]), probs3) == pytest.approx(1.0)  # class 2 absent: OvR over present classes
+    assert ev.auc(np.array([0, 1, 0]), probs3) == pytest.approx(
+        1.0
+    )  # class 2 absent: OvR over present classes
 
 
 def test_seed_aggregation_ignores_missing_values_and_gives_t_intervals():
     import pandas as pd
 
-    tables = {s: pd.DataFrame([{"method": "a", "x": v, "y": w}]) for s, v, w in
-              [(1, 0.1, 1.0), (2, 0.2, np.nan), (3, 0.3, 3.0)]}
+    tables = {
+        s: pd.DataFrame([{"method": "a", "x": v, "y": w}])
+        for s, v, w in [(1, 0.1, 1.0), (2, 0.2, np.nan), (3, 0.3, 3.0)]
+    }
     agg = ev.aggregate_seeds(tables)
     x = agg[agg.metric == "x"].iloc[0]
     assert x["mean"] == pytest.approx(0.2) and x["n"] == 3

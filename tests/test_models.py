@@ -10,7 +10,9 @@ def test_default_model_has_twelve_hookable_blocks():
     m = models.build_model("vit_small_p4_28", 5)
     assert len(m.blocks) == 12
     for blk in m.blocks:
-        assert isinstance(blk.mlp.fc2, torch.nn.Linear) and isinstance(blk.attn.proj, torch.nn.Linear)
+        assert isinstance(blk.mlp.fc2, torch.nn.Linear) and isinstance(
+            blk.attn.proj, torch.nn.Linear
+        )
     seen = []
     h = m.blocks[5].mlp.fc2.register_forward_hook(lambda mod, i, o: seen.append(o.shape))
     m.eval()(torch.zeros(2, 3, 28, 28))
@@ -21,7 +23,9 @@ def test_default_model_has_twelve_hookable_blocks():
 
 def test_vit_base_config_builds_without_weights():
     m = models.build_model("vit_base_patch16_224", 9, pretrained=False)
-    assert len(m.blocks) == 12 and m.blocks[0].mlp.fc2.in_features == 3072 and m.head.out_features == 9
+    assert (
+        len(m.blocks) == 12 and m.blocks[0].mlp.fc2.in_features == 3072 and m.head.out_features == 9
+    )
 
 
 def test_unknown_config():
@@ -34,7 +38,9 @@ def test_unreachable_pretrained_weights_give_a_clear_error(monkeypatch):
     with pytest.raises(ModelError, match="weights_path"):
         models.build_model("vit_base_patch16_224", 5, pretrained=True)
     with pytest.raises(ModelError, match="does not exist"):
-        models.build_model("vit_base_patch16_224", 5, pretrained=True, weights_path="/nonexistent.pth")
+        models.build_model(
+            "vit_base_patch16_224", 5, pretrained=True, weights_path="/nonexistent.pth"
+        )
     with pytest.raises(ModelError, match="pretrained is false"):
         models.build_model("vit_small_p4_28", 5, pretrained=False, weights_path="/x.pth")
 

@@ -54,7 +54,10 @@ def test_altered_index_file_is_detected(tmp_path, retina):
     s = splits.make_split(retina, 0.9, 3)
     splits.save(s, tmp_path, retina)
     idx = dict(np.load(tmp_path / splits.INDEX_FILE))
-    idx["ft_train"], idx["edit_discovery"] = idx["ft_train"][:-1], np.append(idx["edit_discovery"], idx["ft_train"][-1])
+    idx["ft_train"], idx["edit_discovery"] = (
+        idx["ft_train"][:-1],
+        np.append(idx["edit_discovery"], idx["ft_train"][-1]),
+    )
     np.savez(tmp_path / splits.INDEX_FILE, **idx)
     with pytest.raises(SplitError, match="altered"):
         splits.load(tmp_path)

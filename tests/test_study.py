@@ -1,4 +1,5 @@
 """Integration: the CLI runs notebooks 01-02 through papermill on the real RetinaMNIST file."""
+
 import json
 import os
 import subprocess
@@ -17,15 +18,29 @@ TINY = str(ROOT / "params" / "tiny.yaml")
 
 def vitedit(*args, timeout=900):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "vitedit", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "vitedit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, retina_path):
     tmp = tmp_path_factory.mktemp("study")
-    common = ["--params", TINY, "--runs-dir", tmp / "runs", "--checkpoint-dir", tmp / "ckpt",
-              "--data-path", retina_path]
+    common = [
+        "--params",
+        TINY,
+        "--runs-dir",
+        tmp / "runs",
+        "--checkpoint-dir",
+        tmp / "ckpt",
+        "--data-path",
+        retina_path,
+    ]
     r = vitedit("--stage", "full", "--run-name", "it", *common)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return tmp, common, r
@@ -35,26 +50,82 @@ def test_full_run_writes_every_artifact(study):
     tmp, _, r = study
     run = tmp / "runs" / "it"
     assert f"report: {run / 'index.html'}" in r.stdout
-    for f in ["params.yaml", "split_indices.npz", "split_meta.json", "data_split_info.csv", "training_metrics.csv",
-              "checkpoint.json", "set_accuracy.csv", "status.json", "index.html", "01_split.html", "02_train.html",
-              "notebooks/01_split.ipynb", "notebooks/02_train.ipynb", "figures/class_distribution.png",
-              "figures/examples.png", "figures/training_curves.png", "03_locate.html", "notebooks/03_locate.ipynb",
-              "layer_importance.csv", "layer_statistics.csv", "edit_layers.json", "locate_summary.json",
-              "04_edit_alphaedit.html", "05_edit_head.html", "edit_log.csv", "head_edit_log.csv",
-              "edit_summary.csv", "head_edit_summary.csv", "edits/alphaedit.json", "edits/memit.json",
-              "edits/head.json", "edits/head_closed_form.json", "06_evaluate.html", "07_baselines.html",
-              "comparative_evaluation_edit_samples.csv", "comparative_evaluation_projection_samples.csv",
-              "comparative_evaluation_test_set.csv", "comparative_evaluation_edit_discovery_set.csv",
-              "confusion_matrix_orig.csv", "confusion_matrix_edit.csv", "confusion_matrix.png", "metrics.json",
-              "baseline_retrain_summary.csv", "baseline_finetune_errors_summary.csv"]:
+    for f in [
+        "params.yaml",
+        "split_indices.npz",
+        "split_meta.json",
+        "data_split_info.csv",
+        "training_metrics.csv",
+        "checkpoint.json",
+        "set_accuracy.csv",
+        "status.json",
+        "index.html",
+        "01_split.html",
+        "02_train.html",
+        "notebooks/01_split.ipynb",
+        "notebooks/02_train.ipynb",
+        "figures/class_distribution.png",
+        "figures/examples.png",
+        "figures/training_curves.png",
+        "03_locate.html",
+        "notebooks/03_locate.ipynb",
+        "layer_importance.csv",
+        "layer_statistics.csv",
+        "edit_layers.json",
+        "locate_summary.json",
+        "04_edit_alphaedit.html",
+        "05_edit_head.html",
+        "edit_log.csv",
+        "head_edit_log.csv",
+        "edit_summary.csv",
+        "head_edit_summary.csv",
+        "edits/alphaedit.json",
+        "edits/memit.json",
+        "edits/head.json",
+        "edits/head_closed_form.json",
+        "06_evaluate.html",
+        "07_baselines.html",
+        "comparative_evaluation_edit_samples.csv",
+        "comparative_evaluation_projection_samples.csv",
+        "comparative_evaluation_test_set.csv",
+        "comparative_evaluation_edit_discovery_set.csv",
+        "confusion_matrix_orig.csv",
+        "confusion_matrix_edit.csv",
+        "confusion_matrix.png",
+        "metrics.json",
+        "baseline_retrain_summary.csv",
+        "baseline_finetune_errors_summary.csv",
+    ]:
         assert (run / f).is_file(), f
     p = runs.stored_params(run)
-    assert (p["model"], p["epochs"], p["dataset"], p["run_dir"]) == ("vit_tiny_test", 2, "retinamnist", str(run))
+    assert (p["model"], p["epochs"], p["dataset"], p["run_dir"]) == (
+        "vit_tiny_test",
+        2,
+        "retinamnist",
+        str(run),
+    )
     st = runs.status(run)
-    assert all(st[n]["status"] == "ok" for n in ["01_split", "02_train", "03_locate", "04_edit_alphaedit",
-                                                  "05_edit_head", "06_evaluate", "07_baselines"]), st
+    assert all(
+        st[n]["status"] == "ok"
+        for n in [
+            "01_split",
+            "02_train",
+            "03_locate",
+            "04_edit_alphaedit",
+            "05_edit_head",
+            "06_evaluate",
+            "07_baselines",
+        ]
+    ), st
     metrics = json.loads((run / "metrics.json").read_text())["methods"]
-    assert set(metrics) == {"alphaedit", "memit", "head", "head_closed_form", "baseline_retrain", "baseline_finetune"}
+    assert set(metrics) == {
+        "alphaedit",
+        "memit",
+        "head",
+        "head_closed_form",
+        "baseline_retrain",
+        "baseline_finetune",
+    }
     test_rows = pd.read_csv(run / "comparative_evaluation_test_set.csv")
     assert sorted(test_rows.method) == sorted(metrics) and (test_rows.total == 400).all()
     counts = pd.read_csv(run / "data_split_info.csv")
@@ -64,7 +135,10 @@ def test_full_run_writes_every_artifact(study):
     assert acc["set"].tolist() == ["FT-Train", "Edit-Discovery", "FT-Val", "Test"]
     assert acc["n"].tolist()[2:] == [120, 400]
     ref = json.loads((run / "checkpoint.json").read_text())
-    assert ref["path"].startswith(str(tmp / "ckpt")) and train.sha256_file(ref["path"]) == ref["sha256"]
+    assert (
+        ref["path"].startswith(str(tmp / "ckpt"))
+        and train.sha256_file(ref["path"]) == ref["sha256"]
+    )
     html = (run / "02_train.html").read_text()
     assert "data:image/png;base64" in html and "nb.start(" not in html  # figures in, code input out
     imp = pd.read_csv(run / "layer_importance.csv")
@@ -73,17 +147,37 @@ def test_full_run_writes_every_artifact(study):
     assert set(imp.kind) == {"block", "mlp", "attn"} and set(imp.layer) == {0, 1, 2, 3}
     assert (imp.true_label != imp.pred_label).all()
     stats = pd.read_csv(run / "layer_statistics.csv")
-    assert len(stats) == 3 * 4 and set(stats.columns) >= {"mean", "ci_low", "ci_high", "rank", "n_used"}
+    assert len(stats) == 3 * 4 and set(stats.columns) >= {
+        "mean",
+        "ci_low",
+        "ci_high",
+        "rank",
+        "n_used",
+    }
     choice = json.loads((run / "edit_layers.json").read_text())
     assert choice["source"] in ("tracing", "default") and len(choice["layers"]) == 3
     log = pd.read_csv(run / "edit_log.csv")
-    assert set(log.method) == {"alphaedit", "memit"} and log.groupby("method").size().tolist() == [4, 4]
+    assert set(log.method) == {"alphaedit", "memit"} and log.groupby("method").size().tolist() == [
+        4,
+        4,
+    ]
     assert (log.pred_before != log.true_label).all()  # only errors are edited
-    edits = {m: json.loads((run / "edits" / f"{m}.json").read_text()) for m in ["alphaedit", "memit", "head"]}
-    assert edits["alphaedit"]["base_sha256"] == ref["sha256"] and len(edits["head"]["stats_positions"]) == 64
-    assert edits["alphaedit"]["edited_positions"] == edits["head"]["edited_positions"]  # same errors for all
+    edits = {
+        m: json.loads((run / "edits" / f"{m}.json").read_text())
+        for m in ["alphaedit", "memit", "head"]
+    }
+    assert (
+        edits["alphaedit"]["base_sha256"] == ref["sha256"]
+        and len(edits["head"]["stats_positions"]) == 64
+    )
+    assert (
+        edits["alphaedit"]["edited_positions"] == edits["head"]["edited_positions"]
+    )  # same errors for all
     for rec in edits.values():
-        assert rec["checkpoint"].startswith(str(run / "edited")) and train.sha256_file(rec["checkpoint"]) == rec["sha256"]
+        assert (
+            rec["checkpoint"].startswith(str(run / "edited"))
+            and train.sha256_file(rec["checkpoint"]) == rec["sha256"]
+        )
     summary = pd.read_csv(run / "edit_summary.csv")
     n_ft = json.loads((run / "split_meta.json").read_text())["sizes"]["ft_train"]
     assert (summary.ft_insample_n == 64).all() and (summary.ft_heldout_n == n_ft - 64).all()
@@ -106,21 +200,33 @@ def test_locate_stage_with_explicit_layers(study):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "[02_train]" not in r.stdout
     choice = json.loads((tmp / "runs" / "it" / "edit_layers.json").read_text())
-    assert choice == {"layers": [0, 2], "source": "explicit", "reason": "edit_layers given in the parameters"}
+    assert choice == {
+        "layers": [0, 2],
+        "source": "explicit",
+        "reason": "edit_layers given in the parameters",
+    }
     r = vitedit("--stage", "locate", "--run-name", "it", "--edit-layers", "0", "9", *common)
     assert r.returncode == 2 and "out of range" in r.stderr  # the tiny model has layers 0..3
-    assert json.loads((tmp / "runs" / "it" / "edit_layers.json").read_text()) == choice  # nothing written
+    assert (
+        json.loads((tmp / "runs" / "it" / "edit_layers.json").read_text()) == choice
+    )  # nothing written
 
 
 def test_edit_stage_head_closed_form(study):
     tmp, common, _ = study
-    inherit = common[2:]  # no --params: the run's stored parameters are the base (edit_layers [0, 2] from above)
-    r = vitedit("--stage", "edit", "--run-name", "it", "--edit-method", "head", "--closed-form", *inherit)
+    inherit = common[
+        2:
+    ]  # no --params: the run's stored parameters are the base (edit_layers [0, 2] from above)
+    r = vitedit(
+        "--stage", "edit", "--run-name", "it", "--edit-method", "head", "--closed-form", *inherit
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "[05_edit_head]" in r.stdout and "[04_edit_alphaedit]" not in r.stdout
     log = pd.read_csv(tmp / "runs" / "it" / "head_edit_log.csv")
     assert set(log.method) == {"head_closed_form"}
-    r = vitedit("--stage", "edit", "--run-name", "it", "--edit-method", "memit", "--closed-form", *inherit)
+    r = vitedit(
+        "--stage", "edit", "--run-name", "it", "--edit-method", "memit", "--closed-form", *inherit
+    )
     assert r.returncode == 2 and "--closed-form" in r.stderr
 
 
@@ -130,15 +236,25 @@ def test_changing_the_split_of_an_existing_run_is_refused(study):
     assert r.returncode == 2 and "seed: 42 -> 7" in r.stderr
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--set", "epochz=3"], "unknown parameter 'epochz'"),
-    (["--epochs", "0"], "epochs"),
-    (["--dataset", "nosuchmnist"], "Known datasets"),
-    (["--dataset", "liver4"], "needs data_path"),
-    (["--model", "resnet9"], "unknown model config"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--set", "epochz=3"], "unknown parameter 'epochz'"),
+        (["--epochs", "0"], "epochs"),
+        (["--dataset", "nosuchmnist"], "Known datasets"),
+        (["--dataset", "liver4"], "needs data_path"),
+        (["--model", "resnet9"], "unknown model config"),
+    ],
+)
 def test_bad_input_fails_before_anything_is_written(tmp_path, retina_path, extra, match):
-    args = ["--params", TINY, "--runs-dir", tmp_path / "runs", "--checkpoint-dir", tmp_path / "ckpt"]
+    args = [
+        "--params",
+        TINY,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--checkpoint-dir",
+        tmp_path / "ckpt",
+    ]
     if "--dataset" not in extra:
         args += ["--data-path", retina_path]
     r = vitedit("--stage", "full", *args, *extra)
@@ -148,15 +264,31 @@ def test_bad_input_fails_before_anything_is_written(tmp_path, retina_path, extra
 
 def test_corrupt_data_file_fails_before_anything_is_written(tmp_path):
     f = make_npz(tmp_path / "data" / "retinamnist.npz")
-    r = vitedit("--stage", "data", "--params", TINY, "--runs-dir", tmp_path / "runs", "--data-path", f)
+    r = vitedit(
+        "--stage", "data", "--params", TINY, "--runs-dir", tmp_path / "runs", "--data-path", f
+    )
     assert r.returncode == 2 and "MD5" in r.stderr
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_failing_notebook_is_recorded_as_failed(tmp_path, retina_path):
     # the tiny config has no pretrained weights anywhere: 02 must fail, loudly
-    r = vitedit("--stage", "full", "--params", TINY, "--runs-dir", tmp_path / "runs", "--checkpoint-dir",
-                tmp_path / "ckpt", "--data-path", retina_path, "--run-name", "bad", "--set", "pretrained=true")
+    r = vitedit(
+        "--stage",
+        "full",
+        "--params",
+        TINY,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--checkpoint-dir",
+        tmp_path / "ckpt",
+        "--data-path",
+        retina_path,
+        "--run-name",
+        "bad",
+        "--set",
+        "pretrained=true",
+    )
     assert r.returncode == 1
     st = runs.status(tmp_path / "runs" / "bad")
     assert st["01_split"]["status"] == "ok"
@@ -171,26 +303,64 @@ def test_papermill_directly_refuses_unknown_parameters(tmp_path):
 
     run = tmp_path / "run"
     with pytest.raises(pm.PapermillExecutionError, match="unknown parameter 'sede'"):
-        pm.execute_notebook(str(ROOT / "notebooks" / "01_split.ipynb"), str(tmp_path / "out.ipynb"),
-                            parameters={"sede": 1, "run_dir": str(run)}, cwd=str(ROOT / "notebooks"),
-                            kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(
+            str(ROOT / "notebooks" / "01_split.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"sede": 1, "run_dir": str(run)},
+            cwd=str(ROOT / "notebooks"),
+            kernel_name="python3",
+            progress_bar=False,
+        )
     assert not run.exists()
 
 
 def test_liver_data_runs_through_the_study(tmp_path):
     folder = make_liver(tmp_path / "liver", n=40)
-    r = vitedit("--stage", "full", "--params", TINY, "--dataset", "liver2s", "--data-path", folder, "--runs-dir",
-                tmp_path / "runs", "--checkpoint-dir", tmp_path / "ckpt", "--run-name", "liver")
+    r = vitedit(
+        "--stage",
+        "full",
+        "--params",
+        TINY,
+        "--dataset",
+        "liver2s",
+        "--data-path",
+        folder,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--checkpoint-dir",
+        tmp_path / "ckpt",
+        "--run-name",
+        "liver",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     counts = pd.read_csv(tmp_path / "runs" / "liver" / "data_split_info.csv")
-    assert counts["total"].sum() == 40 and list(counts.columns[2:4]) == ["class_0_F0-F2", "class_1_F3-F4"]
+    assert counts["total"].sum() == 40 and list(counts.columns[2:4]) == [
+        "class_0_F0-F2",
+        "class_1_F3-F4",
+    ]
 
 
 def test_several_seeds_make_one_run_each(tmp_path, retina_path):
-    r = vitedit("--stage", "data", "--params", TINY, "--runs-dir", tmp_path, "--run-name", "multi",
-                "--data-path", retina_path, "--seeds", "1", "2")
+    r = vitedit(
+        "--stage",
+        "data",
+        "--params",
+        TINY,
+        "--runs-dir",
+        tmp_path,
+        "--run-name",
+        "multi",
+        "--data-path",
+        retina_path,
+        "--seeds",
+        "1",
+        "2",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    digests = {json.loads((tmp_path / "multi" / f"seed-{s}" / "split_meta.json").read_text())["digest"] for s in (1, 2)}
+    digests = {
+        json.loads((tmp_path / "multi" / f"seed-{s}" / "split_meta.json").read_text())["digest"]
+        for s in (1, 2)
+    }
     assert len(digests) == 2  # another seed, another split
     assert 'href="seed-1/index.html"' in (tmp_path / "multi" / "index.html").read_text()
     assert (tmp_path / "multi" / "seeds_summary.csv").is_file()

@@ -9,8 +9,18 @@ from vitedit.train import CheckpointError
 
 
 def P(tmp_path, **kw):
-    base = {"model": "vit_tiny_test", "epochs": 3, "batch_size": 32, "checkpoint_dir": str(tmp_path / "ckpt"),
-            "progress": False, "patience": 0, "dataset": "toy", "lr": 3e-3, "seed": 0, "ft_train_ratio": 0.8}
+    base = {
+        "model": "vit_tiny_test",
+        "epochs": 3,
+        "batch_size": 32,
+        "checkpoint_dir": str(tmp_path / "ckpt"),
+        "progress": False,
+        "patience": 0,
+        "dataset": "toy",
+        "lr": 3e-3,
+        "seed": 0,
+        "ft_train_ratio": 0.8,
+    }
     base.update(kw)
     p = params.defaults()
     p.update(base)
@@ -33,7 +43,9 @@ def test_schedule_works_for_any_length(total):
 def test_only_ft_train_reaches_a_training_step(tmp_path, toy):
     s = splits.make_split(toy, 0.8, 0)
     seen = []
-    train.fit(P(tmp_path), toy, s, progress=False, on_batch=lambda pos: seen.append(pos.copy()), log=quiet)
+    train.fit(
+        P(tmp_path), toy, s, progress=False, on_batch=lambda pos: seen.append(pos.copy()), log=quiet
+    )
     seen = np.concatenate(seen)
     assert set(seen.tolist()) == set(s.indices["ft_train"].tolist())
     assert not set(seen.tolist()) & set(s.indices["edit_discovery"].tolist())
@@ -56,9 +68,12 @@ def test_identical_settings_reuse_the_checkpoint_and_others_do_not(tmp_path, toy
     again = train.fit(P(tmp_path), toy, s, False, on_batch=calls.append, log=quiet)
     assert again.reused and not calls and again.checkpoint == first.checkpoint
     names = {first.checkpoint.name}
-    for p, split in [(P(tmp_path, seed=1), splits.make_split(toy, 0.8, 1)),
-                     (P(tmp_path, ft_train_ratio=0.7), splits.make_split(toy, 0.7, 0)),
-                     (P(tmp_path, lr=1e-3), s), (P(tmp_path, epochs=2), s)]:
+    for p, split in [
+        (P(tmp_path, seed=1), splits.make_split(toy, 0.8, 1)),
+        (P(tmp_path, ft_train_ratio=0.7), splits.make_split(toy, 0.7, 0)),
+        (P(tmp_path, lr=1e-3), s),
+        (P(tmp_path, epochs=2), s),
+    ]:
         fields = train.checkpoint_fields(p, toy, split, torch.device("cpu"))
         names.add(train.checkpoint_path(p, fields).name)
     assert len(names) == 5
@@ -72,9 +87,17 @@ def test_selected_model_is_the_best_validation_epoch(tmp_path, toy):
     best = h.loc[h.epoch == r.meta["best_epoch"]].iloc[0]
     from vitedit import models
 
-    ev = train.evaluate(r.model, s.images(toy, "ft_val"), s.labels(toy, "ft_val"),
-                        models.get_config("vit_tiny_test"), 64, "cpu")
-    assert ev["acc"] == pytest.approx(best.val_acc) and ev["loss"] == pytest.approx(best.val_loss, rel=1e-4)
+    ev = train.evaluate(
+        r.model,
+        s.images(toy, "ft_val"),
+        s.labels(toy, "ft_val"),
+        models.get_config("vit_tiny_test"),
+        64,
+        "cpu",
+    )
+    assert ev["acc"] == pytest.approx(best.val_acc) and ev["loss"] == pytest.approx(
+        best.val_loss, rel=1e-4
+    )
     reloaded, meta = train.load_checkpoint(r.checkpoint)
     for k, v in reloaded.state_dict().items():
         assert torch.equal(v, r.model.state_dict()[k])
@@ -103,7 +126,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, toy):
     with pytest.raises(KeyboardInterrupt):
         train.fit(p, toy, s, False, on_batch=crash, log=quiet)
     ckpts = list((tmp_path / "cut" / "ckpt").glob("*.pt"))
-    assert [c.name.endswith(".resume.pt") for c in ckpts] == [True]  # no final checkpoint after a kill
+    assert [c.name.endswith(".resume.pt") for c in ckpts] == [
+        True
+    ]  # no final checkpoint after a kill
     p["resume"] = True
     resumed = train.fit(p, toy, s, False, log=quiet)
     assert len(resumed.history) == 3

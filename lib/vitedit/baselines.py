@@ -6,15 +6,18 @@
 - :class:`FinetuneErrorsBaseline` (baseline 2): continue from the fine-tuned model on the error
   samples only, at ``baseline_lr`` for ``baseline_epochs``.
 
+Their keyword names are the study's parameter names (registered in :mod:`vitedit.methods`).
 A baseline with nothing to train on is *skipped* with its reason (``info["status"]``), never
 reported as a success with empty results.
 """
+
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,14 +26,24 @@ import torch.nn.functional as F
 
 from . import models, paths, train
 from .datasets import Data
-from .editing import LOG_COLUMNS, EditData, EditResult, _log, predict_probs
+from .editing import LOG_COLUMNS, EditData, EditResult, _log
+from .models import predict_probs
 from .splits import Split
 
 
 def _skipped(model, name: str, reason: str) -> EditResult:
-    return EditResult(copy.deepcopy(model), pd.DataFrame(columns=LOG_COLUMNS),
-                      {"method": name, "status": "skipped", "reason": reason, "n_edits": 0,
-                       "edit_seconds": None, "stats_seconds": None})
+    return EditResult(
+        copy.deepcopy(model),
+        pd.DataFrame(columns=LOG_COLUMNS),
+        {
+            "method": name,
+            "status": "skipped",
+            "reason": reason,
+            "n_edits": 0,
+            "edit_seconds": None,
+            "stats_seconds": None,
+        },
+    )
 
 
 def with_errors_in_training(split: Split, error_official_index: np.ndarray) -> Split:
@@ -44,36 +57,59 @@ def with_errors_in_training(split: Split, error_official_index: np.ndarray) -> S
 class RetrainBaseline:
     name = "baseline_retrain"
 
-    def __init__(self, params: Mapping[str, Any], data: Data, split: Split, epochs: int = 10, progress: bool = False):
-        self.params = dict(params, epochs=epochs, resume=False)
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        data: Data,
+        split: Split,
+        baseline_epochs: int = 10,
+        progress: bool = False,
+    ):
+        self.params = dict(params, epochs=baseline_epochs, resume=False)
         self.data, self.split, self.progress = data, split, progress
 
     def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
         if len(data.labels) == 0:
             return _skipped(model, self.name, "no errors to add to the training set")
         if data.official_index is None:
-            raise ValueError("RetrainBaseline needs the errors' official-train positions (EditData.official_index)")
+            raise ValueError(
+                "RetrainBaseline needs the errors' official-train positions (EditData.official_index)"
+            )
         p_before = predict_probs(model, data.images, cfg, device=device)
         split = with_errors_in_training(self.split, np.asarray(data.official_index))
         t0 = time.perf_counter()
-        result = train.fit(self.params, self.data, split, progress=self.progress, log=lambda *a: None)
+        result = train.fit(
+            self.params, self.data, split, progress=self.progress, log=lambda *a: None
+        )
         seconds = time.perf_counter() - t0
         log = _log(p_before, predict_probs(result.model, data.images, cfg, device=device), data)
         log["edit_seconds"] = seconds
-        return EditResult(result.model.to(device).eval(), log,
-                          {"method": self.name, "status": "ok", "n_edits": int(len(data.labels)),
-                           "edit_seconds": seconds, "stats_seconds": 0.0, "epochs": self.params["epochs"],
-                           "checkpoint": str(result.checkpoint), "reused": result.reused,
-                           "best_epoch": result.meta["best_epoch"], "n_train": int(len(split.indices["ft_train"]))})
+        return EditResult(
+            result.model.to(device).eval(),
+            log,
+            {
+                "method": self.name,
+                "status": "ok",
+                "n_edits": int(len(data.labels)),
+                "edit_seconds": seconds,
+                "stats_seconds": 0.0,
+                "epochs": self.params["epochs"],
+                "checkpoint": str(result.checkpoint),
+                "reused": result.reused,
+                "best_epoch": result.meta["best_epoch"],
+                "n_train": int(len(split.indices["ft_train"])),
+            },
+        )
 
 
 class FinetuneErrorsBaseline:
     name = "baseline_finetune"
 
-    def __init__(self, lr: float = 1e-5, epochs: int = 10, batch_size: int = 32, weight_decay: float = 0.0,
-                 seed: int = 0):
-        self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
-        self.weight_decay, self.seed = weight_decay, seed
+    batch_size = 32  # error samples per step (at most max_edits of them)
+    weight_decay = 0.0
+
+    def __init__(self, baseline_lr: float = 1e-5, baseline_epochs: int = 10, seed: int = 0):
+        self.lr, self.epochs, self.seed = baseline_lr, baseline_epochs, seed
 
     def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
         if len(data.labels) == 0:
@@ -100,21 +136,39 @@ class FinetuneErrorsBaseline:
         seconds = time.perf_counter() - t0
         log = _log(p_before, predict_probs(tuned, data.images, cfg, device=device), data)
         log["edit_seconds"] = seconds
-        return EditResult(tuned, log, {"method": self.name, "status": "ok", "n_edits": int(len(y_all)),
-                                       "edit_seconds": seconds, "stats_seconds": 0.0, "epochs": self.epochs,
-                                       "lr": self.lr})
+        return EditResult(
+            tuned,
+            log,
+            {
+                "method": self.name,
+                "status": "ok",
+                "n_edits": int(len(y_all)),
+                "edit_seconds": seconds,
+                "stats_seconds": 0.0,
+                "epochs": self.epochs,
+                "lr": self.lr,
+            },
+        )
 
 
-SUMMARY_FILES = {"baseline_retrain": "baseline_retrain_summary.csv",
-                 "baseline_finetune": "baseline_finetune_errors_summary.csv"}
+SUMMARY_FILES = {
+    "baseline_retrain": "baseline_retrain_summary.csv",
+    "baseline_finetune": "baseline_finetune_errors_summary.csv",
+}
 
 
-def write_summary(run_dir, name: str, metrics: Mapping[str, Any] | None = None, reason: str | None = None):
+def write_summary(
+    run_dir, name: str, metrics: Mapping[str, Any] | None = None, reason: str | None = None
+):
     """The original's per-baseline summary CSV: the baseline's metrics with status ``ok``, or status
     ``skipped`` with its reason (never an empty success)."""
     if (metrics is None) == (reason is None):
         raise ValueError("give the baseline's metrics or the reason it was skipped, not both")
-    row = {**metrics, "status": "ok"} if reason is None else {"method": name, "status": "skipped", "reason": reason}
-    out = Path(run_dir) / SUMMARY_FILES[name]
+    row = (
+        {**metrics, "status": "ok"}
+        if reason is None
+        else {"method": name, "status": "skipped", "reason": reason}
+    )
+    out = Path(run_dir) / SUMMARY_FILES.get(name, f"{name}_summary.csv")
     paths.atomic_write_text(out, pd.DataFrame([row]).to_csv(index=False))
     return out

@@ -8,46 +8,102 @@ given with ``--params`` are layered in order, then options, then ``--set key=val
 Inputs are validated before anything is written; a failed notebook is recorded as failed
 (its partial report is rendered) and the command exits non-zero.
 """
+
 from __future__ import annotations
 
 import argparse
-import os
+import copy
 import sys
-import time
 from pathlib import Path
 
-from . import datasets, nb, paths, report, runs
+from . import datasets, execute, methods, paths, report, runs
 from . import params as params_mod
 
-NOTEBOOKS = list(nb.STAGES)  # the study's order
-STAGE_NOTEBOOK = {"data": "01_split", "train": "02_train", "locate": "03_locate", "edit": "04_edit_alphaedit",
-                  "eval": "06_evaluate", "baseline1": "07_baselines", "baseline2": "07_baselines"}
+NOTEBOOKS = runs.NOTEBOOKS  # the study's order
+STAGE_NOTEBOOK = {
+    "data": "01_split",
+    "train": "02_train",
+    "locate": "03_locate",
+    "edit": None,
+    "eval": "06_evaluate",
+    "baseline1": "07_baselines",
+    "baseline2": "07_baselines",
+}
 STAGES = [*STAGE_NOTEBOOK, "full"]
-BASELINE_OF = {"baseline1": "retrain", "baseline2": "finetune"}
+BASELINE_OF = {
+    "baseline1": "baseline_retrain",
+    "baseline2": "baseline_finetune",
+}  # the original's stage names
 # options that map 1:1 to parameters (option dest -> parameter)
-OPTION_PARAMS = ["dataset", "size", "data_path", "ft_train_ratio", "seed", "model", "epochs", "batch_size",
-                 "lr", "checkpoint_dir", "device", "weights_path", "num_ablations", "max_samples", "edit_layers",
-                 "num_edit_layers", "max_edits", "projection_samples", "nullspace_threshold", "v_lr",
-                 "v_num_grad_steps", "L2", "head_lr", "head_steps", "ewc_lambda", "baseline_epochs", "baseline_lr"]
+OPTION_PARAMS = [
+    "dataset",
+    "size",
+    "data_path",
+    "ft_train_ratio",
+    "seed",
+    "model",
+    "epochs",
+    "batch_size",
+    "lr",
+    "checkpoint_dir",
+    "device",
+    "weights_path",
+    "num_ablations",
+    "max_samples",
+    "edit_layers",
+    "num_edit_layers",
+    "max_edits",
+    "projection_samples",
+    "nullspace_threshold",
+    "v_lr",
+    "v_num_grad_steps",
+    "L2",
+    "head_lr",
+    "head_steps",
+    "ewc_lambda",
+    "baseline_epochs",
+    "baseline_lr",
+]
 FLAG_PARAMS = ["download", "resume", "pin_memory", "no_astra_layers"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="vitedit", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=STAGES, default="full",
-                    help="data: 01_split; train: 02_train; locate: 03_locate; edit: 04 (alphaedit, memit) or 05 "
-                         "(head) by --edit-method; eval: 06; baseline1 / baseline2: 07 (retrain / fine-tune on "
-                         "errors); earlier notebooks not yet done in the run folder run first; full: every notebook")
-    ap.add_argument("--params", action="append", default=[], metavar="YAML",
-                    help="parameter file(s), later ones override earlier (default: params/base.yaml)")
+    ap = argparse.ArgumentParser(
+        prog="vitedit",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--stage",
+        choices=STAGES,
+        default="full",
+        help="data: 01_split; train: 02_train; locate: 03_locate; edit: 04 (alphaedit, memit) or 05 "
+        "(head) by --edit-method; eval: 06; baseline1 / baseline2: 07 (retrain / fine-tune on "
+        "errors); earlier notebooks not yet done in the run folder run first; full: every notebook",
+    )
+    ap.add_argument(
+        "--params",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="parameter file(s), later ones override earlier (default: params/base.yaml)",
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any parameter")
     g = ap.add_argument_group("data")
     g.add_argument("--dataset", help=f"one of: {', '.join(datasets.known_datasets())}")
     g.add_argument("--size", type=int, help="MedMNIST image size (28, 64, 128, 224)")
-    g.add_argument("--data-path", help="data file or folder (liver: folder with imgs.npy, labs.npy)")
-    g.add_argument("--download", action="store_true", default=None, help="allow downloading a missing MedMNIST file")
-    g.add_argument("--ft-train-ratio", type=float, help="share of official train used as FT-Train (0.9)")
+    g.add_argument(
+        "--data-path", help="data file or folder (liver: folder with imgs.npy, labs.npy)"
+    )
+    g.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="allow downloading a missing MedMNIST file",
+    )
+    g.add_argument(
+        "--ft-train-ratio", type=float, help="share of official train used as FT-Train (0.9)"
+    )
     g.add_argument("--seed", type=int, help="seed of the split and of training (42)")
     g = ap.add_argument_group("training")
     g.add_argument("--model", help="model config (vit_small_p4_28, vit_base_patch16_224, ...)")
@@ -55,27 +111,45 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
-    g.add_argument("--resume", action="store_true", default=None, help="continue an interrupted training run")
+    g.add_argument(
+        "--resume", action="store_true", default=None, help="continue an interrupted training run"
+    )
     g.add_argument("--pin-memory", dest="pin_memory", action="store_true", default=None)
     g.add_argument("--no-pin-memory", dest="pin_memory", action="store_false")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
     g = ap.add_argument_group("layer localisation")
     g.add_argument("--num-ablations", type=int, help="noisy copies per traced sample (32)")
     g.add_argument("--max-samples", type=int, help="Edit-Discovery errors to trace (50)")
-    g.add_argument("--edit-layers", type=int, nargs="+", help="layers to edit, e.g. 9 10 11 (highest priority)")
+    g.add_argument(
+        "--edit-layers", type=int, nargs="+", help="layers to edit, e.g. 9 10 11 (highest priority)"
+    )
     g.add_argument("--num-edit-layers", type=int, help="top traced layers to edit (3)")
-    g.add_argument("--no-astra-layers", action="store_true", default=None,
-                   help="ignore the tracing result (edit the last three layers)")
+    g.add_argument(
+        "--no-astra-layers",
+        action="store_true",
+        default=None,
+        help="ignore the tracing result (edit the last three layers)",
+    )
     g = ap.add_argument_group("editing")
-    g.add_argument("--edit-method", choices=["alphaedit", "memit", "head"],
-                   help="--stage edit: which editor (default: alphaedit and memit in 04)")
+    g.add_argument(
+        "--edit-method",
+        choices=methods.names(baselines=False),
+        help="--stage edit: which registered method (default: alphaedit and memit in 04); "
+        "'head' with --closed-form is head_closed_form",
+    )
     g.add_argument("--closed-form", action="store_true", help="head editing in closed form (ridge)")
     g.add_argument("--max-edits", type=int, help="Edit-Discovery errors to edit (30)")
-    g.add_argument("--projection-samples", help="FT-Train samples for the editing statistics (500, or all)")
-    g.add_argument("--nullspace-threshold", type=float, help="eigenvalue threshold of the null space (1e-2)")
+    g.add_argument(
+        "--projection-samples", help="FT-Train samples for the editing statistics (500, or all)"
+    )
+    g.add_argument(
+        "--nullspace-threshold", type=float, help="eigenvalue threshold of the null space (1e-2)"
+    )
     g.add_argument("--v-lr", type=float, help="target-residual learning rate (0.1)")
     g.add_argument("--v-num-grad-steps", type=int, help="target-residual steps (25)")
-    g.add_argument("--L2", dest="L2", type=float, help="ridge term of the AlphaEdit/MEMIT solve (1e-4)")
+    g.add_argument(
+        "--L2", dest="L2", type=float, help="ridge term of the AlphaEdit/MEMIT solve (1e-4)"
+    )
     g.add_argument("--head-lr", type=float, help="head editing learning rate (0.01)")
     g.add_argument("--head-steps", type=int, help="head editing steps (50)")
     g.add_argument("--ewc-lambda", type=float, help="EWC strength (1000)")
@@ -85,12 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("output")
     g.add_argument("--checkpoint-dir", help="folder of fine-tuned checkpoints (checkpoints)")
     g.add_argument("--runs-dir", default=None, help="folder of run folders (reports/runs)")
-    g.add_argument("--run-name", help="name of the run folder (reused across stages); default: a timestamp")
+    g.add_argument(
+        "--run-name", help="name of the run folder (reused across stages); default: a timestamp"
+    )
     g.add_argument("--timestamp", action="store_true", help="append a timestamp to --run-name")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g.add_argument("--seeds", type=int, nargs="+",
-                   help="run the stage once per seed (split, training, noise) in <run>/seed-<s>/ and aggregate "
-                        "metrics.json to mean ± 95%% CI in <run>/seeds_summary.csv")
+    g.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="run the stage once per seed (split, training, noise) in <run>/seed-<s>/ and aggregate "
+        "metrics.json to mean ± 95%% CI in <run>/seeds_summary.csv",
+    )
     return ap
 
 
@@ -104,7 +184,11 @@ def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict
     else:
         layers = [paths.project_root() / "params" / "base.yaml"]
     opts = {k: getattr(args, k) for k in OPTION_PARAMS if getattr(args, k) is not None}
-    for k in ("data_path", "checkpoint_dir", "weights_path"):  # options are relative to the caller's cwd
+    for k in (
+        "data_path",
+        "checkpoint_dir",
+        "weights_path",
+    ):  # options are relative to the caller's cwd
         if opts.get(k):
             opts[k] = str(paths.resolve(opts[k], Path.cwd()))
     for k in FLAG_PARAMS:
@@ -112,141 +196,81 @@ def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict
             opts[k] = getattr(args, k)
     if args.no_progress:
         opts["progress"] = False
-    if args.stage in BASELINE_OF:
-        opts["baseline_methods"] = [BASELINE_OF[args.stage]]
-    if args.edit_method in ("alphaedit", "memit"):
-        opts["edit_methods"] = [args.edit_method]
-    if args.edit_method == "head" or args.closed_form:
-        opts["head_variants"] = ["closed_form"] if args.closed_form else ["gradient"]
+    only = chosen_method(args)
+    if only:  # that method alone in its notebook; the other notebooks keep their methods
+        notebook = methods.get(only).notebook
+        opts["methods"] = [
+            m for m in methods.names() if methods.get(m).notebook != notebook or m == only
+        ]
     layers.append(opts)
     layers.append(dict(params_mod.parse_assignment(s) for s in args.set))
     return params_mod.resolve(*layers)
 
 
-def preflight(p: dict, log=print) -> None:
-    """Everything that can be checked before a run folder exists."""
-    from . import locate, models
-
-    n_layers = models.depth(p["model"])
-    locate.check_choices(p["trace_kinds"], p["trace_scopes"], n_layers, p["edit_layers"] or [])
-    info = datasets.dataset_info(p["dataset"])
-    if info.source == "liver":
-        datasets.load(p, log=log)
-    else:
-        path = datasets.locate_medmnist(p["dataset"], p["size"], p.get("data_path"), p["download"], log=log)
-        datasets.check_medmnist_file(path, p["dataset"], p["size"], p["verify_md5"])
-        import numpy as np
-
-        with np.load(path) as f:
-            for s in datasets.SPLITS:
-                datasets._check_labels(f[f"{s}_labels"], info.n_classes, f"{path} '{s}_labels'")
-        if p["download"] and not p.get("data_path"):
-            p["data_path"] = str(path)  # the notebooks load the file found here, and never download again
+def chosen_method(args: argparse.Namespace) -> str | None:
+    """The one method a call asks for (``--edit-method``, ``--closed-form``, ``--stage baseline1/2``)."""
+    if args.closed_form and args.edit_method not in (None, "head", "head_closed_form"):
+        raise params_mod.ParamError("--closed-form applies to --edit-method head")
+    if args.closed_form:
+        return "head_closed_form"
+    if args.stage in BASELINE_OF:
+        return BASELINE_OF[args.stage]
+    return args.edit_method
 
 
-def notebook_path(name: str) -> Path:
-    return paths.project_root() / "notebooks" / f"{name}.ipynb"
-
-
-def notebook_parameters(name: str) -> list[str]:
-    """Names assigned in the notebook's cell tagged 'parameters'."""
-    import papermill as pm
-
-    return list(pm.inspect_notebook(str(notebook_path(name))))
-
-
-def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
-    """Execute one notebook into the run folder and render its HTML; record the outcome.
-
-    The notebook receives the parameters its parameters cell declares (it fills the rest
-    with the schema's defaults and validates everything itself).
-    """
-    import papermill as pm
-
-    src = notebook_path(name)
-    declared = set(notebook_parameters(name)) | {"run_dir"}
-    p = {k: v for k, v in p.items() if k in declared}
-    out_dir = run_dir / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out_nb, out_html = out_dir / f"{name}.ipynb", run_dir / f"{name}.html"
-    t0 = time.perf_counter()
-    log(f"[{name}] executing {src} -> {out_nb}")
-    try:
-        # the kernel is stopped at once when the last cell is done (a graceful shutdown waits ~2.5 s)
-        pm.execute_notebook(str(src), str(out_nb), parameters=p, kernel_name="python3", cwd=str(src.parent),
-                            progress_bar=p.get("progress", True), log_output=False, shutdown_kernel="immediate")
-    except BaseException as e:  # includes KeyboardInterrupt: never leave 'running' or 'ok' behind
-        msg = _short_error(e)
-        html_link = None
-        if out_nb.is_file():
-            try:
-                report.render_html(out_nb, out_html)
-                html_link = out_html.name
-            except Exception:
-                pass
-        runs.set_status(run_dir, name, "failed", error=msg, notebook=str(out_nb), html=html_link,
-                        seconds=round(time.perf_counter() - t0, 1))
-        report.write_run_index(run_dir)
-        raise
-    report.render_html(out_nb, out_html)
-    st = runs.status(run_dir).get(name, {})
-    if st.get("status") != "ok":  # the notebook must have called run.finish()
-        runs.set_status(run_dir, name, "failed", error="notebook ended without recording success")
-        raise RuntimeError(f"{name} finished without recording success")
-    runs.set_status(run_dir, name, "ok", **{k: v for k, v in st.items() if k not in ("status", "time")},
-                    html=out_html.name, notebook=str(out_nb), seconds=round(time.perf_counter() - t0, 1))
-    log(f"[{name}] ok in {time.perf_counter() - t0:.1f} s; report {out_html}")
-    return out_html
-
-
-def _short_error(e: BaseException) -> str:
-    name = getattr(e, "ename", type(e).__name__)
-    value = getattr(e, "evalue", str(e))
-    return f"{name}: {value}"[:500]
-
-
-def notebooks_to_run(stage: str, status: dict, edit_method: str | None = None) -> list[str]:
+def notebooks_to_run(stage: str, folder: runs.RunFolder, method: str | None = None) -> list[str]:
     """``full``: every notebook; a stage: its notebook, after earlier ones not yet ``ok`` in the run
-    (head editing needs 01-03 only: it shares 04's errors and statistics samples, not its edits)."""
+    (05 and 07 need 01-03 only: they share 04's errors and statistics samples, not its edits)."""
     if stage == "full":
         return list(NOTEBOOKS)
-    target = "05_edit_head" if stage == "edit" and edit_method == "head" else STAGE_NOTEBOOK[stage]
+    target = STAGE_NOTEBOOK[stage] or methods.get(method or "alphaedit").notebook
     before = NOTEBOOKS[: NOTEBOOKS.index(target)]
-    if target in ("05_edit_head", "07_baselines"):  # they share 04's errors, not its edits
-        before = [n for n in before if n not in ("04_edit_alphaedit", "05_edit_head", "06_evaluate")]
-    return [n for n in before if status.get(n, {}).get("status") != "ok"] + [target]
+    if target != "04_edit_alphaedit" and target != methods.EVALUATE_NOTEBOOK:
+        before = [
+            n for n in before if n not in (*methods.EDIT_NOTEBOOKS, methods.EVALUATE_NOTEBOOK)
+        ]
+    return folder.not_ok(before) + [target]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.seeds:
-        return main_seeds(args, argv)
+    return run_seeds(args) if args.seeds else run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """One run folder: the notebooks the stage needs, executed in order; exit code 0, 1 or 2."""
     try:
         runs_dir = paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else runs.RUNS_DIR
-        existing = runs.new_run_dir(runs_dir, args.run_name) if args.run_name and not args.timestamp else None
-        p = resolve_params(args, runs.stored_params(existing) if existing else None)
-        preflight(p)
-        run_dir = existing or runs.new_run_dir(runs_dir, args.run_name, p["dataset"], args.timestamp)
+        existing = (
+            runs.new_run_dir(runs_dir, args.run_name)
+            if args.run_name and not args.timestamp
+            else None
+        )
+        p = resolve_params(args, runs.RunFolder(existing).params if existing else None)
+        execute.preflight(p)
+        run_dir = existing or runs.new_run_dir(
+            runs_dir, args.run_name, p["dataset"], args.timestamp
+        )
         p["run_dir"] = str(run_dir)
-        if args.closed_form and args.edit_method not in (None, "head"):
-            raise params_mod.ParamError("--closed-form applies to --edit-method head")
-        todo = notebooks_to_run(args.stage, runs.status(run_dir),
-                                "head" if args.edit_method == "head" or args.closed_form else None)
+        folder = runs.RunFolder(run_dir)
+        todo = notebooks_to_run(args.stage, folder, chosen_method(args))
         for name in todo:
-            runs.check_compatible(run_dir, p, nb._frozen_stages(name))
+            folder.check_compatible(p, name)
     except (params_mod.ParamError, datasets.DataError, runs.RunError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     print(f"run folder: {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if runs.stored_params(run_dir) is None:
-        runs.write_params(run_dir, p)
+    if folder.params is None:
+        folder.write_params(p)
     try:
         for name in todo:
-            run_notebook(name, run_dir, p)
+            execute.run_notebook(name, run_dir, p)
     except Exception as e:
-        print(f"error: stage failed: {_short_error(e)}\nsee {run_dir / 'index.html'}", file=sys.stderr)
+        print(
+            f"error: stage failed: {execute.short_error(e)}\nsee {run_dir / 'index.html'}",
+            file=sys.stderr,
+        )
         return 1
     index = report.write_run_index(run_dir)
     _update_reports_index(run_dir)
@@ -261,33 +285,38 @@ def _update_reports_index(run_dir: Path) -> None:
         report.write_reports_index(reports)
 
 
-def main_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
+def run_seeds(args: argparse.Namespace) -> int:
     """One complete run per seed under a parent folder, then the statistics across seeds."""
+    # lazy: evaluation imports torch, timm and scikit-learn (about 5 s on 2 cores), which
+    # `vitedit --help` and refused parameters do not need
     from . import evaluation
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    i = argv.index("--seeds")
-    j = i + 1
-    while j < len(argv) and not argv[j].startswith("--"):
-        j += 1
-    base = argv[:i] + argv[j:]
-    for flag in ("--run-name", "--runs-dir", "--seed"):
-        if flag in base:
-            k = base.index(flag)
-            del base[k:k + 2]
-    runs_dir = paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else paths.resolve(runs.RUNS_DIR)
+    runs_dir = (
+        paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else paths.resolve(runs.RUNS_DIR)
+    )
     parent = runs.new_run_dir(runs_dir, args.run_name or f"seeds_{runs.timestamp()}")
     parent.mkdir(parents=True, exist_ok=True)
     codes = {}
     for seed in args.seeds:
         print(f"=== seed {seed} ===")
-        codes[seed] = main(base + ["--seed", str(seed), "--runs-dir", str(parent), "--run-name", f"seed-{seed}"])
+        one = copy.copy(args)
+        one.seeds, one.seed, one.runs_dir, one.run_name, one.timestamp = (
+            None,
+            seed,
+            str(parent),
+            f"seed-{seed}",
+            False,
+        )
+        codes[seed] = run(one)
     tables = {s: evaluation.load_metrics(parent / f"seed-{s}") for s, c in codes.items() if c == 0}
     agg = evaluation.aggregate_seeds(tables)
     agg.to_csv(parent / "seeds_summary.csv", index=False)
     report.write_seeds_index(parent, codes, evaluation.seeds_table(agg) if len(agg) else None)
     failed = [s for s, c in codes.items() if c != 0]
-    print(f"seeds summary: {parent / 'seeds_summary.csv'}" + (f" (failed seeds: {failed})" if failed else ""))
+    print(
+        f"seeds summary: {parent / 'seeds_summary.csv'}"
+        + (f" (failed seeds: {failed})" if failed else "")
+    )
     _update_reports_index(parent)
     print(f"report: {parent / 'index.html'}")
     return 1 if failed else 0

@@ -4,15 +4,18 @@ Every loader validates the file (existence, MD5, keys, shapes, label range) and 
 :class:`Data` holding the three *official* splits (train / val / test) as numpy arrays.
 The 4-set protocol is built on top of these by :mod:`vitedit.splits`.
 """
+
 from __future__ import annotations
 
 import functools
-
 import hashlib
+import importlib.util
 import os
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -66,8 +69,6 @@ class Data:
 def _medmnist_info() -> dict[str, dict]:
     """medmnist's dataset metadata (``medmnist.info.INFO``), read without importing the package
     (``import medmnist`` loads its evaluator and costs ~1.5 s in every notebook of a sweep)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("medmnist")
     info_file = Path(next(iter(spec.submodule_search_locations))) / "info.py" if spec else None
     if info_file is not None and info_file.is_file():
@@ -76,6 +77,7 @@ def _medmnist_info() -> dict[str, dict]:
         mod_spec.loader.exec_module(mod)
         info = mod.INFO
     else:  # an unusual install layout: the regular import
+        # lazy: importing medmnist costs ~1.5 s per notebook (see above)
         from medmnist import INFO as info
     return {k: v for k, v in info.items() if not k.endswith("3d")}
 
@@ -88,15 +90,21 @@ def dataset_info(name: str) -> DatasetInfo:
     if name in LIVER_VARIANTS:
         labels, _ = LIVER_VARIANTS[name]
         task = "binary-class" if len(labels) == 2 else "multi-class"
-        return DatasetInfo(name, "liver", task, 1, tuple(labels), "Liver fibrosis ultrasound (MERIT)")
+        return DatasetInfo(
+            name, "liver", task, 1, tuple(labels), "Liver fibrosis ultrasound (MERIT)"
+        )
     info = _medmnist_info().get(name)
     if info is None:
         raise DataError(f"unknown dataset '{name}'. Known datasets: {', '.join(known_datasets())}")
     if info["task"] not in SUPPORTED_TASKS:
-        raise DataError(f"dataset '{name}' has task '{info['task']}'; only {', '.join(SUPPORTED_TASKS)} "
-                        f"are supported (single-label classification)")
+        raise DataError(
+            f"dataset '{name}' has task '{info['task']}'; only {', '.join(SUPPORTED_TASKS)} "
+            f"are supported (single-label classification)"
+        )
     labels = tuple(info["label"][str(i)] for i in range(len(info["label"])))
-    return DatasetInfo(name, "medmnist", info["task"], info["n_channels"], labels, info["description"])
+    return DatasetInfo(
+        name, "medmnist", info["task"], info["n_channels"], labels, info["description"]
+    )
 
 
 # --------------------------------------------------------------------------- locating files
@@ -125,8 +133,9 @@ def expected_md5(name: str, size: int) -> str | None:
     return info.get("MD5" if size == 28 else f"MD5_{size}")
 
 
-def locate_medmnist(name: str, size: int, data_path: str | None = None, download: bool = False,
-                    log=print) -> Path:
+def locate_medmnist(
+    name: str, size: int, data_path: str | None = None, download: bool = False, log=print
+) -> Path:
     """The .npz file of ``name`` at ``size``; downloads only when ``download`` is true."""
     dataset_info(name)
     if size not in MEDMNIST_SIZES:
@@ -136,17 +145,21 @@ def locate_medmnist(name: str, size: int, data_path: str | None = None, download
         p = paths.resolve(data_path)
         if p.is_file():
             return p
-        raise DataError(f"data file {p} does not exist (given as data_path). Fix the path, or leave "
-                        f"data_path empty to search {', '.join(str(r) for r in search_roots()[0:])}.")
+        raise DataError(
+            f"data file {p} does not exist (given as data_path). Fix the path, or leave "
+            f"data_path empty to search {', '.join(str(r) for r in search_roots()[0:])}."
+        )
     roots = search_roots(data_path)
     for root in roots:
         if (root / fname).is_file():
             return root / fname
     if download:
-        target = roots[0] if data_path or os.environ.get(DATA_ENV) else paths.project_root() / "data"
+        target = (
+            roots[0] if data_path or os.environ.get(DATA_ENV) else paths.project_root() / "data"
+        )
         target.mkdir(parents=True, exist_ok=True)
         log(f"{fname} not found locally; downloading it through medmnist into {target} ...")
-        import medmnist
+        import medmnist  # lazy: ~1.5 s, needed only to download
 
         cls = getattr(medmnist, _medmnist_info()[name]["python_class"])
         cls(split="train", root=str(target), size=size, download=True)
@@ -165,8 +178,6 @@ def locate_medmnist(name: str, size: int, data_path: str | None = None, download
 # --------------------------------------------------------------------------- validation
 def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shapes and dtypes of the arrays in an .npz without reading the data."""
-    import zipfile
-
     out = {}
     try:
         with zipfile.ZipFile(path) as z:
@@ -192,64 +203,91 @@ def check_medmnist_file(path: Path, name: str, size: int, verify_md5: bool = Tru
     if verify_md5:
         want = expected_md5(name, size)
         if want and digest != want:
-            raise DataError(f"{path} fails its MD5 check (got {digest}, medmnist expects {want} for "
-                            f"{medmnist_filename(name, size)}): the file is corrupt or another dataset/size. "
-                            f"Download it again, or set verify_md5: false if you know what you are doing.")
+            raise DataError(
+                f"{path} fails its MD5 check (got {digest}, medmnist expects {want} for "
+                f"{medmnist_filename(name, size)}): the file is corrupt or another dataset/size. "
+                f"Download it again, or set verify_md5: false if you know what you are doing."
+            )
     headers = _npz_headers(path)
     for split in SPLITS:
         for kind in ("images", "labels"):
             key = f"{split}_{kind}"
             if key not in headers:
-                raise DataError(f"{path} lacks the array '{key}' (has: {', '.join(sorted(headers))}); "
-                                f"a MedMNIST file holds train/val/test _images and _labels")
+                raise DataError(
+                    f"{path} lacks the array '{key}' (has: {', '.join(sorted(headers))}); "
+                    f"a MedMNIST file holds train/val/test _images and _labels"
+                )
         (ishape, _), (lshape, _) = headers[f"{split}_images"], headers[f"{split}_labels"]
         want_img = (size, size) if info.n_channels == 1 else (size, size, info.n_channels)
         if tuple(ishape[1:]) != want_img:
-            raise DataError(f"{path}: '{split}_images' has shape {ishape}, expected (N, {', '.join(map(str, want_img))}) "
-                            f"for {name} at size {size}")
+            raise DataError(
+                f"{path}: '{split}_images' has shape {ishape}, expected (N, {', '.join(map(str, want_img))}) "
+                f"for {name} at size {size}"
+            )
         if lshape[0] != ishape[0] or (len(lshape) == 2 and lshape[1] != 1) or len(lshape) > 2:
-            raise DataError(f"{path}: '{split}_labels' has shape {lshape}, expected ({ishape[0]}, 1) "
-                            f"to match '{split}_images'")
+            raise DataError(
+                f"{path}: '{split}_labels' has shape {lshape}, expected ({ishape[0]}, 1) "
+                f"to match '{split}_images'"
+            )
     return digest
 
 
-def _check_labels(labels: np.ndarray, n_classes: int, where: str) -> np.ndarray:
+def check_labels(labels: np.ndarray, n_classes: int, where: str) -> np.ndarray:
     labels = np.asarray(labels).reshape(-1)
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         bad = labels[(labels < 0) | (labels >= n_classes)]
-        raise DataError(f"{where}: labels out of range (found {sorted(set(bad.tolist()))[:5]}, "
-                        f"expected 0..{n_classes - 1})")
+        raise DataError(
+            f"{where}: labels out of range (found {sorted(set(bad.tolist()))[:5]}, "
+            f"expected 0..{n_classes - 1})"
+        )
     return labels.astype(np.int64)
 
 
-def load_medmnist(name: str, size: int = 28, data_path: str | None = None, download: bool = False,
-                  verify_md5: bool = True, log=print) -> Data:
+def load_medmnist(
+    name: str,
+    size: int = 28,
+    data_path: str | None = None,
+    download: bool = False,
+    verify_md5: bool = True,
+    log=print,
+) -> Data:
     info = dataset_info(name)
     path = locate_medmnist(name, size, data_path, download, log=log)
     digest = check_medmnist_file(path, name, size, verify_md5)
     with np.load(path) as f:
         images = {s: f[f"{s}_images"] for s in SPLITS}
-        labels = {s: _check_labels(f[f"{s}_labels"], info.n_classes, f"{path} '{s}_labels'") for s in SPLITS}
+        labels = {
+            s: check_labels(f[f"{s}_labels"], info.n_classes, f"{path} '{s}_labels'")
+            for s in SPLITS
+        }
     return Data(info, images, labels, path, digest)
 
 
 # --------------------------------------------------------------------------- liver (MERIT)
 def _liver_image(item: Any, i: int, folder: Path) -> np.ndarray:
     if not isinstance(item, Mapping):
-        raise DataError(f"{folder / 'imgs.npy'}: entry {i} is a {type(item).__name__}, expected a dict holding "
-                        f"one (256, 256, 1) float32 image (MERIT format, e.g. {{'4': array}})")
+        raise DataError(
+            f"{folder / 'imgs.npy'}: entry {i} is a {type(item).__name__}, expected a dict holding "
+            f"one (256, 256, 1) float32 image (MERIT format, e.g. {{'4': array}})"
+        )
     arrays = [v for v in item.values() if isinstance(v, np.ndarray)]
     img = item.get("4") if "4" in item else (arrays[0] if len(arrays) == 1 else None)
     if not isinstance(img, np.ndarray):
-        raise DataError(f"{folder / 'imgs.npy'}: entry {i} has keys {list(item)}; expected one image array "
-                        f"(MERIT stores it under key '4')")
+        raise DataError(
+            f"{folder / 'imgs.npy'}: entry {i} has keys {list(item)}; expected one image array "
+            f"(MERIT stores it under key '4')"
+        )
     if img.ndim != 3 or img.shape[2] != 1 or not np.issubdtype(img.dtype, np.floating):
-        raise DataError(f"{folder / 'imgs.npy'}: entry {i} is {img.dtype} {img.shape}; expected float32 "
-                        f"(H, W, 1), z-scored")
+        raise DataError(
+            f"{folder / 'imgs.npy'}: entry {i} is {img.dtype} {img.shape}; expected float32 "
+            f"(H, W, 1), z-scored"
+        )
     return img[..., 0].astype(np.float32)
 
 
-def stratified_partition(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+def stratified_partition(
+    labels: np.ndarray, fractions: tuple[float, ...], seed: int
+) -> list[np.ndarray]:
     """Split indices class by class into parts of the given fractions (seeded, exact per class)."""
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[] for _ in fractions]
@@ -267,22 +305,28 @@ def stratified_partition(labels: np.ndarray, fractions: tuple[float, ...], seed:
 def load_liver(name: str, data_path: str | None, split_seed: int = 0) -> Data:
     info = dataset_info(name)
     if not data_path:
-        raise DataError(f"dataset {name} needs data_path: the folder holding imgs.npy and labs.npy "
-                        f"(MERIT liver-fibrosis data), e.g. --data-path dataset/")
+        raise DataError(
+            f"dataset {name} needs data_path: the folder holding imgs.npy and labs.npy "
+            f"(MERIT liver-fibrosis data), e.g. --data-path dataset/"
+        )
     folder = paths.resolve(data_path)
     for fname in ("imgs.npy", "labs.npy"):
         if not (folder / fname).is_file():
-            raise DataError(f"liver data file {folder / fname} not found. {name} expects imgs.npy (object array "
-                            f"of dicts with one (256, 256, 1) float32 image) and labs.npy (labels 0-3) in data_path.")
+            raise DataError(
+                f"liver data file {folder / fname} not found. {name} expects imgs.npy (object array "
+                f"of dicts with one (256, 256, 1) float32 image) and labs.npy (labels 0-3) in data_path."
+            )
     try:
         raw_imgs = np.load(folder / "imgs.npy", allow_pickle=True)
         raw_labs = np.load(folder / "labs.npy", allow_pickle=False)
     except (ValueError, OSError) as e:
         raise DataError(f"cannot read liver data in {folder}: {e}") from None
     if raw_imgs.ndim != 1 or raw_imgs.dtype != object:
-        raise DataError(f"{folder / 'imgs.npy'} is {raw_imgs.dtype} {raw_imgs.shape}; expected a 1-D object "
-                        f"array of dicts (MERIT format)")
-    stage = _check_labels(raw_labs, 4, str(folder / "labs.npy"))
+        raise DataError(
+            f"{folder / 'imgs.npy'} is {raw_imgs.dtype} {raw_imgs.shape}; expected a 1-D object "
+            f"array of dicts (MERIT format)"
+        )
+    stage = check_labels(raw_labs, 4, str(folder / "labs.npy"))
     if len(stage) != len(raw_imgs):
         raise DataError(f"{folder}: {len(raw_imgs)} images but {len(stage)} labels")
     imgs = [_liver_image(item, i, folder) for i, item in enumerate(raw_imgs)]
@@ -292,9 +336,16 @@ def load_liver(name: str, data_path: str | None, split_seed: int = 0) -> Data:
     images = np.stack(imgs)
     labels = np.asarray(LIVER_VARIANTS[name][1])[stage]
     parts = stratified_partition(labels, LIVER_FRACTIONS, split_seed)
-    digest = hashlib.md5((md5sum(folder / "imgs.npy") + md5sum(folder / "labs.npy")).encode()).hexdigest()
-    return Data(info, {s: images[p] for s, p in zip(SPLITS, parts)},
-                {s: labels[p] for s, p in zip(SPLITS, parts)}, folder, digest)
+    digest = hashlib.md5(
+        (md5sum(folder / "imgs.npy") + md5sum(folder / "labs.npy")).encode()
+    ).hexdigest()
+    return Data(
+        info,
+        {s: images[p] for s, p in zip(SPLITS, parts)},
+        {s: labels[p] for s, p in zip(SPLITS, parts)},
+        folder,
+        digest,
+    )
 
 
 # --------------------------------------------------------------------------- entry point
@@ -303,5 +354,11 @@ def load(params: Mapping[str, Any], log=print) -> Data:
     name = params["dataset"]
     if name in LIVER_VARIANTS:
         return load_liver(name, params.get("data_path"), params.get("liver_split_seed", 0))
-    return load_medmnist(name, params.get("size", 28), params.get("data_path"), params.get("download", False),
-                         params.get("verify_md5", True), log=log)
+    return load_medmnist(
+        name,
+        params.get("size", 28),
+        params.get("data_path"),
+        params.get("download", False),
+        params.get("verify_md5", True),
+        log=log,
+    )

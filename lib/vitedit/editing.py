@@ -8,18 +8,23 @@ an ``info`` dict (timings, per-layer norms and kept dimensions, the statistics u
 
 - :class:`AlphaEdit` (Fang et al., ICLR 2025): null-space-constrained MEMIT-style update of
   ``blocks[l].mlp.fc2`` (optionally ``blocks[l].attn.proj``) of the chosen layers.
-- ``AlphaEdit(null_space=False)`` is MEMIT: the same update with P = I (the ablation).
+- ``AlphaEdit(null_space=False)``: the same update with P = I (registered as ``memit``; the ablation).
+
+The editors' keyword names are the study's parameter names (``vitedit.params.SCHEMA``); the
+registry (:mod:`vitedit.methods`) builds them from a run's parameters.
 - :class:`HeadEditor`: the classifier head only, by gradient with an EWC penalty, or in
   closed form (ridge with a margin target).
 """
+
 from __future__ import annotations
 
 import copy
-import io
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,12 +32,23 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import models, paths
+from . import models, paths, train
+from .models import predict_probs
+from .params import digest
 
 MODULES = {"mlp": "mlp.fc2", "attn": "attn.proj"}
 TOKEN_SCOPES = ("cls", "all", "cls+all")
-LOG_COLUMNS = ["sample", "official_index", "true_label", "pred_before", "pred_after", "p_true_before",
-               "p_true_after", "fixed", "batch"]
+LOG_COLUMNS = [
+    "sample",
+    "official_index",
+    "true_label",
+    "pred_before",
+    "pred_after",
+    "p_true_before",
+    "p_true_after",
+    "fixed",
+    "batch",
+]
 
 
 class EditError(ValueError):
@@ -42,7 +58,10 @@ class EditError(ValueError):
 @dataclass
 class EditData:
     """What every editor receives. Positions let evaluation tell statistics samples from held-out ones."""
-    stats_images: np.ndarray  # FT-Train images that build the statistics (projection / Fisher / ridge)
+
+    stats_images: (
+        np.ndarray
+    )  # FT-Train images that build the statistics (projection / Fisher / ridge)
     stats_positions: np.ndarray  # their positions in FT-Train
     images: np.ndarray  # errors to fix (Edit-Discovery images)
     labels: np.ndarray  # their true labels
@@ -73,34 +92,44 @@ def module_of(model, layer: int, module: str) -> torch.nn.Linear:
 
 
 # --------------------------------------------------------------------------- shared pieces
-@torch.no_grad()
-def predict_probs(model, images: np.ndarray, cfg, batch_size: int = 256, device="cpu") -> torch.Tensor:
-    if len(images) == 0:
-        return torch.empty(0, model.num_classes)
-    return torch.softmax(models.predict_logits(model, images, cfg, batch_size, device), -1)
-
-
-def _log(pb: torch.Tensor, pa: torch.Tensor, data: EditData, batch_of: np.ndarray | None = None) -> pd.DataFrame:
+def _log(
+    pb: torch.Tensor, pa: torch.Tensor, data: EditData, batch_of: np.ndarray | None = None
+) -> pd.DataFrame:
     """Per edited sample: prediction and true-class probability before (``pb``) and after (``pa``)."""
     y = torch.as_tensor(np.asarray(data.labels, dtype=np.int64))
     n = len(y)
-    return pd.DataFrame({
-        "sample": np.asarray(data.positions, dtype=int),
-        "official_index": np.asarray(data.official_index if data.official_index is not None else data.positions,
-                                     dtype=int),
-        "true_label": y.numpy(), "pred_before": pb.argmax(1).numpy() if n else [],
-        "pred_after": pa.argmax(1).numpy() if n else [],
-        "p_true_before": pb[torch.arange(n), y].numpy() if n else [],
-        "p_true_after": pa[torch.arange(n), y].numpy() if n else [],
-        "fixed": (pa.argmax(1) == y).numpy() if n else [],
-        "batch": batch_of if batch_of is not None else np.zeros(n, dtype=int),
-    }, columns=LOG_COLUMNS)
+    return pd.DataFrame(
+        {
+            "sample": np.asarray(data.positions, dtype=int),
+            "official_index": np.asarray(
+                data.official_index if data.official_index is not None else data.positions,
+                dtype=int,
+            ),
+            "true_label": y.numpy(),
+            "pred_before": pb.argmax(1).numpy() if n else [],
+            "pred_after": pa.argmax(1).numpy() if n else [],
+            "p_true_before": pb[torch.arange(n), y].numpy() if n else [],
+            "p_true_after": pa[torch.arange(n), y].numpy() if n else [],
+            "fixed": (pa.argmax(1) == y).numpy() if n else [],
+            "batch": batch_of if batch_of is not None else np.zeros(n, dtype=int),
+        },
+        columns=LOG_COLUMNS,
+    )
 
 
 # --------------------------------------------------------------------------- statistics
 @torch.no_grad()
-def key_second_moment(model, images: np.ndarray, cfg, layer: int, module: str, scope: str,
-                      batch_size: int = 256, device="cpu", progress: bool = False) -> tuple[torch.Tensor, int]:
+def key_second_moment(
+    model,
+    images: np.ndarray,
+    cfg,
+    layer: int,
+    module: str,
+    scope: str,
+    batch_size: int = 256,
+    device="cpu",
+    progress: bool = False,
+) -> tuple[torch.Tensor, int]:
     """Uncentred second moment E[k kᵀ] (float64) of the inputs of the edited projection, streamed.
 
     ``scope``: ``cls`` (CLS token keys), ``all`` (every token), ``cls+all`` (the sum of both
@@ -108,17 +137,26 @@ def key_second_moment(model, images: np.ndarray, cfg, layer: int, module: str, s
     Returns the moment and the number of images.
     """
     if scope not in TOKEN_SCOPES:
-        raise EditError(f"unknown statistics token scope '{scope}'; choose from {list(TOKEN_SCOPES)}")
+        raise EditError(
+            f"unknown statistics token scope '{scope}'; choose from {list(TOKEN_SCOPES)}"
+        )
     lin = module_of(model, layer, module)
     d = lin.in_features
-    acc = {"cls": torch.zeros(d, d, dtype=torch.float64), "all": torch.zeros(d, d, dtype=torch.float64)}
+    acc = {
+        "cls": torch.zeros(d, d, dtype=torch.float64),
+        "all": torch.zeros(d, d, dtype=torch.float64),
+    }
     count = {"cls": 0, "all": 0}
     grab: dict[str, torch.Tensor] = {}
     h = lin.register_forward_pre_hook(lambda m, args: grab.__setitem__("k", args[0]))
     model.eval()
     try:
-        for sl in tqdm(list(models.iter_batches(len(images), batch_size)), desc=f"keys L{layer} {module}",
-                       disable=not progress, leave=False):
+        for sl in tqdm(
+            list(models.iter_batches(len(images), batch_size)),
+            desc=f"keys L{layer} {module}",
+            disable=not progress,
+            leave=False,
+        ):
             model(models.preprocess(images[sl], cfg, device))
             k = grab["k"].double().cpu()
             if scope in ("cls", "cls+all"):
@@ -138,31 +176,43 @@ def key_second_moment(model, images: np.ndarray, cfg, layer: int, module: str, s
     return moment, len(images)
 
 
-def cached_second_moment(model, images: np.ndarray, cfg, layer: int, module: str, scope: str, cache_dir: Path | None,
-                         key: dict, batch_size: int = 256, device="cpu", progress: bool = False) -> tuple[torch.Tensor, bool]:
+def cached_second_moment(
+    model,
+    images: np.ndarray,
+    cfg,
+    layer: int,
+    module: str,
+    scope: str,
+    cache_dir: Path | None,
+    key: dict,
+    batch_size: int = 256,
+    device="cpu",
+    progress: bool = False,
+) -> tuple[torch.Tensor, bool]:
     """:func:`key_second_moment`, cached on disk under a name that encodes what determined it."""
     if cache_dir is None:
-        return key_second_moment(model, images, cfg, layer, module, scope, batch_size, device, progress)[0], False
-    from .params import digest
-
+        return key_second_moment(
+            model, images, cfg, layer, module, scope, batch_size, device, progress
+        )[0], False
     name = f"moment_L{layer}_{module}_{scope.replace('+', '-')}_n{len(images)}_{digest(key, 16)}.pt"
     path = Path(cache_dir) / name
     if path.is_file():
         return torch.load(path, weights_only=True), True
-    from .train import _lock
-
-    with _lock(path):  # parallel sweep experiments: one computes, the others wait and load it
+    with train.file_lock(
+        path
+    ):  # parallel sweep experiments: one computes, the others wait and load it
         if path.is_file():
             return torch.load(path, weights_only=True), True
-        moment = key_second_moment(model, images, cfg, layer, module, scope, batch_size, device, progress)[0]
-        buf = io.BytesIO()
-        torch.save(moment, buf)
-        paths.atomic_write_bytes(path, buf.getvalue())
+        moment = key_second_moment(
+            model, images, cfg, layer, module, scope, batch_size, device, progress
+        )[0]
+        models.save_atomic(moment, path)
     return moment, False
 
 
-def null_space_projection(moment: torch.Tensor, threshold: float = 1e-2,
-                          relative: float | None = None) -> tuple[torch.Tensor, dict]:
+def null_space_projection(
+    moment: torch.Tensor, threshold: float = 1e-2, relative: float | None = None
+) -> tuple[torch.Tensor, dict]:
     """P = U Uᵀ over the eigenvectors of ``moment`` whose eigenvalues are below ``threshold``, or
     (``relative``) those that together hold the bottom ``relative`` share of the spectrum's energy."""
     evals, evecs = torch.linalg.eigh(moment.double())  # ascending
@@ -173,11 +223,20 @@ def null_space_projection(moment: torch.Tensor, threshold: float = 1e-2,
     else:
         keep = evals < threshold
     u = evecs[:, keep]
-    return u @ u.T, {"kept_dim": int(keep.sum()), "dim": int(len(evals)), "eigenvalues": evals.numpy()}
+    return u @ u.T, {
+        "kept_dim": int(keep.sum()),
+        "dim": int(len(evals)),
+        "eigenvalues": evals.numpy(),
+    }
 
 
-def alphaedit_update(resid: torch.Tensor, keys: torch.Tensor, projection: torch.Tensor,
-                     prev_cov: torch.Tensor | None = None, l2: float = 1e-4) -> torch.Tensor:
+def alphaedit_update(
+    resid: torch.Tensor,
+    keys: torch.Tensor,
+    projection: torch.Tensor,
+    prev_cov: torch.Tensor | None = None,
+    L2: float = 1e-4,
+) -> torch.Tensor:
     """ΔW = R Kᵀ P (K Kᵀ P + Kp Kpᵀ P + L2·I)⁻¹ (AlphaEdit eq. 15), by a linear solve.
 
     ``resid`` R: (out, n), ``keys`` K: (in, n), ``projection`` P: (in, in), ``prev_cov`` Kp Kpᵀ.
@@ -186,7 +245,7 @@ def alphaedit_update(resid: torch.Tensor, keys: torch.Tensor, projection: torch.
     k = keys.double()
     p = projection.double()
     cov = k @ k.T + (prev_cov.double() if prev_cov is not None else 0)
-    a = p @ cov + l2 * torch.eye(k.shape[0], dtype=torch.float64)
+    a = p @ cov + L2 * torch.eye(k.shape[0], dtype=torch.float64)
     x = torch.linalg.solve(a, p @ k @ resid.double().T)
     return x.T
 
@@ -195,31 +254,44 @@ def alphaedit_update(resid: torch.Tensor, keys: torch.Tensor, projection: torch.
 class AlphaEdit:
     """AlphaEdit for ViT classifiers (``null_space=False``: MEMIT)."""
 
-    def __init__(self, layers: Sequence[int], modules: Sequence[str] = ("mlp",), null_space: bool = True,
-                 nullspace_threshold: float = 1e-2, nullspace_relative: float | None = None,
-                 stats_scope: str = "cls+all", l2: float = 1e-4, v_lr: float = 0.1, v_num_grad_steps: int = 25,
-                 v_weight_decay: float = 1e-3, clamp_norm_factor: float = 4.0, edit_batch_size: int | None = None,
-                 cache_dir: Path | None = None, cache_key: dict | None = None, batch_size: int = 256,
-                 progress: bool = False):
-        self.layers = sorted(set(int(l) for l in layers))
-        self.modules = list(modules)
+    def __init__(
+        self,
+        layers: Sequence[int],
+        edit_modules: Sequence[str] = ("mlp",),
+        null_space: bool = True,
+        nullspace_threshold: float = 1e-2,
+        nullspace_relative: float | None = None,
+        stats_scope: str = "cls+all",
+        L2: float = 1e-4,
+        v_lr: float = 0.1,
+        v_num_grad_steps: int = 25,
+        v_weight_decay: float = 1e-3,
+        clamp_norm_factor: float = 4.0,
+        edit_batch_size: int | None = None,
+        cache_dir: Path | None = None,
+        cache_key: dict | None = None,
+        eval_batch_size: int = 256,
+        progress: bool = False,
+    ):
+        self.layers = sorted(set(int(layer) for layer in layers))
+        self.modules = list(edit_modules)
         self.null_space = null_space
         self.nullspace_threshold = nullspace_threshold
         self.nullspace_relative = nullspace_relative
         self.stats_scope = stats_scope
-        self.l2 = l2
+        self.L2 = L2
         self.v_lr, self.v_num_grad_steps = v_lr, v_num_grad_steps
         self.v_weight_decay, self.clamp_norm_factor = v_weight_decay, clamp_norm_factor
         self.edit_batch_size = edit_batch_size
         self.cache_dir, self.cache_key = cache_dir, cache_key or {}
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.progress = eval_batch_size, progress
 
     @property
     def name(self) -> str:
         return "alphaedit" if self.null_space else "memit"
 
     def targets(self) -> list[tuple[int, str]]:
-        return [(l, m) for l in self.layers for m in self.modules]
+        return [(li, m) for li in self.layers for m in self.modules]
 
     # -- statistics
     def projections(self, model, cfg, data: EditData, device) -> tuple[dict, dict]:
@@ -229,24 +301,47 @@ class AlphaEdit:
             d = module_of(model, layer, module).in_features
             if not self.null_space:
                 proj[(layer, module)] = torch.eye(d, dtype=torch.float64)
-                info[f"L{layer}.{module}"] = {"kept_dim": d, "dim": d, "cached": None, "seconds": 0.0}
+                info[f"L{layer}.{module}"] = {
+                    "kept_dim": d,
+                    "dim": d,
+                    "cached": None,
+                    "seconds": 0.0,
+                }
                 continue
             t0 = time.perf_counter()
-            moment, cached = cached_second_moment(model, data.stats_images, cfg, layer, module, self.stats_scope,
-                                                  self.cache_dir, {**self.cache_key, "positions": data.stats_positions.tolist()},
-                                                  self.batch_size, device, self.progress)
-            p, pinfo = null_space_projection(moment, self.nullspace_threshold, self.nullspace_relative)
+            moment, cached = cached_second_moment(
+                model,
+                data.stats_images,
+                cfg,
+                layer,
+                module,
+                self.stats_scope,
+                self.cache_dir,
+                {**self.cache_key, "positions": data.stats_positions.tolist()},
+                self.batch_size,
+                device,
+                self.progress,
+            )
+            p, pinfo = null_space_projection(
+                moment, self.nullspace_threshold, self.nullspace_relative
+            )
             proj[(layer, module)] = p
-            info[f"L{layer}.{module}"] = {"kept_dim": pinfo["kept_dim"], "dim": pinfo["dim"], "cached": cached,
-                                          "seconds": time.perf_counter() - t0,
-                                          "eigenvalues": pinfo["eigenvalues"].tolist()}
+            info[f"L{layer}.{module}"] = {
+                "kept_dim": pinfo["kept_dim"],
+                "dim": pinfo["dim"],
+                "cached": cached,
+                "seconds": time.perf_counter() - t0,
+                "eigenvalues": pinfo["eigenvalues"].tolist(),
+            }
         return proj, info
 
     # -- targets
     def cls_states(self, model, x: torch.Tensor, layer: int) -> torch.Tensor:
         """CLS hidden state at the output of block ``layer`` (n, D)."""
         grab = {}
-        h = model.blocks[layer].register_forward_hook(lambda m, i, o: grab.__setitem__("h", o[:, 0]))
+        h = model.blocks[layer].register_forward_hook(
+            lambda m, i, o: grab.__setitem__("h", o[:, 0])
+        )
         try:
             with torch.no_grad():
                 model(x)
@@ -254,7 +349,9 @@ class AlphaEdit:
             h.remove()
         return grab["h"].detach()
 
-    def target_states(self, model, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def target_states(
+        self, model, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """z = h + δ at the CLS token after the last edited layer, δ optimised so the model predicts y."""
         last = self.layers[-1]
         h0 = self.cls_states(model, x, last)
@@ -270,13 +367,18 @@ class AlphaEdit:
         hook = model.blocks[last].register_forward_hook(add_delta)
         try:
             for _ in range(self.v_num_grad_steps):
-                loss = F.cross_entropy(model(x).float(), y) + self.v_weight_decay * (delta ** 2).sum(1).mean()
+                loss = (
+                    F.cross_entropy(model(x).float(), y)
+                    + self.v_weight_decay * (delta**2).sum(1).mean()
+                )
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 with torch.no_grad():  # clamp ||δ|| relative to the original residual
                     n = delta.norm(dim=1, keepdim=True)
-                    delta.mul_(torch.where(n > max_norm, max_norm / n.clamp_min(1e-12), torch.ones_like(n)))
+                    delta.mul_(
+                        torch.where(n > max_norm, max_norm / n.clamp_min(1e-12), torch.ones_like(n))
+                    )
         finally:
             hook.remove()
         return h0 + delta.detach(), h0
@@ -284,7 +386,9 @@ class AlphaEdit:
     def keys(self, model, x: torch.Tensor, layer: int, module: str) -> torch.Tensor:
         """Inputs of the edited projection at the CLS token (in, n)."""
         grab = {}
-        h = module_of(model, layer, module).register_forward_pre_hook(lambda m, a: grab.__setitem__("k", a[0][:, 0]))
+        h = module_of(model, layer, module).register_forward_pre_hook(
+            lambda m, a: grab.__setitem__("k", a[0][:, 0])
+        )
         try:
             with torch.no_grad():
                 model(x)
@@ -299,11 +403,22 @@ class AlphaEdit:
         for p in edited.parameters():
             p.requires_grad_(False)
         n = len(data.labels)
-        info: dict[str, Any] = {"method": self.name, "layers": self.layers, "modules": self.modules,
-                                "n_edits": n, "stats_samples": int(len(data.stats_images))}
+        info: dict[str, Any] = {
+            "method": self.name,
+            "layers": self.layers,
+            "modules": self.modules,
+            "n_edits": n,
+            "stats_samples": int(len(data.stats_images)),
+        }
         if n == 0:
-            info.update({"edit_seconds": 0.0, "stats_seconds": 0.0, "message": "no errors to edit: model unchanged",
-                         "layer_info": {}})
+            info.update(
+                {
+                    "edit_seconds": 0.0,
+                    "stats_seconds": 0.0,
+                    "message": "no errors to edit: model unchanged",
+                    "layer_info": {},
+                }
+            )
             return EditResult(edited, pd.DataFrame(columns=LOG_COLUMNS), info)
         p_before = predict_probs(edited, data.images, cfg, self.batch_size, device)
         t0 = time.perf_counter()
@@ -313,7 +428,7 @@ class AlphaEdit:
         prev_cov = {t: None for t in self.targets()}
         bs = self.edit_batch_size or n
         batch_of = np.arange(n) // bs
-        norms: dict[str, list[float]] = {f"L{l}.{m}": [] for l, m in self.targets()}
+        norms: dict[str, list[float]] = {f"L{li}.{m}": [] for li, m in self.targets()}
         for b in range(int(batch_of.max()) + 1):
             sel = np.flatnonzero(batch_of == b)
             x = models.preprocess(data.images[sel], cfg, device)
@@ -326,30 +441,49 @@ class AlphaEdit:
                 resid = ((z - h_cur) / (len(targets) - i)).T  # (D, n): MEMIT's spreading
                 k = self.keys(edited, x, layer, module)
                 lin = module_of(edited, layer, module)
-                dw = alphaedit_update(resid.cpu(), k.cpu(), proj[(layer, module)], prev_cov[(layer, module)], self.l2)
+                dw = alphaedit_update(
+                    resid.cpu(), k.cpu(), proj[(layer, module)], prev_cov[(layer, module)], self.L2
+                )
                 with torch.no_grad():
                     lin.weight += dw.to(lin.weight.dtype).to(device)
                 kc = k.double().cpu()
-                prev_cov[(layer, module)] = (prev_cov[(layer, module)] if prev_cov[(layer, module)] is not None
-                                             else 0) + kc @ kc.T
+                prev_cov[(layer, module)] = (
+                    prev_cov[(layer, module)] if prev_cov[(layer, module)] is not None else 0
+                ) + kc @ kc.T
                 norms[f"L{layer}.{module}"].append(float(dw.norm()))
         edit_seconds = time.perf_counter() - t1
         for key, v in norms.items():
             layer_info[key]["update_norm"] = float(np.sqrt(np.sum(np.square(v))))
-            layer_info[key]["weight_norm"] = float(module_of(model, int(key[1:].split(".")[0]),
-                                                             key.split(".")[1]).weight.detach().norm())
-        log = _log(p_before, predict_probs(edited, data.images, cfg, self.batch_size, device), data, batch_of)
+            layer_info[key]["weight_norm"] = float(
+                module_of(model, int(key[1:].split(".")[0]), key.split(".")[1])
+                .weight.detach()
+                .norm()
+            )
+        log = _log(
+            p_before,
+            predict_probs(edited, data.images, cfg, self.batch_size, device),
+            data,
+            batch_of,
+        )
         for key, v in norms.items():
             log[f"update_norm_{key}"] = float(np.sqrt(np.sum(np.square(v))))
         log["edit_seconds"] = edit_seconds
-        info.update({"edit_seconds": edit_seconds, "stats_seconds": stats_seconds, "layer_info": layer_info,
-                     "n_batches": int(batch_of.max()) + 1})
+        info.update(
+            {
+                "edit_seconds": edit_seconds,
+                "stats_seconds": stats_seconds,
+                "layer_info": layer_info,
+                "n_batches": int(batch_of.max()) + 1,
+            }
+        )
         return EditResult(edited, log, info)
 
 
 # --------------------------------------------------------------------------- head editing
 @torch.no_grad()
-def head_features(model, images: np.ndarray, cfg, batch_size: int = 256, device="cpu") -> torch.Tensor:
+def head_features(
+    model, images: np.ndarray, cfg, batch_size: int = 256, device="cpu"
+) -> torch.Tensor:
     """Pre-logit features (what ``model.head`` reads), float32 on the CPU."""
     model.eval()
     out = []
@@ -359,7 +493,9 @@ def head_features(model, images: np.ndarray, cfg, batch_size: int = 256, device=
     return torch.cat(out) if out else torch.empty(0, model.head.in_features)
 
 
-def fisher_diagonal(head: torch.nn.Linear, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fisher_diagonal(
+    head: torch.nn.Linear, feats: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Diagonal Fisher of a linear softmax head under its own predictive distribution.
 
     F = E_x E_{y~p(.|x)} [(∂ log p(y|x) / ∂θ)²], from per-sample gradients (not squared batch means).
@@ -377,13 +513,25 @@ def fisher_diagonal(head: torch.nn.Linear, feats: torch.Tensor) -> tuple[torch.T
 class HeadEditor:
     """Edit the classifier head only: ``gradient`` (EWC-regularised) or ``closed_form`` (ridge)."""
 
-    def __init__(self, closed_form: bool = False, head_lr: float = 0.01, head_steps: int = 50,
-                 ewc_lambda: float = 1000.0, ridge_lambda: float = 1.0, margin: float = 1.0,
-                 error_weight: float = 10.0, batch_size: int = 256):
+    def __init__(
+        self,
+        closed_form: bool = False,
+        head_lr: float = 0.01,
+        head_steps: int = 50,
+        ewc_lambda: float = 1000.0,
+        ridge_lambda: float = 1.0,
+        head_margin: float = 1.0,
+        head_error_weight: float = 10.0,
+        eval_batch_size: int = 256,
+    ):
         self.closed_form = closed_form
         self.head_lr, self.head_steps, self.ewc_lambda = head_lr, head_steps, ewc_lambda
-        self.ridge_lambda, self.margin, self.error_weight = ridge_lambda, margin, error_weight
-        self.batch_size = batch_size
+        self.ridge_lambda, self.margin, self.error_weight = (
+            ridge_lambda,
+            head_margin,
+            head_error_weight,
+        )
+        self.batch_size = eval_batch_size
 
     @property
     def name(self) -> str:
@@ -393,10 +541,20 @@ class HeadEditor:
         device = torch.device(device)
         edited = copy.deepcopy(model).to(device).eval()
         n = len(data.labels)
-        info: dict[str, Any] = {"method": self.name, "n_edits": n, "stats_samples": int(len(data.stats_images)),
-                                "params_changed": int(edited.head.weight.numel() + edited.head.bias.numel())}
+        info: dict[str, Any] = {
+            "method": self.name,
+            "n_edits": n,
+            "stats_samples": int(len(data.stats_images)),
+            "params_changed": int(edited.head.weight.numel() + edited.head.bias.numel()),
+        }
         if n == 0:
-            info.update({"edit_seconds": 0.0, "stats_seconds": 0.0, "message": "no errors to edit: model unchanged"})
+            info.update(
+                {
+                    "edit_seconds": 0.0,
+                    "stats_seconds": 0.0,
+                    "message": "no errors to edit: model unchanged",
+                }
+            )
             return EditResult(edited, pd.DataFrame(columns=LOG_COLUMNS), info)
         p_before = predict_probs(edited, data.images, cfg, self.batch_size, device)
         t0 = time.perf_counter()
@@ -420,8 +578,14 @@ class HeadEditor:
             edited.head.bias.copy_(b)
         edited.to(device)
         edit_seconds = time.perf_counter() - t1
-        info.update({"edit_seconds": edit_seconds, "stats_seconds": stats_seconds,
-                     "update_norm_weight": float((w - w0).norm()), "update_norm_bias": float((b - b0).norm())})
+        info.update(
+            {
+                "edit_seconds": edit_seconds,
+                "stats_seconds": stats_seconds,
+                "update_norm_weight": float((w - w0).norm()),
+                "update_norm_bias": float((b - b0).norm()),
+            }
+        )
         log = _log(p_before, predict_probs(edited, data.images, cfg, self.batch_size, device), data)
         log["update_norm_head"] = float(torch.cat([(w - w0).ravel(), b - b0]).norm())
         log["edit_seconds"] = edit_seconds
@@ -453,7 +617,11 @@ class HeadEditor:
         other = t.clone()
         other[rows, y] = -torch.inf
         t[rows, y] = torch.maximum(t[rows, y], other.max(1).values + self.margin)
-        a = x.T @ x + self.error_weight * xe.T @ xe + self.ridge_lambda * torch.eye(x.shape[1], dtype=torch.float64)
+        a = (
+            x.T @ x
+            + self.error_weight * xe.T @ xe
+            + self.ridge_lambda * torch.eye(x.shape[1], dtype=torch.float64)
+        )
         rhs = x.T @ logits_keep + self.error_weight * xe.T @ t + self.ridge_lambda * theta0
         theta = torch.linalg.solve(a, rhs)
         return theta[:-1].T.float().contiguous(), theta[-1].float().contiguous()
@@ -462,14 +630,16 @@ class HeadEditor:
 # --------------------------------------------------------------------------- edited checkpoints
 def save_edited(run_dir: Path, result: EditResult, base_sha256: str, settings: dict) -> Path:
     """``<run>/edited/<method>_<hash>.pt``: the hash covers the base checkpoint and the settings."""
-    from .params import digest
-
     key = {"base": base_sha256, "method": result.info["method"], "settings": settings}
     path = Path(run_dir) / "edited" / f"{result.info['method']}_{digest(key)}.pt"
-    buf = io.BytesIO()
-    torch.save({"state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()}, "key": key,
-                "info": {k: v for k, v in result.info.items() if k != "layer_info"}}, buf)
-    paths.atomic_write_bytes(path, buf.getvalue())
+    models.save_atomic(
+        {
+            "state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()},
+            "key": key,
+            "info": {k: v for k, v in result.info.items() if k != "layer_info"},
+        },
+        path,
+    )
     return path
 
 
@@ -477,49 +647,65 @@ def save_edited(run_dir: Path, result: EditResult, base_sha256: str, settings: d
 EDITS_DIR = "edits"
 
 
-def edit_data(data, split, ft_positions_for_stats: np.ndarray, error_positions: np.ndarray) -> EditData:
+def edit_data(
+    data, split, ft_positions_for_stats: np.ndarray, error_positions: np.ndarray
+) -> EditData:
     """The editors' input from the 4-set protocol: statistics from FT-Train, errors from Edit-Discovery."""
     ft = split.images(data, "ft_train")
-    ed_images, ed_labels = split.images(data, "edit_discovery"), split.labels(data, "edit_discovery")
-    return EditData(ft[ft_positions_for_stats], np.asarray(ft_positions_for_stats), ed_images[error_positions],
-                    ed_labels[error_positions], np.asarray(error_positions),
-                    split.indices["edit_discovery"][error_positions])
+    ed_images, ed_labels = (
+        split.images(data, "edit_discovery"),
+        split.labels(data, "edit_discovery"),
+    )
+    return EditData(
+        ft[ft_positions_for_stats],
+        np.asarray(ft_positions_for_stats),
+        ed_images[error_positions],
+        ed_labels[error_positions],
+        np.asarray(error_positions),
+        split.indices["edit_discovery"][error_positions],
+    )
 
 
-def record(run_dir: Path, result: EditResult, base_ref: dict, settings: dict, data: EditData) -> dict:
+def record(
+    run_dir: Path, result: EditResult, base_ref: dict, settings: dict, data: EditData
+) -> dict:
     """Save the edited checkpoint in the run folder and ``edits/<method>.json`` describing it:
     the base checkpoint (sha256), settings, info, which FT-Train samples built the statistics and
     which Edit-Discovery samples were edited (evaluation holds the rest out)."""
-    import json
-
     ckpt = save_edited(run_dir, result, base_ref["sha256"], settings)
-    from .train import sha256_file
-
-    rec = {"method": result.info["method"], "checkpoint": str(ckpt), "sha256": sha256_file(ckpt),
-           "base_checkpoint": base_ref["path"], "base_sha256": base_ref["sha256"], "settings": settings,
-           "info": {k: v for k, v in result.info.items() if k != "layer_info"},
-           "layer_info": {k: {kk: vv for kk, vv in v.items() if kk != "eigenvalues"}
-                          for k, v in result.info.get("layer_info", {}).items()},
-           "stats_positions": np.asarray(data.stats_positions).tolist(),
-           "edited_positions": np.asarray(data.positions).tolist()}
-    paths.atomic_write_text(Path(run_dir) / EDITS_DIR / f"{result.info['method']}.json",
-                            json.dumps(rec, indent=2, default=float))
+    rec = {
+        "method": result.info["method"],
+        "checkpoint": str(ckpt),
+        "sha256": paths.file_hash(ckpt),
+        "base_checkpoint": base_ref["path"],
+        "base_sha256": base_ref["sha256"],
+        "settings": settings,
+        "info": {k: v for k, v in result.info.items() if k != "layer_info"},
+        "layer_info": {
+            k: {kk: vv for kk, vv in v.items() if kk != "eigenvalues"}
+            for k, v in result.info.get("layer_info", {}).items()
+        },
+        "stats_positions": np.asarray(data.stats_positions).tolist(),
+        "edited_positions": np.asarray(data.positions).tolist(),
+    }
+    paths.atomic_write_text(
+        Path(run_dir) / EDITS_DIR / f"{result.info['method']}.json",
+        json.dumps(rec, indent=2, default=float),
+    )
     return rec
 
 
 def load_edited(run_dir: Path, method: str, device="cpu") -> tuple[torch.nn.Module, dict]:
     """An edited model of this run, verified against its record (sha256 of the file)."""
-    import json
-
-    from .train import load_run_model, sha256_file
-
     f = Path(run_dir) / EDITS_DIR / f"{method}.json"
     if not f.is_file():
         raise EditError(f"{f} not found: run the edit stage for method '{method}' first")
     rec = json.loads(f.read_text())
-    if sha256_file(rec["checkpoint"]) != rec["sha256"]:
-        raise EditError(f"{rec['checkpoint']} differs from the edited checkpoint recorded for {method}")
-    model, _ = load_run_model(run_dir, device=device)
+    if paths.file_hash(rec["checkpoint"]) != rec["sha256"]:
+        raise EditError(
+            f"{rec['checkpoint']} differs from the edited checkpoint recorded for {method}"
+        )
+    model, _ = train.load_run_model(run_dir, device=device)
     blob = torch.load(rec["checkpoint"], map_location=device, weights_only=False)
     model.load_state_dict(blob["state_dict"])
     return model.eval(), rec
@@ -530,17 +716,25 @@ def update_table(results: dict[str, EditResult]) -> pd.DataFrame:
     rows = []
     for method, res in results.items():
         for target, v in res.info.get("layer_info", {}).items():
-            rows.append({"method": method, "target": target, "kept_dim": v.get("kept_dim"), "dim": v.get("dim"),
-                         "update_norm": v.get("update_norm"), "weight_norm": v.get("weight_norm"),
-                         "relative_update": (v.get("update_norm") or 0) / v["weight_norm"] if v.get("weight_norm")
-                         else np.nan, "stats_cached": v.get("cached")})
+            rows.append(
+                {
+                    "method": method,
+                    "target": target,
+                    "kept_dim": v.get("kept_dim"),
+                    "dim": v.get("dim"),
+                    "update_norm": v.get("update_norm"),
+                    "weight_norm": v.get("weight_norm"),
+                    "relative_update": (v.get("update_norm") or 0) / v["weight_norm"]
+                    if v.get("weight_norm")
+                    else np.nan,
+                    "stats_cached": v.get("cached"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def list_edits(run_dir: Path, kinds=None) -> dict[str, dict]:
     """The edit records of a run (``edits/<method>.json``), optionally only the given methods."""
-    import json
-
     out = {}
     for f in sorted((Path(run_dir) / EDITS_DIR).glob("*.json")):
         rec = json.loads(f.read_text())
@@ -552,7 +746,7 @@ def list_edits(run_dir: Path, kinds=None) -> dict[str, dict]:
 
 def record_skipped(run_dir: Path, method: str, reason: str) -> None:
     """A method that could not run: recorded as skipped with its reason (never as a success)."""
-    import json
-
-    paths.atomic_write_text(Path(run_dir) / EDITS_DIR / f"{method}.json",
-                            json.dumps({"method": method, "status": "skipped", "reason": reason}, indent=2))
+    paths.atomic_write_text(
+        Path(run_dir) / EDITS_DIR / f"{method}.json",
+        json.dumps({"method": method, "status": "skipped", "reason": reason}, indent=2),
+    )

@@ -1,33 +1,62 @@
 """Evaluation of a model on the sets of the 4-set protocol."""
+
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import models
+from .columns import LEVELS, SELECTION_METRICS  # noqa: F401  (re-exported)
 from .datasets import Data
+from .paths import atomic_write_text
 from .splits import SET_LABEL, SETS, Split
 
 
-def predictions(model, data: Data, split: Split, name: str, cfg: models.ModelConfig, batch_size: int = 256,
-                device="cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predictions(
+    model,
+    data: Data,
+    split: Split,
+    name: str,
+    cfg: models.ModelConfig,
+    batch_size: int = 256,
+    device="cpu",
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(true labels, predicted labels, probabilities) of ``model`` on set ``name``."""
-    logits = models.predict_logits(model, split.images(data, name), cfg, batch_size, device, progress,
-                                   desc=SET_LABEL[name])
+    logits = models.predict_logits(
+        model, split.images(data, name), cfg, batch_size, device, progress, desc=SET_LABEL[name]
+    )
     probs = torch.softmax(logits, 1).numpy()
     return split.labels(data, name), probs.argmax(1), probs
 
 
-def set_accuracy_table(model, data: Data, split: Split, cfg: models.ModelConfig, batch_size: int = 256,
-                       device="cpu", progress: bool = False, sets=SETS) -> pd.DataFrame:
+def set_accuracy_table(
+    model,
+    data: Data,
+    split: Split,
+    cfg: models.ModelConfig,
+    batch_size: int = 256,
+    device="cpu",
+    progress: bool = False,
+    sets=SETS,
+) -> pd.DataFrame:
     """Accuracy, errors and mean true-class probability per set."""
     rows = []
     for name in sets:
         y, pred, probs = predictions(model, data, split, name, cfg, batch_size, device, progress)
-        rows.append({"set": SET_LABEL[name], "n": int(len(y)), "accuracy": float((pred == y).mean()) if len(y) else np.nan,
-                     "errors": int((pred != y).sum()),
-                     "mean_p_true": float(probs[np.arange(len(y)), y].mean()) if len(y) else np.nan})
+        rows.append(
+            {
+                "set": SET_LABEL[name],
+                "n": int(len(y)),
+                "accuracy": float((pred == y).mean()) if len(y) else np.nan,
+                "errors": int((pred != y).sum()),
+                "mean_p_true": float(probs[np.arange(len(y)), y].mean()) if len(y) else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -40,45 +69,87 @@ def transitions(y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray) 
     y, b, a = map(np.asarray, (y, pred_before, pred_after))
     cb, ca = b == y, a == y
     n_cb, n_wb = int(cb.sum()), int((~cb).sum())
-    return {"n": int(len(y)), "acc_before": float(cb.mean()) if len(y) else np.nan,
-            "acc_after": float(ca.mean()) if len(y) else np.nan,
-            "correct_to_wrong": int((cb & ~ca).sum()), "wrong_to_correct": int((~cb & ca).sum()),
-            "stability": float((cb & ca).sum() / n_cb) if n_cb else np.nan,
-            "regression_rate": float((cb & ~ca).sum() / n_cb) if n_cb else np.nan,
-            "fix_rate": float((~cb & ca).sum() / n_wb) if n_wb else np.nan}
+    return {
+        "n": int(len(y)),
+        "acc_before": float(cb.mean()) if len(y) else np.nan,
+        "acc_after": float(ca.mean()) if len(y) else np.nan,
+        "correct_to_wrong": int((cb & ~ca).sum()),
+        "wrong_to_correct": int((~cb & ca).sum()),
+        "stability": float((cb & ca).sum() / n_cb) if n_cb else np.nan,
+        "regression_rate": float((cb & ~ca).sum() / n_cb) if n_cb else np.nan,
+        "fix_rate": float((~cb & ca).sum() / n_wb) if n_wb else np.nan,
+    }
 
 
-def ft_train_stability(before, after, data: Data, split: Split, stats_positions: np.ndarray,
-                       cfg: models.ModelConfig, batch_size: int = 256, device="cpu") -> dict:
+def ft_train_stability(
+    before,
+    after,
+    data: Data,
+    split: Split,
+    stats_positions: np.ndarray,
+    cfg: models.ModelConfig,
+    batch_size: int = 256,
+    device="cpu",
+) -> dict:
     """Transitions on FT-Train held out from the editing statistics (``heldout_*``) and, labelled
     apart, on the samples that built them (``insample_*``)."""
     imgs, y = split.images(data, "ft_train"), split.labels(data, "ft_train")
     stats_positions = np.asarray(stats_positions, dtype=int)
     row = {}
-    for name, pos in (("heldout", np.setdiff1d(np.arange(len(y)), stats_positions)), ("insample", stats_positions)):
-        pb = _probs(before, imgs[pos], cfg, batch_size, device).argmax(1)
-        pa = _probs(after, imgs[pos], cfg, batch_size, device).argmax(1)
+    for name, pos in (
+        ("heldout", np.setdiff1d(np.arange(len(y)), stats_positions)),
+        ("insample", stats_positions),
+    ):
+        pb = _np_probs(before, imgs[pos], cfg, batch_size, device).argmax(1)
+        pa = _np_probs(after, imgs[pos], cfg, batch_size, device).argmax(1)
         t = transitions(y[pos], pb, pa)
-        row.update({f"{name}_n": t["n"], f"{name}_stability": t["stability"],
-                    f"{name}_regression_rate": t["regression_rate"], f"{name}_acc_before": t["acc_before"],
-                    f"{name}_acc_after": t["acc_after"]})
+        row.update(
+            {
+                f"{name}_n": t["n"],
+                f"{name}_stability": t["stability"],
+                f"{name}_regression_rate": t["regression_rate"],
+                f"{name}_acc_before": t["acc_before"],
+                f"{name}_acc_after": t["acc_after"],
+            }
+        )
     return row
 
 
-def edit_summary(method: str, result, model_before, data: Data, split: Split, stats_positions: np.ndarray,
-                 cfg: models.ModelConfig, batch_size: int = 256, device="cpu") -> dict:
+def edit_summary(
+    method: str,
+    result,
+    model_before,
+    data: Data,
+    split: Split,
+    stats_positions: np.ndarray,
+    cfg: models.ModelConfig,
+    batch_size: int = 256,
+    device="cpu",
+) -> dict:
     """Fix rate on the edited errors, and stability on FT-Train held out from the editing statistics
     (the samples that built P / Fisher / ridge are reported apart, labelled in-sample)."""
-    ft = ft_train_stability(model_before, result.model, data, split, stats_positions, cfg, batch_size, device)
-    row = {"method": method, "n_edits": int(len(result.log)),
-           "fix_rate": float(result.log["fixed"].mean()) if len(result.log) else np.nan}
+    ft = ft_train_stability(
+        model_before, result.model, data, split, stats_positions, cfg, batch_size, device
+    )
+    row = {
+        "method": method,
+        "n_edits": int(len(result.log)),
+        "fix_rate": float(result.log["fixed"].mean()) if len(result.log) else np.nan,
+    }
     for name in ("heldout", "insample"):
-        row.update({f"ft_{name}_{k}": ft[f"{name}_{k}"] for k in ("n", "stability", "regression_rate")})
-    row.update({"edit_seconds": result.info.get("edit_seconds"), "stats_seconds": result.info.get("stats_seconds")})
+        row.update(
+            {f"ft_{name}_{k}": ft[f"{name}_{k}"] for k in ("n", "stability", "regression_rate")}
+        )
+    row.update(
+        {
+            "edit_seconds": result.info.get("edit_seconds"),
+            "stats_seconds": result.info.get("stats_seconds"),
+        }
+    )
     return row
 
 
-# --------------------------------------------------------------------------- paired statistics (4-level evaluation)
+# ------------------------------------------------------------- paired statistics (4-level evaluation)
 def mcnemar_exact(correct_before: np.ndarray, correct_after: np.ndarray) -> dict:
     """Exact (binomial) McNemar test of a paired change in correctness.
 
@@ -86,6 +157,8 @@ def mcnemar_exact(correct_before: np.ndarray, correct_after: np.ndarray) -> dict
     probability ½; two-sided p = min(1, 2·P[X ≤ min(b, c)]), X ~ Bin(b + c, ½). No discordant
     pair: p = 1.
     """
+    # lazy: scipy.stats / scikit-learn add ~1.5 s to each process importing this module (the
+    # kernels of 02-05, the CLI's preflight through locate), which never call this function
     from scipy.stats import binom
 
     cb, ca = np.asarray(correct_before, bool), np.asarray(correct_after, bool)
@@ -95,8 +168,13 @@ def mcnemar_exact(correct_before: np.ndarray, correct_after: np.ndarray) -> dict
     return {"correct_to_wrong": b, "wrong_to_correct": c, "p_value": p}
 
 
-def bootstrap_delta_ci(correct_before: np.ndarray, correct_after: np.ndarray, n_boot: int = 2000,
-                       seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_delta_ci(
+    correct_before: np.ndarray,
+    correct_after: np.ndarray,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the paired accuracy change (samples resampled with replacement)."""
     d = np.asarray(correct_after, float) - np.asarray(correct_before, float)
     if len(d) == 0:
@@ -108,6 +186,7 @@ def bootstrap_delta_ci(correct_before: np.ndarray, correct_after: np.ndarray, n_
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    # lazy: scikit-learn adds ~1.5 s to each process importing this module (see mcnemar_exact)
     from sklearn.metrics import f1_score
 
     return float(f1_score(y, pred, labels=list(range(n_classes)), average="macro", zero_division=0))
@@ -115,6 +194,8 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
 
 def auc(y: np.ndarray, probs: np.ndarray) -> float:
     """ROC AUC as MedMNIST reports it: binary on p(class 1), else one-vs-rest macro; NaN if undefined."""
+    # lazy: scipy.stats / scikit-learn add ~1.5 s to each process importing this module (the
+    # kernels of 02-05, the CLI's preflight through locate), which never call this function
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y)
@@ -123,33 +204,54 @@ def auc(y: np.ndarray, probs: np.ndarray) -> float:
         return float("nan")
     if probs.shape[1] == 2:
         return float(roc_auc_score(y, probs[:, 1]))
-    if len(present) < probs.shape[1]:  # OvR needs every class present: average over the present ones
+    if (
+        len(present) < probs.shape[1]
+    ):  # OvR needs every class present: average over the present ones
         return float(np.mean([roc_auc_score(y == c, probs[:, c]) for c in present]))
     return float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
 
 
 def per_class_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
     y, pred = np.asarray(y), np.asarray(pred)
-    return np.array([(pred[y == c] == c).mean() if (y == c).any() else np.nan for c in range(n_classes)])
+    return np.array(
+        [(pred[y == c] == c).mean() if (y == c).any() else np.nan for c in range(n_classes)]
+    )
+
+
+def t_half_width(values: np.ndarray, level: float = 0.95) -> float:
+    """Half-width of the Student-t confidence interval of the mean of ``values`` (NaN for n < 2)."""
+    # lazy: scipy.stats / scikit-learn add ~1.5 s to each process importing this module (the
+    # kernels of 02-05, the CLI's preflight through locate), which never call this function
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    n = len(v)
+    if n < 2:
+        return np.nan
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / np.sqrt(n))
+
+
+def _np_probs(model, images, cfg, batch_size, device) -> np.ndarray:
+    return models.predict_probs(model, images, cfg, batch_size, device).numpy()
 
 
 # --------------------------------------------------------------------------- the 4-level evaluation
-LEVELS = ("edit_samples", "projection_samples", "test_set", "edit_discovery_set", "val_set")
-# columns a sweep may choose a configuration on: none of them is computed on Test
-SELECTION_METRICS = ("val_acc_delta", "val_acc_after", "val_fix_rate", "val_regression_rate", "val_net_fixed",
-                     "edit_fix_ratio", "proj_stability", "proj_regression_rate", "ed_rest_fix_rate",
-                     "ed_rest_stability", "edit_time_seconds")
 
 
-def _probs(model, images, cfg, batch_size, device) -> np.ndarray:
-    if len(images) == 0:
-        return np.zeros((0, model.num_classes))
-    return torch.softmax(models.predict_logits(model, images, cfg, batch_size, device), -1).numpy()
-
-
-def four_level(method: str, before, after, data: Data, split: Split, edited_positions: np.ndarray,
-               stats_positions: np.ndarray, cfg: models.ModelConfig, batch_size: int = 256, device="cpu",
-               seed: int = 0, n_boot: int = 2000) -> dict:
+def four_level(
+    method: str,
+    before,
+    after,
+    data: Data,
+    split: Split,
+    edited_positions: np.ndarray,
+    stats_positions: np.ndarray,
+    cfg: models.ModelConfig,
+    batch_size: int = 256,
+    device="cpu",
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> dict:
     """The same evaluation for every method: ``before`` is exactly the model the method started from.
 
     1. edit samples: fix rate;
@@ -165,90 +267,173 @@ def four_level(method: str, before, after, data: Data, split: Split, edited_posi
     n_cls = data.info.n_classes
     ed_imgs, ed_y = split.images(data, "edit_discovery"), split.labels(data, "edit_discovery")
     edited_positions = np.asarray(edited_positions, dtype=int)
-    pb_ed, pa_ed = _probs(before, ed_imgs, cfg, batch_size, device), _probs(after, ed_imgs, cfg, batch_size, device)
+    pb_ed, pa_ed = (
+        _np_probs(before, ed_imgs, cfg, batch_size, device),
+        _np_probs(after, ed_imgs, cfg, batch_size, device),
+    )
     levels: dict[str, dict] = {}
-    t = transitions(ed_y[edited_positions], pb_ed[edited_positions].argmax(1), pa_ed[edited_positions].argmax(1))
-    levels["edit_samples"] = {"method": method, "total": t["n"], "num_fixed": t["wrong_to_correct"],
-                              "fix_rate": t["fix_rate"], "broken": t["correct_to_wrong"]}
-    levels["projection_samples"] = {"method": method, **ft_train_stability(before, after, data, split,
-                                                                          stats_positions, cfg, batch_size, device)}
+    t = transitions(
+        ed_y[edited_positions], pb_ed[edited_positions].argmax(1), pa_ed[edited_positions].argmax(1)
+    )
+    levels["edit_samples"] = {
+        "method": method,
+        "total": t["n"],
+        "num_fixed": t["wrong_to_correct"],
+        "fix_rate": t["fix_rate"],
+        "broken": t["correct_to_wrong"],
+    }
+    levels["projection_samples"] = {
+        "method": method,
+        **ft_train_stability(before, after, data, split, stats_positions, cfg, batch_size, device),
+    }
     te_imgs, te_y = split.images(data, "test"), split.labels(data, "test")
-    pb, pa = _probs(before, te_imgs, cfg, batch_size, device), _probs(after, te_imgs, cfg, batch_size, device)
+    pb, pa = (
+        _np_probs(before, te_imgs, cfg, batch_size, device),
+        _np_probs(after, te_imgs, cfg, batch_size, device),
+    )
     yb, ya = pb.argmax(1), pa.argmax(1)
     tr = transitions(te_y, yb, ya)
     mc = mcnemar_exact(yb == te_y, ya == te_y)
     lo, hi = bootstrap_delta_ci(yb == te_y, ya == te_y, n_boot, seed)
     edited_pairs = {(int(ed_y[i]), int(pb_ed[i].argmax())) for i in edited_positions}
-    same_pair = np.array([(int(y), int(p)) in edited_pairs and y != p for y, p in zip(te_y, yb)], dtype=bool)
-    levels["test_set"] = {"method": method, "total": tr["n"], "acc_before": tr["acc_before"],
-                          "acc_after": tr["acc_after"], "acc_delta": tr["acc_after"] - tr["acc_before"],
-                          "delta_ci_low": lo, "delta_ci_high": hi, "correct_to_wrong": tr["correct_to_wrong"],
-                          "wrong_to_correct": tr["wrong_to_correct"], "mcnemar_p": mc["p_value"],
-                          "stability": tr["stability"], "f1_macro_before": macro_f1(te_y, yb, n_cls),
-                          "f1_macro_after": macro_f1(te_y, ya, n_cls), "auc_before": auc(te_y, pb),
-                          "auc_after": auc(te_y, pa), "same_pair_errors": int(same_pair.sum()),
-                          "same_pair_wrong_to_correct": int((same_pair & (ya == te_y)).sum())}
+    same_pair = np.array(
+        [(int(y), int(p)) in edited_pairs and y != p for y, p in zip(te_y, yb)], dtype=bool
+    )
+    levels["test_set"] = {
+        "method": method,
+        "total": tr["n"],
+        "acc_before": tr["acc_before"],
+        "acc_after": tr["acc_after"],
+        "acc_delta": tr["acc_after"] - tr["acc_before"],
+        "delta_ci_low": lo,
+        "delta_ci_high": hi,
+        "correct_to_wrong": tr["correct_to_wrong"],
+        "wrong_to_correct": tr["wrong_to_correct"],
+        "mcnemar_p": mc["p_value"],
+        "stability": tr["stability"],
+        "f1_macro_before": macro_f1(te_y, yb, n_cls),
+        "f1_macro_after": macro_f1(te_y, ya, n_cls),
+        "auc_before": auc(te_y, pb),
+        "auc_after": auc(te_y, pa),
+        "same_pair_errors": int(same_pair.sum()),
+        "same_pair_wrong_to_correct": int((same_pair & (ya == te_y)).sum()),
+    }
     rest = np.setdiff1d(np.arange(len(ed_y)), edited_positions)
     tr = transitions(ed_y[rest], pb_ed[rest].argmax(1), pa_ed[rest].argmax(1))
-    levels["edit_discovery_set"] = {"method": method, "total": tr["n"], "acc_before": tr["acc_before"],
-                                    "acc_after": tr["acc_after"], "wrong_to_correct": tr["wrong_to_correct"],
-                                    "correct_to_wrong": tr["correct_to_wrong"], "fix_rate": tr["fix_rate"],
-                                    "stability": tr["stability"]}
+    levels["edit_discovery_set"] = {
+        "method": method,
+        "total": tr["n"],
+        "acc_before": tr["acc_before"],
+        "acc_after": tr["acc_after"],
+        "wrong_to_correct": tr["wrong_to_correct"],
+        "correct_to_wrong": tr["correct_to_wrong"],
+        "fix_rate": tr["fix_rate"],
+        "stability": tr["stability"],
+    }
     va_imgs, va_y = split.images(data, "ft_val"), split.labels(data, "ft_val")
-    vb = _probs(before, va_imgs, cfg, batch_size, device).argmax(1)
-    va = _probs(after, va_imgs, cfg, batch_size, device).argmax(1)
+    vb = _np_probs(before, va_imgs, cfg, batch_size, device).argmax(1)
+    va = _np_probs(after, va_imgs, cfg, batch_size, device).argmax(1)
     tr = transitions(va_y, vb, va)
-    levels["val_set"] = {"method": method, "total": tr["n"], "acc_before": tr["acc_before"],
-                         "acc_after": tr["acc_after"], "acc_delta": tr["acc_after"] - tr["acc_before"],
-                         "wrong_to_correct": tr["wrong_to_correct"], "correct_to_wrong": tr["correct_to_wrong"],
-                         "fix_rate": tr["fix_rate"], "stability": tr["stability"],
-                         "regression_rate": tr["regression_rate"]}
+    levels["val_set"] = {
+        "method": method,
+        "total": tr["n"],
+        "acc_before": tr["acc_before"],
+        "acc_after": tr["acc_after"],
+        "acc_delta": tr["acc_after"] - tr["acc_before"],
+        "wrong_to_correct": tr["wrong_to_correct"],
+        "correct_to_wrong": tr["correct_to_wrong"],
+        "fix_rate": tr["fix_rate"],
+        "stability": tr["stability"],
+        "regression_rate": tr["regression_rate"],
+    }
+    # lazy: scikit-learn adds ~1.5 s to each process importing this module (see mcnemar_exact)
     from sklearn.metrics import confusion_matrix
 
-    cm = (confusion_matrix(te_y, yb, labels=list(range(n_cls))), confusion_matrix(te_y, ya, labels=list(range(n_cls))))
-    per_class = pd.DataFrame({"method": method, "class": range(n_cls), "name": list(data.info.label_names),
-                              "acc_before": per_class_accuracy(te_y, yb, n_cls),
-                              "acc_after": per_class_accuracy(te_y, ya, n_cls)})
+    cm = (
+        confusion_matrix(te_y, yb, labels=list(range(n_cls))),
+        confusion_matrix(te_y, ya, labels=list(range(n_cls))),
+    )
+    per_class = pd.DataFrame(
+        {
+            "method": method,
+            "class": range(n_cls),
+            "name": list(data.info.label_names),
+            "acc_before": per_class_accuracy(te_y, yb, n_cls),
+            "acc_after": per_class_accuracy(te_y, ya, n_cls),
+        }
+    )
     per_class["acc_change"] = per_class.acc_after - per_class.acc_before
     return {"levels": levels, "confusion": cm, "per_class": per_class}
 
 
 def summary_metrics(ev: dict, edit_seconds: float | None, duration_seconds: float | None) -> dict:
     """The original system's metric names (one flat dict per method; NaN where undefined, never 0)."""
-    e, p, t = ev["levels"]["edit_samples"], ev["levels"]["projection_samples"], ev["levels"]["test_set"]
-    return {"method": e["method"], "edit_time_seconds": edit_seconds, "duration_seconds": duration_seconds,
-            "edit_total_wrong": e["total"], "edit_num_fixed": e["num_fixed"], "edit_fix_ratio": e["fix_rate"],
-            "test_total": t["total"], "test_acc_before": t["acc_before"], "test_acc_after": t["acc_after"],
-            "test_acc_delta": t["acc_delta"], "test_correct_to_wrong": t["correct_to_wrong"],
-            "test_wrong_to_correct": t["wrong_to_correct"], "test_mcnemar_p": t["mcnemar_p"],
-            "test_delta_ci_low": t["delta_ci_low"], "test_delta_ci_high": t["delta_ci_high"],
-            "test_stability": t["stability"], "test_auc_after": t["auc_after"], "test_f1_macro_after": t["f1_macro_after"],
-            "proj_stability": p["heldout_stability"], "proj_regression_rate": p["heldout_regression_rate"],
-            "proj_n_heldout": p["heldout_n"], "proj_stability_insample": p["insample_stability"],
-            "ed_rest_fix_rate": ev["levels"]["edit_discovery_set"]["fix_rate"],
-            "ed_rest_stability": ev["levels"]["edit_discovery_set"]["stability"], **_val_metrics(ev)}
+    e, p, t = (
+        ev["levels"]["edit_samples"],
+        ev["levels"]["projection_samples"],
+        ev["levels"]["test_set"],
+    )
+    return {
+        "method": e["method"],
+        "edit_time_seconds": edit_seconds,
+        "duration_seconds": duration_seconds,
+        "edit_total_wrong": e["total"],
+        "edit_num_fixed": e["num_fixed"],
+        "edit_fix_ratio": e["fix_rate"],
+        "test_total": t["total"],
+        "test_acc_before": t["acc_before"],
+        "test_acc_after": t["acc_after"],
+        "test_acc_delta": t["acc_delta"],
+        "test_correct_to_wrong": t["correct_to_wrong"],
+        "test_wrong_to_correct": t["wrong_to_correct"],
+        "test_mcnemar_p": t["mcnemar_p"],
+        "test_delta_ci_low": t["delta_ci_low"],
+        "test_delta_ci_high": t["delta_ci_high"],
+        "test_stability": t["stability"],
+        "test_auc_after": t["auc_after"],
+        "test_f1_macro_after": t["f1_macro_after"],
+        "proj_stability": p["heldout_stability"],
+        "proj_regression_rate": p["heldout_regression_rate"],
+        "proj_n_heldout": p["heldout_n"],
+        "proj_stability_insample": p["insample_stability"],
+        "ed_rest_fix_rate": ev["levels"]["edit_discovery_set"]["fix_rate"],
+        "ed_rest_stability": ev["levels"]["edit_discovery_set"]["stability"],
+        **_val_metrics(ev),
+    }
 
 
 def _val_metrics(ev: dict) -> dict:
     """FT-Val (selection level) columns; NaN where the level is absent (runs made before it existed)."""
     v = ev["levels"].get("val_set")
     if v is None:
-        return {k: np.nan for k in ("val_total", "val_acc_before", "val_acc_after", "val_acc_delta",
-                                    "val_fix_rate", "val_regression_rate", "val_net_fixed")}
-    return {"val_total": v["total"], "val_acc_before": v["acc_before"], "val_acc_after": v["acc_after"],
-            "val_acc_delta": v["acc_delta"], "val_fix_rate": v["fix_rate"],
-            "val_regression_rate": v["regression_rate"],
-            "val_net_fixed": v["wrong_to_correct"] - v["correct_to_wrong"]}
+        return {
+            k: np.nan
+            for k in (
+                "val_total",
+                "val_acc_before",
+                "val_acc_after",
+                "val_acc_delta",
+                "val_fix_rate",
+                "val_regression_rate",
+                "val_net_fixed",
+            )
+        }
+    return {
+        "val_total": v["total"],
+        "val_acc_before": v["acc_before"],
+        "val_acc_after": v["acc_after"],
+        "val_acc_delta": v["acc_delta"],
+        "val_fix_rate": v["fix_rate"],
+        "val_regression_rate": v["regression_rate"],
+        "val_net_fixed": v["wrong_to_correct"] - v["correct_to_wrong"],
+    }
 
 
-def write_comparison(run_dir, evals: dict[str, dict], metrics: dict[str, dict], extra: dict | None = None) -> None:
+def write_comparison(
+    run_dir, evals: dict[str, dict], metrics: dict[str, dict], extra: dict | None = None
+) -> None:
     """``comparative_evaluation_<level>.csv`` (one row per method), confusion matrices (long format
     with a method column) and ``metrics.json`` (merged with what earlier notebooks wrote)."""
-    import json
-    from pathlib import Path
-
-    from .paths import atomic_write_text
-
     run_dir = Path(run_dir)
     for level in LEVELS:
         rows = pd.DataFrame([ev["levels"][level] for ev in evals.values()])
@@ -260,8 +445,12 @@ def write_comparison(run_dir, evals: dict[str, dict], metrics: dict[str, dict], 
     for name, k in (("confusion_matrix_orig.csv", 0), ("confusion_matrix_edit.csv", 1)):
         frames = []
         for method, ev in evals.items():
-            cm = pd.DataFrame(ev["confusion"][k]).rename_axis("true").reset_index().melt(
-                id_vars="true", var_name="pred", value_name="count")
+            cm = (
+                pd.DataFrame(ev["confusion"][k])
+                .rename_axis("true")
+                .reset_index()
+                .melt(id_vars="true", var_name="pred", value_name="count")
+            )
             frames.append(cm.assign(method=method))
         new = pd.concat(frames, ignore_index=True)
         f = run_dir / name
@@ -273,14 +462,13 @@ def write_comparison(run_dir, evals: dict[str, dict], metrics: dict[str, dict], 
     blob = json.loads(f.read_text()) if f.is_file() else {"methods": {}}
     blob["methods"].update(metrics)
     blob.update(extra or {})
-    atomic_write_text(f, json.dumps(blob, indent=2, default=lambda v: None if v is None else float(v)))
+    atomic_write_text(
+        f, json.dumps(blob, indent=2, default=lambda v: None if v is None else float(v))
+    )
 
 
 def load_metrics(run_dir) -> pd.DataFrame:
     """``metrics.json`` of a run as a table (one row per method)."""
-    import json
-    from pathlib import Path
-
     f = Path(run_dir) / "metrics.json"
     if not f.is_file():
         return pd.DataFrame()
@@ -294,32 +482,48 @@ def aggregate_seeds(tables: dict[int, pd.DataFrame], level: float = 0.95) -> pd.
     missing or NaN in a seed is left out of that metric's statistics (its ``n`` says so), never
     counted as 0.
     """
-    from scipy import stats as st
-
     frames = [t.assign(seed=s) for s, t in tables.items() if len(t)]
     if not frames:
         return pd.DataFrame(columns=["method", "metric", "mean", "std", "ci_low", "ci_high", "n"])
     df = pd.concat(frames, ignore_index=True)
     rows = []
-    numeric = [c for c in df.columns if c not in ("method", "seed") and pd.api.types.is_numeric_dtype(df[c])]
+    numeric = [
+        c
+        for c in df.columns
+        if c not in ("method", "seed") and pd.api.types.is_numeric_dtype(df[c])
+    ]
     for method, g in df.groupby("method", sort=False):
         for col in numeric:
             v = g[col].dropna().to_numpy(float)
             n = len(v)
             mean = float(v.mean()) if n else np.nan
             std = float(v.std(ddof=1)) if n > 1 else np.nan
-            half = float(st.t.ppf(0.5 + level / 2, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan
-            rows.append({"method": method, "metric": col, "mean": mean, "std": std, "ci_low": mean - half,
-                         "ci_high": mean + half, "n": n})
+            half = t_half_width(v, level)
+            rows.append(
+                {
+                    "method": method,
+                    "metric": col,
+                    "mean": mean,
+                    "std": std,
+                    "ci_low": mean - half,
+                    "ci_high": mean + half,
+                    "n": n,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def seeds_table(agg: pd.DataFrame, metrics=("edit_fix_ratio", "proj_regression_rate", "test_acc_delta",
-                                             "edit_time_seconds")) -> pd.DataFrame:
+def seeds_table(
+    agg: pd.DataFrame,
+    metrics=("edit_fix_ratio", "proj_regression_rate", "test_acc_delta", "edit_time_seconds"),
+) -> pd.DataFrame:
     """Wide 'mean ± half-CI' table: one row per method, one column per metric."""
     out = {}
     for _, r in agg[agg.metric.isin(metrics)].iterrows():
         half = (r["ci_high"] - r["mean"]) if np.isfinite(r["ci_high"]) else np.nan
-        out.setdefault(r.method, {})[r.metric] = (f"{r['mean']:.3f} ± {half:.3f}" if np.isfinite(half)
-                                                  else f"{r['mean']:.3f}")
-    return pd.DataFrame.from_dict(out, orient="index")[[m for m in metrics if m in agg.metric.values]]
+        out.setdefault(r.method, {})[r.metric] = (
+            f"{r['mean']:.3f} ± {half:.3f}" if np.isfinite(half) else f"{r['mean']:.3f}"
+        )
+    return pd.DataFrame.from_dict(out, orient="index")[
+        [m for m in metrics if m in agg.metric.values]
+    ]

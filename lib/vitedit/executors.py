@@ -4,6 +4,7 @@ job each (``python -m vitedit.sweep exec <job.json>``), and report the same :cla
 A job is a separate process group, so a timeout or a dead kernel kills it (and its papermill
 kernel) without touching the other jobs; the caller records the failure in the job's folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,10 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 
 @dataclass
@@ -39,8 +40,13 @@ def job_command(job_file: str | Path) -> list[str]:
     return [sys.executable, "-m", "vitedit.sweep", "exec", str(job_file)]
 
 
-def run_job(job_file: str | Path, timeout: float | None, env: dict | None = None,
-            command: Sequence[str] | None = None, live: set | None = None) -> JobResult:
+def run_job(
+    job_file: str | Path,
+    timeout: float | None,
+    env: dict | None = None,
+    command: Sequence[str] | None = None,
+    live: set | None = None,
+) -> JobResult:
     """Run one job in its own process group; kill the whole group when ``timeout`` passes.
     ``live`` (a set) holds the running process while it runs, so that a caller can kill it."""
     env = {**os.environ, **(env or {})}
@@ -48,7 +54,9 @@ def run_job(job_file: str | Path, timeout: float | None, env: dict | None = None
     log_file = Path(job_file).with_name("job.log")
     t0 = time.perf_counter()
     with open(log_file, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         if live is not None:
             live.add(proc)
         timed_out = False
@@ -66,8 +74,14 @@ def run_job(job_file: str | Path, timeout: float | None, env: dict | None = None
             if live is not None:
                 live.discard(proc)
     tail = log_file.read_text(errors="replace")[-3000:] if log_file.is_file() else ""
-    return JobResult(str(job_file), rc, round(time.perf_counter() - t0, 2), timed_out, tail,
-                     env.get("CUDA_VISIBLE_DEVICES") if env.get("CUDA_VISIBLE_DEVICES") != "" else None)
+    return JobResult(
+        str(job_file),
+        rc,
+        round(time.perf_counter() - t0, 2),
+        timed_out,
+        tail,
+        env.get("CUDA_VISIBLE_DEVICES") if env.get("CUDA_VISIBLE_DEVICES") != "" else None,
+    )
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -83,14 +97,16 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def gpu_count() -> int:
     try:
-        import torch
+        import torch  # lazy: ~2.5 s; the sweep's planning and --dry-run need no torch otherwise
 
         return torch.cuda.device_count()
     except Exception:  # no usable torch/CUDA: CPU only
         return 0
 
 
-def plan_workers(parallel: int, gpu: int | None, n_gpus: int | None = None) -> tuple[int, list[str]]:
+def plan_workers(
+    parallel: int, gpu: int | None, n_gpus: int | None = None
+) -> tuple[int, list[str]]:
     """Workers and the GPU of each worker slot (``[]``: CPU).
 
     ``parallel`` 0 means one worker per GPU (1 without GPUs); ``gpu`` pins every worker to one GPU.
@@ -112,9 +128,19 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int = 1, gpus: Sequence[str] = (), timeout: float | None = 7200,
-                 command: Callable[[str], Sequence[str]] | None = None):
-        self.workers, self.gpus, self.timeout, self.command = max(1, workers), list(gpus), timeout, command
+    def __init__(
+        self,
+        workers: int = 1,
+        gpus: Sequence[str] = (),
+        timeout: float | None = 7200,
+        command: Callable[[str], Sequence[str]] | None = None,
+    ):
+        self.workers, self.gpus, self.timeout, self.command = (
+            max(1, workers),
+            list(gpus),
+            timeout,
+            command,
+        )
 
     def _env(self, slot: int) -> dict:
         if self.gpus:
@@ -149,7 +175,9 @@ class LocalExecutor:
             try:
                 for f in as_completed(futures):
                     yield f.result()
-            except BaseException:  # interrupted (Ctrl-C, SIGTERM): stop queued jobs, kill running ones
+            except (
+                BaseException
+            ):  # interrupted (Ctrl-C, SIGTERM): stop queued jobs, kill running ones
                 stop.set()
                 for f in futures:
                     f.cancel()
@@ -175,10 +203,16 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_gpus: float = 0, num_cpus: float = 1,
-                 timeout: float | None = 7200, local_cpus: int | None = None,
-                 command: Callable[[str], Sequence[str]] | None = None):
-        import ray
+    def __init__(
+        self,
+        address: str | None = None,
+        num_gpus: float = 0,
+        num_cpus: float = 1,
+        timeout: float | None = 7200,
+        local_cpus: int | None = None,
+        command: Callable[[str], Sequence[str]] | None = None,
+    ):
+        import ray  # lazy: an optional dependency (the ``ray`` extra), needed with --executor ray only
 
         self.ray, self.timeout, self.command = ray, timeout, command
         if not ray.is_initialized():
@@ -205,7 +239,13 @@ class RayExecutor:
                     try:
                         yield JobResult(**self.ray.get(ref))
                     except Exception as e:  # the task itself died (node lost, worker killed)
-                        yield JobResult(job, None, 0.0, False, f"Ray task failed: {type(e).__name__}: {e}"[-3000:])
+                        yield JobResult(
+                            job,
+                            None,
+                            0.0,
+                            False,
+                            f"Ray task failed: {type(e).__name__}: {e}"[-3000:],
+                        )
         except BaseException:
             for ref in pending:
                 self.ray.cancel(ref, force=True)

@@ -16,13 +16,15 @@ Known trivial case: restoring the final block's CLS state reproduces the clean o
 (the head reads only that state), so ``block`` rankings always favour the last layers; the layers
 handed to editing are therefore ranked from the ``mlp`` kind by default.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,16 +32,46 @@ import torch
 from tqdm.auto import tqdm
 
 from . import models, paths
+from .evaluation import t_half_width
 
 KINDS = ("block", "mlp", "attn")
 SCOPES = ("all", "cls", "patches")
 EDIT_LAYERS_FILE = "edit_layers.json"
 SUMMARY_FILE = "locate_summary.json"
-IMPORTANCE_COLUMNS = ["sample", "official_index", "true_label", "pred_label", "layer", "layers", "kind", "scope",
-                      "p_clean", "p_corrupted", "p_restored", "ie", "te", "te_valid", "norm_effect",
-                      "p_true_clean", "p_true_corrupted", "p_true_restored", "ie_true"]
-STATISTICS_COLUMNS = ["kind", "scope", "layer", "mean", "std", "ci_low", "ci_high", "n_used", "n_excluded",
-                      "mean_ie", "rank"]
+IMPORTANCE_COLUMNS = [
+    "sample",
+    "official_index",
+    "true_label",
+    "pred_label",
+    "layer",
+    "layers",
+    "kind",
+    "scope",
+    "p_clean",
+    "p_corrupted",
+    "p_restored",
+    "ie",
+    "te",
+    "te_valid",
+    "norm_effect",
+    "p_true_clean",
+    "p_true_corrupted",
+    "p_true_restored",
+    "ie_true",
+]
+STATISTICS_COLUMNS = [
+    "kind",
+    "scope",
+    "layer",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "n_used",
+    "n_excluded",
+    "mean_ie",
+    "rank",
+]
 
 
 class LocateError(ValueError):
@@ -49,6 +81,7 @@ class LocateError(ValueError):
 @dataclass(frozen=True)
 class Restoration:
     """Put the clean activation of ``kind`` at ``layers`` back, on the tokens of ``scope``."""
+
     layers: tuple[int, ...]
     kind: str
     scope: str
@@ -82,34 +115,44 @@ def window_layers(layer: int, window: int, n_layers: int) -> tuple[int, ...]:
     return tuple(range(lo, hi))
 
 
-def restorations(n_layers: int, kinds: Sequence[str] = KINDS, scopes: Sequence[str] = ("all",),
-                 window: int = 1) -> list[Restoration]:
+def restorations(
+    n_layers: int, kinds: Sequence[str] = KINDS, scopes: Sequence[str] = ("all",), window: int = 1
+) -> list[Restoration]:
     """Every (layer, kind, scope) restoration; ``window`` > 1 widens mlp/attn ones."""
     check_choices(kinds, scopes, n_layers)
     out = []
     for scope in scopes:
         for kind in kinds:
             for layer in range(n_layers):
-                layers = window_layers(layer, window, n_layers) if kind != "block" and window > 1 else (layer,)
+                layers = (
+                    window_layers(layer, window, n_layers)
+                    if kind != "block" and window > 1
+                    else (layer,)
+                )
                 out.append(Restoration(layers, kind, scope))
     return out
 
 
-def check_choices(kinds: Iterable[str], scopes: Iterable[str], n_layers: int, layers: Iterable[int] = ()) -> None:
+def check_choices(
+    kinds: Iterable[str], scopes: Iterable[str], n_layers: int, layers: Iterable[int] = ()
+) -> None:
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise LocateError(f"unknown trace kind(s) {bad}; choose from {list(KINDS)}")
     bad = [s for s in scopes if s not in SCOPES]
     if bad:
         raise LocateError(f"unknown token scope(s) {bad}; choose from {list(SCOPES)}")
-    bad = [l for l in layers if not 0 <= l < n_layers]
+    bad = [li for li in layers if not 0 <= li < n_layers]
     if bad:
-        raise LocateError(f"layer index(es) {bad} out of range: the model has layers 0..{n_layers - 1}")
+        raise LocateError(
+            f"layer index(es) {bad} out of range: the model has layers 0..{n_layers - 1}"
+        )
 
 
 @torch.inference_mode()
-def patch_embedding_std(model, images: np.ndarray, cfg: models.ModelConfig, batch_size: int = 256,
-                        device="cpu") -> float:
+def patch_embedding_std(
+    model, images: np.ndarray, cfg: models.ModelConfig, batch_size: int = 256, device="cpu"
+) -> float:
     """Empirical standard deviation of the patch embeddings (all elements) over ``images``."""
     s = s2 = n = 0.0
     model.eval()
@@ -142,28 +185,33 @@ def hooks(pairs: Iterable[tuple[torch.nn.Module, Any]]):
 def _noise_hook(noise_rows: torch.Tensor):
     def f(module, inputs, out):
         return out + noise_rows.to(out.dtype)
+
     return f
 
 
 def _restore_hook(clean: torch.Tensor, mask: torch.Tensor):
-    """Replace ``out[row, token]`` by ``clean[token]`` where ``mask[row, token]``.
-"""
+    """Replace ``out[row, token]`` by ``clean[token]`` where ``mask[row, token]``."""
+
     def f(module, inputs, out):
         return torch.where(mask.unsqueeze(-1), clean.unsqueeze(0).to(out.dtype), out)
+
     return f
 
 
 @torch.inference_mode()
-def clean_run(model, x: torch.Tensor, needed: Iterable[tuple[int, str]]) -> tuple[torch.Tensor, dict]:
+def clean_run(
+    model, x: torch.Tensor, needed: Iterable[tuple[int, str]]
+) -> tuple[torch.Tensor, dict]:
     """Probabilities of the clean input and the clean outputs of the ``needed`` (layer, kind) modules."""
     cache: dict[tuple[int, str], torch.Tensor] = {}
 
     def keep(key):
         def f(module, inputs, out):
             cache[key] = out[0].detach().clone()
+
         return f
 
-    with hooks((module_for(model, l, k), keep((l, k))) for l, k in set(needed)):
+    with hooks((module_for(model, li, k), keep((li, k))) for li, k in set(needed)):
         probs = torch.softmax(model(x).float(), -1)[0]
     return probs, cache
 
@@ -175,19 +223,23 @@ def corrupted_run(model, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Te
     that run: ``(l, "in")`` the block's input, ``(l, "attn")``, ``(l, "mlp")``, ``(l, "block")``."""
     cache: dict[tuple[int, str], torch.Tensor] = {}
 
-    def keep_in(l):
+    def keep_in(li):
         def f(module, args):
-            cache[(l, "in")] = args[0]
+            cache[(li, "in")] = args[0]
+
         return f
 
     def keep(key):
         def f(module, inputs, out):
             cache[key] = out
+
         return f
 
     pairs = [(model.patch_embed, _noise_hook(noise.to(x.device)))]
-    pairs += [(module_for(model, l, k), keep((l, k))) for l in range(len(model.blocks)) for k in KINDS]
-    handles = [blk.register_forward_pre_hook(keep_in(l)) for l, blk in enumerate(model.blocks)]
+    pairs += [
+        (module_for(model, li, k), keep((li, k))) for li in range(len(model.blocks)) for k in KINDS
+    ]
+    handles = [blk.register_forward_pre_hook(keep_in(li)) for li, blk in enumerate(model.blocks)]
     try:
         with hooks(pairs):
             probs = torch.softmax(model(x.expand(noise.shape[0], -1, -1, -1)).float(), -1)
@@ -216,31 +268,45 @@ def _chunks(items: list, sizes: list[int], max_rows: int):
         yield group
 
 
-def restored_output(model, layer: int, kind: str, mask: torch.Tensor, clean: dict, corrupt: dict,
-                    rows: int) -> torch.Tensor:
+def restored_output(
+    model, layer: int, kind: str, mask: torch.Tensor, clean: dict, corrupt: dict, rows: int
+) -> torch.Tensor:
     """Output (rows, T, D) of block ``layer`` in the corrupted run when ``kind``'s clean output is put
     back on the tokens of ``mask`` (T,): computed from the corrupted run's cached states, so only
     what the restoration changes is recomputed (a timm ``Block`` in eval mode: x + ls(f(norm(x))))."""
     m = mask.view(1, -1, 1)
     blk = model.blocks[layer]
     if kind == "block":
-        return torch.where(m, clean[(layer, "block")].unsqueeze(0), corrupt[(layer, "block")][:rows])
+        return torch.where(
+            m, clean[(layer, "block")].unsqueeze(0), corrupt[(layer, "block")][:rows]
+        )
     h = corrupt[(layer, "in")][:rows]
     if kind == "attn":
-        mid = h + blk.drop_path1(blk.ls1(torch.where(m, clean[(layer, "attn")].unsqueeze(0),
-                                                      corrupt[(layer, "attn")][:rows])))
+        mid = h + blk.drop_path1(
+            blk.ls1(
+                torch.where(m, clean[(layer, "attn")].unsqueeze(0), corrupt[(layer, "attn")][:rows])
+            )
+        )
         return mid + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(mid))))
     mid = h + blk.drop_path1(blk.ls1(corrupt[(layer, "attn")][:rows]))
-    return mid + blk.drop_path2(blk.ls2(torch.where(m, clean[(layer, "mlp")].unsqueeze(0),
-                                                    corrupt[(layer, "mlp")][:rows])))
+    return mid + blk.drop_path2(
+        blk.ls2(torch.where(m, clean[(layer, "mlp")].unsqueeze(0), corrupt[(layer, "mlp")][:rows]))
+    )
 
 
 def _cls_only_ok(model) -> bool:
     """Whether the last block may be computed for the CLS query only (the head reads only CLS)."""
     attn = model.blocks[-1].attn
-    return (getattr(model, "global_pool", None) == "token" and getattr(model, "attn_pool", None) is None
-            and model.num_prefix_tokens == 1 and getattr(attn, "gate", None) is None
-            and all(hasattr(attn, n) for n in ("qkv", "q_norm", "k_norm", "norm", "proj", "num_heads", "head_dim")))
+    return (
+        getattr(model, "global_pool", None) == "token"
+        and getattr(model, "attn_pool", None) is None
+        and model.num_prefix_tokens == 1
+        and getattr(attn, "gate", None) is None
+        and all(
+            hasattr(attn, n)
+            for n in ("qkv", "q_norm", "k_norm", "norm", "proj", "num_heads", "head_dim")
+        )
+    )
 
 
 def last_block_cls(blk, h: torch.Tensor) -> torch.Tensor:
@@ -248,7 +314,11 @@ def last_block_cls(blk, h: torch.Tensor) -> torch.Tensor:
     token, query, projection and MLP of CLS only (the rest of the last block is never read)."""
     b, n, _ = h.shape
     attn = blk.attn
-    qkv = attn.qkv(blk.norm1(h)).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    qkv = (
+        attn.qkv(blk.norm1(h))
+        .reshape(b, n, 3, attn.num_heads, attn.head_dim)
+        .permute(2, 0, 3, 1, 4)
+    )
     q, k, v = qkv.unbind(0)
     q, k = attn.q_norm(q[:, :, :1]), attn.k_norm(k)
     o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
@@ -257,18 +327,29 @@ def last_block_cls(blk, h: torch.Tensor) -> torch.Tensor:
     return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
 
 
-def forward_from(model, h: torch.Tensor, first_block: int, cls_only_last: bool = False) -> torch.Tensor:
+def forward_from(
+    model, h: torch.Tensor, first_block: int, cls_only_last: bool = False
+) -> torch.Tensor:
     """Logits of hidden states ``h`` entering block ``first_block`` (timm ViT's tail of forward);
     with ``cls_only_last`` the last block computes the CLS token only."""
     last = len(model.blocks) - 1
     for i in range(first_block, len(model.blocks)):
-        h = last_block_cls(model.blocks[i], h) if cls_only_last and i == last else model.blocks[i](h)
+        h = (
+            last_block_cls(model.blocks[i], h)
+            if cls_only_last and i == last
+            else model.blocks[i](h)
+        )
     return model.forward_head(model.norm(h))
 
 
 @torch.inference_mode()
-def trace_sample(model, x: torch.Tensor, restores: Sequence[Restoration], noise: torch.Tensor,
-                 max_rows: int = 2048) -> dict[str, torch.Tensor]:
+def trace_sample(
+    model,
+    x: torch.Tensor,
+    restores: Sequence[Restoration],
+    noise: torch.Tensor,
+    max_rows: int = 2048,
+) -> dict[str, torch.Tensor]:
     """Batched tracing of one preprocessed image ``x`` (1, 3, H, W).
 
     Returns class probabilities: ``clean`` (C,), ``corrupted`` (C,) and ``restored`` (R, C), each
@@ -283,7 +364,7 @@ def trace_sample(model, x: torch.Tensor, restores: Sequence[Restoration], noise:
     model.eval()
     a = noise.shape[0]
     n_tokens = noise.shape[1] + model.num_prefix_tokens
-    needed = {(l, r.kind) for r in restores for l in r.layers}
+    needed = {(li, r.kind) for r in restores for li in r.layers}
     p_clean, clean = clean_run(model, x, needed)
     p_corrupt, corrupt = corrupted_run(model, x, noise)
     scope_masks = {s: token_mask(n_tokens, s, model.num_prefix_tokens).to(x.device) for s in SCOPES}
@@ -299,45 +380,78 @@ def trace_sample(model, x: torch.Tensor, restores: Sequence[Restoration], noise:
             masks: dict[tuple[int, str], torch.Tensor] = {}  # window layers after the first
             for gi, ri in enumerate(chunk):
                 r = restores[ri]
-                for l in r.layers[1:]:
-                    m = masks.setdefault((l, r.kind), torch.zeros(int(offsets[-1]), n_tokens, dtype=torch.bool,
-                                                                 device=x.device))
-                    m[offsets[gi]:offsets[gi + 1]] |= scope_masks[r.scope]
-            h = torch.cat([restored_output(model, first, restores[ri].kind, scope_masks[restores[ri].scope],
-                                           clean, corrupt, n) for ri, n in zip(chunk, sizes)])
-            pairs = [(module_for(model, l, k), _restore_hook(clean[(l, k)], m)) for (l, k), m in masks.items()]
-            cls_only = cls_ok and all(l < len(model.blocks) - 1 for l, _ in masks)  # no hook in the last block
+                for li in r.layers[1:]:
+                    m = masks.setdefault(
+                        (li, r.kind),
+                        torch.zeros(int(offsets[-1]), n_tokens, dtype=torch.bool, device=x.device),
+                    )
+                    m[offsets[gi] : offsets[gi + 1]] |= scope_masks[r.scope]
+            h = torch.cat(
+                [
+                    restored_output(
+                        model,
+                        first,
+                        restores[ri].kind,
+                        scope_masks[restores[ri].scope],
+                        clean,
+                        corrupt,
+                        n,
+                    )
+                    for ri, n in zip(chunk, sizes)
+                ]
+            )
+            pairs = [
+                (module_for(model, li, k), _restore_hook(clean[(li, k)], m))
+                for (li, k), m in masks.items()
+            ]
+            cls_only = cls_ok and all(
+                li < len(model.blocks) - 1 for li, _ in masks
+            )  # no hook in the last block
             with hooks(pairs):
                 probs = torch.softmax(forward_from(model, h, first + 1, cls_only).float(), -1).cpu()
             for gi, ri in enumerate(chunk):
-                restored[ri] = probs[offsets[gi]:offsets[gi + 1]].mean(0)
+                restored[ri] = probs[offsets[gi] : offsets[gi + 1]].mean(0)
     return {"clean": p_clean.cpu(), "corrupted": p_corrupt.mean(0).cpu(), "restored": restored}
 
 
 @torch.inference_mode()
-def trace_reference(model, x: torch.Tensor, restores: Sequence[Restoration], noise: torch.Tensor) -> dict:
+def trace_reference(
+    model, x: torch.Tensor, restores: Sequence[Restoration], noise: torch.Tensor
+) -> dict:
     """The obviously-correct tracer: one forward pass per (restoration, noisy copy)."""
     model.eval()
     n_tokens = noise.shape[1] + model.num_prefix_tokens
-    needed = {(l, r.kind) for r in restores for l in r.layers}
+    needed = {(li, r.kind) for r in restores for li in r.layers}
     p_clean, cache = clean_run(model, x, needed)
 
     def run(r: Restoration | None) -> torch.Tensor:
         ps = []
         for i in range(noise.shape[0]):
-            pairs = [(model.patch_embed, _noise_hook(noise[i:i + 1].to(x.device)))]
+            pairs = [(model.patch_embed, _noise_hook(noise[i : i + 1].to(x.device)))]
             if r is not None:
                 m = token_mask(n_tokens, r.scope, model.num_prefix_tokens).to(x.device).unsqueeze(0)
-                pairs += [(module_for(model, l, r.kind), _restore_hook(cache[(l, r.kind)], m)) for l in r.layers]
+                pairs += [
+                    (module_for(model, li, r.kind), _restore_hook(cache[(li, r.kind)], m))
+                    for li in r.layers
+                ]
             with hooks(pairs):
                 ps.append(torch.softmax(model(x).float(), -1)[0])
         return torch.stack(ps).mean(0)
 
-    return {"clean": p_clean, "corrupted": run(None), "restored": torch.stack([run(r) for r in restores])}
+    return {
+        "clean": p_clean,
+        "corrupted": run(None),
+        "restored": torch.stack([run(r) for r in restores]),
+    }
 
 
-def effects_table(result: Mapping[str, torch.Tensor], restores: Sequence[Restoration], pred: int, true: int,
-                  min_total_effect: float) -> pd.DataFrame:
+def effects_table(
+    result: Mapping[str, torch.Tensor],
+    restores: Sequence[Restoration],
+    pred: int,
+    true: int,
+    min_total_effect: float,
+) -> pd.DataFrame:
     """One row per restoration: probabilities of the predicted and the true class, IE, TE, IE/TE."""
     pc, px, pr = result["clean"], result["corrupted"], result["restored"]
     te = float(pc[pred] - px[pred])
@@ -345,12 +459,27 @@ def effects_table(result: Mapping[str, torch.Tensor], restores: Sequence[Restora
     rows = []
     for r, p in zip(restores, pr):
         ie = float(p[pred] - px[pred])
-        rows.append({"true_label": true, "pred_label": pred, "layer": r.layer, "layers": " ".join(map(str, r.layers)),
-                     "kind": r.kind, "scope": r.scope, "p_clean": float(pc[pred]), "p_corrupted": float(px[pred]),
-                     "p_restored": float(p[pred]), "ie": ie, "te": te, "te_valid": valid,
-                     "norm_effect": ie / te if valid else np.nan, "p_true_clean": float(pc[true]),
-                     "p_true_corrupted": float(px[true]), "p_true_restored": float(p[true]),
-                     "ie_true": float(p[true] - px[true])})
+        rows.append(
+            {
+                "true_label": true,
+                "pred_label": pred,
+                "layer": r.layer,
+                "layers": " ".join(map(str, r.layers)),
+                "kind": r.kind,
+                "scope": r.scope,
+                "p_clean": float(pc[pred]),
+                "p_corrupted": float(px[pred]),
+                "p_restored": float(p[pred]),
+                "ie": ie,
+                "te": te,
+                "te_valid": valid,
+                "norm_effect": ie / te if valid else np.nan,
+                "p_true_clean": float(pc[true]),
+                "p_true_corrupted": float(px[true]),
+                "p_true_restored": float(p[true]),
+                "ie_true": float(p[true] - px[true]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -363,8 +492,6 @@ def select_errors(y_true: np.ndarray, y_pred: np.ndarray, max_samples: int | Non
 
 def layer_statistics(importance: pd.DataFrame) -> pd.DataFrame:
     """Per (kind, scope, layer): mean/std/95% CI of IE/TE over samples with a usable TE; rank by mean."""
-    from scipy import stats as st
-
     if importance.empty:
         return pd.DataFrame(columns=STATISTICS_COLUMNS)
     rows = []
@@ -373,36 +500,68 @@ def layer_statistics(importance: pd.DataFrame) -> pd.DataFrame:
         n = len(v)
         mean = float(v.mean()) if n else np.nan
         std = float(v.std(ddof=1)) if n > 1 else np.nan
-        half = float(st.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan
-        rows.append({"kind": kind, "scope": scope, "layer": int(layer), "mean": mean, "std": std,
-                     "ci_low": mean - half, "ci_high": mean + half, "n_used": n, "n_excluded": int(len(g) - n),
-                     "mean_ie": float(g.ie.mean())})
+        half = t_half_width(v)
+        rows.append(
+            {
+                "kind": kind,
+                "scope": scope,
+                "layer": int(layer),
+                "mean": mean,
+                "std": std,
+                "ci_low": mean - half,
+                "ci_high": mean + half,
+                "n_used": n,
+                "n_excluded": int(len(g) - n),
+                "mean_ie": float(g.ie.mean()),
+            }
+        )
     df = pd.DataFrame(rows)
     df["rank"] = df.groupby(["kind", "scope"])["mean"].rank(ascending=False, method="first")
     return df[STATISTICS_COLUMNS]
 
 
-def choose_edit_layers(stats: pd.DataFrame, n_layers: int, edit_layers: Sequence[int] | None = None,
-                       num_edit_layers: int = 3, no_astra_layers: bool = False, rank_kind: str = "mlp",
-                       rank_scope: str = "all") -> dict:
-    """Priority: explicit ``edit_layers`` > tracing (top ``num_edit_layers`` of ``rank_kind``) > last three."""
+def choose_edit_layers(
+    stats: pd.DataFrame,
+    n_layers: int,
+    edit_layers: Sequence[int] | None = None,
+    num_edit_layers: int = 3,
+    no_astra_layers: bool = False,
+    rank_kind: str = "mlp",
+    rank_scope: str = "all",
+) -> dict:
+    """Priority: explicit ``edit_layers`` > tracing (top ``num_edit_layers`` of ``rank_kind``) >
+    the last three."""
     if edit_layers:
         check_choices([], [], n_layers, edit_layers)
-        return {"layers": sorted(set(int(l) for l in edit_layers)), "source": "explicit",
-                "reason": "edit_layers given in the parameters"}
+        return {
+            "layers": sorted(set(int(li) for li in edit_layers)),
+            "source": "explicit",
+            "reason": "edit_layers given in the parameters",
+        }
     default = {"layers": list(range(max(0, n_layers - 3), n_layers)), "source": "default"}
     if no_astra_layers:
         return {**default, "reason": "no_astra_layers: tracing result disabled"}
-    sel = stats[(stats.kind == rank_kind) & (stats.scope == rank_scope)].dropna(subset=["mean"]) \
-        if not stats.empty else stats
+    sel = (
+        stats[(stats.kind == rank_kind) & (stats.scope == rank_scope)].dropna(subset=["mean"])
+        if not stats.empty
+        else stats
+    )
     if sel.empty:
-        return {**default, "reason": f"no usable tracing result for kind '{rank_kind}', scope '{rank_scope}' "
-                                     f"(no errors, or every total effect too small)"}
+        return {
+            **default,
+            "reason": f"no usable tracing result for kind '{rank_kind}', scope '{rank_scope}' "
+            f"(no errors, or every total effect too small)",
+        }
     top = sel.sort_values(["mean", "layer"], ascending=[False, True]).head(num_edit_layers)
-    return {"layers": sorted(int(l) for l in top.layer), "source": "tracing",
-            "reason": f"top {num_edit_layers} layers by mean IE/TE of kind '{rank_kind}', scope '{rank_scope}'",
-            "ranking": [{"layer": int(r.layer), "mean": float(r["mean"]), "n_used": int(r.n_used)}
-                        for _, r in sel.sort_values("mean", ascending=False).iterrows()]}
+    return {
+        "layers": sorted(int(li) for li in top.layer),
+        "source": "tracing",
+        "reason": f"top {num_edit_layers} layers by mean IE/TE of kind '{rank_kind}', scope '{rank_scope}'",
+        "ranking": [
+            {"layer": int(r.layer), "mean": float(r["mean"]), "n_used": int(r.n_used)}
+            for _, r in sel.sort_values("mean", ascending=False).iterrows()
+        ],
+    }
 
 
 def save_edit_layers(run_dir: Path, choice: dict) -> None:
@@ -417,18 +576,33 @@ def load_edit_layers(run_dir: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- the whole stage
-def trace_errors(model, cfg: models.ModelConfig, images: np.ndarray, labels: np.ndarray, preds: np.ndarray,
-                 positions: np.ndarray, restores: Sequence[Restoration], noise: torch.Tensor,
-                 min_total_effect: float = 0.05, device="cpu", max_rows: int = 2048,
-                 progress: bool = False, official_index: np.ndarray | None = None) -> pd.DataFrame:
+def trace_errors(
+    model,
+    cfg: models.ModelConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    preds: np.ndarray,
+    positions: np.ndarray,
+    restores: Sequence[Restoration],
+    noise: torch.Tensor,
+    min_total_effect: float = 0.05,
+    device="cpu",
+    max_rows: int = 2048,
+    progress: bool = False,
+    official_index: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Trace every sample at ``positions`` of ``images``; the long table of ``layer_importance.csv``."""
     tables = []
     for pos in tqdm(positions, desc="causal tracing", disable=not progress):
-        x = models.preprocess(images[pos:pos + 1], cfg, device)
+        x = models.preprocess(images[pos : pos + 1], cfg, device)
         res = trace_sample(model, x, restores, noise, max_rows)
         t = effects_table(res, restores, int(preds[pos]), int(labels[pos]), min_total_effect)
         t.insert(0, "sample", int(pos))
-        t.insert(1, "official_index", int(official_index[pos]) if official_index is not None else int(pos))
+        t.insert(
+            1,
+            "official_index",
+            int(official_index[pos]) if official_index is not None else int(pos),
+        )
         tables.append(t)
     if not tables:
         return pd.DataFrame(columns=IMPORTANCE_COLUMNS)
@@ -436,7 +610,9 @@ def trace_errors(model, cfg: models.ModelConfig, images: np.ndarray, labels: np.
 
 
 @torch.inference_mode()
-def corrupted_view(model, cfg: models.ModelConfig, image: np.ndarray, noise: torch.Tensor) -> np.ndarray:
+def corrupted_view(
+    model, cfg: models.ModelConfig, image: np.ndarray, noise: torch.Tensor
+) -> np.ndarray:
     """The image a noisy copy amounts to, for display: the least-squares pixel perturbation whose
     patch embedding is ``noise`` (patches, dim), added to the normalised image and mapped back to
     [0, 1]. (The corruption itself lives in embedding space; this is only its picture.)"""
@@ -455,8 +631,17 @@ def corrupted_view(model, cfg: models.ModelConfig, image: np.ndarray, noise: tor
 
 # --------------------------------------------------------------------------- patch attribution
 @torch.inference_mode()
-def patch_attribution(model, cfg: models.ModelConfig, image: np.ndarray, target: int, n_masks: int = 64,
-                      keep_prob: float = 0.5, seed: int = 0, alpha: float = 1e-3, device="cpu") -> np.ndarray:
+def patch_attribution(
+    model,
+    cfg: models.ModelConfig,
+    image: np.ndarray,
+    target: int,
+    n_masks: int = 64,
+    keep_prob: float = 0.5,
+    seed: int = 0,
+    alpha: float = 1e-3,
+    device="cpu",
+) -> np.ndarray:
     """Lasso attribution over patches (ASTRA): random keep-masks -> p(target) -> sparse linear fit.
 
     Dropped patches are set to 0 in the normalised image (the normalisation mean). The score is
@@ -464,8 +649,6 @@ def patch_attribution(model, cfg: models.ModelConfig, image: np.ndarray, target:
     Returns the coefficients on the patch grid (grid_h, grid_w), in units of probability:
     positive = the patch supports ``target``.
     """
-    from sklearn.linear_model import Lasso
-
     model.eval()
     gh, gw = model.patch_embed.grid_size
     x = models.preprocess(image[None], cfg, device)
@@ -478,25 +661,50 @@ def patch_attribution(model, cfg: models.ModelConfig, image: np.ndarray, target:
     sd = scores.std()
     if sd == 0:  # the masks change nothing: no patch matters
         return np.zeros((gh, gw))
+    # lazy: scikit-learn's linear models add ~1.5 s to each process importing this module (the
+    # kernels of 04-07 and the CLI's preflight), which never fit a Lasso
+    from sklearn.linear_model import Lasso
+
     fit = Lasso(alpha=alpha, max_iter=10000).fit(masks, (scores - scores.mean()) / sd)
     return fit.coef_.reshape(gh, gw) * sd  # back in units of probability
 
 
-def summarize(importance: pd.DataFrame, n_errors_total: int, n_set: int, noise_std: float, n_restorations: int,
-              choice: dict, seconds: float, n_layers: int | None = None) -> dict:
+def summarize(
+    importance: pd.DataFrame,
+    n_errors_total: int,
+    n_set: int,
+    noise_std: float,
+    n_restorations: int,
+    choice: dict,
+    seconds: float,
+    n_layers: int | None = None,
+) -> dict:
     """What ``locate_summary.json`` records; zero errors is a normal, explicit outcome."""
     per_sample = importance.drop_duplicates("sample") if not importance.empty else importance
     n_traced = int(len(per_sample))
     n_low_te = int((~per_sample.te_valid.astype(bool)).sum()) if n_traced else 0
-    msg = (f"{n_errors_total} of {n_set} Edit-Discovery samples are misclassified; traced {n_traced}"
-           + (f"; {n_low_te} left out of normalised averages (|TE| too small)" if n_low_te else ""))
+    msg = (
+        f"{n_errors_total} of {n_set} Edit-Discovery samples are misclassified; traced {n_traced}"
+        + (f"; {n_low_te} left out of normalised averages (|TE| too small)" if n_low_te else "")
+    )
     if n_errors_total == 0:
-        msg = (f"the model classifies all {n_set} Edit-Discovery samples correctly: nothing to trace, "
-               f"and later stages have nothing to edit")
-    return {"n_edit_discovery": int(n_set), "n_errors": int(n_errors_total), "n_traced": n_traced,
-            "n_low_total_effect": n_low_te, "noise_std": float(noise_std), "n_restorations": int(n_restorations),
-            "edit_layers": choice["layers"], "edit_layers_source": choice["source"], "seconds": round(seconds, 2),
-            "n_layers": n_layers, "message": msg}
+        msg = (
+            f"the model classifies all {n_set} Edit-Discovery samples correctly: nothing to trace, "
+            f"and later stages have nothing to edit"
+        )
+    return {
+        "n_edit_discovery": int(n_set),
+        "n_errors": int(n_errors_total),
+        "n_traced": n_traced,
+        "n_low_total_effect": n_low_te,
+        "noise_std": float(noise_std),
+        "n_restorations": int(n_restorations),
+        "edit_layers": choice["layers"],
+        "edit_layers_source": choice["source"],
+        "seconds": round(seconds, 2),
+        "n_layers": n_layers,
+        "message": msg,
+    }
 
 
 def save_summary(run_dir: Path, summary: dict) -> None:

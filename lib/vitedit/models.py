@@ -3,14 +3,20 @@
 All models are timm ``VisionTransformer`` instances, so every block stays hookable at
 ``model.blocks[i].mlp.fc2`` and ``model.blocks[i].attn.proj``; the classifier is ``model.head``.
 """
+
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import paths
 
 
 class ModelError(ValueError):
@@ -36,19 +42,30 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     c.name: c
     for c in [
         ModelConfig(
-            "vit_small_p4_28", "vit_small_patch16_224", 28,
+            "vit_small_p4_28",
+            "vit_small_patch16_224",
+            28,
             dict(img_size=28, patch_size=4, embed_dim=96, depth=12, num_heads=3, mlp_ratio=2.0),
-            description="CPU default: 12 blocks, width 96, patch 4 on 28x28 (49 patches + CLS), trained from scratch",
+            description="CPU default: 12 blocks, width 96, patch 4 on 28x28 (49 patches + CLS), "
+            "trained from scratch",
         ),
         ModelConfig(
-            "vit_tiny_test", "vit_small_patch16_224", 28,
+            "vit_tiny_test",
+            "vit_small_patch16_224",
+            28,
             dict(img_size=28, patch_size=7, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0),
             description="tests only: 4 blocks, width 32, patch 7 on 28x28",
         ),
         ModelConfig(
-            "vit_base_patch16_224", "vit_base_patch16_224", 224, {},
-            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained_default=True,
-            description="the original system's ViT-B/16 at 224x224 (ImageNet weights via timm or weights_path)",
+            "vit_base_patch16_224",
+            "vit_base_patch16_224",
+            224,
+            {},
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            pretrained_default=True,
+            description="the original system's ViT-B/16 at 224x224 "
+            "(ImageNet weights via timm or weights_path)",
         ),
     ]
 }
@@ -60,24 +77,27 @@ def get_config(name: str) -> ModelConfig:
     return MODEL_CONFIGS[name]
 
 
-def build_model(config: ModelConfig | str, num_classes: int, pretrained: bool | None = None,
-                weights_path: str | None = None, drop_path: float = 0.0) -> torch.nn.Module:
+def build_model(
+    config: ModelConfig | str,
+    num_classes: int,
+    pretrained: bool | None = None,
+    weights_path: str | None = None,
+    drop_path: float = 0.0,
+) -> torch.nn.Module:
     """Create the model; with ``pretrained`` load ImageNet weights (timm hub or ``weights_path``).
 
     A pretrained model whose weights cannot be loaded is an error, never a silent scratch init.
     """
-    import timm
-
     cfg = get_config(config) if isinstance(config, str) else config
     pretrained = cfg.pretrained_default if pretrained is None else pretrained
     kwargs = dict(cfg.kwargs, num_classes=num_classes, drop_path_rate=drop_path)
     if not pretrained:
         if weights_path:
-            raise ModelError("weights_path is given but pretrained is false; set pretrained: true to load it")
+            raise ModelError(
+                "weights_path is given but pretrained is false; set pretrained: true to load it"
+            )
         return timm.create_model(cfg.timm_name, pretrained=False, **kwargs)
     if weights_path:
-        from . import paths
-
         wp = paths.resolve(weights_path)
         if not wp.is_file():
             raise ModelError(f"weights file {wp} does not exist (weights_path)")
@@ -87,30 +107,39 @@ def build_model(config: ModelConfig | str, num_classes: int, pretrained: bool | 
     except Exception as e:  # network errors, hub errors, bad files: all end here
         raise ModelError(
             f"could not load pretrained weights for {cfg.timm_name} ({type(e).__name__}: {str(e)[:300]}). "
-            f"Give a local weights file with weights_path: /path/to/{cfg.timm_name}.safetensors (or .pth/.npz), "
+            f"Give a local weights file with weights_path: /path/to/{cfg.timm_name}.safetensors "
+            f"(or .pth/.npz), "
             f"make the Hugging Face hub reachable, or set pretrained: false to train from scratch."
         ) from e
 
 
 def depth(config: ModelConfig | str) -> int:
     """Number of transformer blocks of a config (built on the meta device: no memory, no weights)."""
-    import timm
-
     cfg = get_config(config) if isinstance(config, str) else config
     with torch.device("meta"):
-        return len(timm.create_model(cfg.timm_name, pretrained=False, **dict(cfg.kwargs, num_classes=2)).blocks)
+        return len(
+            timm.create_model(
+                cfg.timm_name, pretrained=False, **dict(cfg.kwargs, num_classes=2)
+            ).blocks
+        )
 
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' requested but CUDA is not available; use device: auto or cpu")
+        raise ModelError(
+            "device 'cuda' requested but CUDA is not available; use device: auto or cpu"
+        )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def preprocess(batch: np.ndarray | torch.Tensor, cfg: ModelConfig, device: torch.device | str = "cpu",
-               pin_memory: bool = False) -> torch.Tensor:
+def preprocess(
+    batch: np.ndarray | torch.Tensor,
+    cfg: ModelConfig,
+    device: torch.device | str = "cpu",
+    pin_memory: bool = False,
+) -> torch.Tensor:
     """Raw images -> normalised (B, 3, S, S) float tensor, identical in every stage.
 
     uint8 images (MedMNIST) are scaled to [0, 1] and normalised with the model's mean/std;
@@ -129,8 +158,13 @@ def preprocess(batch: np.ndarray | torch.Tensor, cfg: ModelConfig, device: torch
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     if x.shape[-1] != cfg.img_size or x.shape[-2] != cfg.img_size:
-        x = F.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bilinear", align_corners=False,
-                          antialias=True)
+        x = F.interpolate(
+            x,
+            size=(cfg.img_size, cfg.img_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
     if is_uint8:
         mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
@@ -144,17 +178,24 @@ def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: np.ndarray, cfg: ModelConfig, batch_size: int = 256,
-                   device: torch.device | str = "cpu", progress: bool = False, desc: str = "predict") -> torch.Tensor:
+def predict_logits(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    cfg: ModelConfig,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    desc: str = "predict",
+) -> torch.Tensor:
     """Logits (float32, on the CPU) of ``model`` on raw ``images``, in eval mode."""
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     was_training = model.training
     model.eval()
     out = []
     use_amp = device.type == "cuda"
-    for sl in tqdm(list(iter_batches(len(images), batch_size)), desc=desc, disable=not progress, leave=False):
+    for sl in tqdm(
+        list(iter_batches(len(images), batch_size)), desc=desc, disable=not progress, leave=False
+    ):
         x = preprocess(images[sl], cfg, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             out.append(model(x).float().cpu())
@@ -162,3 +203,21 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, cfg: ModelConfig,
     if not out:
         return torch.empty(0, model.num_classes)
     return torch.cat(out)
+
+
+def predict_probs(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    cfg: ModelConfig,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Softmax probabilities (float32, on the CPU) of ``model`` on raw ``images``; (0, C) for none."""
+    return torch.softmax(predict_logits(model, images, cfg, batch_size, device), -1)
+
+
+def save_atomic(obj, path) -> None:
+    """``torch.save`` so that ``path`` is either the old file or the complete new one."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    paths.atomic_write_bytes(path, buf.getvalue())

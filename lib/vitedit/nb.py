@@ -9,18 +9,20 @@ Usage in a notebook::
     # --- papermill's injected cell ---
     run = nb.start("01_split", globals(), _before)
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import params as params_mod
 from . import runs
 
-# notebook stage -> the parameter stage whose keys it owns; order is the study's order
-STAGES = {"01_split": "data", "02_train": "train", "03_locate": "locate", "04_edit_alphaedit": "edit",
-          "05_edit_head": "head", "06_evaluate": "evaluate", "07_baselines": "baseline"}
+STAGES = (
+    runs.NOTEBOOK_STAGES
+)  # notebook -> the parameter stage whose keys it owns, in the study's order
 
 
 @dataclass
@@ -30,48 +32,54 @@ class Run:
     params: dict[str, Any]
     notes: dict[str, Any] = field(default_factory=dict)
 
-    def begin(self) -> "Run":
+    def begin(self) -> Run:
         """Create the folder, refuse parameters that contradict completed stages, record 'running'."""
-        runs.check_compatible(self.dir, self.params, _frozen_stages(self.stage))
+        folder = runs.RunFolder(self.dir)
+        folder.check_compatible(self.params, self.stage)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "figures").mkdir(exist_ok=True)
-        stored = runs.stored_params(self.dir) or params_mod.defaults()
+        stored = folder.params or params_mod.defaults()
         owned = _owned_param_stages(self.stage)
-        merged = {**stored, **{k: v for k, v in self.params.items() if params_mod.STAGE_OF[k] in owned}}
-        runs.write_params(self.dir, merged)
-        order = list(STAGES)
-        st = runs.status(self.dir)
-        for later in order[order.index(self.stage) + 1:] if self.stage in order else []:
+        merged = {
+            **stored,
+            **{k: v for k, v in self.params.items() if params_mod.STAGE_OF[k] in owned},
+        }
+        folder.write_params(merged)
+        order = runs.NOTEBOOKS
+        st = folder.status()
+        for later in order[order.index(self.stage) + 1 :] if self.stage in order else []:
             if later in st:
-                runs.set_status(self.dir, later, "stale", reason=f"{self.stage} was run again")
-        runs.set_status(self.dir, self.stage, "running")
+                folder.set_status(later, "stale", reason=f"{self.stage} was run again")
+        folder.set_status(self.stage, "running")
         return self
 
     def figure(self, name: str) -> Path:
         return self.dir / "figures" / name
 
     def finish(self, **extra: Any) -> None:
-        runs.set_status(self.dir, self.stage, "ok", **extra)
+        runs.RunFolder(self.dir).set_status(self.stage, "ok", **extra)
         print(f"{self.stage} done; outputs in {self.dir}")
 
 
 def _owned_param_stages(stage: str) -> set[str]:
     """Parameter stages this notebook determines: its own, those before it, and 'run'."""
-    order = list(STAGES)
+    order = runs.NOTEBOOKS
     upto = order[: order.index(stage) + 1] if stage in order else order
     return {STAGES[s] for s in upto} | {"run"}
-
-
-def _frozen_stages(stage: str) -> dict[str, str]:
-    """Completed stages other than ``stage`` itself freeze their parameters."""
-    return {s: p for s, p in STAGES.items() if s != stage}
 
 
 def collect(ns: Mapping[str, Any], before: set[str]) -> dict[str, Any]:
     """Parameters defined after ``before`` was taken (parameters cell + papermill's injection)."""
     ignore = {"In", "Out", "exit", "quit", "get_ipython"}
-    return {k: v for k, v in ns.items() if k not in before and not k.startswith("_") and k not in ignore
-            and not callable(v) and type(v).__name__ != "module"}
+    return {
+        k: v
+        for k, v in ns.items()
+        if k not in before
+        and not k.startswith("_")
+        and k not in ignore
+        and not callable(v)
+        and type(v).__name__ != "module"
+    }
 
 
 def start(stage: str, ns: Mapping[str, Any], before: set[str]) -> Run:
@@ -84,8 +92,10 @@ def start(stage: str, ns: Mapping[str, Any], before: set[str]) -> Run:
     given = collect(ns, before)
     p = params_mod.resolve(given)
     run_dir = runs.resolve_run_dir(p)
-    stored = runs.stored_params(run_dir)
-    if stored:  # parameters this notebook does not declare come from the run (e.g. training's, in 03)
+    stored = runs.RunFolder(run_dir).params
+    if (
+        stored
+    ):  # parameters this notebook does not declare come from the run (e.g. training's, in 03)
         p = params_mod.resolve(stored, given)
     p["run_dir"] = str(run_dir)
     return Run(stage, run_dir, p)

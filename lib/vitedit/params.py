@@ -3,16 +3,20 @@
 Every notebook and the CLI resolve parameters through :func:`resolve`, so a mistyped
 or unknown key is an error everywhere (papermill itself would only warn).
 """
+
 from __future__ import annotations
 
 import difflib
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import yaml
+
+from . import methods as methods_mod
 
 
 class ParamError(ValueError):
@@ -55,129 +59,471 @@ SCHEMA: dict[str, Param] = {
     p.name: p
     for p in [
         # --- data -------------------------------------------------------------------------
-        Param("dataset", "retinamnist", "str", "data",
-              "MedMNIST 2D flag (pathmnist, dermamnist, retinamnist, organamnist, bloodmnist, "
-              "tissuemnist, ...) or liver4 / liver2s / liver2a"),
-        Param("size", 28, "choice", "data", "image size of the MedMNIST file", choices=(28, 64, 128, 224)),
-        Param("data_path", None, "str", "data",
-              "data file or folder; MedMNIST: folder or .npz, liver: folder with imgs.npy/labs.npy",
-              optional=True),
-        Param("download", False, "bool", "data", "allow medmnist to download a missing MedMNIST file"),
+        Param(
+            "dataset",
+            "retinamnist",
+            "str",
+            "data",
+            "MedMNIST 2D flag (pathmnist, dermamnist, retinamnist, organamnist, bloodmnist, "
+            "tissuemnist, ...) or liver4 / liver2s / liver2a",
+        ),
+        Param(
+            "size",
+            28,
+            "choice",
+            "data",
+            "image size of the MedMNIST file",
+            choices=(28, 64, 128, 224),
+        ),
+        Param(
+            "data_path",
+            None,
+            "str",
+            "data",
+            "data file or folder; MedMNIST: folder or .npz, liver: folder with imgs.npy/labs.npy",
+            optional=True,
+        ),
+        Param(
+            "download", False, "bool", "data", "allow medmnist to download a missing MedMNIST file"
+        ),
         Param("verify_md5", True, "bool", "data", "check MedMNIST files against medmnist's MD5"),
-        Param("liver_split_seed", 0, "int", "data",
-              "seed of the fixed stratified 60/20/20 split of the liver data (its 'official' split)"),
-        Param("ft_train_ratio", 0.9, "float", "data",
-              "share of the official train split that becomes FT-Train (rest: Edit-Discovery)",
-              check=_open_unit),
-        Param("seed", 42, "int", "data", "seed of the FT-Train/Edit-Discovery split and of training"),
+        Param(
+            "liver_split_seed",
+            0,
+            "int",
+            "data",
+            "seed of the fixed stratified 60/20/20 split of the liver data (its 'official' split)",
+        ),
+        Param(
+            "ft_train_ratio",
+            0.9,
+            "float",
+            "data",
+            "share of the official train split that becomes FT-Train (rest: Edit-Discovery)",
+            check=_open_unit,
+        ),
+        Param(
+            "seed", 42, "int", "data", "seed of the FT-Train/Edit-Discovery split and of training"
+        ),
         # --- train ------------------------------------------------------------------------
-        Param("model", "vit_small_p4_28", "str", "train", "model config name (see vitedit.models.MODEL_CONFIGS)"),
-        Param("pretrained", None, "bool", "train",
-              "load ImageNet weights (default: the model config's choice)", optional=True),
-        Param("weights_path", None, "str", "train",
-              "local weights file for the pretrained model (timm .pth/.bin/.safetensors/.npz)", optional=True),
+        Param(
+            "model",
+            "vit_small_p4_28",
+            "str",
+            "train",
+            "model config name (see vitedit.models.MODEL_CONFIGS)",
+        ),
+        Param(
+            "pretrained",
+            None,
+            "bool",
+            "train",
+            "load ImageNet weights (default: the model config's choice)",
+            optional=True,
+        ),
+        Param(
+            "weights_path",
+            None,
+            "str",
+            "train",
+            "local weights file for the pretrained model (timm .pth/.bin/.safetensors/.npz)",
+            optional=True,
+        ),
         Param("epochs", 30, "int", "train", "training epochs", check=_at_least_one),
         Param("batch_size", 64, "int", "train", "training batch size", check=_at_least_one),
-        Param("eval_batch_size", 256, "int", "train", "batch size for inference", check=_at_least_one),
+        Param(
+            "eval_batch_size", 256, "int", "train", "batch size for inference", check=_at_least_one
+        ),
         Param("lr", 1e-3, "float", "train", "peak learning rate (AdamW)", check=_positive),
         Param("weight_decay", 0.05, "float", "train", "AdamW weight decay", check=_non_negative),
-        Param("warmup_frac", 0.1, "float", "train", "share of steps with linear warm-up", check=_unit),
-        Param("label_smoothing", 0.1, "float", "train", "cross-entropy label smoothing", check=_unit),
+        Param(
+            "warmup_frac", 0.1, "float", "train", "share of steps with linear warm-up", check=_unit
+        ),
+        Param(
+            "label_smoothing", 0.1, "float", "train", "cross-entropy label smoothing", check=_unit
+        ),
         Param("drop_path", 0.1, "float", "train", "stochastic depth rate", check=_unit),
-        Param("augment", True, "bool", "train", "random flips, 90-degree rotations and shifted crops"),
-        Param("patience", 10, "int", "train",
-              "early stopping: epochs without FT-Val improvement (0 = never stop early)", check=_non_negative),
-        Param("resume", False, "bool", "train", "continue an interrupted training run of the same checkpoint"),
-        Param("checkpoint_dir", "checkpoints", "str", "train", "folder of the fine-tuned checkpoints"),
+        Param(
+            "augment", True, "bool", "train", "random flips, 90-degree rotations and shifted crops"
+        ),
+        Param(
+            "patience",
+            10,
+            "int",
+            "train",
+            "early stopping: epochs without FT-Val improvement (0 = never stop early)",
+            check=_non_negative,
+        ),
+        Param(
+            "resume",
+            False,
+            "bool",
+            "train",
+            "continue an interrupted training run of the same checkpoint",
+        ),
+        Param(
+            "checkpoint_dir", "checkpoints", "str", "train", "folder of the fine-tuned checkpoints"
+        ),
         # --- locate ---------------------------------------------------------------------------
-        Param("max_samples", 50, "int", "locate", "errors of Edit-Discovery to trace (first ones in set order)",
-              check=_at_least_one),
+        Param(
+            "max_samples",
+            50,
+            "int",
+            "locate",
+            "errors of Edit-Discovery to trace (first ones in set order)",
+            check=_at_least_one,
+        ),
         Param("num_ablations", 32, "int", "locate", "noisy copies per sample", check=_at_least_one),
-        Param("noise_scale", 3.0, "float", "locate",
-              "noise std = noise_scale x empirical std of FT-Train patch embeddings", check=_positive),
-        Param("noise_std", None, "float", "locate", "fixed noise std (overrides noise_scale)", optional=True,
-              check=_positive),
-        Param("noise_samples", None, "int", "locate", "FT-Train images for the empirical std (default: all)",
-              optional=True, check=_at_least_one),
-        Param("noise_seed", None, "int", "locate", "seed of the noise (default: seed)", optional=True),
-        Param("trace_kinds", ["block", "mlp", "attn"], "str_list", "locate", "what to restore",
-              choices=("block", "mlp", "attn")),
-        Param("trace_scopes", ["all"], "str_list", "locate", "tokens to restore", choices=("all", "cls", "patches")),
-        Param("trace_window", 1, "int", "locate", "consecutive layers restored together for mlp/attn (ROME)",
-              check=_at_least_one),
-        Param("min_total_effect", 0.05, "float", "locate",
-              "samples with |TE| below this are counted and left out of normalised averages", check=_non_negative),
-        Param("rank_kind", "mlp", "choice", "locate", "kind whose ranking picks the edit layers",
-              choices=("block", "mlp", "attn")),
-        Param("rank_scope", "all", "choice", "locate", "scope whose ranking picks the edit layers",
-              choices=("all", "cls", "patches")),
-        Param("edit_layers", None, "int_list", "locate", "explicit layers to edit (highest priority)",
-              optional=True),
-        Param("num_edit_layers", 3, "int", "locate", "top traced layers handed to editing", check=_at_least_one),
-        Param("no_astra_layers", False, "bool", "locate", "ignore the tracing result (use the last three layers)"),
-        Param("trace_max_rows", 2048, "int", "locate", "images per batched tracing pass (memory bound)",
-              check=_at_least_one),
-        Param("attribution_samples", 6, "int", "locate", "errors that get a patch attribution map (0: none)",
-              check=_non_negative),
-        Param("attribution_masks", 64, "int", "locate", "random patch masks per attribution", check=_at_least_one),
-        Param("attribution_keep_prob", 0.5, "float", "locate", "probability that a patch is kept", check=_open_unit),
-        Param("attribution_alpha", 0.02, "float", "locate", "Lasso regularisation (on the standardised score)",
-              check=_positive),
+        Param(
+            "noise_scale",
+            3.0,
+            "float",
+            "locate",
+            "noise std = noise_scale x empirical std of FT-Train patch embeddings",
+            check=_positive,
+        ),
+        Param(
+            "noise_std",
+            None,
+            "float",
+            "locate",
+            "fixed noise std (overrides noise_scale)",
+            optional=True,
+            check=_positive,
+        ),
+        Param(
+            "noise_samples",
+            None,
+            "int",
+            "locate",
+            "FT-Train images for the empirical std (default: all)",
+            optional=True,
+            check=_at_least_one,
+        ),
+        Param(
+            "noise_seed", None, "int", "locate", "seed of the noise (default: seed)", optional=True
+        ),
+        Param(
+            "trace_kinds",
+            ["block", "mlp", "attn"],
+            "str_list",
+            "locate",
+            "what to restore",
+            choices=("block", "mlp", "attn"),
+        ),
+        Param(
+            "trace_scopes",
+            ["all"],
+            "str_list",
+            "locate",
+            "tokens to restore",
+            choices=("all", "cls", "patches"),
+        ),
+        Param(
+            "trace_window",
+            1,
+            "int",
+            "locate",
+            "consecutive layers restored together for mlp/attn (ROME)",
+            check=_at_least_one,
+        ),
+        Param(
+            "min_total_effect",
+            0.05,
+            "float",
+            "locate",
+            "samples with |TE| below this are counted and left out of normalised averages",
+            check=_non_negative,
+        ),
+        Param(
+            "rank_kind",
+            "mlp",
+            "choice",
+            "locate",
+            "kind whose ranking picks the edit layers",
+            choices=("block", "mlp", "attn"),
+        ),
+        Param(
+            "rank_scope",
+            "all",
+            "choice",
+            "locate",
+            "scope whose ranking picks the edit layers",
+            choices=("all", "cls", "patches"),
+        ),
+        Param(
+            "edit_layers",
+            None,
+            "int_list",
+            "locate",
+            "explicit layers to edit (highest priority)",
+            optional=True,
+        ),
+        Param(
+            "num_edit_layers",
+            3,
+            "int",
+            "locate",
+            "top traced layers handed to editing",
+            check=_at_least_one,
+        ),
+        Param(
+            "no_astra_layers",
+            False,
+            "bool",
+            "locate",
+            "ignore the tracing result (use the last three layers)",
+        ),
+        Param(
+            "trace_max_rows",
+            2048,
+            "int",
+            "locate",
+            "images per batched tracing pass (memory bound)",
+            check=_at_least_one,
+        ),
+        Param(
+            "attribution_samples",
+            6,
+            "int",
+            "locate",
+            "errors that get a patch attribution map (0: none)",
+            check=_non_negative,
+        ),
+        Param(
+            "attribution_masks",
+            64,
+            "int",
+            "locate",
+            "random patch masks per attribution",
+            check=_at_least_one,
+        ),
+        Param(
+            "attribution_keep_prob",
+            0.5,
+            "float",
+            "locate",
+            "probability that a patch is kept",
+            check=_open_unit,
+        ),
+        Param(
+            "attribution_alpha",
+            0.02,
+            "float",
+            "locate",
+            "Lasso regularisation (on the standardised score)",
+            check=_positive,
+        ),
         # --- edit (AlphaEdit / MEMIT; max_edits and projection_samples are shared with head editing) ---
-        Param("max_edits", 30, "int", "edit", "Edit-Discovery errors to edit (first ones in set order)",
-              check=_at_least_one),
-        Param("projection_samples", 500, "count", "edit",
-              "FT-Train samples that build the editing statistics (projection, Fisher, ridge); 'all' allowed"),
-        Param("edit_methods", ["alphaedit", "memit"], "str_list", "edit",
-              "what notebook 04 runs: alphaedit and/or memit (its P = I ablation)", choices=("alphaedit", "memit")),
-        Param("edit_modules", ["mlp"], "str_list", "edit", "projections edited per layer: mlp (fc2), attn (proj)",
-              choices=("mlp", "attn")),
-        Param("stats_scope", "cls+all", "choice", "edit", "tokens whose keys build the preservation statistics",
-              choices=("cls", "all", "cls+all")),
-        Param("nullspace_threshold", 0.01, "float", "edit", "eigenvalues below this span the null space",
-              check=_positive),
-        Param("nullspace_relative", None, "float", "edit",
-              "instead: keep the directions holding the bottom share of the spectrum's energy", optional=True,
-              check=_open_unit),
-        Param("L2", 0.0001, "float", "edit", "ridge term of the AlphaEdit/MEMIT solve", check=_non_negative),
-        Param("v_lr", 0.1, "float", "edit", "learning rate of the target-residual optimisation", check=_positive),
-        Param("v_num_grad_steps", 25, "int", "edit", "steps of the target-residual optimisation",
-              check=_at_least_one),
-        Param("v_weight_decay", 0.001, "float", "edit", "weight decay on the target residual", check=_non_negative),
-        Param("clamp_norm_factor", 4.0, "float", "edit", "target residual norm <= factor x original CLS norm",
-              check=_positive),
-        Param("edit_batch_size", None, "int", "edit", "errors per sequential edit batch (default: all at once)",
-              optional=True, check=_at_least_one),
+        Param(
+            "max_edits",
+            30,
+            "int",
+            "edit",
+            "Edit-Discovery errors to edit (first ones in set order)",
+            check=_at_least_one,
+        ),
+        Param(
+            "projection_samples",
+            500,
+            "count",
+            "edit",
+            "FT-Train samples that build the editing statistics (projection, Fisher, ridge); 'all' allowed",
+        ),
+        Param(
+            "edit_modules",
+            ["mlp"],
+            "str_list",
+            "edit",
+            "projections edited per layer: mlp (fc2), attn (proj)",
+            choices=("mlp", "attn"),
+        ),
+        Param(
+            "stats_scope",
+            "cls+all",
+            "choice",
+            "edit",
+            "tokens whose keys build the preservation statistics",
+            choices=("cls", "all", "cls+all"),
+        ),
+        Param(
+            "nullspace_threshold",
+            0.01,
+            "float",
+            "edit",
+            "eigenvalues below this span the null space",
+            check=_positive,
+        ),
+        Param(
+            "nullspace_relative",
+            None,
+            "float",
+            "edit",
+            "instead: keep the directions holding the bottom share of the spectrum's energy",
+            optional=True,
+            check=_open_unit,
+        ),
+        Param(
+            "L2",
+            0.0001,
+            "float",
+            "edit",
+            "ridge term of the AlphaEdit/MEMIT solve",
+            check=_non_negative,
+        ),
+        Param(
+            "v_lr",
+            0.1,
+            "float",
+            "edit",
+            "learning rate of the target-residual optimisation",
+            check=_positive,
+        ),
+        Param(
+            "v_num_grad_steps",
+            25,
+            "int",
+            "edit",
+            "steps of the target-residual optimisation",
+            check=_at_least_one,
+        ),
+        Param(
+            "v_weight_decay",
+            0.001,
+            "float",
+            "edit",
+            "weight decay on the target residual",
+            check=_non_negative,
+        ),
+        Param(
+            "clamp_norm_factor",
+            4.0,
+            "float",
+            "edit",
+            "target residual norm <= factor x original CLS norm",
+            check=_positive,
+        ),
+        Param(
+            "edit_batch_size",
+            None,
+            "int",
+            "edit",
+            "errors per sequential edit batch (default: all at once)",
+            optional=True,
+            check=_at_least_one,
+        ),
         # --- head editing -------------------------------------------------------------------
-        Param("head_variants", ["gradient", "closed_form"], "str_list", "head",
-              "what notebook 05 runs: gradient (EWC) and/or closed_form (ridge)", choices=("gradient", "closed_form")),
-        Param("head_lr", 0.01, "float", "head", "learning rate of gradient head editing", check=_positive),
-        Param("head_steps", 50, "int", "head", "steps of gradient head editing", check=_at_least_one),
-        Param("ewc_lambda", 1000.0, "float", "head", "EWC strength (diagonal Fisher over the stats samples)",
-              check=_non_negative),
-        Param("ridge_lambda", 1.0, "float", "head", "closed form: pull toward the original head", check=_positive),
-        Param("head_margin", 1.0, "float", "head", "closed form: true-class logit target above the best other",
-              check=_non_negative),
-        Param("head_error_weight", 10.0, "float", "head", "closed form: weight of each error vs each FT-Train sample",
-              check=_positive),
+        Param(
+            "head_lr",
+            0.01,
+            "float",
+            "head",
+            "learning rate of gradient head editing",
+            check=_positive,
+        ),
+        Param(
+            "head_steps", 50, "int", "head", "steps of gradient head editing", check=_at_least_one
+        ),
+        Param(
+            "ewc_lambda",
+            1000.0,
+            "float",
+            "head",
+            "EWC strength (diagonal Fisher over the stats samples)",
+            check=_non_negative,
+        ),
+        Param(
+            "ridge_lambda",
+            1.0,
+            "float",
+            "head",
+            "closed form: pull toward the original head",
+            check=_positive,
+        ),
+        Param(
+            "head_margin",
+            1.0,
+            "float",
+            "head",
+            "closed form: true-class logit target above the best other",
+            check=_non_negative,
+        ),
+        Param(
+            "head_error_weight",
+            10.0,
+            "float",
+            "head",
+            "closed form: weight of each error vs each FT-Train sample",
+            check=_positive,
+        ),
         # --- evaluation and baselines --------------------------------------------------------
-        Param("bootstrap_samples", 2000, "int", "evaluate", "bootstrap resamples for the CI of the Test delta",
-              check=_at_least_one),
-        Param("baseline_methods", ["retrain", "finetune"], "str_list", "baseline",
-              "what notebook 07 runs: retrain (baseline 1) and/or finetune (baseline 2, on the errors)",
-              choices=("retrain", "finetune")),
-        Param("baseline_epochs", 10, "int", "baseline", "epochs of both baselines", check=_at_least_one),
-        Param("baseline_lr", 1e-5, "float", "baseline", "learning rate of baseline 2 (fine-tune on errors)",
-              check=_positive),
+        Param(
+            "bootstrap_samples",
+            2000,
+            "int",
+            "evaluate",
+            "bootstrap resamples for the CI of the Test delta",
+            check=_at_least_one,
+        ),
+        Param(
+            "baseline_epochs",
+            10,
+            "int",
+            "baseline",
+            "epochs of both baselines",
+            check=_at_least_one,
+        ),
+        Param(
+            "baseline_lr",
+            1e-5,
+            "float",
+            "baseline",
+            "learning rate of baseline 2 (fine-tune on errors)",
+            check=_positive,
+        ),
         # --- run ----------------------------------------------------------------------------
-        Param("device", "auto", "choice", "run", "auto (CUDA if present), cpu or cuda",
-              choices=("auto", "cpu", "cuda")),
-        Param("pin_memory", None, "bool", "run", "pin host batches for CUDA copies (default: when CUDA)",
-              optional=True),
-        Param("num_threads", None, "int", "run", "torch CPU threads (default: torch's choice)",
-              optional=True, check=_at_least_one),
-        Param("run_dir", None, "str", "run", "run folder (default: reports/runs/interactive-<hash>)",
-              optional=True),
+        Param(
+            "methods",
+            methods_mod.names(),
+            "str_list",
+            "run",
+            "the methods and baselines to run (vitedit.methods.REGISTRY); each notebook runs its own: "
+            "04 alphaedit/memit, 05 head/head_closed_form, 07 baseline_retrain/baseline_finetune",
+            choices=tuple(methods_mod.names()),
+        ),
+        Param(
+            "device",
+            "auto",
+            "choice",
+            "run",
+            "auto (CUDA if present), cpu or cuda",
+            choices=("auto", "cpu", "cuda"),
+        ),
+        Param(
+            "pin_memory",
+            None,
+            "bool",
+            "run",
+            "pin host batches for CUDA copies (default: when CUDA)",
+            optional=True,
+        ),
+        Param(
+            "num_threads",
+            None,
+            "int",
+            "run",
+            "torch CPU threads (default: torch's choice)",
+            optional=True,
+            check=_at_least_one,
+        ),
+        Param(
+            "run_dir",
+            None,
+            "str",
+            "run",
+            "run folder (default: reports/runs/interactive-<hash>)",
+            optional=True,
+        ),
         Param("progress", True, "bool", "run", "show tqdm progress bars"),
     ]
 }
@@ -193,16 +539,24 @@ def _coerce(p: Param, value: Any) -> Any:
     if value is None:
         if p.optional:
             return None
-        raise ParamError(f"parameter '{p.name}' may not be empty (null); give a value, e.g. {p.default!r}")
+        raise ParamError(
+            f"parameter '{p.name}' may not be empty (null); give a value, e.g. {p.default!r}"
+        )
     kind = p.kind
     if kind in ("int_list", "str_list"):
         return _coerce_list(p, value)
     if kind == "count":
         if value == "all":
             return value
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit() \
-                or int(value) < 1:
-            raise ParamError(f"parameter '{p.name}' expects a positive integer or 'all', got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, str))
+            or not str(value).strip().isdigit()
+            or int(value) < 1
+        ):
+            raise ParamError(
+                f"parameter '{p.name}' expects a positive integer or 'all', got {value!r}"
+            )
         return int(value)
     try:
         if kind == "bool":
@@ -226,7 +580,8 @@ def _coerce(p: Param, value: Any) -> Any:
                 raise TypeError
     except (TypeError, ValueError):
         raise ParamError(
-            f"parameter '{p.name}' expects {p.kind if p.kind != 'choice' else 'one of ' + str(list(p.choices))}, "
+            f"parameter '{p.name}' expects "
+            f"{p.kind if p.kind != 'choice' else 'one of ' + str(list(p.choices))}, "
             f"got {value!r} ({type(value).__name__}); {p.help}"
         ) from None
     if p.choices and value not in p.choices:
@@ -256,7 +611,9 @@ def _coerce_list(p: Param, value: Any) -> list:
                     raise TypeError
                 out.append(item)
         except (TypeError, ValueError):
-            raise ParamError(f"parameter '{p.name}' expects a list of {p.kind[:-5]}s, got {value!r}") from None
+            raise ParamError(
+                f"parameter '{p.name}' expects a list of {p.kind[:-5]}s, got {value!r}"
+            ) from None
     if p.choices:
         bad = [i for i in out if i not in p.choices]
         if bad:
@@ -274,8 +631,10 @@ def unknown_key_message(key: str, where: str = "") -> str:
     close = difflib.get_close_matches(key, SCHEMA.keys(), n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     src = f" in {where}" if where else ""
-    return (f"unknown parameter '{key}'{src}.{hint} Known parameters: {', '.join(sorted(SCHEMA))} "
-            f"(see params/base.yaml).")
+    return (
+        f"unknown parameter '{key}'{src}.{hint} Known parameters: {', '.join(sorted(SCHEMA))} "
+        f"(see params/base.yaml)."
+    )
 
 
 def validate(values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
@@ -298,7 +657,9 @@ def read_mapping(path: str | Path, what: str = "parameter file") -> dict[str, An
     except yaml.YAMLError as e:
         raise ParamError(f"{what} {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ParamError(f"{what} {path} must hold a mapping of key: value, got {type(data).__name__}")
+        raise ParamError(
+            f"{what} {path} must hold a mapping of key: value, got {type(data).__name__}"
+        )
     return data
 
 
@@ -347,15 +708,20 @@ def render_base_yaml() -> str:
 
     Regenerate after changing the schema: ``python -m vitedit.params > params/base.yaml``.
     """
-    lines = ["# Every parameter of the study with its default. Other files in params/ override a few keys;",
-             "# papermill takes any of them with -f, the CLI with --params (later files win).",
-             "# Unknown keys are errors. Generated by `python -m vitedit.params`.", ""]
+    lines = [
+        "# Every parameter of the study with its default. Other files in params/ override a few keys;",
+        "# papermill takes any of them with -f, the CLI with --params (later files win).",
+        "# Unknown keys are errors. Generated by `python -m vitedit.params`.",
+        "",
+    ]
     stage = None
     for p in SCHEMA.values():
         if p.stage != stage:
             stage = p.stage
             lines.append(f"# --- {stage} ---")
-        value = yaml.safe_dump({p.name: p.default}, default_flow_style=True, width=1000).strip()[1:-1]
+        value = yaml.safe_dump({p.name: p.default}, default_flow_style=True, width=1000).strip()[
+            1:-1
+        ]
         extra = f" (one of {list(p.choices)})" if p.choices else ""
         lines.append(f"{value}  # {p.help}{extra}")
     return "\n".join(lines) + "\n"

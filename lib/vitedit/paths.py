@@ -1,6 +1,8 @@
 """Where the project lives on disk: repository root and its standard folders."""
+
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -25,8 +27,6 @@ def resolve(path: str | os.PathLike, base: Path | None = None) -> Path:
 
 def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """Hex digest of a file's bytes, read in 1 MiB chunks."""
-    import hashlib
-
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -1,14 +1,16 @@
 """Static matplotlib/seaborn figures for the reports."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg") if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline",) else None
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
+if matplotlib.get_backend().lower() != "module://matplotlib_inline.backend_inline":
+    matplotlib.use("Agg")  # headless outside a notebook kernel
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 
 def _save(fig, path: Path | None):
@@ -38,12 +40,20 @@ def class_distribution(counts: pd.DataFrame, label_names, path: Path | None = No
     return _save(fig, path)
 
 
-def example_images(images: np.ndarray, labels: np.ndarray, label_names, per_class: int = 6,
-                   seed: int = 0, path: Path | None = None):
+def example_images(
+    images: np.ndarray,
+    labels: np.ndarray,
+    label_names,
+    per_class: int = 6,
+    seed: int = 0,
+    path: Path | None = None,
+):
     """A grid of example images, one row per class."""
     rng = np.random.default_rng(seed)
     n_cls = len(label_names)
-    fig, axes = plt.subplots(n_cls, per_class, figsize=(per_class * 1.2, n_cls * 1.25), squeeze=False)
+    fig, axes = plt.subplots(
+        n_cls, per_class, figsize=(per_class * 1.2, n_cls * 1.25), squeeze=False
+    )
     for c in range(n_cls):
         idx = np.flatnonzero(labels == c)
         pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
@@ -52,7 +62,9 @@ def example_images(images: np.ndarray, labels: np.ndarray, label_names, per_clas
             ax.axis("off")
             if j < len(pick):
                 img = images[pick[j]]
-                ax.imshow(img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray")
+                ax.imshow(
+                    img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray"
+                )
         axes[c, 0].set_title(str(label_names[c])[:20], fontsize=8, loc="left")
     fig.tight_layout()
     return _save(fig, path)
@@ -83,23 +95,37 @@ def training_curves(history: pd.DataFrame, best_epoch: int | None = None, path: 
 KIND_COLORS = {"block": "tab:purple", "mlp": "tab:green", "attn": "tab:red"}
 
 
-def trace_heatmaps(importance: pd.DataFrame, scope: str = "all", value: str = "norm_effect",
-                   path: Path | None = None):
+def trace_heatmaps(
+    importance: pd.DataFrame,
+    scope: str = "all",
+    value: str = "norm_effect",
+    path: Path | None = None,
+):
     """Samples x layers heatmap of the (normalised) indirect effect, one panel per kind."""
     d = importance[importance.scope == scope]
     kinds = [k for k in ("block", "mlp", "attn") if k in set(d.kind)]
-    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(4.6 * max(1, len(kinds)), 0.18 * d["sample"].nunique() + 2),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        max(1, len(kinds)),
+        figsize=(4.6 * max(1, len(kinds)), 0.18 * d["sample"].nunique() + 2),
+        squeeze=False,
+    )
     for ax, kind in zip(axes[0], kinds):
-        m = d[d.kind == kind].pivot_table(index="sample", columns="layer", values=value, aggfunc="mean")
-        im = ax.imshow(m.to_numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+        m = d[d.kind == kind].pivot_table(
+            index="sample", columns="layer", values=value, aggfunc="mean"
+        )
+        im = ax.imshow(
+            m.to_numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"
+        )
         ax.set_title(f"{kind} (scope {scope})")
         ax.set_xlabel("layer")
         ax.set_xticks(range(m.shape[1]))
         ax.set_xticklabels(m.columns)
         ax.set_yticks([])
         ax.set_ylabel(f"{m.shape[0]} errors (blank: |TE| too small)")
-    fig.colorbar(im, ax=axes[0].tolist(), label="IE / TE" if value == "norm_effect" else value, shrink=0.8)
+    fig.colorbar(
+        im, ax=axes[0].tolist(), label="IE / TE" if value == "norm_effect" else value, shrink=0.8
+    )
     return _save(fig, path)
 
 
@@ -107,12 +133,15 @@ def trace_means(stats: pd.DataFrame, scope: str = "all", path: Path | None = Non
     """Mean IE/TE per layer with its 95% CI, block / mlp / attn side by side."""
     d = stats[stats.scope == scope]
     kinds = [k for k in ("block", "mlp", "attn") if k in set(d.kind)]
-    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(4.6 * max(1, len(kinds)), 3.4), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, len(kinds)), figsize=(4.6 * max(1, len(kinds)), 3.4), sharey=True, squeeze=False
+    )
     for ax, kind in zip(axes[0], kinds):
         s = d[d.kind == kind].sort_values("layer")
         ax.plot(s.layer, s["mean"], "o-", color=KIND_COLORS[kind])
-        ax.fill_between(s.layer, s.ci_low, s.ci_high, color=KIND_COLORS[kind], alpha=0.2, label="95% CI")
+        ax.fill_between(
+            s.layer, s.ci_low, s.ci_high, color=KIND_COLORS[kind], alpha=0.2, label="95% CI"
+        )
         ax.axhline(0, color="k", lw=0.6)
         n = int(s.n_used.max()) if len(s) else 0
         trivial = " — clean state by construction" if kind == "block" and scope == "all" else ""
@@ -124,14 +153,26 @@ def trace_means(stats: pd.DataFrame, scope: str = "all", path: Path | None = Non
     return _save(fig, path)
 
 
-def trace_examples(images: np.ndarray, importance: pd.DataFrame, samples, label_names, scope: str = "all",
-                   corrupted: list | None = None, path: Path | None = None):
+def trace_examples(
+    images: np.ndarray,
+    importance: pd.DataFrame,
+    samples,
+    label_names,
+    scope: str = "all",
+    corrupted: list | None = None,
+    path: Path | None = None,
+):
     """For a few errors: the clean image, a corrupted view, and p(predicted class) when restoring
     each layer, per kind, between the clean and corrupted levels."""
     samples = list(samples)
     cols = 3 if corrupted is not None else 2
-    fig, axes = plt.subplots(len(samples), cols, figsize=(3 * cols + 4, 2.4 * len(samples)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1] * (cols - 1) + [3]})
+    fig, axes = plt.subplots(
+        len(samples),
+        cols,
+        figsize=(3 * cols + 4, 2.4 * len(samples)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1] * (cols - 1) + [3]},
+    )
     for k, (row, s) in enumerate(zip(axes, samples)):
         d = importance[(importance["sample"] == s) & (importance.scope == scope)]
         img = images[s]
@@ -146,7 +187,14 @@ def trace_examples(images: np.ndarray, importance: pd.DataFrame, samples, label_
         ax = row[-1]
         for kind, g in d.groupby("kind"):
             g = g.sort_values("layer")
-            ax.plot(g.layer, g.p_restored, "o-", ms=3, color=KIND_COLORS.get(kind), label=f"restore {kind}")
+            ax.plot(
+                g.layer,
+                g.p_restored,
+                "o-",
+                ms=3,
+                color=KIND_COLORS.get(kind),
+                label=f"restore {kind}",
+            )
         ax.axhline(d.p_clean.iloc[0], color="k", ls="--", lw=1, label="clean")
         ax.axhline(d.p_corrupted.iloc[0], color="gray", ls=":", lw=1, label="corrupted")
         ax.set_ylabel(f"p({label_names[p]})", fontsize=8)
@@ -161,7 +209,9 @@ def attribution_maps(images: np.ndarray, maps, titles, path: Path | None = None)
     n = max(1, len(maps))
     fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
     for j, (img, m, title) in enumerate(zip(images, maps, titles)):
-        axes[0, j].imshow(img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray")
+        axes[0, j].imshow(
+            img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray"
+        )
         axes[0, j].set_title(title, fontsize=8)
         lim = max(float(np.abs(m).max()), 1e-9)
         axes[1, j].imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
@@ -220,10 +270,14 @@ def update_norms(table: pd.DataFrame, path: Path | None = None):
 def edit_probabilities(log: pd.DataFrame, path: Path | None = None):
     """True-class probability of each edited sample before vs after, one panel per method."""
     methods = list(dict.fromkeys(log["method"]))
-    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(3.6 * max(1, len(methods)), 3.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, len(methods)), figsize=(3.6 * max(1, len(methods)), 3.4), squeeze=False
+    )
     for ax, method in zip(axes[0], methods):
         g = log[log.method == method]
-        ax.scatter(g.p_true_before, g.p_true_after, c=np.where(g.fixed, "tab:green", "tab:red"), s=18)
+        ax.scatter(
+            g.p_true_before, g.p_true_after, c=np.where(g.fixed, "tab:green", "tab:red"), s=18
+        )
         ax.plot([0, 1], [0, 1], color="gray", lw=0.8)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -237,7 +291,9 @@ def edit_probabilities(log: pd.DataFrame, path: Path | None = None):
 def confusion_matrices(evals: dict, label_names, path: Path | None = None):
     """Test confusion matrix before, and after / difference for each method."""
     methods = list(evals)
-    fig, axes = plt.subplots(2, len(methods) + 1, figsize=(3.2 * (len(methods) + 1), 6.2), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(methods) + 1, figsize=(3.2 * (len(methods) + 1), 6.2), squeeze=False
+    )
     before = next(iter(evals.values()))["confusion"][0]
     names = [str(n)[:8] for n in label_names]
 
@@ -273,7 +329,9 @@ def per_class_changes(per_class: pd.DataFrame, path: Path | None = None):
         ax.bar(np.arange(len(classes)) + k * width, g.acc_change, width, label=m)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2)
-    ax.set_xticklabels([str(n)[:10] for n in per_class.drop_duplicates("class").sort_values("class").name])
+    ax.set_xticklabels(
+        [str(n)[:10] for n in per_class.drop_duplicates("class").sort_values("class").name]
+    )
     ax.set_ylabel("Test accuracy change")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -285,8 +343,13 @@ def fix_vs_regression(metrics: pd.DataFrame, path: Path | None = None):
     fig, ax = plt.subplots(figsize=(5, 4))
     for _, r in metrics.iterrows():
         ax.scatter(r["proj_regression_rate"], r["edit_fix_ratio"], s=40)
-        ax.annotate(r["method"], (r["proj_regression_rate"], r["edit_fix_ratio"]), fontsize=8,
-                    xytext=(4, 3), textcoords="offset points")
+        ax.annotate(
+            r["method"],
+            (r["proj_regression_rate"], r["edit_fix_ratio"]),
+            fontsize=8,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("regression rate on held-out FT-Train (lower is better)")
@@ -308,7 +371,9 @@ def pareto_front(fix: np.ndarray, regression: np.ndarray) -> np.ndarray:
     return front
 
 
-def sweep_pareto(summary: pd.DataFrame, chosen: pd.DataFrame | None = None, path: Path | None = None):
+def sweep_pareto(
+    summary: pd.DataFrame, chosen: pd.DataFrame | None = None, path: Path | None = None
+):
     """Every configuration's fix rate vs held-out FT-Train regression, by method; the Pareto front
     joined by a line, the chosen configuration of each method ringed."""
     ok = summary[summary.status == "ok"]
@@ -317,14 +382,22 @@ def sweep_pareto(summary: pd.DataFrame, chosen: pd.DataFrame | None = None, path
     colors = dict(zip(methods, plt.cm.tab10.colors))
     for m in methods:
         g = ok[ok.method == m]
-        ax.scatter(g.proj_regression_rate, g.edit_fix_ratio, s=28, alpha=0.75, color=colors[m], label=m)
+        ax.scatter(
+            g.proj_regression_rate, g.edit_fix_ratio, s=28, alpha=0.75, color=colors[m], label=m
+        )
     front = pareto_front(ok.edit_fix_ratio, ok.proj_regression_rate)
     f = ok[front].sort_values("proj_regression_rate")
     ax.plot(f.proj_regression_rate, f.edit_fix_ratio, "k--", lw=0.8, label="Pareto front")
     if chosen is not None and len(chosen):
         for _, r in ok[ok.config_id.isin(set(chosen.config_id))].iterrows():
-            ax.scatter(r.proj_regression_rate, r.edit_fix_ratio, s=140, facecolors="none",
-                       edgecolors=colors.get(r.method, "k"), linewidths=1.6)
+            ax.scatter(
+                r.proj_regression_rate,
+                r.edit_fix_ratio,
+                s=140,
+                facecolors="none",
+                edgecolors=colors.get(r.method, "k"),
+                linewidths=1.6,
+            )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("regression on held-out FT-Train (lower is better)")
@@ -335,14 +408,23 @@ def sweep_pareto(summary: pd.DataFrame, chosen: pd.DataFrame | None = None, path
     return _save(fig, path)
 
 
-def metric_vs_param(summary: pd.DataFrame, param: str,
-                    metrics=("edit_fix_ratio", "proj_regression_rate", "val_acc_delta", "test_acc_delta"),
-                    path: Path | None = None):
+def metric_vs_param(
+    summary: pd.DataFrame,
+    param: str,
+    metrics=("edit_fix_ratio", "proj_regression_rate", "val_acc_delta", "test_acc_delta"),
+    path: Path | None = None,
+):
     """Mean of each metric per value of one searched parameter (other parameters averaged), one
     line per method. Test appears for reporting; the selection uses the others."""
-    ok = summary[(summary.status == "ok") & summary[param].notna()].copy() if param in summary else summary.iloc[:0]
+    ok = (
+        summary[(summary.status == "ok") & summary[param].notna()].copy()
+        if param in summary
+        else summary.iloc[:0]
+    )
     metrics = [m for m in metrics if m in ok]
-    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(3.3 * max(1, len(metrics)), 3), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, len(metrics)), figsize=(3.3 * max(1, len(metrics)), 3), squeeze=False
+    )
     if len(ok):
         ok["_x"] = ok[param].astype(str)
         order = sorted(ok["_x"].unique(), key=lambda v: (float(v) if _is_number(v) else np.inf, v))

@@ -1,47 +1,50 @@
 """HTML reports: executed notebooks rendered by nbconvert (no code input) and a run index."""
+
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 from . import runs
+from .paths import atomic_write_text
 
 
 def render_html(notebook: Path, out: Path | None = None) -> Path:
     """Render an executed notebook to a standalone HTML report without code cells' input."""
+    # lazy: nbconvert costs ~2 s to import; the CLI's and the sweep's index pages need none of it
     import nbformat
     from nbconvert import HTMLExporter
 
     notebook = Path(notebook)
     out = Path(out) if out else notebook.with_suffix(".html")
     nb = nbformat.read(notebook, as_version=4)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(
+        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+    )
     body, _ = exporter.from_notebook_node(nb)
-    body = offline(body)
-    from .paths import atomic_write_text
-
-    atomic_write_text(out, body)
+    atomic_write_text(out, offline(body))
     return out
 
 
 def offline(page: str) -> str:
     """Drop the template's CDN scripts (require.js, MathJax): the reports use neither (tables and
     figures are inline, figures as base64 PNG), so the page opens complete without a network."""
-    import re
-
     return re.sub(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>', "", page)
 
 
-STYLE = ("body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;border-bottom:1px solid #ddd}"
-         ".ok{color:#070}.failed{color:#b00;font-weight:bold}.running{color:#a60}.skipped{color:#666}")
+STYLE = (
+    "body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;border-bottom:1px solid #ddd}"
+    ".ok{color:#070}.failed{color:#b00;font-weight:bold}.running{color:#a60}.skipped{color:#666}"
+)
 
 
 def _write_page(out: Path, title: str, body: str) -> Path:
     """A small standalone HTML page (no scripts, no external resources)."""
-    from .paths import atomic_write_text
-
-    page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+    page = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    )
     atomic_write_text(out, page)
     return out
 
@@ -54,13 +57,18 @@ def write_run_index(run_dir: Path) -> Path:
     """``index.html`` of a run: each stage's status and a link to its report."""
     run_dir = Path(run_dir)
     rows = []
-    for stage, st in sorted(runs.status(run_dir).items()):
+    for stage, st in sorted(runs.RunFolder(run_dir).status().items()):
         cell = _link(st["html"], stage) if st.get("html") else html.escape(stage)
         err = html.escape(str(st.get("error", "")))
-        rows.append(f"<tr><td>{cell}</td><td class='{st['status']}'>{st['status']}</td>"
-                    f"<td>{html.escape(st['time'])}</td><td>{err}</td></tr>")
-    body = (f"<h1>Run {html.escape(run_dir.name)}</h1><p>Parameters: {_link(runs.PARAMS_FILE, runs.PARAMS_FILE)}</p>"
-            f"<table><tr><th>stage</th><th>status</th><th>time</th><th>error</th></tr>{''.join(rows)}</table>")
+        rows.append(
+            f"<tr><td>{cell}</td><td class='{st['status']}'>{st['status']}</td>"
+            f"<td>{html.escape(st['time'])}</td><td>{err}</td></tr>"
+        )
+    body = (
+        f"<h1>Run {html.escape(run_dir.name)}</h1>"
+        f"<p>Parameters: {_link(runs.PARAMS_FILE, runs.PARAMS_FILE)}</p>"
+        f"<table><tr><th>stage</th><th>status</th><th>time</th><th>error</th></tr>{''.join(rows)}</table>"
+    )
     return _write_page(run_dir / "index.html", run_dir.name, body)
 
 
@@ -68,13 +76,21 @@ def write_seeds_index(parent: Path, codes: dict, table=None) -> Path:
     """``index.html`` of a multi-seed run: each seed's run (and whether it succeeded) and the
     mean ± 95% CI table across the seeds that succeeded."""
     parent = Path(parent)
-    items = "".join(f'<li>{_link(f"seed-{s}/index.html", f"seed {s}")} — '
-                    f'{"ok" if c == 0 else "<b class=failed>failed</b>"}</li>' for s, c in codes.items())
-    tab = table.to_html(classes="t") if table is not None else \
-        "<p>no metrics across seeds (none succeeded, or the stage run ends before evaluation)</p>"
-    body = (f"<h1>{html.escape(parent.name)}: {len(codes)} seeds</h1><ul>{items}</ul>"
-            f"<h2>Across seeds (mean ± 95% CI half-width)</h2>{tab}"
-            f"<p>All metrics: {_link('seeds_summary.csv', 'seeds_summary.csv')}</p>")
+    items = "".join(
+        f"<li>{_link(f'seed-{s}/index.html', f'seed {s}')} — "
+        f"{'ok' if c == 0 else '<b class=failed>failed</b>'}</li>"
+        for s, c in codes.items()
+    )
+    tab = (
+        table.to_html(classes="t")
+        if table is not None
+        else "<p>no metrics across seeds (none succeeded, or the stage run ends before evaluation)</p>"
+    )
+    body = (
+        f"<h1>{html.escape(parent.name)}: {len(codes)} seeds</h1><ul>{items}</ul>"
+        f"<h2>Across seeds (mean ± 95% CI half-width)</h2>{tab}"
+        f"<p>All metrics: {_link('seeds_summary.csv', 'seeds_summary.csv')}</p>"
+    )
     return _write_page(parent / "index.html", parent.name, body)
 
 
@@ -85,31 +101,36 @@ def _newest_first(folder: Path) -> list[Path]:
 def write_reports_index(reports_dir: Path) -> Path:
     """``<reports>/index.html``: every run (``runs/*``) with its stages' states, and every sweep
     (``sweeps/*``) with its experiments' states; links are relative, the page works offline."""
-    import json
-
-    from .sweep import JOB_FILE, experiment_folders, experiment_state
-
     reports_dir = Path(reports_dir)
     run_rows = []
     for d in _newest_first(reports_dir / "runs"):
         if not (d / "index.html").is_file():
             continue
-        st = runs.status(d)
-        states = ", ".join(f"{k}: {v['status']}" for k, v in sorted(st.items())) or "multi-seed run"
-        failed = any(v.get("status") == "failed" for v in st.values())
-        run_rows.append(f"<tr><td>{_link(f'runs/{d.name}/index.html', d.name)}</td>"
-                        f"<td class='{'failed' if failed else 'ok'}'>{html.escape(states)}</td></tr>")
+        folder = runs.RunFolder(d)
+        states = (
+            ", ".join(f"{k}: {v['status']}" for k, v in sorted(folder.status().items()))
+            or "multi-seed run"
+        )
+        failed = folder.has_failure()
+        run_rows.append(
+            f"<tr><td>{_link(f'runs/{d.name}/index.html', d.name)}</td>"
+            f"<td class='{'failed' if failed else 'ok'}'>{html.escape(states)}</td></tr>"
+        )
     sweep_rows = []
     for d in _newest_first(reports_dir / "sweeps"):
         counts: dict[str, int] = {}
-        for e in experiment_folders(d):
-            state = experiment_state(e, json.loads((e / JOB_FILE).read_text())["notebooks"])
+        for e in runs.job_folders(d):
+            folder = runs.RunFolder(e)
+            state = folder.state(folder.job()["notebooks"])
             counts[state] = counts.get(state, 0) + 1
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no experiments yet"
-        sweep_rows.append(f"<tr><td>{_link(f'sweeps/{d.name}/index.html', d.name)}</td>"
-                          f"<td>{html.escape(summary)}</td></tr>")
+        sweep_rows.append(
+            f"<tr><td>{_link(f'sweeps/{d.name}/index.html', d.name)}</td><td>{html.escape(summary)}</td></tr>"
+        )
     none = "<tr><td>none</td></tr>"
-    body = (f"<h1>Reports</h1><h2>Sweeps</h2><table><tr><th>sweep</th><th>experiments</th></tr>"
-            f"{''.join(sweep_rows) or none}</table><h2>Runs</h2><table><tr><th>run</th><th>stages</th></tr>"
-            f"{''.join(run_rows) or none}</table>")
+    body = (
+        f"<h1>Reports</h1><h2>Sweeps</h2><table><tr><th>sweep</th><th>experiments</th></tr>"
+        f"{''.join(sweep_rows) or none}</table><h2>Runs</h2><table><tr><th>run</th><th>stages</th></tr>"
+        f"{''.join(run_rows) or none}</table>"
+    )
     return _write_page(reports_dir / "index.html", "vitedit reports", body)

@@ -1,11 +1,13 @@
 """Run folders: one folder per run holds its resolved parameters, split, CSVs, figures,
 executed notebooks and HTML. Nothing is written to a shared fixed filename."""
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -14,7 +16,19 @@ from . import paths
 
 PARAMS_FILE = "params.yaml"
 STATUS_FILE = "status.json"
+JOB_FILE = "job.json"  # a sweep job's description (what it runs in this folder)
 RUNS_DIR = "reports/runs"
+# the study's notebooks in order -> the parameter stage each one owns
+NOTEBOOK_STAGES = {
+    "01_split": "data",
+    "02_train": "train",
+    "03_locate": "locate",
+    "04_edit_alphaedit": "edit",
+    "05_edit_head": "head",
+    "06_evaluate": "evaluate",
+    "07_baselines": "baseline",
+}
+NOTEBOOKS = list(NOTEBOOK_STAGES)
 
 
 class RunError(ValueError):
@@ -25,8 +39,12 @@ def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def new_run_dir(runs_dir: str | Path = RUNS_DIR, run_name: str | None = None, dataset: str = "",
-                add_timestamp: bool = False) -> Path:
+def new_run_dir(
+    runs_dir: str | Path = RUNS_DIR,
+    run_name: str | None = None,
+    dataset: str = "",
+    add_timestamp: bool = False,
+) -> Path:
     """``<runs>/<run_name>`` (optionally ``_<timestamp>``), or ``<runs>/<timestamp>_<dataset>``."""
     root = paths.resolve(runs_dir)
     if run_name:
@@ -75,11 +93,16 @@ def check_compatible(run_dir: Path, p: Mapping[str, Any], stage_keys: Mapping[st
         return
     done = {s for s, st in status(run_dir).items() if st.get("status") == "ok"}
     frozen = {stage_keys[s] for s in done if s in stage_keys}
-    diffs = [f"{k}: {old.get(k)!r} -> {p.get(k)!r}" for k, spec in params_mod.SCHEMA.items()
-             if spec.stage in frozen and k in old and old.get(k) != p.get(k)]
+    diffs = [
+        f"{k}: {old.get(k)!r} -> {p.get(k)!r}"
+        for k, spec in params_mod.SCHEMA.items()
+        if spec.stage in frozen and k in old and old.get(k) != p.get(k)
+    ]
     if diffs:
-        raise RunError(f"run folder {run_dir} already holds completed stages made with other parameters "
-                       f"({'; '.join(diffs)}). Use a new --run-name (or no run name for a timestamped run).")
+        raise RunError(
+            f"run folder {run_dir} already holds completed stages made with other parameters "
+            f"({'; '.join(diffs)}). Use a new --run-name (or no run name for a timestamped run)."
+        )
 
 
 def write_params(run_dir: Path, p: Mapping[str, Any]) -> None:
@@ -102,3 +125,80 @@ def clear_status(run_dir: Path, stage: str) -> None:
     if stage in st:
         del st[stage]
         paths.atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(st, indent=2, default=str))
+
+
+class RunFolder:
+    """One run folder's recorded state: parameters, and each stage's status (``status.json``).
+
+    Every question about a folder's state (is a stage done, did anything fail, which error came
+    first) is answered here, for the CLI, the notebooks, the sweep and the reports alike.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def params(self) -> dict[str, Any] | None:
+        return stored_params(self.path)
+
+    def status(self) -> dict[str, dict]:
+        return status(self.path)
+
+    def stage(self, name: str) -> dict:
+        return self.status().get(name, {})
+
+    def is_ok(self, name: str) -> bool:
+        return self.stage(name).get("status") == "ok"
+
+    def all_ok(self, notebooks: Sequence[str]) -> bool:
+        st = self.status()
+        return all(st.get(n, {}).get("status") == "ok" for n in notebooks)
+
+    def not_ok(self, notebooks: Sequence[str]) -> list[str]:
+        st = self.status()
+        return [n for n in notebooks if st.get(n, {}).get("status") != "ok"]
+
+    def has_failure(self) -> bool:
+        return any(v.get("status") == "failed" for v in self.status().values())
+
+    def state(self, notebooks: Sequence[str]) -> str:
+        """``ok`` (every notebook recorded ok), ``failed`` (a failure is recorded) or ``todo``."""
+        if not self.status():
+            return "todo"
+        if self.all_ok(notebooks):
+            return "ok"
+        return "failed" if self.has_failure() else "todo"
+
+    def first_error(self) -> str:
+        for stage, v in self.status().items():
+            if v.get("status") == "failed":
+                return f"{stage}: {v.get('error')}"
+        return "incomplete"
+
+    def running(self) -> list[str]:
+        return [s for s, v in self.status().items() if v.get("status") == "running"]
+
+    def set_status(self, stage: str, state: str, **extra: Any) -> None:
+        set_status(self.path, stage, state, **extra)
+
+    def clear_status(self, stage: str) -> None:
+        clear_status(self.path, stage)
+
+    def write_params(self, p: Mapping[str, Any]) -> None:
+        write_params(self.path, p)
+
+    def check_compatible(self, p: Mapping[str, Any], stage: str | None = None) -> None:
+        """Refuse ``p`` if it contradicts what completed stages (other than ``stage``) were made with."""
+        check_compatible(self.path, p, {s: k for s, k in NOTEBOOK_STAGES.items() if s != stage})
+
+    def job(self) -> dict | None:
+        f = self.path / JOB_FILE
+        return json.loads(f.read_text()) if f.is_file() else None
+
+
+def job_folders(sweep_dir: str | Path) -> list[Path]:
+    """A sweep's experiment folders (``runs/<dataset>/<experiment>/`` holding a job file)."""
+    return sorted(f.parent for f in (Path(sweep_dir) / "runs").glob(f"*/*/{JOB_FILE}"))

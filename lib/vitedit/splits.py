@@ -9,9 +9,11 @@
 Indices of FT-Train and Edit-Discovery are positions in the official train split; FT-Val and
 Test are positions in the official val and test splits.
 """
+
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,12 @@ from .paths import atomic_write_bytes, atomic_write_text
 
 SETS = ("ft_train", "edit_discovery", "ft_val", "test")
 SET_SOURCE = {"ft_train": "train", "edit_discovery": "train", "ft_val": "val", "test": "test"}
-SET_LABEL = {"ft_train": "FT-Train", "edit_discovery": "Edit-Discovery", "ft_val": "FT-Val", "test": "Test"}
+SET_LABEL = {
+    "ft_train": "FT-Train",
+    "edit_discovery": "Edit-Discovery",
+    "ft_val": "FT-Val",
+    "test": "Test",
+}
 INDEX_FILE = "split_indices.npz"
 META_FILE = "split_meta.json"
 COUNTS_FILE = "data_split_info.csv"
@@ -63,7 +70,9 @@ def make_split(data: Data, ft_train_ratio: float, seed: int) -> Split:
     train_labels = data.labels["train"]
     ft, ed = stratified_partition(train_labels, (ft_train_ratio, 1 - ft_train_ratio), seed)
     if len(ft) == 0 or len(ed) == 0:
-        raise SplitError(f"ft_train_ratio {ft_train_ratio} leaves an empty set out of {len(train_labels)} samples")
+        raise SplitError(
+            f"ft_train_ratio {ft_train_ratio} leaves an empty set out of {len(train_labels)} samples"
+        )
     idx = {
         "ft_train": ft,
         "edit_discovery": ed,
@@ -80,7 +89,9 @@ def check_split(split: Split, data: Data) -> None:
     if np.intersect1d(ft, ed).size:
         raise SplitError("FT-Train and Edit-Discovery overlap")
     if not np.array_equal(np.sort(np.concatenate([ft, ed])), np.arange(n_train)):
-        raise SplitError("FT-Train and Edit-Discovery do not together make up the official train split")
+        raise SplitError(
+            "FT-Train and Edit-Discovery do not together make up the official train split"
+        )
     for name in ("ft_val", "test"):
         src = SET_SOURCE[name]
         if not np.array_equal(split.indices[name], np.arange(len(data.labels[src]))):
@@ -101,15 +112,19 @@ def counts_table(split: Split, data: Data) -> pd.DataFrame:
 
 
 def save(split: Split, run_dir: Path, data: Data) -> None:
-    import io
-
     run_dir = Path(run_dir)
     buf = io.BytesIO()
     np.savez(buf, **split.indices)
     atomic_write_bytes(run_dir / INDEX_FILE, buf.getvalue())
-    meta = {"dataset": split.dataset, "seed": split.seed, "ft_train_ratio": split.ft_train_ratio,
-            "digest": split.digest, "data_file": str(data.path), "data_md5": data.md5,
-            "sizes": {k: int(len(v)) for k, v in split.indices.items()}}
+    meta = {
+        "dataset": split.dataset,
+        "seed": split.seed,
+        "ft_train_ratio": split.ft_train_ratio,
+        "digest": split.digest,
+        "data_file": str(data.path),
+        "data_md5": data.md5,
+        "sizes": {k: int(len(v)) for k, v in split.indices.items()},
+    }
     atomic_write_text(run_dir / META_FILE, json.dumps(meta, indent=2))
     atomic_write_text(run_dir / COUNTS_FILE, counts_table(split, data).to_csv(index=False))
 
@@ -118,16 +133,22 @@ def load(run_dir: Path, expect: dict | None = None) -> Split:
     """The split saved in ``run_dir``; ``expect`` (dataset/seed/ft_train_ratio) must match it."""
     run_dir = Path(run_dir)
     if not (run_dir / INDEX_FILE).is_file() or not (run_dir / META_FILE).is_file():
-        raise SplitError(f"no split in {run_dir} ({INDEX_FILE} missing): run notebook 01_split "
-                         f"(CLI: --stage data) for this run folder first")
+        raise SplitError(
+            f"no split in {run_dir} ({INDEX_FILE} missing): run notebook 01_split "
+            f"(CLI: --stage data) for this run folder first"
+        )
     meta = json.loads((run_dir / META_FILE).read_text())
     with np.load(run_dir / INDEX_FILE) as f:
         idx = {k: f[k].astype(np.int64) for k in SETS}
     split = Split(idx, meta["seed"], meta["ft_train_ratio"], meta["dataset"])
     if split.digest != meta["digest"]:
-        raise SplitError(f"{run_dir / INDEX_FILE} does not match its recorded digest: the file was altered")
+        raise SplitError(
+            f"{run_dir / INDEX_FILE} does not match its recorded digest: the file was altered"
+        )
     for key in ("dataset", "seed", "ft_train_ratio"):
         if expect is not None and key in expect and expect[key] != meta[key]:
-            raise SplitError(f"the split in {run_dir} was made with {key}={meta[key]!r} but this stage has "
-                             f"{key}={expect[key]!r}; use the run's parameters or a new run folder")
+            raise SplitError(
+                f"the split in {run_dir} was made with {key}={meta[key]!r} but this stage has "
+                f"{key}={expect[key]!r}; use the run's parameters or a new run folder"
+            )
     return split

@@ -4,18 +4,19 @@ The checkpoint name encodes everything that determined its weights (dataset, dat
 split, model config, weights source, seed, training hyper-parameters, precision), so a run
 with another seed or ratio can never pick up a model that saw its Edit-Discovery samples.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import fcntl
-import io
 import json
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,8 +30,17 @@ from .params import digest
 from .splits import Split
 
 RECIPE_VERSION = 1  # bump when the training loop changes what weights a key produces
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "label_smoothing", "drop_path",
-              "augment", "patience")
+TRAIN_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_frac",
+    "label_smoothing",
+    "drop_path",
+    "augment",
+    "patience",
+)
 CHECKPOINT_REF = "checkpoint.json"
 
 
@@ -48,27 +58,33 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- keys
-def checkpoint_fields(params: Mapping[str, Any], data: Data, split: Split, device: torch.device) -> dict:
+def checkpoint_fields(
+    params: Mapping[str, Any], data: Data, split: Split, device: torch.device
+) -> dict:
     cfg = models.get_config(params["model"])
-    pretrained = cfg.pretrained_default if params.get("pretrained") is None else params["pretrained"]
+    pretrained = (
+        cfg.pretrained_default if params.get("pretrained") is None else params["pretrained"]
+    )
     weights = None
     if pretrained:
         weights = "timm-hub"
         if params.get("weights_path"):
             weights = "file-sha256:" + sha256_file(paths.resolve(params["weights_path"]))
-    return _canon({
-        "recipe": RECIPE_VERSION,
-        "dataset": data.info.name,
-        "size": params.get("size"),
-        "data_md5": data.md5,
-        "split": split.digest,
-        "seed": params["seed"],
-        "ft_train_ratio": params["ft_train_ratio"],
-        "model": cfg.to_dict(),
-        "weights": weights,
-        "precision": "bf16" if device.type == "cuda" else "fp32",
-        "train": {k: params[k] for k in TRAIN_KEYS},
-    })
+    return _canon(
+        {
+            "recipe": RECIPE_VERSION,
+            "dataset": data.info.name,
+            "size": params.get("size"),
+            "data_md5": data.md5,
+            "split": split.digest,
+            "seed": params["seed"],
+            "ft_train_ratio": params["ft_train_ratio"],
+            "model": cfg.to_dict(),
+            "weights": weights,
+            "precision": "bf16" if device.type == "cuda" else "fp32",
+            "train": {k: params[k] for k in TRAIN_KEYS},
+        }
+    )
 
 
 def _canon(obj: Any) -> Any:
@@ -78,7 +94,8 @@ def _canon(obj: Any) -> Any:
 
 def checkpoint_path(params: Mapping[str, Any], fields: dict) -> Path:
     ratio = f"{fields['ft_train_ratio']:g}"
-    name = f"{fields['dataset']}{fields['size'] or ''}_{params['model']}_s{fields['seed']}_r{ratio}_{digest(fields)}.pt"
+    data = f"{fields['dataset']}{fields['size'] or ''}"
+    name = f"{data}_{params['model']}_s{fields['seed']}_r{ratio}_{digest(fields)}.pt"
     return paths.resolve(params.get("checkpoint_dir") or "checkpoints") / name
 
 
@@ -116,7 +133,7 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     pad = max(1, h // 14)
     out = F.pad(out, (pad, pad, pad, pad), mode="reflect")
     dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
-    return out[:, :, dy:dy + h, dx:dx + w]
+    return out[:, :, dy : dy + h, dx : dx + w]
 
 
 def evaluate(model, images, labels, cfg, batch_size, device, progress=False, desc="eval") -> dict:
@@ -124,8 +141,11 @@ def evaluate(model, images, labels, cfg, batch_size, device, progress=False, des
     y = torch.as_tensor(np.asarray(labels))
     if len(y) == 0:
         return {"n": 0, "acc": float("nan"), "loss": float("nan")}
-    return {"n": int(len(y)), "acc": float((logits.argmax(1) == y).float().mean()),
-            "loss": float(F.cross_entropy(logits, y))}
+    return {
+        "n": int(len(y)),
+        "acc": float((logits.argmax(1) == y).float().mean()),
+        "loss": float(F.cross_entropy(logits, y)),
+    }
 
 
 def improved(val: dict, best: dict | None, min_loss_delta: float = 1e-4) -> bool:
@@ -138,7 +158,8 @@ def improved(val: dict, best: dict | None, min_loss_delta: float = 1e-4) -> bool
 
 
 @contextlib.contextmanager
-def _lock(path: Path):
+def file_lock(path: Path):
+    """An exclusive lock on ``<path>.lock`` while the block runs (one writer of ``path`` at a time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -146,12 +167,6 @@ def _lock(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _save(obj: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    paths.atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path, device="cpu") -> tuple[torch.nn.Module, dict]:
@@ -170,8 +185,14 @@ def load_checkpoint(path: Path, device="cpu") -> tuple[torch.nn.Module, dict]:
 
 
 # --------------------------------------------------------------------------- training
-def fit(params: Mapping[str, Any], data: Data, split: Split, progress: bool = True,
-        on_batch: Callable[[np.ndarray], None] | None = None, log=print) -> TrainResult:
+def fit(
+    params: Mapping[str, Any],
+    data: Data,
+    split: Split,
+    progress: bool = True,
+    on_batch: Callable[[np.ndarray], None] | None = None,
+    log=print,
+) -> TrainResult:
     """Train (or reuse) the checkpoint that ``params`` determine. Only FT-Train reaches a step.
 
     ``on_batch`` receives the official-train positions of every training batch (for audits).
@@ -181,11 +202,13 @@ def fit(params: Mapping[str, Any], data: Data, split: Split, progress: bool = Tr
         torch.set_num_threads(params["num_threads"])
     fields = checkpoint_fields(params, data, split, device)
     ckpt = checkpoint_path(params, fields)
-    with _lock(ckpt):
+    with file_lock(ckpt):
         if ckpt.is_file():
             model, meta = load_checkpoint(ckpt, device)
             if _canon(meta["fields"]) != fields:
-                raise CheckpointError(f"{ckpt} was trained under other settings than its name says; delete it")
+                raise CheckpointError(
+                    f"{ckpt} was trained under other settings than its name says; delete it"
+                )
             log(f"reusing checkpoint {ckpt} (training skipped)")
             return TrainResult(model, pd.DataFrame(meta["history"]), ckpt, meta, True)
         return _train(params, data, split, fields, ckpt, device, progress, on_batch, log)
@@ -198,15 +221,24 @@ def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     torch.manual_seed(seed)
-    model = models.build_model(cfg, data.info.n_classes, params.get("pretrained"), params.get("weights_path"),
-                               params["drop_path"]).to(device)
+    model = models.build_model(
+        cfg,
+        data.info.n_classes,
+        params.get("pretrained"),
+        params.get("weights_path"),
+        params["drop_path"],
+    ).to(device)
     train_pos = split.indices["ft_train"]
     train_images, train_labels = data.images["train"], data.labels["train"]
     val_images, val_labels = split.images(data, "ft_val"), split.labels(data, "ft_val")
     n = len(train_pos)
     steps_per_epoch = math.ceil(n / bs)
-    opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(epochs * steps_per_epoch, params["warmup_frac"]))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"]
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_lambda(epochs * steps_per_epoch, params["warmup_frac"])
+    )
     g = torch.Generator().manual_seed(seed)
     pin = params.get("pin_memory")
     pin = device.type == "cuda" if pin is None else (pin and device.type == "cuda")
@@ -224,9 +256,13 @@ def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -
             state = r["state"]
             log(f"resuming {ckpt.name} after epoch {state['epoch']}")
     elif params.get("resume"):
-        log(f"resume requested but no interrupted run of {ckpt.name} exists; training from the start")
+        log(
+            f"resume requested but no interrupted run of {ckpt.name} exists; training from the start"
+        )
 
-    bar = tqdm(total=epochs, initial=state["epoch"], desc=f"train {ckpt.stem[:40]}", disable=not progress)
+    bar = tqdm(
+        total=epochs, initial=state["epoch"], desc=f"train {ckpt.stem[:40]}", disable=not progress
+    )
     for epoch in range(state["epoch"], epochs):
         if state["bad_epochs"] > params["patience"] > 0:
             break
@@ -252,42 +288,85 @@ def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -
             tot_loss += float(loss.detach()) * len(pos)
             tot_correct += int((logits.argmax(1) == y).sum())
         val = evaluate(model, val_images, val_labels, cfg, params["eval_batch_size"], device)
-        row = {"epoch": epoch + 1, "train_loss": tot_loss / n, "train_acc": tot_correct / n,
-               "val_loss": val["loss"], "val_acc": val["acc"], "lr": opt.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": tot_loss / n,
+            "train_acc": tot_correct / n,
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
         state["history"].append(row)
         best = state["best"]
         if improved(val, best):
-            state["best"] = {"epoch": epoch + 1, "val_acc": val["acc"], "val_loss": val["loss"],
-                             "state_dict": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})}
+            state["best"] = {
+                "epoch": epoch + 1,
+                "val_acc": val["acc"],
+                "val_loss": val["loss"],
+                "state_dict": copy.deepcopy(
+                    {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                ),
+            }
             state["bad_epochs"] = 0
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        _save({"fields": fields, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-               "gen": g.get_state(), "torch_rng": torch.get_rng_state(), "state": state}, resume_file)
+        models.save_atomic(
+            {
+                "fields": fields,
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "gen": g.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "state": state,
+            },
+            resume_file,
+        )
         bar.update(1)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{val['acc']:.3f}")
     bar.close()
     best = state["best"]
     model.load_state_dict(best["state_dict"])
     model.eval()
-    meta = {"format": 1, "fields": fields, "num_classes": data.info.n_classes, "best_epoch": best["epoch"],
-            "best_val_acc": best["val_acc"], "best_val_loss": best["val_loss"], "history": state["history"],
-            "epochs_run": state["epoch"], "stopped_early": state["epoch"] < epochs,
-            "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _save(dict(meta, state_dict=best["state_dict"]), ckpt)
+    meta = {
+        "format": 1,
+        "fields": fields,
+        "num_classes": data.info.n_classes,
+        "best_epoch": best["epoch"],
+        "best_val_acc": best["val_acc"],
+        "best_val_loss": best["val_loss"],
+        "history": state["history"],
+        "epochs_run": state["epoch"],
+        "stopped_early": state["epoch"] < epochs,
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    models.save_atomic(dict(meta, state_dict=best["state_dict"]), ckpt)
     resume_file.unlink(missing_ok=True)
     log(f"saved checkpoint {ckpt} (best FT-Val acc {best['val_acc']:.4f} at epoch {best['epoch']})")
-    return TrainResult(model, pd.DataFrame(state["history"]), ckpt, json.loads(json.dumps(meta, default=str)), False)
+    return TrainResult(
+        model,
+        pd.DataFrame(state["history"]),
+        ckpt,
+        json.loads(json.dumps(meta, default=str)),
+        False,
+    )
 
 
 # --------------------------------------------------------------------------- run references
 def record_in_run(run_dir: Path, result: TrainResult, split: Split) -> dict:
     """Write ``checkpoint.json``: the exact checkpoint this run trained (path and sha256)."""
-    ref = {"path": str(result.checkpoint), "sha256": sha256_file(result.checkpoint), "split": split.digest,
-           "fields": result.meta["fields"], "best_epoch": result.meta["best_epoch"],
-           "best_val_acc": result.meta["best_val_acc"], "reused": result.reused}
+    ref = {
+        "path": str(result.checkpoint),
+        "sha256": sha256_file(result.checkpoint),
+        "split": split.digest,
+        "fields": result.meta["fields"],
+        "best_epoch": result.meta["best_epoch"],
+        "best_val_acc": result.meta["best_val_acc"],
+        "reused": result.reused,
+    }
     paths.atomic_write_text(Path(run_dir) / CHECKPOINT_REF, json.dumps(ref, indent=2, default=str))
     return ref
 
@@ -296,7 +375,9 @@ def run_checkpoint_ref(run_dir: Path) -> dict:
     """The ``checkpoint.json`` of a run (path and sha256 of the model it trained)."""
     f = Path(run_dir) / CHECKPOINT_REF
     if not f.is_file():
-        raise CheckpointError(f"{run_dir} has no {CHECKPOINT_REF}: run notebook 02_train (CLI: --stage train) first")
+        raise CheckpointError(
+            f"{run_dir} has no {CHECKPOINT_REF}: run notebook 02_train (CLI: --stage train) first"
+        )
     return json.loads(f.read_text())
 
 
@@ -305,8 +386,9 @@ def model_config_of(meta: Mapping[str, Any]) -> models.ModelConfig:
     return models.ModelConfig(**meta["fields"]["model"])
 
 
-def load_run_model(run_dir: Path, split: Split | None = None, device="cpu",
-                   params: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, dict]:
+def load_run_model(
+    run_dir: Path, split: Split | None = None, device="cpu", params: Mapping[str, Any] | None = None
+) -> tuple[torch.nn.Module, dict]:
     """The model this run trained; refused if the file changed, belongs to another split, or
     (given ``params``) was trained with another dataset, seed, ratio, model config or recipe."""
     ref = run_checkpoint_ref(run_dir)
@@ -314,17 +396,27 @@ def load_run_model(run_dir: Path, split: Split | None = None, device="cpu",
     if not path.is_file():
         raise CheckpointError(f"the checkpoint this run trained ({path}) is gone; rerun 02_train")
     if sha256_file(path) != ref["sha256"]:
-        raise CheckpointError(f"{path} differs from the checkpoint this run trained (sha256 mismatch); rerun 02_train")
+        raise CheckpointError(
+            f"{path} differs from the checkpoint this run trained (sha256 mismatch); rerun 02_train"
+        )
     if split is not None and ref["split"] != split.digest:
-        raise CheckpointError(f"{path} was trained on split {ref['split']} but this run's split is {split.digest}")
+        raise CheckpointError(
+            f"{path} was trained on split {ref['split']} but this run's split is {split.digest}"
+        )
     if params is not None:
         f = ref["fields"]
-        want = {"dataset": params["dataset"], "seed": params["seed"], "ft_train_ratio": params["ft_train_ratio"],
-                "model": _canon(models.get_config(params["model"]).to_dict()),
-                "train": {k: params[k] for k in TRAIN_KEYS}}
+        want = {
+            "dataset": params["dataset"],
+            "seed": params["seed"],
+            "ft_train_ratio": params["ft_train_ratio"],
+            "model": _canon(models.get_config(params["model"]).to_dict()),
+            "train": {k: params[k] for k in TRAIN_KEYS},
+        }
         diffs = [k for k, v in want.items() if _canon(f.get(k)) != _canon(v)]
         if diffs:
-            raise CheckpointError(f"the checkpoint of {run_dir} was trained with other {', '.join(diffs)} than this "
-                                  f"stage's parameters; rerun 02_train or use the run's parameters")
+            raise CheckpointError(
+                f"the checkpoint of {run_dir} was trained with other {', '.join(diffs)} than this "
+                f"stage's parameters; rerun 02_train or use the run's parameters"
+            )
     model, meta = load_checkpoint(path, device)
     return model, meta

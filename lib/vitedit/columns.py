@@ -1,0 +1,34 @@
+"""Names of the evaluation's levels and metric columns, importable without torch (the sweep's
+selection, the CLI and the reports read them; :mod:`vitedit.evaluation` computes them)."""
+
+LEVELS = ("edit_samples", "projection_samples", "test_set", "edit_discovery_set", "val_set")
+# columns a sweep may choose a configuration on: none of them is computed on Test
+SELECTION_METRICS = (
+    "val_acc_delta",
+    "val_acc_after",
+    "val_fix_rate",
+    "val_regression_rate",
+    "val_net_fixed",
+    "edit_fix_ratio",
+    "proj_stability",
+    "proj_regression_rate",
+    "ed_rest_fix_rate",
+    "ed_rest_stability",
+    "edit_time_seconds",
+)
+# the original system's summary columns (param_search_summary_<dataset>.csv)
+ORIGINAL_COLUMNS = [
+    "edit_time_seconds",
+    "duration_seconds",
+    "edit_total_wrong",
+    "edit_num_fixed",
+    "edit_fix_ratio",
+    "test_total",
+    "test_acc_before",
+    "test_acc_after",
+    "test_acc_delta",
+    "test_correct_to_wrong",
+    "test_wrong_to_correct",
+    "proj_stability",
+    "proj_regression_rate",
+]

@@ -1,0 +1,137 @@
+"""Executing the study's notebooks: checks before a run folder exists, papermill, the outcome.
+
+The CLI (:mod:`vitedit.cli`) and the sweep's jobs (:mod:`vitedit.sweep.jobs`) both run notebooks
+through :func:`run_notebook`, so a notebook's success or failure is recorded one way everywhere:
+only a notebook that reached ``run.finish()`` is ``ok``; a failure is recorded with its error and
+its partial report (:func:`record_failure`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import datasets, paths, report, runs
+
+KERNEL = "python3"
+
+
+def notebook_path(name: str) -> Path:
+    return paths.project_root() / "notebooks" / f"{name}.ipynb"
+
+
+def notebook_parameters(name: str) -> list[str]:
+    """Names assigned in the notebook's cell tagged 'parameters'."""
+    # lazy: papermill costs ~2.5 s to import; `--help`, `--dry-run` and refused parameters answer
+    # without it (the CLI went from 0.2 s to 2.6 s to start with it at the top)
+    import papermill as pm
+
+    return list(pm.inspect_notebook(str(notebook_path(name))))
+
+
+def short_error(e: BaseException) -> str:
+    """``Name: message`` of an exception (papermill's cell errors carry the notebook's own)."""
+    name = getattr(e, "ename", type(e).__name__)
+    value = getattr(e, "evalue", str(e))
+    return f"{name}: {value}"[:500]
+
+
+def preflight(p: dict, log=print) -> None:
+    """Everything that can be checked before a run folder exists: the model config's layers against
+    the tracing choices, and the data file (existence, MD5, labels)."""
+    # lazy: locate and models import torch and timm (about 5 s on 2 cores); `vitedit --help` and
+    # parameter errors answer without them
+    from . import locate, models
+
+    n_layers = models.depth(p["model"])
+    locate.check_choices(p["trace_kinds"], p["trace_scopes"], n_layers, p["edit_layers"] or [])
+    info = datasets.dataset_info(p["dataset"])
+    if info.source == "liver":
+        datasets.load(p, log=log)
+        return
+    path = datasets.locate_medmnist(
+        p["dataset"], p["size"], p.get("data_path"), p["download"], log=log
+    )
+    datasets.check_medmnist_file(path, p["dataset"], p["size"], p["verify_md5"])
+    with np.load(path) as f:
+        for s in datasets.SPLITS:
+            datasets.check_labels(f[f"{s}_labels"], info.n_classes, f"{path} '{s}_labels'")
+    if p["download"] and not p.get("data_path"):
+        p["data_path"] = str(
+            path
+        )  # the notebooks load the file found here, and never download again
+
+
+def papermill(src: Path, out: Path, parameters: Mapping[str, Any], progress: bool = False) -> None:
+    """Execute ``src`` into ``out``; the kernel is stopped at once after the last cell (a graceful
+    shutdown waits ~2.5 s per notebook)."""
+    import papermill as pm  # lazy: ~2.5 s (see notebook_parameters)
+
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(
+        str(src),
+        str(out),
+        parameters=dict(parameters),
+        kernel_name=KERNEL,
+        cwd=str(src.parent),
+        progress_bar=progress,
+        log_output=False,
+        shutdown_kernel="immediate",
+    )
+
+
+def record_failure(folder: Path, stage: str, error: str, **extra: Any) -> None:
+    """Record ``stage`` of ``folder`` as failed with its error, render its partial report when the
+    executed notebook exists, and refresh the run's index."""
+    nb_file = Path(folder) / "notebooks" / f"{stage}.ipynb"
+    html = None
+    if nb_file.is_file():
+        try:
+            html = report.render_html(nb_file, Path(folder) / f"{stage}.html").name
+        except Exception:  # a notebook too broken to render still gets its failure recorded
+            pass
+    runs.RunFolder(folder).set_status(
+        stage, "failed", error=error, notebook=str(nb_file), html=html, **extra
+    )
+    report.write_run_index(folder)
+
+
+def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
+    """Execute one notebook into the run folder and render its HTML; record the outcome.
+
+    The notebook receives the parameters its parameters cell declares (it fills the rest with
+    the run's stored parameters and the schema's defaults and validates everything itself).
+    """
+    src = notebook_path(name)
+    declared = set(notebook_parameters(name)) | {"run_dir"}
+    given = {k: v for k, v in p.items() if k in declared}
+    out_nb, out_html = run_dir / "notebooks" / f"{name}.ipynb", run_dir / f"{name}.html"
+    t0 = time.perf_counter()
+    log(f"[{name}] executing {src} -> {out_nb}")
+    try:
+        papermill(src, out_nb, given, progress=p.get("progress", True))
+    except BaseException as e:  # includes KeyboardInterrupt: never leave 'running' or 'ok' behind
+        record_failure(run_dir, name, short_error(e), seconds=round(time.perf_counter() - t0, 1))
+        raise
+    report.render_html(out_nb, out_html)
+    folder = runs.RunFolder(run_dir)
+    st = folder.stage(name)
+    if st.get("status") != "ok":  # the notebook must have called run.finish()
+        folder.set_status(name, "failed", error="notebook ended without recording success")
+        raise RuntimeError(f"{name} finished without recording success")
+    folder.set_status(
+        name,
+        "ok",
+        **{k: v for k, v in st.items() if k not in ("status", "time")},
+        html=out_html.name,
+        notebook=str(out_nb),
+        seconds=round(time.perf_counter() - t0, 1),
+    )
+    log(f"[{name}] ok in {time.perf_counter() - t0:.1f} s; report {out_html}")
+    return out_html

@@ -1,0 +1,205 @@
+"""The method registry: every editing method and baseline is declared here, once.
+
+One :class:`Method` says which editor class runs it, which schema parameters it takes (the editor's
+keyword names are the schema keys themselves), which notebook runs it, and what its result depends
+on. The CLI's choices, the ``methods`` parameter, the sweep's tables and folder names, and the
+notebooks' loops all read this registry (compare ROME's ``ALG_DICT`` and timm's ``register_model``).
+
+Adding a method = one editor class (``edit(model, cfg, EditData, device) -> EditResult``) + one
+:func:`register` call below + its tests; ``tests/test_methods.py`` fails when an editor's keyword is
+not a schema key or a method's schema key is not a keyword of its editor.
+
+This module imports neither torch nor the editors: the CLI and the sweep read it without paying for
+torch (about 2 s per process); :attr:`Method.editor_class` imports the editor when it is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# the notebooks that run methods, and the one that evaluates edited models
+EDIT_NOTEBOOKS = ("04_edit_alphaedit", "05_edit_head")
+EVALUATE_NOTEBOOK = "06_evaluate"
+BASELINE_NOTEBOOK = "07_baselines"
+# parameters every method shares: which errors are edited and which FT-Train samples build statistics
+SHARED_KEYS = ("max_edits", "projection_samples")
+# keyword arguments the stage passes to an editor besides schema keys (not parameters of the study)
+CONTEXT_ARGS = {
+    "layers": "edit layers chosen from the tracing result (03_locate)",
+    "cache_dir": "folder of the cached key statistics (<checkpoint_dir>/stats)",
+    "cache_key": "what the cached statistics depend on (the base checkpoint's sha256)",
+    "params": "the run's full parameters (the retrain baseline trains with the original recipe)",
+    "data": "the dataset (the retrain baseline trains on it)",
+    "split": "the 4-set split (the retrain baseline trains on FT-Train plus the errors)",
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One editing method or baseline."""
+
+    name: str  # the result's name everywhere (metrics.json, edits/<name>.json, sweep rows)
+    editor: str  # "module:Class" of the editor, imported on first use
+    notebook: str  # the notebook that runs it
+    params: tuple[str, ...]  # schema keys its editor takes (keyword names identical to the keys)
+    description: str
+    fixed: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # constant keyword arguments of the editor
+    context: tuple[str, ...] = ()  # keyword arguments from CONTEXT_ARGS
+    uses_layers: bool = (
+        False  # edits the layers chosen by tracing: depends on 03_locate's parameters
+    )
+    alias: str | None = None  # short name in sweep specs' ``baselines`` list (retrain, finetune)
+    name_keys: Mapping[str, str] = field(
+        default_factory=dict
+    )  # parameter -> its label in sweep folder names
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.notebook == BASELINE_NOTEBOOK
+
+    @property
+    def notebooks(self) -> list[str]:
+        """What a sweep experiment of this method runs (edit methods are evaluated by 06)."""
+        return [self.notebook] if self.is_baseline else [self.notebook, EVALUATE_NOTEBOOK]
+
+    @property
+    def inherits(self) -> list[str]:
+        """The shared stages an experiment starts from."""
+        return ["01_split", "02_train"] + (["03_locate"] if self.uses_layers else [])
+
+    @property
+    def editor_class(self) -> type:
+        module, cls = self.editor.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def kwargs(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        """The editor's keyword arguments from the run's parameters (same names)."""
+        return {**{k: p[k] for k in self.params}, **self.fixed}
+
+    def build(self, p: Mapping[str, Any], **context: Any):
+        """The editor, configured from the parameters ``p`` and the stage's ``context``."""
+        unknown = set(context) - set(self.context)
+        if unknown:
+            raise TypeError(
+                f"{self.name}: unexpected context {sorted(unknown)}; it takes {list(self.context)}"
+            )
+        return self.editor_class(**self.kwargs(p), **context)
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    if method.name in REGISTRY:
+        raise ValueError(f"method {method.name!r} is registered twice")
+    REGISTRY[method.name] = method
+    return method
+
+
+def get(name: str) -> Method:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; registered: {', '.join(REGISTRY)}") from None
+
+
+def names(notebook: str | None = None, baselines: bool | None = None) -> list[str]:
+    """Registered method names (of one notebook; only or without baselines), in registry order."""
+    return [
+        m.name
+        for m in REGISTRY.values()
+        if (notebook is None or m.notebook == notebook)
+        and (baselines is None or m.is_baseline == baselines)
+    ]
+
+
+def by_alias(alias: str) -> Method:
+    for m in REGISTRY.values():
+        if alias in (m.alias, m.name):
+            return m
+    raise KeyError(alias)
+
+
+# --------------------------------------------------------------------------- the methods
+_TARGET_KEYS = ("v_lr", "v_num_grad_steps", "v_weight_decay", "clamp_norm_factor")
+_SOLVE_KEYS = (
+    "edit_modules",
+    "stats_scope",
+    "L2",
+    "edit_batch_size",
+    "eval_batch_size",
+    "progress",
+)
+
+register(
+    Method(
+        "alphaedit",
+        "vitedit.editing:AlphaEdit",
+        "04_edit_alphaedit",
+        ("nullspace_threshold", "nullspace_relative", *_SOLVE_KEYS, *_TARGET_KEYS),
+        "AlphaEdit: null-space-projected MEMIT-style update of the traced layers' MLP output "
+        "(Fang et al. 2025)",
+        fixed={"null_space": True},
+        context=("layers", "cache_dir", "cache_key"),
+        uses_layers=True,
+        name_keys={"nullspace_threshold": "thresh"},
+    )
+)
+register(
+    Method(
+        "memit",
+        "vitedit.editing:AlphaEdit",
+        "04_edit_alphaedit",
+        (*_SOLVE_KEYS, *_TARGET_KEYS),
+        "the same update with P = I (the null space removed): the ablation that shows what P buys",
+        fixed={"null_space": False},
+        context=("layers", "cache_dir", "cache_key"),
+        uses_layers=True,
+    )
+)
+register(
+    Method(
+        "head",
+        "vitedit.editing:HeadEditor",
+        "05_edit_head",
+        ("head_lr", "head_steps", "ewc_lambda", "eval_batch_size"),
+        "classifier head by gradient with an EWC penalty",
+        fixed={"closed_form": False},
+    )
+)
+register(
+    Method(
+        "head_closed_form",
+        "vitedit.editing:HeadEditor",
+        "05_edit_head",
+        ("ridge_lambda", "head_margin", "head_error_weight", "eval_batch_size"),
+        "classifier head in closed form (ridge toward the original head, margin targets)",
+        fixed={"closed_form": True},
+    )
+)
+register(
+    Method(
+        "baseline_retrain",
+        "vitedit.baselines:RetrainBaseline",
+        BASELINE_NOTEBOOK,
+        ("baseline_epochs", "progress"),
+        "baseline 1: retrain on FT-Train plus the errors from the original initialisation",
+        context=("params", "data", "split"),
+        alias="retrain",
+    )
+)
+register(
+    Method(
+        "baseline_finetune",
+        "vitedit.baselines:FinetuneErrorsBaseline",
+        BASELINE_NOTEBOOK,
+        ("baseline_lr", "baseline_epochs", "seed"),
+        "baseline 2: fine-tune the model on the errors only",
+        alias="finetune",
+    )
+)

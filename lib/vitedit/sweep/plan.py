@@ -1,0 +1,216 @@
+"""The plan of a sweep: its experiments (one method or baseline x one configuration x one seed),
+deduplicated by a hash of exactly the parameters each result depends on (read from the method
+registry), and the shared stages (split, training, tracing) they start from."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import methods as methods_mod
+from .. import params as params_mod
+from .spec import SweepError, baseline_aliases, searched_params
+
+# parameters that do not change a result (where and how it runs); never part of a content hash
+NON_SEMANTIC = {
+    "data_path",
+    "download",
+    "verify_md5",
+    "resume",
+    "checkpoint_dir",
+    "device",
+    "pin_memory",
+    "num_threads",
+    "run_dir",
+    "progress",
+    "eval_batch_size",
+    "trace_max_rows",
+    "methods",
+}
+# locate parameters that only pick layers from the tracing result (the tracing is shared across them)
+LAYER_CHOICE = {"edit_layers", "num_edit_layers", "no_astra_layers", "rank_kind", "rank_scope"}
+
+
+@dataclass
+class Prep:
+    id: str
+    name: str
+    params: dict
+    needs_locate: bool = False
+
+    def folder(self, sweep_dir: Path) -> Path:
+        return Path(sweep_dir) / "shared" / self.name
+
+    @property
+    def notebooks(self) -> list[str]:
+        return ["01_split", "02_train"] + (["03_locate"] if self.needs_locate else [])
+
+
+@dataclass
+class Experiment:
+    index: int
+    id: str
+    config_id: str  # the same configuration at another seed shares it
+    name: str
+    method: str
+    params: dict
+    prep: Prep
+    point: dict = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> str:
+        return self.params["dataset"]
+
+    @property
+    def notebooks(self) -> list[str]:
+        return methods_mod.get(self.method).notebooks
+
+    def folder(self, sweep_dir: Path) -> Path:
+        return Path(sweep_dir) / "runs" / self.dataset / self.name
+
+
+def _semantic(
+    p: Mapping[str, Any], stages: Iterable[str], extra: Iterable[str] = (), drop: Iterable[str] = ()
+) -> dict:
+    stages, extra, drop = set(stages), set(extra), set(drop)
+    keys = [
+        k
+        for k in params_mod.SCHEMA
+        if (params_mod.STAGE_OF[k] in stages or k in extra)
+        and k not in NON_SEMANTIC
+        and k not in drop
+    ]
+    return {k: p[k] for k in keys}
+
+
+def relevant_keys(method: str) -> list[str]:
+    """Parameters that determine ``method``'s result: data, training and evaluation, the shared edit
+    parameters, the method's own (registry), and tracing's when it edits the traced layers."""
+    m = methods_mod.get(method)
+    stages = ["data", "train", "evaluate"] + (["locate"] if m.uses_layers else [])
+    return list(
+        _semantic(params_mod.defaults(), stages, extra=(*methods_mod.SHARED_KEYS, *m.params))
+    )
+
+
+def prep_key(p: Mapping[str, Any]) -> dict:
+    return _semantic(p, ["data", "train", "locate"], drop=LAYER_CHOICE)
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, list):
+        return "-".join(map(str, v))
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def experiment_name(method: str, p: Mapping[str, Any], searched: Iterable[str], h: str) -> str:
+    """``proj{N}_edit{M}_{top{K}|layers{a-b}|last3}_thresh{T}`` (the original's folder scheme) for the
+    edit methods, ``edit{M}`` for the baselines; then other searched parameters, seed and hash."""
+    m = methods_mod.get(method)
+    keys = relevant_keys(method)
+    parts = [method]
+    shown = {"seed", "dataset", "max_edits"}
+    if not m.is_baseline:
+        parts.append(f"proj{p['projection_samples']}")
+        shown.add("projection_samples")
+    parts.append(f"edit{p['max_edits']}")
+    if m.uses_layers:
+        layers = (
+            f"layers{fmt(p['edit_layers'])}"
+            if p["edit_layers"]
+            else "last3"
+            if p["no_astra_layers"]
+            else f"top{p['num_edit_layers']}"
+        )
+        parts.append(layers)
+        shown |= {"edit_layers", "no_astra_layers", "num_edit_layers"}
+    for k, label in m.name_keys.items():
+        parts.append(f"{label}{fmt(p[k])}")
+        shown.add(k)
+    for k in searched:
+        if k not in shown and (k in keys or k in NON_SEMANTIC):
+            parts.append(f"{k}-{fmt(p[k])}")
+    parts += [f"s{p['seed']}", h[:8]]
+    return "_".join(parts).replace("/", "-").replace(" ", "")
+
+
+def method_params(method: str, p: Mapping[str, Any]) -> dict:
+    """The full parameters of one experiment: only ``method`` runs in its notebooks."""
+    return {**p, "methods": [method]}
+
+
+def check_layers(p: Mapping[str, Any], point: Mapping[str, Any]) -> None:
+    """The tracing choices fit the model's depth (``model`` and ``trace_*`` may be searched)."""
+    # lazy: locate and models import torch and timm (about 5 s); the sweep's planning and its
+    # jobs' processes read the plan without them unless a grid point is checked
+    from .. import locate, models
+
+    try:
+        locate.check_choices(
+            p["trace_kinds"], p["trace_scopes"], models.depth(p["model"]), p["edit_layers"] or []
+        )
+    except Exception as e:
+        raise SweepError(f"grid point {dict(point)}: {e}") from None
+
+
+def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> list[Experiment]:
+    """Every experiment of the (checked) spec, deduplicated by content hash, in a stable order:
+    for each grid point (and seed), its edit methods, then its baselines."""
+    base_layers = [*spec["params"], spec["set"], dict(overrides or {})]
+    base = params_mod.resolve(*base_layers)
+    grid = dict(spec["grid"])
+    seeds = spec["seeds"] or [base["seed"]]
+    searched = searched_params(spec)
+    aliases = baseline_aliases()
+    out: dict[str, Experiment] = {}
+    preps: dict[str, Prep] = {}
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = dict(zip(keys, values))
+        for seed in seeds:
+            p = params_mod.resolve(*base_layers, point, {"seed": seed})
+            check_layers(p, point)
+            pk = prep_key(p)
+            pid = params_mod.digest(pk, 12)
+            prep = preps.setdefault(
+                pid, Prep(pid, f"{p['dataset']}_{p['model']}_s{p['seed']}_{pid[:8]}", dict(p))
+            )
+            for method in [*spec["methods"], *(aliases[b] for b in spec["baselines"])]:
+                key = {k: p[k] for k in relevant_keys(method)}
+                key.update(
+                    {k: p[k] for k in grid if k in NON_SEMANTIC}
+                )  # searched run settings count too
+                eid = params_mod.digest({"method": method, **key}, 12)
+                if eid in out:
+                    continue
+                cid = params_mod.digest(
+                    {"method": method, **{k: v for k, v in key.items() if k != "seed"}}, 12
+                )
+                if methods_mod.get(method).uses_layers:
+                    prep.needs_locate = True
+                out[eid] = Experiment(
+                    len(out),
+                    eid,
+                    cid,
+                    experiment_name(method, p, searched, eid),
+                    method,
+                    method_params(method, p),
+                    prep,
+                    {**point, "seed": seed},
+                )
+    return list(out.values())
+
+
+def select_slice(
+    exps: Sequence[Experiment], continue_from: int = 0, max_experiments: int | None = None
+):
+    """``--continue-from N`` skips the first N experiments; ``--max-experiments M`` keeps M of the rest."""
+    if continue_from < 0 or (max_experiments is not None and max_experiments < 1):
+        raise SweepError("--continue-from must be >= 0 and --max-experiments >= 1")
+    rest = list(exps)[continue_from:]
+    return rest[:max_experiments] if max_experiments else rest

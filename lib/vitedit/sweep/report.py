@@ -1,0 +1,100 @@
+"""The sweep's report: notebook 08 rendered into ``<sweep>/index.html``, and the tables it shows."""
+
+from __future__ import annotations
+
+import html as h
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .. import execute, report
+from .collect import read_spec
+from .spec import DEFAULT_SELECTION, check_selection, searched_params
+
+REPORT_NOTEBOOK = "08_sweep_report"
+TIMING_COLUMNS = [
+    "job_seconds",
+    "papermill_overhead_seconds",
+    "setup_cells_seconds",
+    "work_seconds",
+    "overhead_beyond_work_seconds",
+]
+
+
+def render_report(sweep_dir: str | Path, log=print) -> Path:
+    """Execute notebook 08 (the sweep's summary) into the sweep folder; its HTML is ``index.html``."""
+    sweep_dir = Path(sweep_dir)
+    out_nb = sweep_dir / "notebooks" / f"{REPORT_NOTEBOOK}.ipynb"
+    execute.papermill(execute.notebook_path(REPORT_NOTEBOOK), out_nb, {"sweep_dir": str(sweep_dir)})
+    page = report.render_html(out_nb, sweep_dir / "index.html")
+    log(f"sweep report: {page}")
+    return page
+
+
+def report_context(sweep_dir: str | Path) -> dict:
+    """What notebook 08 shows: the summary tables, the chosen configurations, the searched
+    parameters and the selection criterion (all read from the sweep folder)."""
+    sweep_dir = Path(sweep_dir)
+    spec = read_spec(sweep_dir)
+    tables = {
+        f.stem.replace("param_search_summary_", ""): pd.read_csv(f)
+        for f in sorted(sweep_dir.glob("param_search_summary_*.csv"))
+    }
+    summary = pd.concat(tables.values(), ignore_index=True) if tables else pd.DataFrame()
+    sel_file = sweep_dir / "selection.csv"
+    chosen = (
+        pd.read_csv(sel_file)
+        if sel_file.is_file() and sel_file.stat().st_size > 1
+        else pd.DataFrame()
+    )
+    if len(summary):
+        summary["report_link"] = [os.path.relpath(r, sweep_dir) for r in summary.report]
+    log_file = sweep_dir / "sweep_log.json"
+    history = (
+        pd.DataFrame(json.loads(log_file.read_text())) if log_file.is_file() else pd.DataFrame()
+    )
+    return {
+        "spec": spec,
+        "summary": summary,
+        "chosen": chosen,
+        "searched": searched_params(spec),
+        "history": history,
+        "selection": check_selection(spec.get("selection") or DEFAULT_SELECTION),
+        "shared": sorted(
+            os.path.relpath(p, sweep_dir) for p in (sweep_dir / "shared").glob("*/index.html")
+        ),
+    }
+
+
+def status_counts(summary: pd.DataFrame) -> pd.DataFrame:
+    """Experiments per (dataset, method, status)."""
+    return (
+        summary.groupby(["dataset", "method", "status"]).size().rename("experiments").reset_index()
+    )
+
+
+def timing_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Median seconds per method over completed experiments: wall time, papermill's share, the
+    notebooks' setup cells, the work, and the overhead beyond the work (wall minus work)."""
+    ok = summary[summary.status == "ok"].assign(
+        overhead_beyond_work_seconds=lambda d: d.job_seconds - d.work_seconds
+    )
+    return ok.groupby("method")[TIMING_COLUMNS].median()
+
+
+def links_table(summary: pd.DataFrame) -> str:
+    """HTML table: each experiment, its status and a link to its run report (relative links)."""
+    rows = []
+    for _, r in summary.iterrows():
+        err = h.escape(str(r["error"])) if isinstance(r.get("error"), str) else ""
+        rows.append(
+            f'<tr><td><a href="{h.escape(r["report_link"])}">{h.escape(r["experiment"])}</a></td>'
+            f"<td>{h.escape(r['method'])}</td><td>{h.escape(r['status'])}</td><td>{err}</td></tr>"
+        )
+    return (
+        "<table><tr><th>experiment (run report)</th><th>method</th><th>status</th><th>error</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )

@@ -1,0 +1,198 @@
+"""Running a sweep: the shared stages first, then the experiments, through an executor; every
+failure recorded; a second process on the same sweep folder refused."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from .. import execute, methods, paths
+from ..runs import RunFolder
+from .jobs import job_blob, mark_interrupted, materialize, settle, write_job
+from .plan import Experiment
+from .spec import SweepError, searched_params
+
+
+def lock_sweep(sweep_dir: Path):
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    f = open(sweep_dir / ".sweep.lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise SweepError(
+            f"another process is running the sweep in {sweep_dir}; wait for it, or give another --sweep-dir"
+        ) from None
+    return f
+
+
+def preflight(exps: Sequence[Experiment]) -> None:
+    """Data files of every dataset exist and are valid before anything is written."""
+    seen = set()
+    for e in exps:
+        key = (e.params["dataset"], e.params["size"], e.params.get("data_path"))
+        if key not in seen:
+            seen.add(key)
+            execute.preflight(dict(e.params), log=lambda *a: None)
+
+
+def experiment_blob(e: Experiment, sweep_dir: Path, spec: dict, wandb_cfg) -> dict:
+    return job_blob(
+        "experiment",
+        e.folder(sweep_dir),
+        e.params,
+        e.notebooks,
+        inherit=methods.get(e.method).inherits,
+        prep_dir=str(e.prep.folder(sweep_dir)),
+        method=e.method,
+        name=e.name,
+        id=e.id,
+        config_id=e.config_id,
+        index=e.index,
+        point=e.point,
+        sweep=spec["name"],
+        searched=searched_params(spec),
+        wandb=wandb_cfg,
+    )
+
+
+def _run_preps(
+    spec: dict, preps: dict, sweep_dir: Path, executor, log, progress: bool
+) -> dict[str, str]:
+    """Run the shared stages not yet done; return the failed ones' first errors."""
+    todo = [pr for pr in preps.values() if not RunFolder(pr.folder(sweep_dir)).all_ok(pr.notebooks)]
+    failed: dict[str, str] = {}
+    if not todo:
+        return failed
+    files = {
+        str(
+            write_job(
+                pr.folder(sweep_dir),
+                job_blob(
+                    "prep",
+                    pr.folder(sweep_dir),
+                    pr.params,
+                    pr.notebooks,
+                    name=pr.name,
+                    sweep=spec["name"],
+                ),
+            )
+        ): pr
+        for pr in todo
+    }
+    log(f"shared stages: {len(todo)} to run ({len(preps) - len(todo)} done)")
+    for res in tqdm(
+        executor.map(files), total=len(files), desc="shared stages", disable=not progress
+    ):
+        pr = files[res.job]
+        folder = pr.folder(sweep_dir)
+        settle(folder, pr.notebooks, res)
+        if not RunFolder(folder).all_ok(pr.notebooks):
+            failed[pr.id] = RunFolder(folder).first_error()
+    return failed
+
+
+def _prepare(
+    e: Experiment, sweep_dir: Path, spec: dict, wandb_cfg, failed_preps: dict
+) -> Path | None:
+    """The experiment's job file, its folder started from the shared stages; None (and a recorded
+    failure) when it cannot start."""
+    folder = e.folder(sweep_dir)
+    run = RunFolder(folder)
+    blob = experiment_blob(e, sweep_dir, spec, wandb_cfg)
+    if e.prep.id in failed_preps:
+        folder.mkdir(parents=True, exist_ok=True)
+        run.write_params(e.params)
+        write_job(folder, blob)
+        run.set_status(
+            "sweep",
+            "failed",
+            error=f"shared stages failed: {failed_preps[e.prep.id]} "
+            f"(see {os.path.relpath(e.prep.folder(sweep_dir), folder)}/index.html)",
+        )
+        return None
+    try:  # the experiment's folder starts from its shared stages' outputs (here: no import cost in the job)
+        if not run.all_ok(blob["inherit"]):
+            materialize(folder, e.prep.folder(sweep_dir), e.params, blob["inherit"])
+    except Exception as err:
+        write_job(folder, blob)
+        run.set_status("sweep", "failed", error=f"could not start from the shared stages: {err}")
+        return None
+    return write_job(folder, blob)
+
+
+def run_sweep(
+    spec: dict,
+    exps: Sequence[Experiment],
+    sweep_dir: Path,
+    executor,
+    wandb_cfg: dict | None = None,
+    log=print,
+    progress: bool = True,
+) -> dict:
+    """Run the shared stages, then the experiments; record every failure; log the invocation."""
+    lock = lock_sweep(sweep_dir)
+    t0 = time.perf_counter()
+    preps = {e.prep.id: e.prep for e in exps}
+    try:
+        paths.atomic_write_text(
+            sweep_dir / "sweep.yaml", yaml.safe_dump(dict(spec), sort_keys=False)
+        )
+        counts = {"ok": 0, "failed": 0, "skipped_done": 0}
+        failed_preps = _run_preps(spec, preps, sweep_dir, executor, log, progress)
+        files = {}
+        for e in exps:
+            if RunFolder(e.folder(sweep_dir)).all_ok(e.notebooks):
+                counts["skipped_done"] += 1
+                continue
+            job = _prepare(e, sweep_dir, spec, wandb_cfg, failed_preps)
+            if job is None:
+                counts["failed"] += 1
+            else:
+                files[str(job)] = e
+        log(
+            f"experiments: {len(files)} to run, {counts['skipped_done']} already done"
+            + (f", {counts['failed']} could not start" if counts["failed"] else "")
+        )
+        for res in tqdm(
+            executor.map(files), total=len(files), desc="experiments", disable=not progress
+        ):
+            e = files[res.job]
+            settle(e.folder(sweep_dir), e.notebooks, res)
+            run = RunFolder(e.folder(sweep_dir))
+            ok = run.all_ok(e.notebooks)
+            counts["ok" if ok else "failed"] += 1
+            if not ok:
+                log(f"failed: {e.name}: {run.first_error()}")
+    except (
+        KeyboardInterrupt
+    ):  # killed: what finished stays; what was running is marked, and redone on rerun
+        mark_interrupted(
+            [pr.folder(sweep_dir) for pr in preps.values()] + [e.folder(sweep_dir) for e in exps]
+        )
+        raise
+    finally:
+        lock.close()
+    counts["seconds"] = round(time.perf_counter() - t0, 1)
+    log_file = (
+        sweep_dir / "sweep_log.json"
+    )  # one entry per invocation (a resumed sweep has several)
+    history = json.loads(log_file.read_text()) if log_file.is_file() else []
+    history.append(
+        {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "executor": getattr(executor, "name", "?"),
+            "workers": getattr(executor, "workers", None),
+            "experiments": len(exps),
+            **counts,
+        }
+    )
+    paths.atomic_write_text(log_file, json.dumps(history, indent=2))
+    return counts

@@ -1,0 +1,194 @@
+"""A sweep spec: YAML (``params/sweeps/*.yaml``) with parameter files, fixed values, a grid, seeds,
+methods, baselines and the selection criterion; validated before anything is written."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import methods as methods_mod
+from .. import params as params_mod
+from .. import paths
+from ..columns import SELECTION_METRICS
+
+SWEEPS_DIR = "reports/sweeps"
+SPEC_KEYS = {
+    "name",
+    "description",
+    "params",
+    "set",
+    "grid",
+    "seeds",
+    "methods",
+    "baselines",
+    "selection",
+}
+DEFAULT_SELECTION = {
+    "metric": "val_acc_delta",
+    "mode": "max",
+    "tie_breakers": [["edit_fix_ratio", "max"], ["proj_regression_rate", "min"]],
+}
+
+
+class SweepError(params_mod.ParamError):
+    """A sweep spec or option is invalid; the message names the problem and the fix."""
+
+
+def edit_methods() -> list[str]:
+    return methods_mod.names(baselines=False)
+
+
+def baseline_aliases() -> dict[str, str]:
+    """Spec name (``retrain``) -> method name (``baseline_retrain``)."""
+    return {m.alias: m.name for m in methods_mod.REGISTRY.values() if m.is_baseline}
+
+
+def load_spec(path: str | Path) -> dict:
+    path = paths.resolve(path, Path.cwd())
+    spec = params_mod.read_mapping(path, "sweep spec")  # see params/sweeps/ for examples
+    spec.setdefault("name", path.stem)
+    spec["params"] = [str(paths.resolve(f, path.parent)) for f in as_list(spec.get("params"))]
+    spec["_source"] = str(path)
+    return spec
+
+
+def as_list(v) -> list:
+    return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def check_spec(spec: Mapping[str, Any]) -> dict:
+    """Validate a spec (unknown keys, grid keys and values, methods, selection); return it normalised."""
+    unknown = set(spec) - SPEC_KEYS - {"_source"}
+    if unknown:
+        raise SweepError(f"unknown sweep spec key(s) {sorted(unknown)}; known: {sorted(SPEC_KEYS)}")
+    name = str(spec.get("name") or "")
+    if not name or "/" in name or name.startswith("."):
+        raise SweepError(f"sweep name {name!r} must be a plain folder name")
+    for f in spec.get("params", []):
+        params_mod.load_yaml(f)  # existence, YAML and keys
+    fixed = params_mod.validate(spec.get("set") or {}, where="the spec's 'set'")
+    grid = spec.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise SweepError("'grid' must map parameter names to lists of values")
+    clean_grid = {}
+    for k, values in grid.items():
+        if k not in params_mod.SCHEMA:
+            raise SweepError("grid: " + params_mod.unknown_key_message(k))
+        if k == "seed":
+            raise SweepError(
+                "grid: give seeds with the spec's 'seeds' list (or --seeds), not as a grid key"
+            )
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"grid: '{k}' must be a non-empty list of values, got {values!r}")
+        clean_grid[k] = [params_mod.validate({k: v}, where=f"grid '{k}'")[k] for v in values]
+    seeds = [params_mod.validate({"seed": s})["seed"] for s in as_list(spec.get("seeds"))]
+    methods = as_list(spec.get("methods", edit_methods()))
+    bad = [m for m in methods if m not in edit_methods()]
+    if bad:
+        raise SweepError(f"unknown method(s) {bad}; choose from {edit_methods()}")
+    bl = spec.get("baselines", list(baseline_aliases()))
+    bl = [] if bl is False or bl is None else as_list(bl)
+    bad = [b for b in bl if b not in baseline_aliases()]
+    if bad:
+        raise SweepError(
+            f"unknown baseline(s) {bad}; choose from {list(baseline_aliases())} (or false for none)"
+        )
+    if not methods and not bl:
+        raise SweepError("the sweep runs nothing: give 'methods' and/or 'baselines'")
+    selection = check_selection({**DEFAULT_SELECTION, **(spec.get("selection") or {})})
+    return {
+        "name": name,
+        "description": spec.get("description", ""),
+        "params": list(spec.get("params", [])),
+        "set": fixed,
+        "grid": clean_grid,
+        "seeds": seeds,
+        "methods": methods,
+        "baselines": bl,
+        "selection": selection,
+        "source": spec.get("_source"),
+    }
+
+
+def check_selection(sel: Mapping[str, Any]) -> dict:
+    """A selection criterion may use validation-side columns only; Test is for reporting."""
+    unknown = set(sel) - {"metric", "mode", "tie_breakers"}
+    if unknown:
+        raise SweepError(
+            f"selection: unknown key(s) {sorted(unknown)} (metric, mode, tie_breakers)"
+        )
+    crit = [[sel["metric"], sel.get("mode", "max")]] + [
+        list(t) for t in sel.get("tie_breakers", [])
+    ]
+    for metric, mode in crit:
+        if str(metric).startswith("test") or metric not in SELECTION_METRICS:
+            raise SweepError(
+                f"selection metric {metric!r} is not allowed: a configuration is chosen on "
+                f"validation-side metrics only ({', '.join(SELECTION_METRICS)}); Test metrics are "
+                f"reported for the chosen configuration, never used to choose it"
+            )
+        if mode not in ("max", "min"):
+            raise SweepError(f"selection mode for {metric!r} must be 'max' or 'min', got {mode!r}")
+    return {"metric": crit[0][0], "mode": crit[0][1], "tie_breakers": crit[1:]}
+
+
+def searched_params(spec: Mapping[str, Any]) -> list[str]:
+    """The parameters a spec varies: grid keys with several values, and ``seed`` for several seeds."""
+    searched = [k for k, v in (spec.get("grid") or {}).items() if len(v) > 1]
+    return searched + (["seed"] if len(spec.get("seeds") or []) > 1 else [])
+
+
+def spec_from_args(args: argparse.Namespace) -> dict:
+    """The spec with the command line's overrides (grid ranges, seeds, methods, fixed values), checked."""
+    spec = load_spec(args.spec)
+    grid = {} if args.trial else dict(spec.get("grid") or {})
+    ranges = {
+        "dataset": args.datasets,
+        "projection_samples": args.projection_samples_range,
+        "nullspace_threshold": args.nullspace_threshold_range,
+        "num_edit_layers": args.num_edit_layers_range,
+        "max_edits": args.max_edits_range,
+    }
+    for k, v in ranges.items():
+        if v:
+            grid[k] = list(v)
+    if args.fixed_edit_layers:
+        grid["edit_layers"] = [
+            [int(x) for x in s.replace(",", " ").split()] for s in args.fixed_edit_layers
+        ]
+        grid.pop("num_edit_layers", None)
+    for g in args.grid:
+        k, v = (g.split("=", 1) + [""])[:2]
+        vals = yaml.safe_load(v) if v.strip() else None
+        if not isinstance(vals, list):
+            raise SweepError(f"--grid expects KEY=[V1,V2,...], got {g!r}")
+        grid[k.strip()] = vals
+    spec["grid"] = grid
+    if args.seeds:
+        spec["seeds"] = args.seeds
+    if args.methods:
+        spec["methods"] = args.methods
+    if args.no_baselines:
+        spec["baselines"] = False
+    fixed = dict(spec.get("set") or {})
+    for s in args.set:
+        k, v = params_mod.parse_assignment(s)
+        fixed[k] = v
+    opts = {
+        "baseline_epochs": args.baseline_epochs,
+        "baseline_lr": args.baseline_lr,
+        "max_samples": args.max_samples,
+        "data_path": str(paths.resolve(args.data_path, Path.cwd())) if args.data_path else None,
+        "checkpoint_dir": str(paths.resolve(args.checkpoint_dir, Path.cwd()))
+        if args.checkpoint_dir
+        else None,
+    }
+    fixed.update({k: v for k, v in opts.items() if v is not None})
+    if args.no_progress:
+        fixed["progress"] = False
+    spec["set"] = fixed
+    return check_spec(spec)

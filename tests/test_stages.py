@@ -1,0 +1,207 @@
+"""The steps of notebooks 04-07 (``vitedit.stages``), on the tiny model trained on toy data."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vitedit import editing, evaluation, locate, methods, models, stages, train
+
+
+@pytest.fixture
+def ctx(trained_toy, tmp_path):
+    p, data, split, model = trained_toy
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    result = train.fit(p, data, split, progress=False, log=lambda *a: None)  # the cached checkpoint
+    assert result.reused
+    ref = train.record_in_run(run_dir, result, split)
+    p = dict(
+        p,
+        max_edits=4,
+        projection_samples=40,
+        eval_batch_size=64,
+        bootstrap_samples=50,
+        baseline_epochs=1,
+        run_dir=str(run_dir),
+    )
+    cfg = models.get_config("vit_tiny_test")
+    return stages.Context(
+        run_dir, p, data, split, torch.device("cpu"), model, result.meta, cfg, ref
+    )
+
+
+def test_select_edits_takes_the_first_errors_and_seeded_statistics_samples(ctx):
+    sel = stages.select_edits(ctx)
+    y, pred, _ = evaluation.predictions(ctx.model, ctx.data, ctx.split, "edit_discovery", ctx.cfg)
+    assert np.array_equal(sel.errors, np.flatnonzero(y != pred)[:4]) and len(sel.errors) == 4
+    n_ft = len(ctx.split.indices["ft_train"])
+    assert np.array_equal(
+        sel.stats_positions, editing.stats_positions(n_ft, 40, ctx.params["seed"])
+    )
+    assert (
+        np.array_equal(sel.edit_set.labels, y[sel.errors])
+        and (sel.edit_set.labels != pred[sel.errors]).all()
+    )
+    assert f"{n_ft - 40} held out" in sel.message
+
+
+def test_run_methods_runs_only_the_selected_methods_of_its_notebook_and_records_them(ctx):
+    ctx.params["methods"] = ["head_closed_form", "alphaedit"]  # alphaedit belongs to 04, not 05
+    sel = stages.select_edits(ctx)
+    out = stages.run_methods(ctx, sel, "05_edit_head")
+    assert list(out.results) == ["head_closed_form"] and list(out.summary.method) == [
+        "head_closed_form"
+    ]
+    rec = json.loads((ctx.run_dir / "edits" / "head_closed_form.json").read_text())
+    assert rec["settings"] == {
+        "max_edits": 4,
+        "projection_samples": 40,
+        "ridge_lambda": 1.0,
+        "head_margin": 1.0,
+        "head_error_weight": 10.0,
+        "seed": 0,
+    }
+    assert rec["edited_positions"] == sel.errors.tolist()
+    assert set(pd.read_csv(ctx.run_dir / "head_edit_log.csv").method) == {"head_closed_form"}
+    assert (ctx.run_dir / "head_edit_summary.csv").is_file()
+    assert (
+        out.fix_rates()["head_closed_form"] == out.results["head_closed_form"].log["fixed"].mean()
+    )
+
+
+def test_run_methods_builds_editors_from_the_params_under_their_names(ctx):
+    ctx.params.update(methods=["head_closed_form"], head_margin=7.5, head_error_weight=1e4)
+    out = stages.run_methods(ctx, stages.select_edits(ctx), "05_edit_head")
+    direct = editing.HeadEditor(
+        closed_form=True, head_margin=7.5, head_error_weight=1e4, eval_batch_size=64
+    )
+    ref = direct.edit(ctx.model, ctx.cfg, stages.select_edits(ctx).edit_set)
+    got = out.results["head_closed_form"].model.head.weight
+    assert torch.equal(got, ref.model.head.weight)
+
+
+def test_evaluate_edits_evaluates_every_recorded_edit_and_refuses_another_base(ctx):
+    ctx.params["methods"] = ["head", "head_closed_form"]
+    stages.run_methods(ctx, stages.select_edits(ctx), "05_edit_head")
+    ev = stages.evaluate_edits(ctx)
+    assert set(ev.evals) == {"head", "head_closed_form"} and set(ev.table.method) == set(ev.evals)
+    metrics = evaluation.load_metrics(ctx.run_dir)
+    assert set(metrics.method) == {"head", "head_closed_form"}
+    assert set(pd.read_csv(ctx.run_dir / "per_class_test_accuracy.csv").method) == set(ev.evals)
+    assert len(ev.level("test_set")) == 2
+    ctx.base_ref = dict(ctx.base_ref, sha256="0" * 64)
+    with pytest.raises(editing.EditError, match="another checkpoint"):
+        stages.evaluate_edits(ctx)
+
+
+def test_run_baselines_records_and_evaluates_like_the_edit_methods(ctx):
+    ctx.params["methods"] = ["baseline_finetune"]
+    ev = stages.run_baselines(ctx, stages.select_edits(ctx))
+    assert list(ev.evals) == ["baseline_finetune"] and not ev.skipped
+    rec = json.loads((ctx.run_dir / "edits" / "baseline_finetune.json").read_text())
+    assert (
+        rec["settings"]["baseline_lr"] == ctx.params["baseline_lr"]
+        and "progress" not in rec["settings"]
+    )
+    assert (ctx.run_dir / "baseline_finetune_errors_summary.csv").is_file()
+    assert "baseline_finetune" in set(evaluation.load_metrics(ctx.run_dir).method)
+
+
+def test_a_baseline_with_nothing_to_train_on_is_recorded_skipped(ctx):
+    ctx.params.update(methods=["baseline_finetune"])
+    sel = stages.select_edits(ctx)
+    empty = stages.Selection(
+        sel.labels,
+        sel.labels,
+        sel.errors[:0],
+        sel.stats_positions,
+        editing.edit_data(ctx.data, ctx.split, sel.stats_positions, sel.errors[:0]),
+        sel.n_ft_train,
+    )
+    ev = stages.run_baselines(ctx, empty)
+    assert ev.evals == {} and "baseline_finetune" in ev.skipped
+    rec = json.loads((ctx.run_dir / "edits" / "baseline_finetune.json").read_text())
+    assert rec["status"] == "skipped" and "No errors to edit" in empty.message
+
+
+def test_every_edit_notebook_method_has_its_output_files():
+    for nb in methods.EDIT_NOTEBOOKS:
+        assert nb in stages.OUTPUTS
+
+
+def test_a_newly_registered_method_runs_records_and_evaluates_under_its_own_name(ctx, monkeypatch):
+    """One registration is enough: the notebook's loop runs it, its record and metrics carry its name,
+    and the method sharing its editor class is not overwritten."""
+    new = methods.Method(
+        "head_wide",
+        "vitedit.editing:HeadEditor",
+        "05_edit_head",
+        ("ridge_lambda", "head_margin", "eval_batch_size"),
+        "test method",
+        fixed={"closed_form": True},
+    )
+    monkeypatch.setitem(methods.REGISTRY, "head_wide", new)
+    ctx.params.update(methods=["head_closed_form", "head_wide"], head_margin=3.0)
+    out = stages.run_methods(ctx, stages.select_edits(ctx), "05_edit_head")
+    assert list(out.results) == ["head_closed_form", "head_wide"]
+    recs = {m: json.loads((ctx.run_dir / "edits" / f"{m}.json").read_text()) for m in out.results}
+    assert (
+        recs["head_wide"]["method"] == "head_wide"
+        and recs["head_closed_form"]["method"] == "head_closed_form"
+    )
+    assert "head_error_weight" not in recs["head_wide"]["settings"]
+    assert recs["head_wide"]["checkpoint"] != recs["head_closed_form"]["checkpoint"]
+    ev = stages.evaluate_edits(ctx)
+    assert set(ev.evals) == {"head_closed_form", "head_wide"}
+
+
+def test_load_context_and_trace_on_a_run_folder(trained_toy, tmp_path, monkeypatch):
+    from vitedit import datasets, nb, params, splits
+
+    p, data, split, _ = trained_toy
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    splits.save(split, run_dir, data)
+    train.record_in_run(
+        run_dir, train.fit(p, data, split, progress=False, log=lambda *a: None), split
+    )
+    monkeypatch.setattr(datasets, "load", lambda q, **kw: data)  # the toy data has no file
+    q = params.resolve(
+        {k: v for k, v in p.items() if k != "run_dir"},
+        {
+            "num_ablations": 3,
+            "max_samples": 3,
+            "noise_samples": 20,
+            "run_dir": str(run_dir),
+            "progress": False,
+        },
+    )
+    ctx = stages.load_context(nb.Run("03_locate", run_dir, q))
+    assert (
+        ctx.base_ref["sha256"] == train.run_checkpoint_ref(run_dir)["sha256"]
+        and "blocks" in ctx.description
+    )
+    err = stages.find_errors(ctx)
+    y, pred, _ = evaluation.predictions(ctx.model, data, split, "edit_discovery", ctx.cfg)
+    assert np.array_equal(err.all, np.flatnonzero(y != pred)) and np.array_equal(
+        err.traced, err.all[:3]
+    )
+    assert err.crosstab().to_numpy().sum() == len(err.all)
+    tr = stages.trace(ctx, err)
+    assert set(tr.importance["sample"]) == set(err.traced.tolist()) and len(tr.noise) == 3
+    assert (run_dir / "layer_importance.csv").is_file() and (
+        run_dir / "layer_statistics.csv"
+    ).is_file()
+    assert tr.noise_std > 0 and "3 noisy copies" in tr.message
+    ctx.params.update(attribution_samples=2, attribution_masks=8)
+    picked, maps = stages.attribution_maps(ctx, err)
+    assert np.array_equal(picked, err.traced[:2]) and len(maps) == 2
+    choice, summary = stages.hand_over_layers(ctx, tr, err, 1.0)
+    assert locate.load_edit_layers(run_dir) == choice and summary["n_traced"] == len(
+        set(err.traced.tolist())
+    )
+    with pytest.raises(locate.LocateError, match="99"):  # a layer the model does not have
+        stages.load_context(nb.Run("03_locate", run_dir, dict(q, edit_layers=[99])))
