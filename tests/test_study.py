@@ -224,6 +224,12 @@ def test_edit_stage_head_closed_form(study):
     assert "[05_edit_head]" in r.stdout and "[04_edit_alphaedit]" not in r.stdout
     log = pd.read_csv(tmp / "runs" / "it" / "head_edit_log.csv")
     assert set(log.method) == {"head_closed_form"}
+    st = runs.status(tmp / "runs" / "it")
+    assert st["06_evaluate"]["status"] == "stale" and st["04_edit_alphaedit"]["status"] == "ok"
+    # which methods ran is a run setting: evaluating afterwards is not refused over it
+    r = vitedit("--stage", "eval", "--run-name", "it", *inherit)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[06_evaluate]" in r.stdout and "[05_edit_head]" not in r.stdout
     r = vitedit(
         "--stage", "edit", "--run-name", "it", "--edit-method", "memit", "--closed-form", *inherit
     )

@@ -30,6 +30,7 @@ STAGE_NOTEBOOK = {
     "baseline2": "07_baselines",
 }
 STAGES = [*STAGE_NOTEBOOK, "full"]
+CLI_OWNED = ("run_dir",)  # parameters the CLI sets itself (from --runs-dir / --run-name)
 BASELINE_OF = {
     "baseline1": "baseline_retrain",
     "baseline2": "baseline_finetune",
@@ -177,8 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict:
     """Parameters of this call: base (``--params`` files; else the run's stored parameters when
     the run folder exists; else ``params/base.yaml``), then the options, then ``--set``."""
+    owned = [
+        f"--set {s.split('=', 1)[0].strip()}"
+        for s in args.set
+        if s.split("=", 1)[0].strip() in CLI_OWNED
+    ]
     if args.params:
         layers: list = [paths.resolve(f, Path.cwd()) for f in args.params]
+        owned += [
+            f"{f} ({k})"
+            for f in layers
+            for k, v in params_mod.read_mapping(f).items()
+            if k in CLI_OWNED and v is not None
+        ]
     elif stored:
         layers = [{k: v for k, v in stored.items() if k != "run_dir"}]
     else:
@@ -196,6 +208,11 @@ def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict
             opts[k] = getattr(args, k)
     if args.no_progress:
         opts["progress"] = False
+    if owned:
+        raise params_mod.ParamError(
+            f"run_dir is the CLI's to set (found in {', '.join(owned)}): use --runs-dir and "
+            f"--run-name (a run folder is <runs-dir>/<run-name>)"
+        )
     only = chosen_method(args)
     if only:  # that method alone in its notebook; the other notebooks keep their methods
         notebook = methods.get(only).notebook

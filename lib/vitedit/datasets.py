@@ -83,7 +83,9 @@ def _medmnist_info() -> dict[str, dict]:
 
 
 def known_datasets() -> list[str]:
-    return sorted(_medmnist_info()) + list(LIVER_VARIANTS)
+    """Every dataset :func:`dataset_info` accepts (MedMNIST 2D single-label ones and the liver sets)."""
+    single = [k for k, v in _medmnist_info().items() if v["task"] in SUPPORTED_TASKS]
+    return sorted(single) + list(LIVER_VARIANTS)
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -150,7 +152,18 @@ def locate_medmnist(
             f"data_path empty to search {', '.join(str(r) for r in search_roots()[0:])}."
         )
     roots = search_roots(data_path)
-    for root in roots:
+    if data_path and not download:  # an explicit folder is the only place looked at
+        folder = roots[0]
+        if (folder / fname).is_file():
+            return folder / fname
+        what = "does not exist" if not folder.exists() else "does not hold it"
+        raise DataError(
+            f"MedMNIST file {fname} not found: data_path {folder} {what}. Fix data_path (a folder "
+            f"holding {fname}, or the .npz file itself), allow the download into it (--download), or "
+            f"leave data_path empty to search {', '.join(str(r) for r in search_roots()[:-1])} "
+            f"and ~/.medmnist."
+        )
+    for root in roots[:1] if data_path else roots:
         if (root / fname).is_file():
             return root / fname
     if download:
@@ -217,7 +230,15 @@ def check_medmnist_file(path: Path, name: str, size: int, verify_md5: bool = Tru
                     f"{path} lacks the array '{key}' (has: {', '.join(sorted(headers))}); "
                     f"a MedMNIST file holds train/val/test _images and _labels"
                 )
-        (ishape, _), (lshape, _) = headers[f"{split}_images"], headers[f"{split}_labels"]
+        (ishape, idtype), (lshape, _) = headers[f"{split}_images"], headers[f"{split}_labels"]
+        if ishape[0] == 0:
+            counts = {s: headers[f"{s}_images"][0][0] for s in SPLITS if f"{s}_images" in headers}
+            raise DataError(
+                f"{path}: '{split}_images' holds 0 images (train/val/test: {counts}); every set of "
+                f"the 4-set protocol needs samples (val is FT-Val: early stopping and selection)"
+            )
+        if idtype != np.uint8:
+            raise DataError(_not_uint8(path, f"{split}_images", idtype))
         want_img = (size, size) if info.n_channels == 1 else (size, size, info.n_channels)
         if tuple(ishape[1:]) != want_img:
             raise DataError(
@@ -232,8 +253,31 @@ def check_medmnist_file(path: Path, name: str, size: int, verify_md5: bool = Tru
     return digest
 
 
+def _not_uint8(path: Path, key: str, dtype) -> str:
+    """The message for MedMNIST images that are not uint8 (non-finite values are named)."""
+    msg = f"{path}: '{key}' is {np.dtype(dtype).name}"
+    if np.issubdtype(dtype, np.floating):
+        with np.load(path) as f:
+            bad = np.flatnonzero(~np.isfinite(f[key].reshape(len(f[key]), -1)).all(1))
+        if len(bad):
+            msg += f" and holds values that are not finite ({len(bad)} images, first at index {bad[0]})"
+    return (
+        msg
+        + ". MedMNIST images are uint8 (0-255) and are scaled by /255 and the model's mean/std; "
+        "other images are refused rather than guessed at. Convert them, e.g. "
+        "np.clip(np.round(x * 255), 0, 255).astype(np.uint8) for images in [0, 1]."
+    )
+
+
 def check_labels(labels: np.ndarray, n_classes: int, where: str) -> np.ndarray:
     labels = np.asarray(labels).reshape(-1)
+    if labels.dtype.kind not in "iub":
+        frac = ~np.isfinite(labels.astype(float)) | (labels.astype(float) % 1 != 0)
+        if frac.any():
+            raise DataError(
+                f"{where}: labels must be integers (class indices); found {labels[frac][:3].tolist()} "
+                f"at index {np.flatnonzero(frac)[0]}"
+            )
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         bad = labels[(labels < 0) | (labels >= n_classes)]
         raise DataError(
@@ -281,6 +325,11 @@ def _liver_image(item: Any, i: int, folder: Path) -> np.ndarray:
         raise DataError(
             f"{folder / 'imgs.npy'}: entry {i} is {img.dtype} {img.shape}; expected float32 "
             f"(H, W, 1), z-scored"
+        )
+    if not np.isfinite(img).all():
+        raise DataError(
+            f"{folder / 'imgs.npy'}: entry {i} holds values that are not finite (NaN or inf); "
+            f"fix or remove it"
         )
     return img[..., 0].astype(np.float32)
 

@@ -45,9 +45,8 @@ class Run:
             **{k: v for k, v in self.params.items() if params_mod.STAGE_OF[k] in owned},
         }
         folder.write_params(merged)
-        order = runs.NOTEBOOKS
         st = folder.status()
-        for later in order[order.index(self.stage) + 1 :] if self.stage in order else []:
+        for later in runs.dependants(self.stage):  # what read this stage's results is now stale
             if later in st:
                 folder.set_status(later, "stale", reason=f"{self.stage} was run again")
         folder.set_status(self.stage, "running")

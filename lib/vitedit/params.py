@@ -529,6 +529,23 @@ SCHEMA: dict[str, Param] = {
 }
 
 STAGE_OF = {name: p.stage for name, p in SCHEMA.items()}
+# where and how a stage runs, not what it computes: never part of a content hash, and changing one
+# never conflicts with a run folder's completed stages (resume gives the same weights; checkpoints
+# are content-addressed and referenced by sha256; inference batch sizes do not change a prediction)
+RUN_SETTINGS = frozenset(
+    {
+        "resume",
+        "checkpoint_dir",
+        "eval_batch_size",
+        "trace_max_rows",
+        "device",
+        "pin_memory",
+        "num_threads",
+        "run_dir",
+        "progress",
+        "methods",
+    }
+)
 
 
 def defaults() -> dict[str, Any]:
@@ -647,15 +664,40 @@ def validate(values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    would keep the last one silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (given twice; keep one)", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml_text(text: str, what: str) -> Any:
+    """YAML text read safely (no Python tags, no duplicate keys); errors name ``what``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        raise ParamError(f"{what} is not valid YAML: {e}") from None
+
+
 def read_mapping(path: str | Path, what: str = "parameter file") -> dict[str, Any]:
     """A YAML file holding a mapping (an empty file is an empty mapping); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"{what} {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ParamError(f"{what} {path} is not valid YAML: {e}") from None
+    data = load_yaml_text(path.read_text(), f"{what} {path}") or {}
     if not isinstance(data, dict):
         raise ParamError(
             f"{what} {path} must hold a mapping of key: value, got {type(data).__name__}"
@@ -684,7 +726,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         raise ParamError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
     key = key.strip()
-    value = yaml.safe_load(raw) if raw.strip() else None
+    value = load_yaml_text(raw, f"--set {key}=...: the value {raw!r}") if raw.strip() else None
     return key, validate({key: value})[key]
 
 

@@ -29,6 +29,25 @@ NOTEBOOK_STAGES = {
     "07_baselines": "baseline",
 }
 NOTEBOOKS = list(NOTEBOOK_STAGES)
+# what each notebook reads from earlier ones (05 and 07 share 04's errors, not its edits)
+NEEDS = {
+    "02_train": ["01_split"],
+    "03_locate": ["02_train"],
+    "04_edit_alphaedit": ["03_locate"],
+    "05_edit_head": ["03_locate"],
+    "06_evaluate": ["04_edit_alphaedit", "05_edit_head"],
+    "07_baselines": ["03_locate"],
+}
+
+
+def dependants(stage: str) -> list[str]:
+    """The notebooks whose results depend on ``stage``'s, directly or not, in the study's order."""
+    out: set[str] = set()
+    frontier = {stage}
+    while frontier:
+        frontier = {n for n, needs in NEEDS.items() if frontier & set(needs)} - out
+        out |= frontier
+    return [n for n in NOTEBOOKS if n in out]
 
 
 class RunError(ValueError):
@@ -47,6 +66,10 @@ def new_run_dir(
 ) -> Path:
     """``<runs>/<run_name>`` (optionally ``_<timestamp>``), or ``<runs>/<timestamp>_<dataset>``."""
     root = paths.resolve(runs_dir)
+    if root.exists() and not root.is_dir():
+        raise RunError(
+            f"--runs-dir {root} is a file, not a folder; give a folder for the run folders"
+        )
     if run_name:
         if "/" in run_name or run_name.startswith("."):
             raise RunError(f"--run-name {run_name!r} must be a plain folder name")
@@ -54,6 +77,8 @@ def new_run_dir(
     else:
         name = f"{timestamp()}_{dataset}"
     path = root / name
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} is a file, not a run folder; choose another --run-name")
     k = 1
     while not run_name and path.exists():  # two runs started in the same second
         k += 1
@@ -96,7 +121,10 @@ def check_compatible(run_dir: Path, p: Mapping[str, Any], stage_keys: Mapping[st
     diffs = [
         f"{k}: {old.get(k)!r} -> {p.get(k)!r}"
         for k, spec in params_mod.SCHEMA.items()
-        if spec.stage in frozen and k in old and old.get(k) != p.get(k)
+        if spec.stage in frozen
+        and k not in params_mod.RUN_SETTINGS
+        and k in old
+        and old.get(k) != p.get(k)
     ]
     if diffs:
         raise RunError(

@@ -69,16 +69,19 @@ def make_split(data: Data, ft_train_ratio: float, seed: int) -> Split:
         raise SplitError(f"ft_train_ratio must lie strictly between 0 and 1, got {ft_train_ratio}")
     train_labels = data.labels["train"]
     ft, ed = stratified_partition(train_labels, (ft_train_ratio, 1 - ft_train_ratio), seed)
-    if len(ft) == 0 or len(ed) == 0:
-        raise SplitError(
-            f"ft_train_ratio {ft_train_ratio} leaves an empty set out of {len(train_labels)} samples"
-        )
     idx = {
         "ft_train": ft,
         "edit_discovery": ed,
         "ft_val": np.arange(len(data.labels["val"]), dtype=np.int64),
         "test": np.arange(len(data.labels["test"]), dtype=np.int64),
     }
+    empty = [SET_LABEL[k] for k, v in idx.items() if len(v) == 0]
+    if empty:
+        counts = ", ".join(f"{SET_LABEL[k]} {len(v)}" for k, v in idx.items())
+        raise SplitError(
+            f"the 4-set protocol leaves {' and '.join(empty)} empty ({counts}; ft_train_ratio "
+            f"{ft_train_ratio} of {len(train_labels)} official train samples): every set needs samples"
+        )
     return Split(idx, seed, ft_train_ratio, data.info.name)
 
 

@@ -29,6 +29,7 @@ from . import (
     methods,
     models,
     paths,
+    runs,
     splits,
     train,
 )
@@ -264,9 +265,18 @@ def _write(ctx: Context, out: Evaluations) -> None:
 def evaluate_edits(ctx: Context) -> Evaluations:
     """Notebook 06: the same 4-level evaluation of every edited model recorded in ``edits/``,
     against exactly the checkpoint it started from (sha256 checked); writes the comparative CSVs
-    and ``metrics.json``."""
+    and ``metrics.json``. The edits of a notebook recorded stale or failed in the run (an earlier
+    stage ran again since) are not evaluated: ``skipped`` says why."""
     out = Evaluations()
+    folder = runs.RunFolder(ctx.run_dir)
     for name, rec in editing.list_edits(ctx.run_dir, kinds=methods.names(baselines=False)).items():
+        notebook = methods.get(name).notebook
+        state = folder.stage(notebook).get("status")
+        if state in ("stale", "failed"):
+            out.skipped[name] = (
+                f"{notebook} is {state}: its edits are not evaluated; rerun {notebook}"
+            )
+            continue
         t0 = time.perf_counter()
         edited, rec = editing.load_edited(ctx.run_dir, name, ctx.device)
         if rec["base_sha256"] != ctx.base_ref["sha256"]:

@@ -48,6 +48,10 @@ class CheckpointError(ValueError):
     pass
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); no checkpoint is written."""
+
+
 @dataclass
 class TrainResult:
     model: torch.nn.Module  # holds the selected (best FT-Val) weights
@@ -173,7 +177,15 @@ def load_checkpoint(path: Path, device="cpu") -> tuple[torch.nn.Module, dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    blob = torch.load(path, map_location=device, weights_only=False)
+    try:
+        blob = torch.load(path, map_location=device, weights_only=False)
+    except (
+        Exception
+    ) as e:  # truncated or overwritten files fail inside torch with OSError/RuntimeError
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {str(e)[:120]}); "
+            f"delete it and rerun 02_train (CLI: --stage train), which trains it again"
+        ) from None
     if not isinstance(blob, dict) or "state_dict" not in blob or "fields" not in blob:
         raise CheckpointError(f"{path} is not a vitedit checkpoint")
     cfg = model_config_of(blob)
@@ -202,16 +214,24 @@ def fit(
         torch.set_num_threads(params["num_threads"])
     fields = checkpoint_fields(params, data, split, device)
     ckpt = checkpoint_path(params, fields)
+    if (
+        ckpt.is_file()
+    ):  # written atomically: a finished checkpoint is read without the lock (read-only stores)
+        return _reuse(ckpt, fields, device, log)
     with file_lock(ckpt):
-        if ckpt.is_file():
-            model, meta = load_checkpoint(ckpt, device)
-            if _canon(meta["fields"]) != fields:
-                raise CheckpointError(
-                    f"{ckpt} was trained under other settings than its name says; delete it"
-                )
-            log(f"reusing checkpoint {ckpt} (training skipped)")
-            return TrainResult(model, pd.DataFrame(meta["history"]), ckpt, meta, True)
+        if ckpt.is_file():  # another process trained it while this one waited
+            return _reuse(ckpt, fields, device, log)
         return _train(params, data, split, fields, ckpt, device, progress, on_batch, log)
+
+
+def _reuse(ckpt: Path, fields: dict, device, log) -> TrainResult:
+    model, meta = load_checkpoint(ckpt, device)
+    if _canon(meta["fields"]) != fields:
+        raise CheckpointError(
+            f"{ckpt} was trained under other settings than its name says; delete it"
+        )
+    log(f"reusing checkpoint {ckpt} (training skipped)")
+    return TrainResult(model, pd.DataFrame(meta["history"]), ckpt, meta, True)
 
 
 def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -> TrainResult:
@@ -281,6 +301,12 @@ def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=params["label_smoothing"])
+            if not torch.isfinite(loss.detach()):
+                raise TrainingError(
+                    f"the training loss is not finite ({loss.item()}) at epoch {epoch + 1}; no "
+                    f"checkpoint is written. Check the data for NaN/inf values and the learning rate "
+                    f"(lr = {params['lr']})"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

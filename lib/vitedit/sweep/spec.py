@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import methods as methods_mod
 from .. import params as params_mod
 from .. import paths
@@ -163,7 +161,10 @@ def spec_from_args(args: argparse.Namespace) -> dict:
         grid.pop("num_edit_layers", None)
     for g in args.grid:
         k, v = (g.split("=", 1) + [""])[:2]
-        vals = yaml.safe_load(v) if v.strip() else None
+        try:
+            vals = params_mod.load_yaml_text(v, f"--grid {k.strip()}") if v.strip() else None
+        except params_mod.ParamError as e:
+            raise SweepError(f"--grid expects KEY=[V1,V2,...], got {g!r}: {e}") from None
         if not isinstance(vals, list):
             raise SweepError(f"--grid expects KEY=[V1,V2,...], got {g!r}")
         grid[k.strip()] = vals
