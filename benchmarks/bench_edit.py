@@ -26,7 +26,7 @@ def main():
     args = ap.parse_args()
     p = runs.stored_params(args.run_dir)
     data = datasets.load(p, log=lambda *a: None)
-    split = splits.load(args.run_dir, expect=p)
+    split = splits.load(args.run_dir, expect=p, data=data)
     model, meta = train.load_run_model(args.run_dir, split, params=p)
     cfg = train.model_config_of(meta)
     ref = train.run_checkpoint_ref(args.run_dir)

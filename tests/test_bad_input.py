@@ -4,14 +4,13 @@ Each test names the input; the CLI is called in-process (``cli.main``) where it 
 anything is written, so these tests take seconds.
 """
 
-import os
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from vitedit import cli, datasets, nb, params, runs, splits, stages, sweep, train
+from vitedit import cli, datasets, evaluation, nb, params, runs, splits, stages, sweep, train
 from vitedit.params import ParamError
 
 from conftest import ROOT, make_liver, make_npz, synthetic_data, toy_params
@@ -66,9 +65,11 @@ def test_nan_liver_images_are_refused_naming_the_entry(tmp_path):
 
 def test_a_non_finite_loss_stops_training_without_a_checkpoint(tmp_path):
     data = synthetic_data()
-    data.images["train"] = data.images["train"].astype(np.float32)
-    data.images["train"][3] = np.nan  # bypasses the loader's check: training must still refuse
     split = splits.make_split(data, 0.8, 0)
+    data.images["train"] = data.images["train"].astype(np.float32)
+    data.images["train"][split.indices["ft_train"][0]] = (
+        np.nan
+    )  # past the loader: training must refuse
     p = toy_params(tmp_path / "ckpt", epochs=2)
     with pytest.raises(train.TrainingError, match="not finite"):
         train.fit(p, data, split, progress=False, log=lambda *a: None)
@@ -77,12 +78,18 @@ def test_a_non_finite_loss_stops_training_without_a_checkpoint(tmp_path):
 
 # 2. an explicit data folder without the file -----------------------------------------------
 @pytest.mark.parametrize("kind", ["missing", "empty"])
-def test_an_explicit_data_folder_without_the_file_is_an_error(tmp_path, kind, retina_path):
+def test_an_explicit_data_folder_without_the_file_is_an_error(
+    tmp_path, kind, retina_path, monkeypatch
+):
+    """Another copy of the file where the search would look (here $VITEDIT_DATA_ROOT) is not used."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "retinamnist.npz").symlink_to(retina_path)
+    monkeypatch.setenv(datasets.DATA_ENV, str(elsewhere))
     folder = tmp_path / "data_here"
     if kind == "empty":
         folder.mkdir()
-    os.environ.pop(datasets.DATA_ENV, None)
-    with pytest.raises(datasets.DataError, match=str(folder)):
+    with pytest.raises(datasets.DataError, match=f"data_path {folder}"):
         datasets.locate_medmnist("retinamnist", 28, str(folder))
 
 
@@ -114,10 +121,16 @@ def _done_run(tmp_path, **over):
     return folder
 
 
-def test_resume_and_methods_do_not_lock_a_run_folder(tmp_path):
-    folder = _done_run(tmp_path, resume=True)
+def test_run_settings_do_not_lock_a_run_folder(tmp_path):
+    folder = _done_run(
+        tmp_path,
+        resume=True,
+        download=True,
+        data_path="/somewhere/retinamnist.npz",
+        checkpoint_dir="elsewhere",
+    )
     p = {**params.defaults(), "resume": False, "methods": ["head"]}
-    folder.check_compatible(p, "06_evaluate")  # no error: neither changes a result
+    folder.check_compatible(p, "06_evaluate")  # no error: none of them changes a result
     with pytest.raises(runs.RunError, match="epochs"):
         folder.check_compatible({**p, "epochs": 3}, "06_evaluate")
 
@@ -162,6 +175,9 @@ def test_evaluation_skips_the_edits_of_a_stale_notebook(tmp_path, trained_toy):
     ev = stages.evaluate_edits(ctx)
     assert ev.evals == {} and set(ev.skipped) == {"head", "head_closed_form"}
     assert "stale" in ev.skipped["head"]
+    assert not set(evaluation.load_metrics(run_dir).get("method", [])) & set(
+        ev.skipped
+    )  # no stale rows
 
 
 # 6-7. checkpoints: truncated files, read-only stores ----------------------------------------
@@ -229,16 +245,20 @@ def test_a_bad_grid_value_is_a_message(tmp_path, capsys):
     assert "--grid" in capsys.readouterr().err
 
 
-def test_run_dir_through_set_or_a_params_file_is_refused(tmp_path, capsys, retina_path):
+def test_run_dir_through_set_is_refused_and_a_params_files_run_dir_is_ignored_aloud(
+    tmp_path, capsys, retina_path
+):
     assert (
         run_cli(tmp_path, "--set", f"run_dir={tmp_path / 'elsewhere'}", "--data-path", retina_path)
         == 2
     )
     assert "--run-name" in capsys.readouterr().err and nothing_written(tmp_path)
-    f = tmp_path / "p.yaml"
-    f.write_text(f"run_dir: {tmp_path / 'elsewhere'}\n")
-    assert run_cli(tmp_path, "--params", f, "--data-path", retina_path) == 2
-    assert "p.yaml (run_dir)" in capsys.readouterr().err and nothing_written(tmp_path)
+    f = tmp_path / "params.yaml"  # e.g. another run's params.yaml, passed back to start a new run
+    f.write_text(f"run_dir: {tmp_path / 'elsewhere'}\nepochs: 2\n")
+    args = cli.build_parser().parse_args(["--params", str(f), "--run-name", "x"])
+    p = cli.resolve_params(args)
+    assert p["run_dir"] is None and p["epochs"] == 2
+    assert "run_dir in" in capsys.readouterr().err
 
 
 def test_duplicate_keys_in_a_yaml_file_are_refused(tmp_path):
@@ -254,3 +274,55 @@ def test_help_lists_only_supported_datasets():
     assert "chestmnist" not in names and "retinamnist" in names and "liver4" in names
     for name in names:
         datasets.dataset_info(name)  # every listed dataset is accepted
+
+
+def test_yaml_merge_keys_still_work_and_odd_keys_are_messages(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("base: &b {epochs: 3, lr: 0.1}\n")
+    assert params.load_yaml_text("a: &b {x: 1}\nc:\n  <<: *b\n  x: 2\n", "t")["c"] == {"x": 2}
+    with pytest.raises(ParamError, match="key"):
+        params.load_yaml_text("? [1, 2]\n: 3\n", "t")
+
+
+def test_more_paths_that_must_be_messages(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert cli.main(["--params", TINY, "--runs-dir", str(f), "--seeds", "1", "2"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump({"name": "s", "params": [TINY], "methods": ["head"], "baselines": False})
+    )
+    assert sweep.main(["run", str(spec), "--sweep-dir", str(f)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert sweep.main(["trial", str(tmp_path / "missing.yaml"), "L2=1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert sweep.main(["run", str(spec), "--set", "run_dir=/tmp/x", "--dry-run"]) == 2
+    assert "run_dir" in capsys.readouterr().err
+
+
+def test_a_corrupt_resume_file_is_named(tmp_path, trained_toy):
+    p, data, split, _ = trained_toy
+    q = dict(p, checkpoint_dir=str(tmp_path), resume=True, epochs=1)
+    ckpt = train.checkpoint_path(q, train.checkpoint_fields(q, data, split, torch.device("cpu")))
+    ckpt.with_suffix(".resume.pt").write_bytes(b"not a torch file")
+    with pytest.raises(train.CheckpointError, match=r"resume.*corrupt"):
+        train.fit(q, data, split, progress=False, log=lambda *a: None)
+
+
+def test_a_read_only_statistics_cache_is_computed_without_caching(tmp_path, monkeypatch):
+    from vitedit import editing
+
+    from conftest import tiny_vit
+
+    model, cfg, imgs = tiny_vit(6)
+
+    def no_lock(path):
+        raise PermissionError(f"read-only store: cannot create {path}.lock")
+
+    monkeypatch.setattr(train, "file_lock", no_lock)
+    moment, cached = editing.cached_second_moment(
+        model, imgs, cfg, 1, "mlp", "cls", tmp_path, {"k": 1}
+    )
+    direct = editing.key_second_moment(model, imgs, cfg, 1, "mlp", "cls")[0]
+    assert not cached and torch.equal(moment, direct) and not list(tmp_path.glob("*.pt"))

@@ -185,12 +185,14 @@ def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict
     ]
     if args.params:
         layers: list = [paths.resolve(f, Path.cwd()) for f in args.params]
-        owned += [
-            f"{f} ({k})"
-            for f in layers
-            for k, v in params_mod.read_mapping(f).items()
-            if k in CLI_OWNED and v is not None
-        ]
+        for f in layers:  # e.g. another run's params.yaml passed back: said, not silently dropped
+            for k, v in params_mod.read_mapping(f).items():
+                if k in CLI_OWNED and v is not None:
+                    print(
+                        f"note: {k} in {f} is ignored: the CLI sets it from --runs-dir and "
+                        f"--run-name",
+                        file=sys.stderr,
+                    )
     elif stored:
         layers = [{k: v for k, v in stored.items() if k != "run_dir"}]
     else:
@@ -210,7 +212,7 @@ def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict
         opts["progress"] = False
     if owned:
         raise params_mod.ParamError(
-            f"run_dir is the CLI's to set (found in {', '.join(owned)}): use --runs-dir and "
+            f"run_dir is the CLI's to set ({', '.join(owned)}): use --runs-dir and "
             f"--run-name (a run folder is <runs-dir>/<run-name>)"
         )
     only = chosen_method(args)
@@ -221,7 +223,7 @@ def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict
         ]
     layers.append(opts)
     layers.append(dict(params_mod.parse_assignment(s) for s in args.set))
-    return params_mod.resolve(*layers)
+    return {**params_mod.resolve(*layers), "run_dir": None}  # run() sets it from the run folder
 
 
 def chosen_method(args: argparse.Namespace) -> str | None:
@@ -311,7 +313,11 @@ def run_seeds(args: argparse.Namespace) -> int:
     runs_dir = (
         paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else paths.resolve(runs.RUNS_DIR)
     )
-    parent = runs.new_run_dir(runs_dir, args.run_name or f"seeds_{runs.timestamp()}")
+    try:
+        parent = runs.new_run_dir(runs_dir, args.run_name or f"seeds_{runs.timestamp()}")
+    except runs.RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     parent.mkdir(parents=True, exist_ok=True)
     codes = {}
     for seed in args.seeds:

@@ -196,17 +196,34 @@ def cached_second_moment(
         )[0], False
     name = f"moment_L{layer}_{module}_{scope.replace('+', '-')}_n{len(images)}_{digest(key, 16)}.pt"
     path = Path(cache_dir) / name
-    if path.is_file():
-        return torch.load(path, weights_only=True), True
-    with train.file_lock(
-        path
-    ):  # parallel sweep experiments: one computes, the others wait and load it
-        if path.is_file():
-            return torch.load(path, weights_only=True), True
-        moment = key_second_moment(
+
+    def cached():
+        return train.read_torch(
+            path, "cached key statistics", "delete it: it is computed again", weights_only=True
+        )
+
+    def compute():
+        return key_second_moment(
             model, images, cfg, layer, module, scope, batch_size, device, progress
         )[0]
+
+    if path.is_file():
+        return cached(), True
+    try:  # parallel sweep experiments: one computes, the others wait and load it
+        lock = train.file_lock(path)
+        lock.__enter__()
+    except OSError as e:  # a read-only store: the statistics are computed, not cached
+        print(
+            f"note: cannot cache key statistics in {cache_dir} ({e}); computing them without caching"
+        )
+        return compute(), False
+    try:
+        if path.is_file():
+            return cached(), True
+        moment = compute()
         models.save_atomic(moment, path)
+    finally:
+        lock.__exit__(None, None, None)
     return moment, False
 
 

@@ -467,6 +467,25 @@ def write_comparison(
     )
 
 
+def forget_methods(run_dir, names) -> None:
+    """Remove ``names``' rows from ``metrics.json`` and the comparison CSVs (their results are stale)."""
+    run_dir, names = Path(run_dir), set(names)
+    files = [f"comparative_evaluation_{level}.csv" for level in LEVELS]
+    for f in [
+        run_dir / n for n in (*files, "confusion_matrix_orig.csv", "confusion_matrix_edit.csv")
+    ]:
+        if f.is_file() and f.stat().st_size > 1:
+            old = pd.read_csv(f)
+            if "method" in old and old.method.isin(names).any():
+                atomic_write_text(f, old[~old.method.isin(names)].to_csv(index=False))
+    f = run_dir / "metrics.json"
+    if f.is_file():
+        blob = json.loads(f.read_text())
+        if names & set(blob["methods"]):
+            blob["methods"] = {k: v for k, v in blob["methods"].items() if k not in names}
+            atomic_write_text(f, json.dumps(blob, indent=2))
+
+
 def load_metrics(run_dir) -> pd.DataFrame:
     """``metrics.json`` of a run as a table (one row per method)."""
     f = Path(run_dir) / "metrics.json"

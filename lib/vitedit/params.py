@@ -544,6 +544,11 @@ RUN_SETTINGS = frozenset(
         "run_dir",
         "progress",
         "methods",
+        # where the data comes from: its identity is its MD5, recorded with the split and checked
+        # by every later stage (splits.load(..., data=...))
+        "data_path",
+        "download",
+        "verify_md5",
     }
 )
 
@@ -672,7 +677,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
+        if (
+            key_node.tag == "tag:yaml.org,2002:merge"
+        ):  # `<<: *anchor` merges; explicit keys override
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a mapping key must be a plain value, got {key!r}", key_node.start_mark
+            ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key '{key}' (given twice; keep one)", key_node.start_mark

@@ -9,8 +9,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import params as params_mod
 from . import paths
 
@@ -99,7 +97,7 @@ def resolve_run_dir(p: Mapping[str, Any]) -> Path:
 
 def stored_params(run_dir: Path) -> dict[str, Any] | None:
     f = Path(run_dir) / PARAMS_FILE
-    return yaml.safe_load(f.read_text()) if f.is_file() else None
+    return params_mod.load_yaml_text(f.read_text(), str(f)) if f.is_file() else None
 
 
 def status(run_dir: Path) -> dict[str, dict]:

@@ -132,8 +132,9 @@ def save(split: Split, run_dir: Path, data: Data) -> None:
     atomic_write_text(run_dir / COUNTS_FILE, counts_table(split, data).to_csv(index=False))
 
 
-def load(run_dir: Path, expect: dict | None = None) -> Split:
-    """The split saved in ``run_dir``; ``expect`` (dataset/seed/ft_train_ratio) must match it."""
+def load(run_dir: Path, expect: dict | None = None, data: Data | None = None) -> Split:
+    """The split saved in ``run_dir``; ``expect`` (dataset/seed/ft_train_ratio) must match it, and
+    ``data`` must be the data it was made from (same MD5)."""
     run_dir = Path(run_dir)
     if not (run_dir / INDEX_FILE).is_file() or not (run_dir / META_FILE).is_file():
         raise SplitError(
@@ -147,6 +148,12 @@ def load(run_dir: Path, expect: dict | None = None) -> Split:
     if split.digest != meta["digest"]:
         raise SplitError(
             f"{run_dir / INDEX_FILE} does not match its recorded digest: the file was altered"
+        )
+    if data is not None and meta.get("data_md5") and data.md5 != meta["data_md5"]:
+        raise SplitError(
+            f"the split in {run_dir} was made from data with MD5 {meta['data_md5']}, but this stage "
+            f"loaded {data.path} (MD5 {data.md5}): point data_path at the run's data file, or use a "
+            f"new run folder"
         )
     for key in ("dataset", "seed", "ft_train_ratio"):
         if expect is not None and key in expect and expect[key] != meta[key]:

@@ -69,7 +69,7 @@ def load_context(run) -> Context:
     """The run's data, split and trained model for the stage ``run`` (a :class:`vitedit.nb.Run`)."""
     p = run.params
     data = datasets.load(p)
-    split = splits.load(run.dir, expect=p)
+    split = splits.load(run.dir, expect=p, data=data)
     device = models.resolve_device(p["device"])
     model, meta = train.load_run_model(run.dir, split, device, params=p)
     ctx = Context(
@@ -296,6 +296,7 @@ def evaluate_edits(ctx: Context) -> Evaluations:
         out.metrics[name] = evaluation.summary_metrics(
             out.evals[name], info.get("edit_seconds"), spent
         )
+    evaluation.forget_methods(ctx.run_dir, out.skipped)  # no stale row stays in the comparison
     _write(ctx, out)
     if out.evals:
         out.per_class.to_csv(ctx.run_dir / "per_class_test_accuracy.csv", index=False)

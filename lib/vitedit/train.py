@@ -12,7 +12,9 @@ import copy
 import fcntl
 import json
 import math
+import pickle
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,19 +175,37 @@ def file_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def read_torch(path: Path, what: str, fix: str, device="cpu", weights_only: bool = False) -> Any:
+    """``torch.load`` of one of the project's own files; a file that cannot be read is named as
+    corrupt with ``fix`` (a truncated or overwritten file fails inside torch with an error that
+    names no path)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=weights_only)
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        ValueError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as e:
+        if "out of memory" in str(e):  # not the file's fault
+            raise
+        raise CheckpointError(
+            f"{what} {path} is corrupt or truncated ({type(e).__name__}: {str(e)[:120]}); {fix}"
+        ) from None
+
+
 def load_checkpoint(path: Path, device="cpu") -> tuple[torch.nn.Module, dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        blob = torch.load(path, map_location=device, weights_only=False)
-    except (
-        Exception
-    ) as e:  # truncated or overwritten files fail inside torch with OSError/RuntimeError
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {str(e)[:120]}); "
-            f"delete it and rerun 02_train (CLI: --stage train), which trains it again"
-        ) from None
+    blob = read_torch(
+        path,
+        "checkpoint",
+        "delete it and rerun 02_train (CLI: --stage train), which trains it again",
+        device,
+    )
     if not isinstance(blob, dict) or "state_dict" not in blob or "fields" not in blob:
         raise CheckpointError(f"{path} is not a vitedit checkpoint")
     cfg = model_config_of(blob)
@@ -266,7 +286,7 @@ def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -
     resume_file = ckpt.with_suffix(".resume.pt")
     state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0}
     if params.get("resume") and resume_file.is_file():
-        r = torch.load(resume_file, map_location=device, weights_only=False)
+        r = read_torch(resume_file, "resume file", "delete it to train from the start", device)
         if _canon(r["fields"]) == fields:
             model.load_state_dict(r["model"])
             opt.load_state_dict(r["opt"])
@@ -314,6 +334,11 @@ def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -
             tot_loss += float(loss.detach()) * len(pos)
             tot_correct += int((logits.argmax(1) == y).sum())
         val = evaluate(model, val_images, val_labels, cfg, params["eval_batch_size"], device)
+        if not math.isfinite(val["loss"]):
+            raise TrainingError(
+                f"the FT-Val loss is not finite ({val['loss']}) after epoch {epoch + 1}; no "
+                f"checkpoint is written. Check the FT-Val images for NaN/inf values"
+            )
         row = {
             "epoch": epoch + 1,
             "train_loss": tot_loss / n,

@@ -170,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "exec":
         return execute_job(args.job)
     if args.command == "trial":
-        return main(trial_argv(args))
+        try:
+            argv = trial_argv(args)
+        except params_mod.ParamError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return main(argv)
     if args.command == "index":
         print(report.write_reports_index(paths.resolve(args.reports_dir, Path.cwd())))
         return 0
@@ -196,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.sweep_dir
             else paths.resolve(SWEEPS_DIR) / spec["name"]
         )
+        if sweep_dir.exists() and not sweep_dir.is_dir():
+            raise SweepError(
+                f"--sweep-dir {sweep_dir} is a file, not a folder; give a sweep folder"
+            )
         if not exps:
             raise SweepError("no experiments left after --continue-from/--max-experiments")
         preflight(exps)

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from .. import methods as methods_mod
+from .. import params as params_mod
 from .. import paths
 from ..columns import ORIGINAL_COLUMNS
 from ..runs import RunFolder, job_folders
@@ -100,7 +100,7 @@ def summary_row(folder: Path) -> dict:
 
 def read_spec(sweep_dir: Path) -> dict:
     f = Path(sweep_dir) / "sweep.yaml"
-    return yaml.safe_load(f.read_text()) if f.is_file() else {}
+    return params_mod.load_yaml_text(f.read_text(), str(f)) if f.is_file() else {}
 
 
 def collect(

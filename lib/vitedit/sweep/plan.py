@@ -15,8 +15,7 @@ from .. import params as params_mod
 from .spec import SweepError, baseline_aliases, searched_params
 
 # parameters that do not change a result (where and how it runs); never part of a content hash
-# (the run settings, and where the data comes from: its identity is the dataset and size, MD5-checked)
-NON_SEMANTIC = set(params_mod.RUN_SETTINGS) | {"data_path", "download", "verify_md5"}
+NON_SEMANTIC = set(params_mod.RUN_SETTINGS)
 # locate parameters that only pick layers from the tracing result (the tracing is shared across them)
 LAYER_CHOICE = {"edit_layers", "num_edit_layers", "no_astra_layers", "rank_kind", "rank_scope"}
 

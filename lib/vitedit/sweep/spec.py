@@ -69,6 +69,15 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
     for f in spec.get("params", []):
         params_mod.load_yaml(f)  # existence, YAML and keys
     fixed = params_mod.validate(spec.get("set") or {}, where="the spec's 'set'")
+    owned = [w for w, m in [("'set'", fixed), ("'grid'", spec.get("grid") or {})] if "run_dir" in m]
+    owned += [
+        f for f in spec.get("params", []) if params_mod.read_mapping(f).get("run_dir") is not None
+    ]
+    if owned:
+        raise SweepError(
+            f"run_dir is the sweep's to set (runs/<dataset>/<experiment> for each "
+            f"experiment); remove it from {', '.join(owned)}"
+        )
     grid = spec.get("grid") or {}
     if not isinstance(grid, dict):
         raise SweepError("'grid' must map parameter names to lists of values")
