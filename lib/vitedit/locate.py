@@ -564,6 +564,23 @@ def choose_edit_layers(
     }
 
 
+def edit_layers_from(
+    stats: pd.DataFrame, n_layers: int, p: Mapping[str, Any], run_dir: Path
+) -> dict:
+    """:func:`choose_edit_layers` with a run's parameters, saved as the run's ``edit_layers.json``."""
+    choice = choose_edit_layers(
+        stats,
+        n_layers,
+        p["edit_layers"],
+        p["num_edit_layers"],
+        p["no_astra_layers"],
+        p["rank_kind"],
+        p["rank_scope"],
+    )
+    save_edit_layers(run_dir, choice)
+    return choice
+
+
 def save_edit_layers(run_dir: Path, choice: dict) -> None:
     paths.atomic_write_text(Path(run_dir) / EDIT_LAYERS_FILE, json.dumps(choice, indent=2))
 

@@ -454,16 +454,7 @@ def hand_over_layers(ctx: Context, tr: Tracing, err: Errors, seconds: float) -> 
     writes ``edit_layers.json`` and ``locate_summary.json``."""
     p = ctx.params
     n_layers = len(ctx.model.blocks)
-    choice = locate.choose_edit_layers(
-        tr.stats,
-        n_layers,
-        p["edit_layers"],
-        p["num_edit_layers"],
-        p["no_astra_layers"],
-        p["rank_kind"],
-        p["rank_scope"],
-    )
-    locate.save_edit_layers(ctx.run_dir, choice)
+    choice = locate.edit_layers_from(tr.stats, n_layers, p, ctx.run_dir)
     summary = locate.summarize(
         tr.importance,
         len(err.all),

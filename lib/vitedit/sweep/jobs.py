@@ -84,16 +84,7 @@ def choose_layers(folder: Path, p: Mapping[str, Any]) -> list[int]:
     n_layers = json.loads((folder / "locate_summary.json").read_text()).get(
         "n_layers"
     ) or models.depth(p["model"])
-    choice = locate.choose_edit_layers(
-        stats,
-        n_layers,
-        p["edit_layers"],
-        p["num_edit_layers"],
-        p["no_astra_layers"],
-        p["rank_kind"],
-        p["rank_scope"],
-    )
-    locate.save_edit_layers(folder, choice)
+    choice = locate.edit_layers_from(stats, n_layers, p, folder)
     return choice["layers"]
 
 
