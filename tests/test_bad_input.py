@@ -4,7 +4,6 @@ Each test names the input; the CLI is called in-process (``cli.main``) where it 
 anything is written, so these tests take seconds.
 """
 
-
 import numpy as np
 import pytest
 import torch
@@ -326,3 +325,13 @@ def test_a_read_only_statistics_cache_is_computed_without_caching(tmp_path, monk
     )
     direct = editing.key_second_moment(model, imgs, cfg, 1, "mlp", "cls")[0]
     assert not cached and torch.equal(moment, direct) and not list(tmp_path.glob("*.pt"))
+
+
+def test_prerequisites_and_dependants_come_from_one_graph():
+    for stage in runs.NOTEBOOKS:
+        for other in runs.NOTEBOOKS:
+            assert (other in runs.prerequisites(stage)) == (stage in runs.dependants(other))
+    assert runs.prerequisites("05_edit_head") == ["01_split", "02_train", "03_locate"]
+    folder = runs.RunFolder("/nonexistent")
+    assert cli.notebooks_to_run("eval", folder) == [*runs.NOTEBOOKS[:5], "06_evaluate"]
+    assert cli.notebooks_to_run("baseline1", folder) == [*runs.NOTEBOOKS[:3], "07_baselines"]

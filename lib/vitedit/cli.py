@@ -238,17 +238,14 @@ def chosen_method(args: argparse.Namespace) -> str | None:
 
 
 def notebooks_to_run(stage: str, folder: runs.RunFolder, method: str | None = None) -> list[str]:
-    """``full``: every notebook; a stage: its notebook, after earlier ones not yet ``ok`` in the run
-    (05 and 07 need 01-03 only: they share 04's errors and statistics samples, not its edits)."""
+    """``full``: every notebook; a stage: its notebook, after the notebooks it needs
+    (:data:`vitedit.runs.NEEDS`, e.g. 05 and 07 need 01-03 only) that are not yet ``ok`` in the run."""
     if stage == "full":
         return list(NOTEBOOKS)
-    target = STAGE_NOTEBOOK[stage] or methods.get(method or "alphaedit").notebook
-    before = NOTEBOOKS[: NOTEBOOKS.index(target)]
-    if target != "04_edit_alphaedit" and target != methods.EVALUATE_NOTEBOOK:
-        before = [
-            n for n in before if n not in (*methods.EDIT_NOTEBOOKS, methods.EVALUATE_NOTEBOOK)
-        ]
-    return folder.not_ok(before) + [target]
+    target = STAGE_NOTEBOOK[stage] or (
+        methods.get(method).notebook if method else methods.EDIT_NOTEBOOKS[0]
+    )
+    return folder.not_ok(runs.prerequisites(target)) + [target]
 
 
 def main(argv: list[str] | None = None) -> int:

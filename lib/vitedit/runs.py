@@ -38,6 +38,16 @@ NEEDS = {
 }
 
 
+def prerequisites(stage: str) -> list[str]:
+    """The notebooks ``stage`` needs, directly or not, in the study's order."""
+    out: set[str] = set()
+    frontier = set(NEEDS.get(stage, []))
+    while frontier:
+        out |= frontier
+        frontier = {m for n in frontier for m in NEEDS.get(n, [])} - out
+    return [n for n in NOTEBOOKS if n in out]
+
+
 def dependants(stage: str) -> list[str]:
     """The notebooks whose results depend on ``stage``'s, directly or not, in the study's order."""
     out: set[str] = set()
