@@ -86,11 +86,7 @@ def test_a_new_method_is_one_registration(monkeypatch):
     assert [
         m.name for m in stages.selected_methods({"methods": ["head_wide"]}, "05_edit_head")
     ] == ["head_wide"]
-    assert plan.method_params("head_wide", {"methods": names_all()})["methods"] == ["head_wide"]
-
-
-def names_all():
-    return methods.names()
+    assert plan.method_params("head_wide", {"methods": methods.names()})["methods"] == ["head_wide"]
 
 
 def test_memit_does_not_depend_on_the_null_space_and_head_not_on_tracing():

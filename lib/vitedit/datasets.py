@@ -258,7 +258,8 @@ def _not_uint8(path: Path, key: str, dtype) -> str:
     msg = f"{path}: '{key}' is {np.dtype(dtype).name}"
     if np.issubdtype(dtype, np.floating):
         with np.load(path) as f:
-            bad = np.flatnonzero(~np.isfinite(f[key].reshape(len(f[key]), -1)).all(1))
+            images = f[key]  # read once (each f[key] decompresses the array again)
+        bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(1))
         if len(bad):
             msg += f" and holds values that are not finite ({len(bad)} images, first at index {bad[0]})"
     return (
