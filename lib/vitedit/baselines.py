@@ -2,7 +2,8 @@
 
 - :class:`RetrainBaseline` (baseline 1): FT-Train plus the error samples, trained from the same
   initialisation as the original model (the same seed's scratch init or the same pretrained
-  weights) with the same recipe, for ``baseline_epochs``; the epoch is selected on FT-Val.
+  weights) with the same recipe and, by default, the same epochs (``retrain_epochs``); the epoch is
+  selected on FT-Val. A reused checkpoint reports the training time recorded when it was trained.
 - :class:`FinetuneErrorsBaseline` (baseline 2): continue from the fine-tuned model on the error
   samples only, at ``baseline_lr`` for ``baseline_epochs``.
 
@@ -62,10 +63,12 @@ class RetrainBaseline:
         params: Mapping[str, Any],
         data: Data,
         split: Split,
-        baseline_epochs: int = 10,
+        retrain_epochs: int | None = None,
         progress: bool = False,
     ):
-        self.params = dict(params, epochs=baseline_epochs, resume=False)
+        # the original model's recipe; only the number of epochs may differ (None: the same)
+        epochs = params["epochs"] if retrain_epochs is None else retrain_epochs
+        self.params = dict(params, epochs=epochs, resume=False)
         self.data, self.split, self.progress = data, split, progress
 
     def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
@@ -82,6 +85,8 @@ class RetrainBaseline:
             self.params, self.data, split, progress=self.progress, log=lambda *a: None
         )
         seconds = time.perf_counter() - t0
+        if result.reused:  # the time it took to train, recorded then (not the time to load it)
+            seconds = float(sum(row.get("seconds", np.nan) for row in result.meta["history"]))
         log = _log(p_before, predict_probs(result.model, data.images, cfg, device=device), data)
         log["edit_seconds"] = seconds
         return EditResult(

@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--stage",
         choices=STAGES,
         default="full",
-        help="data: 01_split; train: 02_train; locate: 03_locate; edit: 04 (alphaedit, memit) or 05 "
-        "(head) by --edit-method; eval: 06; baseline1 / baseline2: 07 (retrain / fine-tune on "
+        help="data: 01_split; train: 02_train; locate: 03_locate; edit: 04 (alphaedit, memit, "
+        "alphaedit_noproj) or 05 (head) by --edit-method; eval: 06; baseline1 / baseline2: 07 "
+        "(retrain / fine-tune on "
         "errors); earlier notebooks not yet done in the run folder run first; full: every notebook",
     )
     ap.add_argument(
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--edit-method",
         choices=methods.names(baselines=False),
-        help="--stage edit: which registered method (default: alphaedit and memit in 04); "
+        help="--stage edit: which registered method (default: every method of 04); "
         "'head' with --closed-form is head_closed_form",
     )
     g.add_argument("--closed-form", action="store_true", help="head editing in closed form (ridge)")

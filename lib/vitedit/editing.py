@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,9 @@ class EditData:
     labels: np.ndarray  # their true labels
     positions: np.ndarray  # their positions in Edit-Discovery
     official_index: np.ndarray | None = None  # their positions in the official train split
+    heldout_images: np.ndarray | None = (
+        None  # FT-Train images outside the statistics (preservation)
+    )
 
 
 @dataclass
@@ -76,12 +79,22 @@ class EditResult:
     info: dict = field(default_factory=dict)
 
 
+# every edit keeps at least this share of FT-Train out of its statistics: the held-out regression
+# (and the held-out preservation error) must always be measurable; a report warns below HELDOUT_WARN
+HELDOUT_MIN_SHARE = 0.2
+HELDOUT_WARN = 100
+
+
 def stats_positions(n_ft_train: int, samples: int | str, seed: int) -> np.ndarray:
-    """Which FT-Train samples build the statistics: a seeded random subset (``all``: every one)."""
-    if samples == "all" or (isinstance(samples, int) and samples >= n_ft_train):
-        return np.arange(n_ft_train)
+    """Which FT-Train samples build the statistics: a seeded random subset of ``samples`` (``all``:
+    every one), capped so that at least :data:`HELDOUT_MIN_SHARE` of FT-Train (and one sample)
+    stays held out for measuring regression."""
+    cap = n_ft_train - max(1, int(np.ceil(HELDOUT_MIN_SHARE * n_ft_train)))
+    want = cap if samples == "all" else min(int(samples), cap)
+    if want <= 0:
+        return np.arange(0)
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_ft_train, size=int(samples), replace=False))
+    return np.sort(rng.choice(n_ft_train, size=want, replace=False))
 
 
 def module_of(model, layer: int, module: str) -> torch.nn.Linear:
@@ -157,7 +170,8 @@ def key_second_moment(
             disable=not progress,
             leave=False,
         ):
-            model(models.preprocess(images[sl], cfg, device))
+            with models.autocast(device):
+                model(models.preprocess(images[sl], cfg, device))
             k = grab["k"].double().cpu()
             if scope in ("cls", "cls+all"):
                 c = k[:, 0]
@@ -227,24 +241,47 @@ def cached_second_moment(
     return moment, False
 
 
+NULLSPACE_RULES = ("relative", "absolute", "energy")
+L2_RULES = ("relative", "absolute")
+# the documented bound on the preservation error: the median over the preserved keys of
+# ||dW k|| / ||W k||; an AlphaEdit edit above it is reported as a loud warning
+PRESERVATION_BOUND = 1e-2
+
+
 def null_space_projection(
-    moment: torch.Tensor, threshold: float = 1e-2, relative: float | None = None
+    moment: torch.Tensor, threshold: float = 1e-2, rule: str = "relative"
 ) -> tuple[torch.Tensor, dict]:
-    """P = U Uᵀ over the eigenvectors of ``moment`` whose eigenvalues are below ``threshold``, or
-    (``relative``) those that together hold the bottom ``relative`` share of the spectrum's energy."""
+    """P = U Uᵀ over the eigenvectors of ``moment`` that span its (approximate) null space.
+
+    ``rule``: ``relative`` keeps eigenvalues below ``threshold`` x λ_max (scale-free: the same
+    threshold means the same thing at every layer and for every model), ``absolute`` those below
+    ``threshold`` (the original system), ``energy`` the directions that together hold the bottom
+    ``threshold`` share of the spectrum's energy.
+    """
+    if rule not in NULLSPACE_RULES:
+        raise EditError(f"unknown null-space rule '{rule}'; choose from {list(NULLSPACE_RULES)}")
     evals, evecs = torch.linalg.eigh(moment.double())  # ascending
     evals = evals.clamp_min(0)
-    if relative is not None:
+    if rule == "energy":
         cum = torch.cumsum(evals, 0) / evals.sum().clamp_min(1e-300)
-        keep = cum <= relative
+        keep = cum <= threshold
+        cut = float(evals[keep].max()) if keep.any() else 0.0
     else:
-        keep = evals < threshold
+        cut = threshold * float(evals.max()) if rule == "relative" else threshold
+        keep = evals < cut
     u = evecs[:, keep]
     return u @ u.T, {
         "kept_dim": int(keep.sum()),
         "dim": int(len(evals)),
         "eigenvalues": evals.numpy(),
+        "eigenvalue_cut": cut,
+        "lambda_max": float(evals.max()),
     }
+
+
+def key_scale(moment: torch.Tensor) -> float:
+    """tr(C0)/d: the mean eigenvalue of the preserved keys' second moment (what ``L2`` is relative to)."""
+    return float(torch.trace(moment.double())) / moment.shape[0]
 
 
 def alphaedit_update(
@@ -253,23 +290,106 @@ def alphaedit_update(
     projection: torch.Tensor,
     prev_cov: torch.Tensor | None = None,
     L2: float = 1e-4,
+    preserved: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """ΔW = R Kᵀ P (K Kᵀ P + Kp Kpᵀ P + L2·I)⁻¹ (AlphaEdit eq. 15), by a linear solve.
+    """ΔW = R Kᵀ P (K Kᵀ P + Kp Kpᵀ P + C P + L2·I)⁻¹ (AlphaEdit eq. 15), by a linear solve.
 
-    ``resid`` R: (out, n), ``keys`` K: (in, n), ``projection`` P: (in, in), ``prev_cov`` Kp Kpᵀ.
-    Solved in the transposed form (P (K Kᵀ + Kp Kpᵀ) + L2·I) X = P K Rᵀ, ΔW = Xᵀ.
+    ``resid`` R: (out, n), ``keys`` K: (in, n), ``projection`` P: (in, in), ``prev_cov`` Kp Kpᵀ,
+    ``preserved`` C: a weighted second moment of preserved keys (MEMIT's λ·C0 with P = I, L2 = 0).
+    Solved in the transposed form (P (K Kᵀ + Kp Kpᵀ + C) + L2·I) X = P K Rᵀ, ΔW = Xᵀ.
+    A singular system (``L2 = 0`` without ``preserved``) is refused with the fix.
     """
     k = keys.double()
     p = projection.double()
-    cov = k @ k.T + (prev_cov.double() if prev_cov is not None else 0)
+    cov = k @ k.T
+    if prev_cov is not None:
+        cov = cov + prev_cov.double()
+    if preserved is not None:
+        cov = cov + preserved.double()
+    if L2 <= 0 and preserved is None:
+        raise EditError(
+            f"L2 = {L2} makes the edit's solve singular (K Kᵀ P has rank <= {k.shape[1]} < "
+            f"{k.shape[0]}); set L2 > 0 (e.g. the default, relative to the key statistics)"
+        )
     a = p @ cov + L2 * torch.eye(k.shape[0], dtype=torch.float64)
-    x = torch.linalg.solve(a, p @ k @ resid.double().T)
+    try:
+        x = torch.linalg.solve(a, p @ k @ resid.double().T)
+    except torch.linalg.LinAlgError as e:
+        raise EditError(
+            f"the edit's linear system is singular ({e}); increase L2 (or mom2_update_weight)"
+        ) from None
+    if not torch.isfinite(x).all():
+        raise EditError("the edit's solve returned non-finite values; increase L2")
     return x.T
+
+
+@torch.no_grad()
+def preservation_error(
+    model,
+    deltas: dict[tuple[int, str], torch.Tensor],
+    images: np.ndarray,
+    cfg,
+    scope: str = "cls+all",
+    batch_size: int = 256,
+    device="cpu",
+) -> dict[str, dict]:
+    """‖ΔW k‖ / ‖W k‖ per key of ``images`` at every edited projection of ``model`` (the model the
+    edit started from: its keys are the ones the null space was built to protect).
+
+    ``scope`` as for the statistics: ``cls`` the CLS keys, otherwise every token's key. Per target
+    ``L{layer}.{module}``: the median, 95th percentile and maximum ratio over keys, the Frobenius ratio
+    ‖ΔW K‖ / ‖W K‖ and the number of keys.
+    """
+    grabs: dict[tuple[int, str], torch.Tensor] = {}
+    hooks = [
+        module_of(model, layer, module).register_forward_pre_hook(
+            lambda m, a, t=(layer, module): grabs.__setitem__(t, a[0])
+        )
+        for layer, module in deltas
+    ]
+    ratios: dict[tuple[int, str], list[torch.Tensor]] = {t: [] for t in deltas}
+    sums = {t: [0.0, 0.0] for t in deltas}
+    model.eval()
+    try:
+        for sl in models.iter_batches(len(images), batch_size):
+            with models.autocast(device):
+                model(models.preprocess(images[sl], cfg, device))
+            for t, dw in deltas.items():
+                k = grabs[t].float()
+                k = k[:, 0] if scope == "cls" else k.reshape(-1, k.shape[-1])
+                w = module_of(model, *t).weight.float()
+                num = (k @ dw.to(k).T).norm(dim=1).cpu()
+                den = (k @ w.T).norm(dim=1).cpu()
+                ratios[t].append(num / den.clamp_min(1e-12))
+                sums[t][0] += float((num**2).sum())
+                sums[t][1] += float((den**2).sum())
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for t, rs in ratios.items():
+        r = torch.cat(rs).double() if rs else torch.empty(0, dtype=torch.float64)
+        out[f"L{t[0]}.{t[1]}"] = {
+            "median": float(r.median()) if len(r) else float("nan"),
+            "p95": float(torch.quantile(r, 0.95)) if len(r) else float("nan"),
+            "max": float(r.max()) if len(r) else float("nan"),
+            "frobenius": float(np.sqrt(sums[t][0] / max(sums[t][1], 1e-300))),
+            "n_keys": int(len(r)),
+        }
+    return out
 
 
 # --------------------------------------------------------------------------- AlphaEdit / MEMIT
 class AlphaEdit:
-    """AlphaEdit for ViT classifiers (``null_space=False``: MEMIT)."""
+    """AlphaEdit for ViT classifiers (``null_space=False``: the P = I ablation ``alphaedit_noproj``).
+
+    Calibrated by default: the null space is relative to the spectrum (``nullspace_rule``), ``L2`` is
+    relative to the key statistics (``L2_rule``), and the target uses the clamp and weight decay of
+    the MEMIT/AlphaEdit hyper-parameter files. Every edit records its preservation error
+    ‖ΔW k‖ / ‖W k‖ per layer on the statistics keys (in-sample) and on held-out FT-Train keys.
+    """
+
+    method_name = "alphaedit"
 
     def __init__(
         self,
@@ -277,26 +397,37 @@ class AlphaEdit:
         edit_modules: Sequence[str] = ("mlp",),
         null_space: bool = True,
         nullspace_threshold: float = 1e-2,
-        nullspace_relative: float | None = None,
+        nullspace_rule: str = "relative",
         stats_scope: str = "cls+all",
-        L2: float = 1e-4,
+        L2: float = 1.0,
+        L2_rule: str = "relative",
         v_lr: float = 0.1,
         v_num_grad_steps: int = 25,
-        v_weight_decay: float = 1e-3,
-        clamp_norm_factor: float = 4.0,
+        v_weight_decay: float = 0.5,
+        clamp_norm_factor: float = 0.75,
         edit_batch_size: int | None = None,
         cache_dir: Path | None = None,
         cache_key: dict | None = None,
         eval_batch_size: int = 256,
         progress: bool = False,
     ):
+        if nullspace_rule not in NULLSPACE_RULES:
+            raise EditError(
+                f"nullspace_rule '{nullspace_rule}' unknown; choose from {list(NULLSPACE_RULES)}"
+            )
+        if L2_rule not in L2_RULES:
+            raise EditError(f"L2_rule '{L2_rule}' unknown; choose from {list(L2_RULES)}")
+        if not L2 > 0 and self.method_name != "memit":
+            raise EditError(
+                f"L2 = {L2} makes the AlphaEdit solve singular (the edit keys span at most "
+                f"max_edits directions); set L2 > 0, e.g. the default {1.0} (relative)"
+            )
         self.layers = sorted(set(int(layer) for layer in layers))
         self.modules = list(edit_modules)
         self.null_space = null_space
-        self.nullspace_threshold = nullspace_threshold
-        self.nullspace_relative = nullspace_relative
+        self.nullspace_threshold, self.nullspace_rule = nullspace_threshold, nullspace_rule
         self.stats_scope = stats_scope
-        self.L2 = L2
+        self.L2, self.L2_rule = L2, L2_rule
         self.v_lr, self.v_num_grad_steps = v_lr, v_num_grad_steps
         self.v_weight_decay, self.clamp_norm_factor = v_weight_decay, clamp_norm_factor
         self.edit_batch_size = edit_batch_size
@@ -305,89 +436,97 @@ class AlphaEdit:
 
     @property
     def name(self) -> str:
-        return "alphaedit" if self.null_space else "memit"
+        return self.method_name if self.null_space else "alphaedit_noproj"
 
     def targets(self) -> list[tuple[int, str]]:
         return [(li, m) for li in self.layers for m in self.modules]
 
     # -- statistics
-    def projections(self, model, cfg, data: EditData, device) -> tuple[dict, dict]:
-        """P per (layer, module) (identity for MEMIT) and what was recorded about each."""
-        proj, info = {}, {}
+    def moment(self, model, cfg, data: EditData, layer: int, module: str, device):
+        return cached_second_moment(
+            model,
+            data.stats_images,
+            cfg,
+            layer,
+            module,
+            self.stats_scope,
+            self.cache_dir,
+            {**self.cache_key, "positions": data.stats_positions.tolist()},
+            self.batch_size,
+            device,
+            self.progress,
+        )
+
+    def solve_terms(
+        self, moment: torch.Tensor
+    ) -> tuple[torch.Tensor, float, torch.Tensor | None, dict]:
+        """P, the ridge term and the preserved-key term of the solve for one target."""
+        scale = key_scale(moment)
+        l2 = self.L2 * scale if self.L2_rule == "relative" else self.L2
+        if self.null_space:
+            p, pinfo = null_space_projection(moment, self.nullspace_threshold, self.nullspace_rule)
+        else:
+            d = moment.shape[0]
+            p = torch.eye(d, dtype=torch.float64)
+            pinfo = {"kept_dim": d, "dim": d}
+        info = {k: v for k, v in pinfo.items() if k != "eigenvalues"}
+        if "eigenvalues" in pinfo:
+            info["eigenvalues"] = pinfo["eigenvalues"].tolist()
+        return p, l2, None, {**info, "key_scale": scale, "L2_effective": l2}
+
+    def statistics(self, model, cfg, data: EditData, device) -> tuple[dict, dict]:
+        """The solve's terms per (layer, module) and what was recorded about each."""
+        terms, info = {}, {}
         for layer, module in self.targets():
-            d = module_of(model, layer, module).in_features
-            if not self.null_space:
-                proj[(layer, module)] = torch.eye(d, dtype=torch.float64)
-                info[f"L{layer}.{module}"] = {
-                    "kept_dim": d,
-                    "dim": d,
-                    "cached": None,
-                    "seconds": 0.0,
-                }
-                continue
             t0 = time.perf_counter()
-            moment, cached = cached_second_moment(
-                model,
-                data.stats_images,
-                cfg,
-                layer,
-                module,
-                self.stats_scope,
-                self.cache_dir,
-                {**self.cache_key, "positions": data.stats_positions.tolist()},
-                self.batch_size,
-                device,
-                self.progress,
-            )
-            p, pinfo = null_space_projection(
-                moment, self.nullspace_threshold, self.nullspace_relative
-            )
-            proj[(layer, module)] = p
+            moment, cached = self.moment(model, cfg, data, layer, module, device)
+            p, l2, preserved, tinfo = self.solve_terms(moment)
+            terms[(layer, module)] = (p, l2, preserved)
             info[f"L{layer}.{module}"] = {
-                "kept_dim": pinfo["kept_dim"],
-                "dim": pinfo["dim"],
+                **tinfo,
                 "cached": cached,
                 "seconds": time.perf_counter() - t0,
-                "eigenvalues": pinfo["eigenvalues"].tolist(),
             }
-        return proj, info
+        return terms, info
 
     # -- targets
     def cls_states(self, model, x: torch.Tensor, layer: int) -> torch.Tensor:
-        """CLS hidden state at the output of block ``layer`` (n, D)."""
+        """CLS hidden state at the output of block ``layer`` (n, D), float32."""
         grab = {}
         h = model.blocks[layer].register_forward_hook(
             lambda m, i, o: grab.__setitem__("h", o[:, 0])
         )
         try:
-            with torch.no_grad():
+            with torch.no_grad(), models.autocast(x.device):
                 model(x)
         finally:
             h.remove()
-        return grab["h"].detach()
+        return grab["h"].detach().float()
 
     def target_states(
         self, model, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """z = h + δ at the CLS token after the last edited layer, δ optimised so the model predicts y."""
+        """z = h + δ at the CLS token after the last edited layer, δ optimised so the model predicts y
+        (ROME/MEMIT's compute_v: weight decay wd·‖δ‖/‖h‖², ‖δ‖ clamped to factor·‖h‖)."""
         last = self.layers[-1]
         h0 = self.cls_states(model, x, last)
         delta = torch.zeros_like(h0, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=self.v_lr)
-        max_norm = self.clamp_norm_factor * h0.norm(dim=1, keepdim=True)
+        h_norm = h0.norm(dim=1, keepdim=True)
+        max_norm = self.clamp_norm_factor * h_norm
 
         def add_delta(m, i, o):
             o = o.clone()
-            o[:, 0] = o[:, 0] + delta
+            o[:, 0] = o[:, 0] + delta.to(o.dtype)
             return o
 
         hook = model.blocks[last].register_forward_hook(add_delta)
         try:
             for _ in range(self.v_num_grad_steps):
-                loss = (
-                    F.cross_entropy(model(x).float(), y)
-                    + self.v_weight_decay * (delta**2).sum(1).mean()
-                )
+                with models.autocast(x.device):
+                    logits = model(x).float()
+                decay = (delta.norm(dim=1) / h_norm[:, 0].clamp_min(1e-12) ** 2).mean()
+                loss = F.cross_entropy(logits, y) + self.v_weight_decay * decay
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -407,11 +546,15 @@ class AlphaEdit:
             lambda m, a: grab.__setitem__("k", a[0][:, 0])
         )
         try:
-            with torch.no_grad():
+            with torch.no_grad(), models.autocast(x.device):
                 model(x)
         finally:
             h.remove()
-        return grab["k"].detach().T
+        return grab["k"].detach().float().T
+
+    def accumulates(self) -> bool:
+        """Whether earlier batches' keys enter later solves (AlphaEdit's Kp Kpᵀ; MEMIT has none)."""
+        return True
 
     # -- the edit
     def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
@@ -439,13 +582,16 @@ class AlphaEdit:
             return EditResult(edited, pd.DataFrame(columns=LOG_COLUMNS), info)
         p_before = predict_probs(edited, data.images, cfg, self.batch_size, device)
         t0 = time.perf_counter()
-        proj, layer_info = self.projections(edited, cfg, data, device)
+        terms, layer_info = self.statistics(edited, cfg, data, device)
         stats_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         prev_cov = {t: None for t in self.targets()}
         bs = self.edit_batch_size or n
         batch_of = np.arange(n) // bs
-        norms: dict[str, list[float]] = {f"L{li}.{m}": [] for li, m in self.targets()}
+        deltas = {
+            t: torch.zeros_like(module_of(edited, *t).weight, dtype=torch.float64, device="cpu")
+            for t in self.targets()
+        }
         for b in range(int(batch_of.max()) + 1):
             sel = np.flatnonzero(batch_of == b)
             x = models.preprocess(data.images[sel], cfg, device)
@@ -458,32 +604,44 @@ class AlphaEdit:
                 resid = ((z - h_cur) / (len(targets) - i)).T  # (D, n): MEMIT's spreading
                 k = self.keys(edited, x, layer, module)
                 lin = module_of(edited, layer, module)
+                p, l2, preserved = terms[(layer, module)]
                 dw = alphaedit_update(
-                    resid.cpu(), k.cpu(), proj[(layer, module)], prev_cov[(layer, module)], self.L2
+                    resid.cpu(), k.cpu(), p, prev_cov[(layer, module)], l2, preserved
                 )
                 with torch.no_grad():
                     lin.weight += dw.to(lin.weight.dtype).to(device)
-                kc = k.double().cpu()
-                prev_cov[(layer, module)] = (
-                    prev_cov[(layer, module)] if prev_cov[(layer, module)] is not None else 0
-                ) + kc @ kc.T
-                norms[f"L{layer}.{module}"].append(float(dw.norm()))
+                deltas[(layer, module)] += dw
+                if self.accumulates():
+                    kc = k.double().cpu()
+                    prev = prev_cov[(layer, module)]
+                    prev_cov[(layer, module)] = (prev if prev is not None else 0) + kc @ kc.T
         edit_seconds = time.perf_counter() - t1
-        for key, v in norms.items():
-            layer_info[key]["update_norm"] = float(np.sqrt(np.sum(np.square(v))))
-            layer_info[key]["weight_norm"] = float(
-                module_of(model, int(key[1:].split(".")[0]), key.split(".")[1])
-                .weight.detach()
-                .norm()
+        t2 = time.perf_counter()
+        pres = {
+            where: preservation_error(
+                model.to(device), deltas, imgs, cfg, self.stats_scope, self.batch_size, device
             )
+            for where, imgs in (("insample", data.stats_images), ("heldout", data.heldout_images))
+            if imgs is not None and len(imgs)
+        }
+        for (layer, module), dw in deltas.items():
+            key = f"L{layer}.{module}"
+            li = layer_info[key]
+            li["update_norm"] = float(dw.norm())
+            li["weight_norm"] = float(module_of(model, layer, module).weight.detach().norm())
+            for where, per in pres.items():
+                for stat, v in per[key].items():
+                    li[f"preservation_{where}_{stat}"] = v
+        info["preservation_seconds"] = time.perf_counter() - t2
+        info["preservation"] = preservation_summary(layer_info)
         log = _log(
             p_before,
             predict_probs(edited, data.images, cfg, self.batch_size, device),
             data,
             batch_of,
         )
-        for key, v in norms.items():
-            log[f"update_norm_{key}"] = float(np.sqrt(np.sum(np.square(v))))
+        for key, li in layer_info.items():
+            log[f"update_norm_{key}"] = li["update_norm"]
         log["edit_seconds"] = edit_seconds
         info.update(
             {
@@ -494,6 +652,84 @@ class AlphaEdit:
             }
         )
         return EditResult(edited, log, info)
+
+
+class MEMIT(AlphaEdit):
+    """MEMIT (Meng et al., ICLR 2023): ΔW = R Kᵀ (K Kᵀ + λ·C0)⁻¹ with C0 = E[k kᵀ] of the preserved
+    keys (the same statistics AlphaEdit's projection is built from) and λ = ``mom2_update_weight``;
+    no projection, no ridge term, no carry-over of earlier batches' keys."""
+
+    method_name = "memit"
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        edit_modules: Sequence[str] = ("mlp",),
+        stats_scope: str = "cls+all",
+        mom2_update_weight: float = 1e3,
+        v_lr: float = 0.1,
+        v_num_grad_steps: int = 25,
+        v_weight_decay: float = 0.5,
+        clamp_norm_factor: float = 0.75,
+        edit_batch_size: int | None = None,
+        cache_dir: Path | None = None,
+        cache_key: dict | None = None,
+        eval_batch_size: int = 256,
+        progress: bool = False,
+    ):
+        if not mom2_update_weight > 0:
+            raise EditError(
+                f"mom2_update_weight = {mom2_update_weight} leaves MEMIT's solve singular; set it > 0"
+            )
+        super().__init__(
+            layers,
+            edit_modules,
+            null_space=False,
+            stats_scope=stats_scope,
+            L2=0.0,
+            L2_rule="absolute",
+            v_lr=v_lr,
+            v_num_grad_steps=v_num_grad_steps,
+            v_weight_decay=v_weight_decay,
+            clamp_norm_factor=clamp_norm_factor,
+            edit_batch_size=edit_batch_size,
+            cache_dir=cache_dir,
+            cache_key=cache_key,
+            eval_batch_size=eval_batch_size,
+            progress=progress,
+        )
+        self.mom2_update_weight = mom2_update_weight
+
+    @property
+    def name(self) -> str:
+        return "memit"
+
+    def accumulates(self) -> bool:
+        return False
+
+    def solve_terms(self, moment):
+        d = moment.shape[0]
+        info = {"kept_dim": d, "dim": d, "key_scale": key_scale(moment), "L2_effective": 0.0}
+        info["mom2_update_weight"] = self.mom2_update_weight
+        return (
+            torch.eye(d, dtype=torch.float64),
+            0.0,
+            self.mom2_update_weight * moment.double(),
+            info,
+        )
+
+
+def preservation_summary(layer_info: Mapping[str, Mapping[str, Any]]) -> dict:
+    """The worst layer's median preservation error, in-sample and held out, and whether it exceeds
+    :data:`PRESERVATION_BOUND`."""
+    out: dict[str, Any] = {"bound": PRESERVATION_BOUND}
+    for where in ("insample", "heldout"):
+        vals = [li.get(f"preservation_{where}_median") for li in layer_info.values()]
+        vals = [v for v in vals if v is not None and np.isfinite(v)]
+        out[f"{where}_median_max"] = max(vals) if vals else float("nan")
+    worst = np.nanmax([out["insample_median_max"], out["heldout_median_max"], -np.inf])
+    out["exceeds_bound"] = bool(worst > PRESERVATION_BOUND)
+    return out
 
 
 # --------------------------------------------------------------------------- head editing
@@ -665,14 +901,20 @@ EDITS_DIR = "edits"
 
 
 def edit_data(
-    data, split, ft_positions_for_stats: np.ndarray, error_positions: np.ndarray
+    data,
+    split,
+    ft_positions_for_stats: np.ndarray,
+    error_positions: np.ndarray,
+    heldout_keys: int = 500,
 ) -> EditData:
-    """The editors' input from the 4-set protocol: statistics from FT-Train, errors from Edit-Discovery."""
+    """The editors' input from the 4-set protocol: statistics from FT-Train, errors from
+    Edit-Discovery, and up to ``heldout_keys`` held-out FT-Train images (preservation error)."""
     ft = split.images(data, "ft_train")
     ed_images, ed_labels = (
         split.images(data, "edit_discovery"),
         split.labels(data, "edit_discovery"),
     )
+    heldout = np.setdiff1d(np.arange(len(ft)), ft_positions_for_stats)[:heldout_keys]
     return EditData(
         ft[ft_positions_for_stats],
         np.asarray(ft_positions_for_stats),
@@ -680,6 +922,7 @@ def edit_data(
         ed_labels[error_positions],
         np.asarray(error_positions),
         split.indices["edit_discovery"][error_positions],
+        ft[heldout],
     )
 
 

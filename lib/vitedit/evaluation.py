@@ -146,7 +146,19 @@ def edit_summary(
             "stats_seconds": result.info.get("stats_seconds"),
         }
     )
+    row.update(preservation_columns(result.info))
     return row
+
+
+def preservation_columns(info: dict) -> dict:
+    """The worst edited layer's median ‖ΔW k‖ / ‖W k‖, in-sample and held out (NaN for methods that
+    do not edit a projection), and whether it exceeds the documented bound."""
+    pres = info.get("preservation") or {}
+    return {
+        "preservation_insample": pres.get("insample_median_max", np.nan),
+        "preservation_heldout": pres.get("heldout_median_max", np.nan),
+        "preservation_exceeds_bound": pres.get("exceeds_bound", np.nan),
+    }
 
 
 # ------------------------------------------------------------- paired statistics (4-level evaluation)
@@ -366,8 +378,16 @@ def four_level(
     return {"levels": levels, "confusion": cm, "per_class": per_class}
 
 
-def summary_metrics(ev: dict, edit_seconds: float | None, duration_seconds: float | None) -> dict:
-    """The original system's metric names (one flat dict per method; NaN where undefined, never 0)."""
+def summary_metrics(
+    ev: dict,
+    edit_seconds: float | None,
+    duration_seconds: float | None,
+    info: dict | None = None,
+) -> dict:
+    """The original system's metric names (one flat dict per method; NaN where undefined, never 0),
+    and from the edit's ``info``: its preservation error and whether a checkpoint was reused (the
+    retrain baseline's time is then the training time recorded when it was trained)."""
+    info = info or {}
     e, p, t = (
         ev["levels"]["edit_samples"],
         ev["levels"]["projection_samples"],
@@ -399,6 +419,8 @@ def summary_metrics(ev: dict, edit_seconds: float | None, duration_seconds: floa
         "ed_rest_fix_rate": ev["levels"]["edit_discovery_set"]["fix_rate"],
         "ed_rest_stability": ev["levels"]["edit_discovery_set"]["stability"],
         **_val_metrics(ev),
+        **preservation_columns(info),
+        "reused_checkpoint": info.get("reused", np.nan),
     }
 
 

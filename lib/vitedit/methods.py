@@ -127,39 +127,54 @@ def by_alias(alias: str) -> Method:
 
 # --------------------------------------------------------------------------- the methods
 _TARGET_KEYS = ("v_lr", "v_num_grad_steps", "v_weight_decay", "clamp_norm_factor")
-_SOLVE_KEYS = (
-    "edit_modules",
-    "stats_scope",
-    "L2",
-    "edit_batch_size",
-    "eval_batch_size",
-    "progress",
-)
+_RUN_KEYS = ("edit_modules", "stats_scope", "edit_batch_size", "eval_batch_size", "progress")
 
 register(
     Method(
         "alphaedit",
         "vitedit.editing:AlphaEdit",
         "04_edit_alphaedit",
-        ("nullspace_threshold", "nullspace_relative", *_SOLVE_KEYS, *_TARGET_KEYS),
+        (
+            "nullspace_threshold",
+            "nullspace_rule",
+            "L2",
+            "L2_rule",
+            *_RUN_KEYS,
+            *_TARGET_KEYS,
+        ),
         "AlphaEdit: null-space-projected MEMIT-style update of the traced layers' MLP output "
         "(Fang et al. 2025)",
         fixed={"null_space": True},
         context=("layers", "cache_dir", "cache_key"),
         uses_layers=True,
-        name_keys={"nullspace_threshold": "thresh"},
+        name_keys={"nullspace_threshold": "thresh", "L2": "L2"},
     )
 )
 register(
     Method(
         "memit",
+        "vitedit.editing:MEMIT",
+        "04_edit_alphaedit",
+        ("mom2_update_weight", *_RUN_KEYS, *_TARGET_KEYS),
+        "MEMIT: covariance-weighted least squares (K Kᵀ + λ·C0)⁻¹ with C0 the preserved keys' second "
+        "moment (Meng et al. 2023)",
+        context=("layers", "cache_dir", "cache_key"),
+        uses_layers=True,
+        name_keys={"mom2_update_weight": "mom2w"},
+    )
+)
+register(
+    Method(
+        "alphaedit_noproj",
         "vitedit.editing:AlphaEdit",
         "04_edit_alphaedit",
-        (*_SOLVE_KEYS, *_TARGET_KEYS),
-        "the same update with P = I (the null space removed): the ablation that shows what P buys",
+        ("L2", "L2_rule", *_RUN_KEYS, *_TARGET_KEYS),
+        "ablation: AlphaEdit's solve with P = I and no C0 term (plain ridge least squares; not "
+        "MEMIT): what the null space buys",
         fixed={"null_space": False},
         context=("layers", "cache_dir", "cache_key"),
         uses_layers=True,
+        name_keys={"L2": "L2"},
     )
 )
 register(
@@ -187,7 +202,7 @@ register(
         "baseline_retrain",
         "vitedit.baselines:RetrainBaseline",
         BASELINE_NOTEBOOK,
-        ("baseline_epochs", "progress"),
+        ("retrain_epochs", "progress"),
         "baseline 1: retrain on FT-Train plus the errors from the original initialisation",
         context=("params", "data", "split"),
         alias="retrain",

@@ -192,17 +192,24 @@ def predict_logits(
     was_training = model.training
     model.eval()
     out = []
-    use_amp = device.type == "cuda"
     for sl in tqdm(
         list(iter_batches(len(images), batch_size)), desc=desc, disable=not progress, leave=False
     ):
         x = preprocess(images[sl], cfg, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with autocast(device):
             out.append(model(x).float().cpu())
     model.train(was_training)
     if not out:
         return torch.empty(0, model.num_classes)
     return torch.cat(out)
+
+
+def autocast(device: torch.device | str):
+    """The precision of every inference pass: bf16 autocast on CUDA, fp32 on the CPU. Evaluation,
+    the editors' targets, keys and statistics all run under it, so an edit is optimised in the
+    precision it is judged in."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def predict_probs(

@@ -55,6 +55,13 @@ def _unit(v):
     return None if 0 <= v < 1 else "must lie in [0, 1)"
 
 
+# operating points chosen on FT-Val by the committed sweep (params/sweeps/retinamnist_edit.yaml)
+NULLSPACE_THRESHOLD_DEFAULT = 1e-2
+L2_DEFAULT = 1.0
+MOM2_UPDATE_WEIGHT_DEFAULT = 1e3
+FINETUNE_LR_DEFAULT = 1e-4
+FINETUNE_EPOCHS_DEFAULT = 10
+
 SCHEMA: dict[str, Param] = {
     p.name: p
     for p in [
@@ -167,10 +174,11 @@ SCHEMA: dict[str, Param] = {
         # --- locate ---------------------------------------------------------------------------
         Param(
             "max_samples",
-            50,
+            None,
             "int",
             "locate",
-            "errors of Edit-Discovery to trace (first ones in set order)",
+            "errors of Edit-Discovery to trace (first ones in set order; default: all of them)",
+            optional=True,
             check=_at_least_one,
         ),
         Param("num_ablations", 32, "int", "locate", "noisy copies per sample", check=_at_least_one),
@@ -346,30 +354,51 @@ SCHEMA: dict[str, Param] = {
             "tokens whose keys build the preservation statistics",
             choices=("cls", "all", "cls+all"),
         ),
+        # Defaults of the solve and the target: operating points chosen on FT-Val by the committed
+        # sweep params/sweeps/retinamnist_edit.yaml (3 seeds; see README "Operating points"); the
+        # original system's settings (absolute threshold 1e-2, L2 1e-4, clamp 4, wd 1e-3) are
+        # params/original.yaml.
         Param(
             "nullspace_threshold",
-            0.01,
+            NULLSPACE_THRESHOLD_DEFAULT,
             "float",
             "edit",
-            "eigenvalues below this span the null space",
+            "null space: eigenvalues below threshold x lambda_max (rule 'relative'), below threshold "
+            "('absolute'), or the bottom threshold share of the spectrum's energy ('energy')",
             check=_positive,
         ),
         Param(
-            "nullspace_relative",
-            None,
-            "float",
+            "nullspace_rule",
+            "relative",
+            "choice",
             "edit",
-            "instead: keep the directions holding the bottom share of the spectrum's energy",
-            optional=True,
-            check=_open_unit,
+            "how nullspace_threshold is read: relative to the largest eigenvalue, absolute, energy",
+            choices=("relative", "absolute", "energy"),
         ),
         Param(
             "L2",
-            0.0001,
+            L2_DEFAULT,
             "float",
             "edit",
-            "ridge term of the AlphaEdit/MEMIT solve",
-            check=_non_negative,
+            "ridge term of the AlphaEdit solve (rule 'relative': times tr(C0)/d, the mean eigenvalue "
+            "of the preserved keys' second moment C0); must be > 0",
+            check=_positive,
+        ),
+        Param(
+            "L2_rule",
+            "relative",
+            "choice",
+            "edit",
+            "how L2 is read: relative to the key statistics (tr(C0)/d) or absolute",
+            choices=("relative", "absolute"),
+        ),
+        Param(
+            "mom2_update_weight",
+            MOM2_UPDATE_WEIGHT_DEFAULT,
+            "float",
+            "edit",
+            "MEMIT: weight lambda of the preserved keys' second moment C0 in (K K^T + lambda C0)",
+            check=_positive,
         ),
         Param(
             "v_lr",
@@ -389,15 +418,15 @@ SCHEMA: dict[str, Param] = {
         ),
         Param(
             "v_weight_decay",
-            0.001,
+            0.5,  # MEMIT / AlphaEdit hyper-parameter files
             "float",
             "edit",
-            "weight decay on the target residual",
+            "weight decay on the target residual (ROME/MEMIT form: wd x |delta| / |h|^2)",
             check=_non_negative,
         ),
         Param(
             "clamp_norm_factor",
-            4.0,
+            0.75,  # MEMIT / AlphaEdit hyper-parameter files
             "float",
             "edit",
             "target residual norm <= factor x original CLS norm",
@@ -466,16 +495,25 @@ SCHEMA: dict[str, Param] = {
             check=_at_least_one,
         ),
         Param(
-            "baseline_epochs",
-            10,
+            "retrain_epochs",
+            None,
             "int",
             "baseline",
-            "epochs of both baselines",
+            "epochs of the retrain baseline (default: the original model's `epochs`, same recipe)",
+            optional=True,
+            check=_at_least_one,
+        ),
+        Param(
+            "baseline_epochs",
+            FINETUNE_EPOCHS_DEFAULT,
+            "int",
+            "baseline",
+            "epochs of fine-tuning on the errors (baseline 2)",
             check=_at_least_one,
         ),
         Param(
             "baseline_lr",
-            1e-5,
+            FINETUNE_LR_DEFAULT,
             "float",
             "baseline",
             "learning rate of baseline 2 (fine-tune on errors)",
@@ -488,7 +526,8 @@ SCHEMA: dict[str, Param] = {
             "str_list",
             "run",
             "the methods and baselines to run (vitedit.methods.REGISTRY); each notebook runs its own: "
-            "04 alphaedit/memit, 05 head/head_closed_form, 07 baseline_retrain/baseline_finetune",
+            "04 alphaedit/memit/alphaedit_noproj, 05 head/head_closed_form, "
+            "07 baseline_retrain/baseline_finetune",
             choices=tuple(methods_mod.names()),
         ),
         Param(

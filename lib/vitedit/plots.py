@@ -408,6 +408,47 @@ def sweep_pareto(
     return _save(fig, path)
 
 
+def budget_curves(settings: pd.DataFrame, points: pd.DataFrame, path: Path | None = None):
+    """Every method's trade-off curve on one plot: one point per setting (mean over seeds) of fix
+    rate against held-out FT-Train regression, each method's own Pareto front joined; the settings
+    chosen on FT-Val at each regression budget are starred (their budget in the legend)."""
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    methods = list(dict.fromkeys(settings.method))
+    colors = dict(zip(methods, plt.cm.tab10.colors))
+    markers = dict(zip(sorted(points.budget.unique()) if len(points) else [], "*PX^v"))
+    for m in methods:
+        g = settings[settings.method == m]
+        ax.scatter(g.proj_regression_rate, g.edit_fix_ratio, s=18, alpha=0.5, color=colors[m])
+        front = g[pareto_front(g.edit_fix_ratio, g.proj_regression_rate)]
+        front = front.sort_values("proj_regression_rate")
+        ax.plot(front.proj_regression_rate, front.edit_fix_ratio, "-", color=colors[m], label=m)
+        for _, r in points[(points.method == m) & (points.config_id != "")].iterrows():
+            ax.scatter(
+                r.proj_regression_rate,
+                r.edit_fix_ratio,
+                s=170,
+                marker=markers[r.budget],
+                color=colors[m],
+                edgecolors="k",
+                linewidths=0.7,
+                zorder=5,
+            )
+    for b, mk in markers.items():
+        ax.scatter(
+            [], [], marker=mk, s=120, color="w", edgecolors="k", label=f"chosen at <= {b:.0%}"
+        )
+        ax.axvline(b, color="grey", lw=0.6, ls=":")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlim(0, 1.05)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("regression on held-out FT-Train (symlog; dotted: the budgets)")
+    ax.set_ylabel("fix rate on the edited errors (mean over seeds)")
+    ax.set_title("trade-off per method (budget points chosen on FT-Val regression)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def metric_vs_param(
     summary: pd.DataFrame,
     param: str,

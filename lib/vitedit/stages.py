@@ -294,7 +294,7 @@ def evaluate_edits(ctx: Context) -> Evaluations:
             - t0
         )
         out.metrics[name] = evaluation.summary_metrics(
-            out.evals[name], info.get("edit_seconds"), spent
+            out.evals[name], info.get("edit_seconds"), spent, info
         )
     evaluation.forget_methods(ctx.run_dir, out.skipped)  # no stale row stays in the comparison
     _write(ctx, out)
@@ -324,7 +324,7 @@ def run_baselines(ctx: Context, sel: Selection) -> Evaluations:
             ctx, method.name, res.model, sel.errors, sel.stats_positions
         )
         out.metrics[method.name] = evaluation.summary_metrics(
-            out.evals[method.name], res.info["edit_seconds"], time.perf_counter() - t0
+            out.evals[method.name], res.info["edit_seconds"], time.perf_counter() - t0, res.info
         )
         baselines.write_summary(ctx.run_dir, method.name, out.metrics[method.name])
     _write(ctx, out)

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import budget, paths
 from .. import methods as methods_mod
 from .. import params as params_mod
-from .. import paths
 from ..columns import ORIGINAL_COLUMNS
 from ..runs import RunFolder, job_folders
 from .plan import NON_SEMANTIC, fmt, relevant_keys
@@ -142,6 +142,8 @@ def collect(
         )
         out[ds] = g
     paths.atomic_write_text(sweep_dir / "selection.csv", chosen.to_csv(index=False))
+    points = budget.operating_points(df)
+    paths.atomic_write_text(sweep_dir / "budget.csv", points.to_csv(index=False))
     return out
 
 

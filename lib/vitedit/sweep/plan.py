@@ -167,29 +167,34 @@ def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
                 pid, Prep(pid, f"{p['dataset']}_{p['model']}_s{p['seed']}_{pid[:8]}", dict(p))
             )
             for method in [*spec["methods"], *(aliases[b] for b in spec["baselines"])]:
-                key = {k: p[k] for k in relevant_keys(method)}
-                key.update(
-                    {k: p[k] for k in grid if k in NON_SEMANTIC}
-                )  # searched run settings count too
-                eid = params_mod.digest({"method": method, **key}, 12)
-                if eid in out:
-                    continue
-                cid = params_mod.digest(
-                    {"method": method, **{k: v for k, v in key.items() if k != "seed"}}, 12
-                )
-                if methods_mod.get(method).uses_layers:
-                    prep.needs_locate = True
-                out[eid] = Experiment(
-                    len(out),
-                    eid,
-                    cid,
-                    experiment_name(method, p, searched, eid),
-                    method,
-                    method_params(method, p),
-                    prep,
-                    {**point, "seed": seed},
-                )
+                mgrid = (spec.get("method_grids") or {}).get(method, {})
+                for mvalues in itertools.product(*mgrid.values()):
+                    mpoint = dict(zip(mgrid, mvalues))
+                    q = params_mod.resolve(*base_layers, point, mpoint, {"seed": seed})
+                    _add(out, method, q, {**point, **mpoint, "seed": seed}, prep, grid, searched)
     return list(out.values())
+
+
+def _add(out: dict, method: str, p: dict, point: dict, prep: Prep, grid, searched) -> None:
+    """Add one experiment unless an identical one (same content hash) is planned."""
+    key = {k: p[k] for k in relevant_keys(method)}
+    key.update({k: p[k] for k in grid if k in NON_SEMANTIC})  # searched run settings count too
+    eid = params_mod.digest({"method": method, **key}, 12)
+    if eid in out:
+        return
+    cid = params_mod.digest({"method": method, **{k: v for k, v in key.items() if k != "seed"}}, 12)
+    if methods_mod.get(method).uses_layers:
+        prep.needs_locate = True
+    out[eid] = Experiment(
+        len(out),
+        eid,
+        cid,
+        experiment_name(method, p, searched, eid),
+        method,
+        method_params(method, p),
+        prep,
+        point,
+    )
 
 
 def select_slice(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import execute, report
+from .. import budget, execute, report
 from .collect import read_spec
 from .spec import DEFAULT_SELECTION, check_selection, searched_params
 
@@ -51,6 +51,14 @@ def report_context(sweep_dir: str | Path) -> dict:
     )
     if len(summary):
         summary["report_link"] = [os.path.relpath(r, sweep_dir) for r in summary.report]
+    budget_file = sweep_dir / "budget.csv"
+    points = (
+        pd.read_csv(budget_file, keep_default_na=False, na_values=[""])
+        if budget_file.is_file() and budget_file.stat().st_size > 1
+        else pd.DataFrame()
+    )
+    if len(points):
+        points["config_id"] = points["config_id"].fillna("")
     log_file = sweep_dir / "sweep_log.json"
     history = (
         pd.DataFrame(json.loads(log_file.read_text())) if log_file.is_file() else pd.DataFrame()
@@ -59,6 +67,8 @@ def report_context(sweep_dir: str | Path) -> dict:
         "spec": spec,
         "summary": summary,
         "chosen": chosen,
+        "budget_points": points,
+        "settings": budget.settings_table(summary) if len(summary) else pd.DataFrame(),
         "searched": searched_params(spec),
         "history": history,
         "selection": check_selection(spec.get("selection") or DEFAULT_SELECTION),

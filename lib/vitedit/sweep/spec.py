@@ -20,6 +20,7 @@ SPEC_KEYS = {
     "params",
     "set",
     "grid",
+    "method_grids",
     "seeds",
     "methods",
     "baselines",
@@ -78,20 +79,7 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
             f"run_dir is the sweep's to set (runs/<dataset>/<experiment> for each "
             f"experiment); remove it from {', '.join(owned)}"
         )
-    grid = spec.get("grid") or {}
-    if not isinstance(grid, dict):
-        raise SweepError("'grid' must map parameter names to lists of values")
-    clean_grid = {}
-    for k, values in grid.items():
-        if k not in params_mod.SCHEMA:
-            raise SweepError("grid: " + params_mod.unknown_key_message(k))
-        if k == "seed":
-            raise SweepError(
-                "grid: give seeds with the spec's 'seeds' list (or --seeds), not as a grid key"
-            )
-        if not isinstance(values, list) or not values:
-            raise SweepError(f"grid: '{k}' must be a non-empty list of values, got {values!r}")
-        clean_grid[k] = [params_mod.validate({k: v}, where=f"grid '{k}'")[k] for v in values]
+    clean_grid = check_grid(spec.get("grid") or {}, "grid")
     seeds = [params_mod.validate({"seed": s})["seed"] for s in as_list(spec.get("seeds"))]
     methods = as_list(spec.get("methods", edit_methods()))
     bad = [m for m in methods if m not in edit_methods()]
@@ -106,6 +94,7 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
         )
     if not methods and not bl:
         raise SweepError("the sweep runs nothing: give 'methods' and/or 'baselines'")
+    method_grids = check_method_grids(spec.get("method_grids") or {}, [*methods, *bl])
     selection = check_selection({**DEFAULT_SELECTION, **(spec.get("selection") or {})})
     return {
         "name": name,
@@ -113,12 +102,67 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
         "params": list(spec.get("params", [])),
         "set": fixed,
         "grid": clean_grid,
+        "method_grids": method_grids,
         "seeds": seeds,
         "methods": methods,
         "baselines": bl,
         "selection": selection,
         "source": spec.get("_source"),
     }
+
+
+def check_grid(grid: Any, where: str) -> dict:
+    if not isinstance(grid, dict):
+        raise SweepError(f"'{where}' must map parameter names to lists of values")
+    clean = {}
+    for k, values in grid.items():
+        if k not in params_mod.SCHEMA:
+            raise SweepError(f"{where}: " + params_mod.unknown_key_message(k))
+        if k == "seed":
+            raise SweepError(
+                f"{where}: give seeds with the spec's 'seeds' list (or --seeds), not as a grid key"
+            )
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{where}: '{k}' must be a non-empty list of values, got {values!r}")
+        clean[k] = [params_mod.validate({k: v}, where=f"{where} '{k}'")[k] for v in values]
+    return clean
+
+
+def check_method_grids(grids: Any, run: list[str]) -> dict[str, dict]:
+    """``method_grids``: a strength grid per method (name or baseline alias), crossed with the common
+    grid for that method only; a key that does not change the method's result is refused."""
+    # lazy: plan imports this module (relevant_keys lives there)
+    from .plan import LAYER_CHOICE, relevant_keys
+
+    if not isinstance(grids, dict):
+        raise SweepError("'method_grids' must map method names to grids")
+    aliases = baseline_aliases()
+    out = {}
+    for name, grid in grids.items():
+        method = aliases.get(name, name)
+        if name not in run and method not in run:
+            raise SweepError(
+                f"method_grids: '{name}' is not run by this sweep (methods/baselines: {run})"
+            )
+        clean = check_grid(grid, f"method_grids '{name}'")
+        useless = [k for k in clean if k not in relevant_keys(method)]
+        if useless:
+            raise SweepError(
+                f"method_grids '{name}': {useless} do not change {method}'s result; its "
+                f"parameters are {methods_mod.get(method).params}"
+            )
+        shared = [
+            k
+            for k in clean
+            if params_mod.STAGE_OF[k] in ("data", "train", "locate") and k not in LAYER_CHOICE
+        ]
+        if shared:
+            raise SweepError(
+                f"method_grids '{name}': {shared} change the shared split/training/tracing; put "
+                f"them in the common 'grid'"
+            )
+        out[method] = clean
+    return out
 
 
 def check_selection(sel: Mapping[str, Any]) -> dict:
@@ -145,7 +189,8 @@ def check_selection(sel: Mapping[str, Any]) -> dict:
 
 def searched_params(spec: Mapping[str, Any]) -> list[str]:
     """The parameters a spec varies: grid keys with several values, and ``seed`` for several seeds."""
-    searched = [k for k, v in (spec.get("grid") or {}).items() if len(v) > 1]
+    grids = [spec.get("grid") or {}, *(spec.get("method_grids") or {}).values()]
+    searched = list(dict.fromkeys(k for g in grids for k, v in g.items() if len(v) > 1))
     return searched + (["seed"] if len(spec.get("seeds") or []) > 1 else [])
 
 

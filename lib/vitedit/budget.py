@@ -1,0 +1,127 @@
+"""Judging methods at a regression budget: the study's headline figure.
+
+For every method the sweep traces a trade-off curve (fix rate on the edited errors against
+regression, one point per setting). The headline is **the fix rate at <= 1 % and at <= 5 %
+regression**, with the operating point chosen on FT-Val and reported on held-out FT-Train and Test:
+
+- *selection set*: FT-Val (never Test, never the held-out FT-Train the result is reported on). Its
+  regression is estimated as the share of the FT-Val samples the model classified correctly
+  before the edit that it gets wrong after (``val_regression_rate``), averaged over the seeds of a
+  setting. Every setting whose mean is within the budget is eligible; the one with the highest
+  mean fix rate wins (ties: lower FT-Val regression, then the setting listed first). With few
+  correct FT-Val samples a 1 % budget means *no* FT-Val regression at all: the table gives that
+  count (``val_correct``) so the reader sees the estimate's resolution.
+- *reported*: at the chosen setting, the fix rate, the regression on held-out FT-Train
+  (``proj_regression_rate``) and the Test accuracy change, each as the mean over seeds with a 95 %
+  Student-t CI, the per-seed McNemar p-values' maximum, and the edit time.
+
+Importable without torch (the sweep's report reads it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+BUDGETS = (0.01, 0.05)
+SELECTION_REGRESSION = "val_regression_rate"
+FIX = "edit_fix_ratio"
+# reported at the chosen setting: mean and 95 % CI over seeds
+REPORTED = (
+    FIX,
+    "proj_regression_rate",
+    "val_regression_rate",
+    "test_acc_delta",
+    "edit_time_seconds",
+)
+
+
+def t_half_width(values: Sequence[float], level: float = 0.95) -> float:
+    """Half-width of the Student-t CI of the mean (NaN for fewer than 2 values)."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if len(v) < 2:
+        return float("nan")
+    # lazy: scipy.stats costs ~1 s at import; only the report's tables need it
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def settings_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, method, setting): the seed means of the selection and reported columns."""
+    ok = summary[summary.status == "ok"] if "status" in summary else summary
+    rows = []
+    for (ds, method, cid), g in ok.groupby(["dataset", "method", "config_id"], sort=False):
+        row = {"dataset": ds, "method": method, "config_id": cid, "n_seeds": len(g)}
+        row["index"] = int(g["index"].min()) if "index" in g else 0
+        for c in (*REPORTED, "val_total", "val_acc_before"):
+            row[c] = g[c].astype(float).mean() if c in g else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def operating_points(
+    summary: pd.DataFrame, budgets: Sequence[float] = BUDGETS, level: float = 0.95
+) -> pd.DataFrame:
+    """Per dataset, method and budget: the setting chosen on FT-Val regression and what it reaches.
+
+    ``summary``: one row per experiment (the sweep's ``param_search_summary`` columns: ``dataset``,
+    ``method``, ``config_id``, ``seed``, ``status`` and the metrics). A method with no setting
+    within a budget gets a row saying so (``config_id`` empty, figures NaN), never a number.
+    """
+    table = settings_table(summary)
+    ok = summary[summary.status == "ok"] if "status" in summary else summary
+    rows = []
+    for (ds, method), g in table.groupby(["dataset", "method"], sort=False):
+        for budget in budgets:
+            row = {"dataset": ds, "method": method, "budget": budget, "n_settings": len(g)}
+            eligible = g[g[SELECTION_REGRESSION] <= budget + 1e-12]
+            if not len(eligible):
+                row["config_id"] = ""
+                row["note"] = f"no setting keeps FT-Val regression <= {budget:.0%}"
+                rows.append(row)
+                continue
+            best = eligible.sort_values(
+                [FIX, SELECTION_REGRESSION, "index"], ascending=[False, True, True]
+            ).iloc[0]
+            seeds = ok[
+                (ok.dataset == ds) & (ok.method == method) & (ok.config_id == best.config_id)
+            ]
+            row.update({"config_id": best.config_id, "n_seeds": len(seeds), "note": ""})
+            if "experiment" in seeds:
+                row["experiments"] = " ".join(seeds.experiment)
+            correct = seeds.val_total * seeds.val_acc_before if "val_total" in seeds else None
+            row["val_correct"] = float(correct.mean()) if correct is not None else np.nan
+            for c in REPORTED:
+                v = seeds[c].astype(float).to_numpy() if c in seeds else np.array([])
+                mean = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
+                half = t_half_width(v, level)
+                row[c], row[f"{c}_ci_low"], row[f"{c}_ci_high"] = mean, mean - half, mean + half
+            p = seeds["test_mcnemar_p"].astype(float) if "test_mcnemar_p" in seeds else None
+            row["test_mcnemar_p_max"] = float(p.max()) if p is not None and len(p) else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def headline(points: pd.DataFrame) -> pd.DataFrame:
+    """The headline table: one row per (dataset, method), 'mean [low, high]' per budget."""
+
+    def cell(r, c):
+        if not r.get("config_id"):
+            return "none within budget"
+        lo, hi = r[f"{c}_ci_low"], r[f"{c}_ci_high"]
+        ci = f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else " (1 seed)"
+        return f"{r[c]:.3f}{ci}"
+
+    out = {}
+    for _, r in points.iterrows():
+        key = (r.dataset, r.method)
+        b = f"{r.budget:.0%}"
+        out.setdefault(key, {})[f"fix rate @ <= {b}"] = cell(r, FIX)
+        out[key][f"held-out regression @ <= {b}"] = cell(r, "proj_regression_rate")
+        out[key][f"Test delta @ <= {b}"] = cell(r, "test_acc_delta")
+    df = pd.DataFrame.from_dict(out, orient="index")
+    df.index.names = ["dataset", "method"]
+    return df
