@@ -156,7 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--head-steps", type=int, help="head editing steps (50)")
     g.add_argument("--ewc-lambda", type=float, help="EWC strength (1000)")
     g = ap.add_argument_group("baselines")
-    g.add_argument("--baseline-epochs", type=int, help="epochs of both baselines (10)")
+    g.add_argument(
+        "--baseline-epochs",
+        type=int,
+        help="epochs of both baselines (default: retrain "
+        "with the original model's epochs, fine-tune 10)",
+    )
     g.add_argument("--baseline-lr", type=float, help="learning rate of baseline 2 (1e-5)")
     g = ap.add_argument_group("output")
     g.add_argument("--checkpoint-dir", help="folder of fine-tuned checkpoints (checkpoints)")
@@ -199,6 +204,8 @@ def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict
     else:
         layers = [paths.project_root() / "params" / "base.yaml"]
     opts = {k: getattr(args, k) for k in OPTION_PARAMS if getattr(args, k) is not None}
+    if "baseline_epochs" in opts:  # the original's option: the epochs of both baselines
+        opts["retrain_epochs"] = opts["baseline_epochs"]
     for k in (
         "data_path",
         "checkpoint_dir",

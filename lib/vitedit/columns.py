@@ -32,3 +32,11 @@ ORIGINAL_COLUMNS = [
     "proj_stability",
     "proj_regression_rate",
 ]
+
+# the documented bound on an AlphaEdit edit's preservation error: the median over the preserved keys
+# of ||dW k|| / ||W k|| at the worst edited layer (in-sample or held out); above it the report warns
+PRESERVATION_BOUND = 1e-2
+# held-out FT-Train samples below which the report warns that the regression estimate is coarse
+HELDOUT_WARN = 100
+# a method's default that loses more Test accuracy than this is named in the report's warnings
+TEST_LOSS_WARN = 0.02

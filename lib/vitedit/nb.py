@@ -98,3 +98,23 @@ def start(stage: str, ns: Mapping[str, Any], before: set[str]) -> Run:
         p = params_mod.resolve(stored, given)
     p["run_dir"] = str(run_dir)
     return Run(stage, run_dir, p)
+
+
+def show_warnings(warnings: list[str]) -> None:
+    """Warnings in words, in a red box at the top of a section of the rendered report."""
+    # lazy: IPython is only there in a kernel; the library's other users never call this
+    from IPython.display import HTML, display
+
+    from .report import warnings_html
+
+    if warnings:
+        display(
+            HTML(
+                warnings_html(warnings).replace(
+                    "class='warn'",
+                    "style='border:2px solid #b00;background:#fee;padding:0.5em 1em'",
+                )
+            )
+        )
+    else:
+        print("no warnings")

@@ -238,12 +238,15 @@ def nullspace_dims(layer_info: dict, path: Path | None = None):
     return _save(fig, path)
 
 
-def eigen_spectra(layer_info: dict, threshold: float | None, path: Path | None = None):
-    """Eigenvalues of the keys' second moment (descending, log scale) with the null-space threshold."""
+def eigen_spectra(layer_info: dict, threshold: float | None = None, path: Path | None = None):
+    """Eigenvalues of the keys' second moment (descending, log scale) with each layer's null-space
+    cut (dashed, from ``eigenvalue_cut``) or one given ``threshold``."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for k, v in layer_info.items():
         ev = np.sort(np.asarray(v["eigenvalues"]))[::-1]
-        ax.semilogy(np.arange(1, len(ev) + 1), np.maximum(ev, 1e-12), label=k)
+        (line,) = ax.semilogy(np.arange(1, len(ev) + 1), np.maximum(ev, 1e-12), label=k)
+        if threshold is None and v.get("eigenvalue_cut"):
+            ax.axhline(v["eigenvalue_cut"], color=line.get_color(), ls="--", lw=0.8)
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
     ax.set_xlabel("eigenvalue index")

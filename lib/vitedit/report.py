@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 
 from . import runs
+from .columns import HELDOUT_WARN, PRESERVATION_BOUND, TEST_LOSS_WARN
 from .paths import atomic_write_text
 
 
@@ -35,6 +37,7 @@ def offline(page: str) -> str:
 
 STYLE = (
     "body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;border-bottom:1px solid #ddd}"
+    ".warn{border:2px solid #b00;background:#fee;padding:0.5em 1em;margin:1em 0}"
     ".ok{color:#070}.failed{color:#b00;font-weight:bold}.running{color:#a60}.skipped{color:#666}"
 )
 
@@ -53,6 +56,47 @@ def _link(href: str, text: str) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
 
 
+def run_warnings(run_dir: Path) -> list[str]:
+    """What a reader must know before the numbers, in words, from the run's ``metrics.json``: an
+    edit whose preservation error exceeds the documented bound, a method that loses more than
+    TEST_LOSS_WARN of Test accuracy, a held-out FT-Train share too small to measure regression."""
+    f = Path(run_dir) / "metrics.json"
+    if not f.is_file():
+        return []
+    out = []
+    for name, m in json.loads(f.read_text()).get("methods", {}).items():
+        worst = max(
+            (m.get(k) for k in ("preservation_insample", "preservation_heldout")),
+            key=lambda v: -1 if v is None or v != v else v,
+        )
+        if m.get("preservation_exceeds_bound"):
+            out.append(
+                f"{name}: the edit changes the outputs of the keys it was meant to preserve: median "
+                f"||dW k|| / ||W k|| = {worst:.3g} at its worst layer, above the bound "
+                f"{PRESERVATION_BOUND:g} (raise L2 or lower nullspace_threshold)"
+            )
+        delta = m.get("test_acc_delta")
+        if delta is not None and delta == delta and delta < -TEST_LOSS_WARN:
+            out.append(
+                f"{name}: Test accuracy falls by {-delta:.1%} ({m.get('test_acc_before', 0):.3f} -> "
+                f"{m.get('test_acc_after', 0):.3f}, McNemar p = {m.get('test_mcnemar_p', 1):.2g})"
+            )
+        n = m.get("proj_n_heldout")
+        if n is not None and n == n and n < HELDOUT_WARN:
+            out.append(
+                f"{name}: only {int(n)} held-out FT-Train samples measure its regression; the "
+                f"regression rate is coarse"
+            )
+    return out
+
+
+def warnings_html(warnings: list[str]) -> str:
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    return f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>"
+
+
 def write_run_index(run_dir: Path) -> Path:
     """``index.html`` of a run: each stage's status and a link to its report."""
     run_dir = Path(run_dir)
@@ -65,7 +109,7 @@ def write_run_index(run_dir: Path) -> Path:
             f"<td>{html.escape(st['time'])}</td><td>{err}</td></tr>"
         )
     body = (
-        f"<h1>Run {html.escape(run_dir.name)}</h1>"
+        f"<h1>Run {html.escape(run_dir.name)}</h1>{warnings_html(run_warnings(run_dir))}"
         f"<p>Parameters: {_link(runs.PARAMS_FILE, runs.PARAMS_FILE)}</p>"
         f"<table><tr><th>stage</th><th>status</th><th>time</th><th>error</th></tr>{''.join(rows)}</table>"
     )

@@ -235,6 +235,7 @@ def spec_from_args(args: argparse.Namespace) -> dict:
         fixed[k] = v
     opts = {
         "baseline_epochs": args.baseline_epochs,
+        "retrain_epochs": args.baseline_epochs,  # the original's option: both baselines
         "baseline_lr": args.baseline_lr,
         "max_samples": args.max_samples,
         "data_path": str(paths.resolve(args.data_path, Path.cwd())) if args.data_path else None,
