@@ -19,7 +19,7 @@ def low_rank_keys(d=24, rank=6, n=400, seed=0):
 def test_projection_is_symmetric_idempotent_and_spans_the_null_space():
     k0 = low_rank_keys()
     moment = k0 @ k0.T / k0.shape[1]
-    p, info = editing.null_space_projection(moment, threshold=1e-8)
+    p, info = editing.null_space_projection(moment, threshold=1e-8, rule="absolute")
     assert info["kept_dim"] == 24 - 6
     assert torch.allclose(p, p.T, atol=1e-12) and torch.allclose(p @ p, p, atol=1e-10)
     assert (p @ k0).abs().max() < 1e-8 * k0.abs().max()  # annihilates the preserved keys
@@ -29,7 +29,7 @@ def test_relative_null_space_keeps_the_bottom_energy():
     ev = torch.tensor([1e-3, 1e-2, 0.1, 1.0, 10.0], dtype=torch.float64)
     q, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))
     moment = q @ torch.diag(ev) @ q.T
-    _, info = editing.null_space_projection(moment, relative=0.02)
+    _, info = editing.null_space_projection(moment, 0.02, rule="energy")
     assert info["kept_dim"] == 3  # 0.111 / 11.111 = 1% of the energy; adding 1.0 would exceed 2%
 
 
@@ -37,7 +37,7 @@ def test_alphaedit_update_leaves_preserved_keys_alone():
     torch.manual_seed(0)
     d, out = 24, 10
     k0 = low_rank_keys(d)
-    p, _ = editing.null_space_projection(k0 @ k0.T / k0.shape[1], threshold=1e-8)
+    p, _ = editing.null_space_projection(k0 @ k0.T / k0.shape[1], 1e-8, rule="absolute")
     w = torch.randn(out, d, dtype=torch.float64)
     keys = torch.randn(d, 5, dtype=torch.float64)  # new keys, partly outside the preserved span
     resid = torch.randn(out, 5, dtype=torch.float64)
@@ -141,8 +141,16 @@ def test_an_edit_flips_a_chosen_error_and_leaves_the_input_model_alone(trained, 
     model, cfg, ft, imgs, labels, wrong = trained
     assert len(wrong) > 0, "the toy model should make some mistakes"
     before = snapshot(model)
-    ed = AlphaEdit(
-        [2, 3], null_space=null_space, nullspace_threshold=1e-3, L2=1e-3, v_num_grad_steps=40
+    ed = AlphaEdit(  # strong settings (absolute rules, the original's target) to flip one error
+        [2, 3],
+        null_space=null_space,
+        nullspace_threshold=1e-3,
+        nullspace_rule="absolute",
+        L2=1e-3,
+        L2_rule="absolute",
+        clamp_norm_factor=4.0,
+        v_weight_decay=1e-3,
+        v_num_grad_steps=40,
     )
     res = ed.edit(model, cfg, edit_set(ft, imgs, labels, wrong[:1]))
     assert same(before, snapshot(model))  # the input model is untouched
@@ -156,7 +164,7 @@ def test_an_edit_flips_a_chosen_error_and_leaves_the_input_model_alone(trained, 
 
 def test_attention_projection_can_be_edited_too(trained):
     model, cfg, ft, imgs, labels, wrong = trained
-    res = AlphaEdit([3], edit_modules=["mlp", "attn"], nullspace_threshold=1e-3, L2=1e-3).edit(
+    res = AlphaEdit([3], edit_modules=["mlp", "attn"]).edit(
         model, cfg, edit_set(ft, imgs, labels, wrong[:2])
     )
     changed = {
@@ -170,6 +178,7 @@ def test_attention_projection_can_be_edited_too(trained):
     [
         AlphaEdit([1, 2]),
         AlphaEdit([1], null_space=False),
+        editing.MEMIT([1]),
         HeadEditor(),
         HeadEditor(closed_form=True),
     ],
@@ -235,11 +244,15 @@ def test_closed_form_keeps_ft_train_logits_when_errors_weigh_nothing():
     assert ((fe @ w.T + b).argmax(1) == torch.tensor([0, 1, 2, 0])).all()
 
 
-def test_stats_positions_are_seeded_and_all_means_all():
+def test_stats_positions_are_seeded_and_always_leave_a_held_out_share():
     a = editing.stats_positions(100, 30, 0)
     assert len(a) == 30 and np.array_equal(a, editing.stats_positions(100, 30, 0))
     assert not np.array_equal(a, editing.stats_positions(100, 30, 1))
-    assert np.array_equal(editing.stats_positions(100, "all", 0), np.arange(100))
+    # 'all' and more samples than FT-Train holds: every sample but the held-out minimum (20 %)
+    for samples in ("all", 500, 81):
+        pos = editing.stats_positions(100, samples, 0)
+        assert len(pos) == 80 and len(np.unique(pos)) == 80, samples
+    assert len(editing.stats_positions(3, "all", 0)) == 2  # at least one sample held out
 
 
 def test_edited_checkpoint_is_recorded_in_the_run_and_reloads(tmp_path, trained):

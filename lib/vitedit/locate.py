@@ -558,9 +558,56 @@ def choose_edit_layers(
         "source": "tracing",
         "reason": f"top {num_edit_layers} layers by mean IE/TE of kind '{rank_kind}', scope '{rank_scope}'",
         "ranking": [
-            {"layer": int(r.layer), "mean": float(r["mean"]), "n_used": int(r.n_used)}
+            {
+                "layer": int(r.layer),
+                "mean": float(r["mean"]),
+                "ci_low": float(r.ci_low),
+                "ci_high": float(r.ci_high),
+                "n_used": int(r.n_used),
+            }
             for _, r in sel.sort_values("mean", ascending=False).iterrows()
         ],
+        "separation": separation(sel, [int(li) for li in top.layer]),
+    }
+
+
+def separation(stats: pd.DataFrame, chosen: Sequence[int]) -> dict:
+    """How well the tracing separates the chosen layers from the rest (one kind and scope): the
+    weakest chosen layer's 95 % CI against the strongest other layer's. ``separated`` only when the
+    intervals do not overlap; otherwise the choice among the overlapping layers is not supported
+    by the evidence, and ``message`` says so in words with the number of samples it rests on."""
+    inside = stats[stats.layer.isin(chosen)]
+    outside = stats[~stats.layer.isin(chosen)]
+    n = int(inside.n_used.min()) if len(inside) else 0
+    if inside.empty or outside.empty:
+        return {
+            "separated": None,
+            "n_used": n,
+            "message": "every layer is chosen: nothing to separate",
+        }
+    weak = inside.sort_values("ci_low").iloc[0]
+    strong = outside.sort_values("ci_high", ascending=False).iloc[0]
+    ok = bool(weak.ci_low > strong.ci_high)
+    overlapping = sorted(int(li) for li in outside.layer[outside.ci_high >= weak.ci_low])
+    msg = (
+        f"chosen layers {sorted(chosen)} rest on {n} samples; the weakest chosen (layer "
+        f"{int(weak.layer)}, mean {weak['mean']:.3f}, CI [{weak.ci_low:.3f}, {weak.ci_high:.3f}]) "
+        + (
+            f"is separated from every other layer (best other: layer {int(strong.layer)}, CI up to "
+            f"{strong.ci_high:.3f})"
+            if ok
+            else f"overlaps layers {overlapping} (best other: layer {int(strong.layer)}, mean "
+            f"{strong['mean']:.3f}, CI [{strong.ci_low:.3f}, {strong.ci_high:.3f}]): the tracing "
+            f"does not separate them"
+        )
+    )
+    return {
+        "separated": ok,
+        "n_used": n,
+        "weakest_chosen": int(weak.layer),
+        "strongest_other": int(strong.layer),
+        "overlapping_layers": overlapping,
+        "message": msg,
     }
 
 
@@ -700,9 +747,20 @@ def summarize(
     per_sample = importance.drop_duplicates("sample") if not importance.empty else importance
     n_traced = int(len(per_sample))
     n_low_te = int((~per_sample.te_valid.astype(bool)).sum()) if n_traced else 0
+    share = n_low_te / n_traced if n_traced else 0.0
     msg = (
         f"{n_errors_total} of {n_set} Edit-Discovery samples are misclassified; traced {n_traced}"
-        + (f"; {n_low_te} left out of normalised averages (|TE| too small)" if n_low_te else "")
+        + (
+            f"; {n_low_te} ({share:.0%}) left out of normalised averages (|TE| too small)"
+            if n_low_te
+            else ""
+        )
+        + (
+            ": the noise barely changes these predictions; a larger noise_scale (or noise_std) "
+            "makes TE measurable for more of them"
+            if share > 0.5
+            else ""
+        )
     )
     if n_errors_total == 0:
         msg = (
@@ -714,6 +772,8 @@ def summarize(
         "n_errors": int(n_errors_total),
         "n_traced": n_traced,
         "n_low_total_effect": n_low_te,
+        "excluded_share": round(share, 4),
+        "separation": choice.get("separation"),
         "noise_std": float(noise_std),
         "n_restorations": int(n_restorations),
         "edit_layers": choice["layers"],

@@ -27,6 +27,7 @@ and shared stages, content hashes from the method registry) → ``collect`` (sum
 → ``report`` (notebook 08) → ``cli``.
 """
 
+from ..budget import headline as budget_headline
 from .cli import build_parser, main, spec_from_args, trial_argv
 from .collect import PARAM_COLUMNS, collect, experiment_folders, select, summary_row
 from .jobs import execute_job, job_blob, materialize, settle, write_job
@@ -51,6 +52,7 @@ __all__ = [
     "experiment_folders",
     "experiment_name",
     "job_blob",
+    "budget_headline",
     "links_table",
     "load_spec",
     "main",

@@ -12,6 +12,7 @@ from .. import methods as methods_mod
 from .. import params as params_mod
 from .. import paths
 from ..columns import SELECTION_METRICS
+from .keys import LAYER_CHOICE, relevant_keys
 
 SWEEPS_DIR = "reports/sweeps"
 SPEC_KEYS = {
@@ -131,9 +132,6 @@ def check_grid(grid: Any, where: str) -> dict:
 def check_method_grids(grids: Any, run: list[str]) -> dict[str, dict]:
     """``method_grids``: a strength grid per method (name or baseline alias), crossed with the common
     grid for that method only; a key that does not change the method's result is refused."""
-    # lazy: plan imports this module (relevant_keys lives there)
-    from .plan import LAYER_CHOICE, relevant_keys
-
     if not isinstance(grids, dict):
         raise SweepError("'method_grids' must map method names to grids")
     aliases = baseline_aliases()

@@ -1,0 +1,43 @@
+"""What a sweep result depends on: the parameters that determine each method's result (read from
+the method registry), the run settings that never do, and the shared stages' key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .. import methods as methods_mod
+from .. import params as params_mod
+
+# parameters that do not change a result (where and how it runs); never part of a content hash
+NON_SEMANTIC = set(params_mod.RUN_SETTINGS)
+# locate parameters that only pick layers from the tracing result (the tracing is shared across them)
+LAYER_CHOICE = {"edit_layers", "num_edit_layers", "no_astra_layers", "rank_kind", "rank_scope"}
+
+
+def _semantic(
+    p: Mapping[str, Any], stages: Iterable[str], extra: Iterable[str] = (), drop: Iterable[str] = ()
+) -> dict:
+    stages, extra, drop = set(stages), set(extra), set(drop)
+    keys = [
+        k
+        for k in params_mod.SCHEMA
+        if (params_mod.STAGE_OF[k] in stages or k in extra)
+        and k not in NON_SEMANTIC
+        and k not in drop
+    ]
+    return {k: p[k] for k in keys}
+
+
+def relevant_keys(method: str) -> list[str]:
+    """Parameters that determine ``method``'s result: data, training and evaluation, the shared edit
+    parameters, the method's own (registry), and tracing's when it edits the traced layers."""
+    m = methods_mod.get(method)
+    stages = ["data", "train", "evaluate"] + (["locate"] if m.uses_layers else [])
+    return list(
+        _semantic(params_mod.defaults(), stages, extra=(*methods_mod.SHARED_KEYS, *m.params))
+    )
+
+
+def prep_key(p: Mapping[str, Any]) -> dict:
+    return _semantic(p, ["data", "train", "locate"], drop=LAYER_CHOICE)
