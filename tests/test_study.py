@@ -81,6 +81,7 @@ def test_full_run_writes_every_artifact(study):
         "head_edit_summary.csv",
         "edits/alphaedit.json",
         "edits/memit.json",
+        "edits/alphaedit_noproj.json",
         "edits/head.json",
         "edits/head_closed_form.json",
         "06_evaluate.html",
@@ -121,11 +122,16 @@ def test_full_run_writes_every_artifact(study):
     assert set(metrics) == {
         "alphaedit",
         "memit",
+        "alphaedit_noproj",
         "head",
         "head_closed_form",
         "baseline_retrain",
         "baseline_finetune",
     }
+    # the preservation error on the real images' keys is recorded for every projection edit
+    for m in ("alphaedit", "memit", "alphaedit_noproj"):
+        assert 0 <= metrics[m]["preservation_insample"] < 10, metrics[m]
+        assert 0 <= metrics[m]["preservation_heldout"] < 10, metrics[m]
     test_rows = pd.read_csv(run / "comparative_evaluation_test_set.csv")
     assert sorted(test_rows.method) == sorted(metrics) and (test_rows.total == 400).all()
     counts = pd.read_csv(run / "data_split_info.csv")
@@ -157,10 +163,8 @@ def test_full_run_writes_every_artifact(study):
     choice = json.loads((run / "edit_layers.json").read_text())
     assert choice["source"] in ("tracing", "default") and len(choice["layers"]) == 3
     log = pd.read_csv(run / "edit_log.csv")
-    assert set(log.method) == {"alphaedit", "memit"} and log.groupby("method").size().tolist() == [
-        4,
-        4,
-    ]
+    assert set(log.method) == {"alphaedit", "memit", "alphaedit_noproj"}
+    assert log.groupby("method").size().tolist() == [4, 4, 4]
     assert (log.pred_before != log.true_label).all()  # only errors are edited
     edits = {
         m: json.loads((run / "edits" / f"{m}.json").read_text())

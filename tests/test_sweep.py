@@ -31,10 +31,10 @@ def spec(tmp_path, **kw):
 def test_expansion_dedups_by_what_each_method_depends_on(tmp_path):
     exps = sweep.expand(spec(tmp_path))
     by = pd.Series([e.method for e in exps]).value_counts().to_dict()
-    # alphaedit: 2 L2 x 2 thresholds; memit ignores the threshold; head and baselines ignore both
+    # alphaedit: 2 L2 x 2 thresholds; memit (lambda C0, no ridge) ignores both, as do head and baselines
     assert by == {
         "alphaedit": 4,
-        "memit": 2,
+        "memit": 1,
         "head": 1,
         "baseline_retrain": 1,
         "baseline_finetune": 1,
@@ -55,7 +55,7 @@ def test_expansion_dedups_by_what_each_method_depends_on(tmp_path):
         e.params["methods"] == [e.method] for e in exps
     )  # each experiment runs its method only
     names = {e.name for e in a}
-    assert "alphaedit_proj64_edit4_top3_thresh0.01_L2-0.0001_s42_" in {n[:-8] for n in names}
+    assert "alphaedit_proj64_edit4_top3_thresh0.01_L20.0001_s42_" in {n[:-8] for n in names}
 
 
 def test_a_changed_parameter_invalidates_exactly_what_depends_on_it(tmp_path):

@@ -35,6 +35,7 @@ REPORTED = (
     "val_regression_rate",
     "test_acc_delta",
     "edit_time_seconds",
+    "preservation_insample",
 )
 
 

@@ -465,7 +465,8 @@ class AlphaEdit:
         else:
             d = moment.shape[0]
             p = torch.eye(d, dtype=torch.float64)
-            pinfo = {"kept_dim": d, "dim": d}
+            evals = torch.linalg.eigvalsh(moment.double()).clamp_min(0)
+            pinfo = {"kept_dim": d, "dim": d, "eigenvalues": evals.numpy()}
         info = {k: v for k, v in pinfo.items() if k != "eigenvalues"}
         if "eigenvalues" in pinfo:
             info["eigenvalues"] = pinfo["eigenvalues"].tolist()
@@ -707,6 +708,7 @@ class MEMIT(AlphaEdit):
     def solve_terms(self, moment):
         d = moment.shape[0]
         info = {"kept_dim": d, "dim": d, "key_scale": key_scale(moment), "L2_effective": 0.0}
+        info["eigenvalues"] = torch.linalg.eigvalsh(moment.double()).clamp_min(0).tolist()
         info["mom2_update_weight"] = self.mom2_update_weight
         return (
             torch.eye(d, dtype=torch.float64),

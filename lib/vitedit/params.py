@@ -336,7 +336,8 @@ SCHEMA: dict[str, Param] = {
             500,
             "count",
             "edit",
-            "FT-Train samples that build the editing statistics (projection, Fisher, ridge); 'all' allowed",
+            "FT-Train samples that build the editing statistics (projection, Fisher, ridge); 'all' "
+            "allowed; at least 20% of FT-Train always stays held out",
         ),
         Param(
             "edit_modules",
