@@ -142,16 +142,78 @@ def test_preservation_error_is_zero_for_no_change_and_exact_for_a_known_one(trai
 
 
 def test_evaluation_and_edits_share_one_precision(monkeypatch, trained_edit_set):
-    """Evaluation, targets, keys and statistics all enter models.autocast (bf16 on CUDA)."""
+    """Evaluation, targets, keys, statistics and the preservation error all run under
+    models.autocast (bf16 on CUDA, fp32 here): an edit is optimised in the precision it is judged in."""
+    import inspect
+
     model, cfg, es = trained_edit_set
     assert (
-        models.autocast("cpu").fast_dtype == torch.bfloat16 and not models.autocast("cpu")._enabled
+        not models.autocast("cpu")._enabled and models.autocast("cpu").fast_dtype == torch.bfloat16
     )
-    calls = []
+    callers = set()
     real = models.autocast
-    monkeypatch.setattr(models, "autocast", lambda d: calls.append(str(d)) or real(d))
+
+    def spy(device):
+        callers.add(inspect.stack()[1].function)
+        return real(device)
+
+    monkeypatch.setattr(models, "autocast", spy)
     build("alphaedit", v_num_grad_steps=2).edit(model, cfg, es)
-    assert len(calls) > 10  # statistics, keys, target steps, preservation, predictions
+    want = {"predict_logits", "key_second_moment", "cls_states", "target_states", "keys"}
+    assert want | {"preservation_error"} <= callers, callers
+
+
+def test_l2_and_the_target_are_calibrated(trained_edit_set):
+    model, cfg, es = trained_edit_set
+    ed = build("alphaedit", L2=2.0)
+    res = ed.edit(model, cfg, es)
+    moment, _ = editing.key_second_moment(model, es.stats_images, cfg, 1, "mlp", "cls+all")
+    li = res.info["layer_info"]["L1.mlp"]
+    assert abs(li["L2_effective"] - 2.0 * float(torch.trace(moment)) / moment.shape[0]) < 1e-9
+    x = models.preprocess(es.images, cfg)
+    y = torch.as_tensor(es.labels, dtype=torch.long)
+    with torch.enable_grad():
+        z, h = build("alphaedit", clamp_norm_factor=0.3, v_weight_decay=0.0).target_states(
+            model, x, y
+        )
+    ratio = (z - h).norm(dim=1) / h.norm(dim=1)
+    assert ratio.max() <= 0.3 + 1e-5 and ratio.max() > 0.1  # clamped, and it does move
+
+
+def test_memit_editor_uses_lambda_c0_and_no_carry_over(trained_edit_set):
+    model, cfg, es = trained_edit_set
+    ed = build("memit", mom2_update_weight=1e8)
+    assert isinstance(ed, editing.MEMIT) and ed.accumulates() is False and ed.name == "memit"
+    res = ed.edit(model, cfg, es)
+    li = res.info["layer_info"]["L1.mlp"]
+    assert li["mom2_update_weight"] == 1e8 and li["kept_dim"] == li["dim"]
+    assert li["update_norm"] < 1e-4 * li["weight_norm"]  # lambda -> infinity: C0 wins, no change
+    weak = build("memit", mom2_update_weight=1e-2).edit(model, cfg, es)
+    assert weak.info["layer_info"]["L1.mlp"]["update_norm"] > 100 * li["update_norm"]
+
+
+def test_original_params_file_is_the_original_configuration():
+    original = params.load_yaml(PARAMS_DIR / "original.yaml")
+    assert original["nullspace_rule"] == "absolute" and original["nullspace_threshold"] == 1e-2
+    assert original["L2_rule"] == "absolute" and original["L2"] == 1e-4
+    assert (original["clamp_norm_factor"], original["v_weight_decay"]) == (4.0, 1e-3)
+    assert original["v_weight_decay_rule"] == "absolute"
+    assert (original["baseline_epochs"], original["retrain_epochs"], original["baseline_lr"]) == (
+        10,
+        10,
+        1e-5,
+    )
+    assert original["max_samples"] == 50
+    params.resolve(PARAMS_DIR / "base.yaml", PARAMS_DIR / "original.yaml")  # a valid layer
+
+
+def test_cli_baseline_epochs_sets_both_baselines_as_the_original_did():
+    from vitedit import cli
+
+    args = cli.build_parser().parse_args(["--baseline-epochs", "7"])
+    p = cli.resolve_params(args)
+    assert (p["baseline_epochs"], p["retrain_epochs"]) == (7, 7)
+    assert cli.resolve_params(cli.build_parser().parse_args([]))["retrain_epochs"] is None
 
 
 # --------------------------------------------------------------------------- the regression budget
@@ -178,6 +240,21 @@ def fake_summary():
                     experiment=f"{cid}{seed}",
                 )
             )
+    # a setting with one lucky seed only (the others failed) is never eligible
+    rows.append(
+        dict(
+            dataset="d",
+            method="a",
+            config_id="a3",
+            seed=1,
+            status="ok",
+            edit_fix_ratio=1.0,
+            val_regression_rate=0.0,
+            proj_regression_rate=0.0,
+            test_acc_delta=0.0,
+        )
+    )
+    rows.append(dict(dataset="d", method="a", config_id="a3", seed=2, status="failed"))
     # method b: every setting regresses more than 5 %
     rows.append(
         dict(
@@ -203,7 +280,7 @@ def test_operating_point_is_chosen_on_ft_val_regression_never_on_test():
     assert a5.n_seeds == 3 and abs(a5.edit_fix_ratio - 0.8) < 1e-12
     half = a5.edit_fix_ratio_ci_high - a5.edit_fix_ratio
     assert abs(half - 4.303 * 0.05 / np.sqrt(3)) < 1e-3  # t(2) interval over the 3 seeds
-    assert a5.val_correct == 60
+    assert a5.val_correct == 60 and a5.n_incomplete == 1 and a5.n_settings == 3
     b = pts[pts.method == "b"]
     assert (b.config_id == "").all() and b.note.str.contains("no setting").all()
     # Test plays no part: swapping the Test results of the settings changes nothing chosen
@@ -236,10 +313,24 @@ def test_method_grids_cross_only_their_own_method():
     assert sorted(e.params["ewc_lambda"] for e in exps if e.method == "head") == [1.0, 10.0, 100.0]
     with pytest.raises(spec.SweepError, match="do not change head"):
         spec.check_spec({"name": "t", "methods": ["head"], "method_grids": {"head": {"L2": [1.0]}}})
-    with pytest.raises(spec.SweepError, match="shared split/training"):
+    with pytest.raises(spec.SweepError, match="every method shares"):
         spec.check_spec(
             {"name": "t", "methods": ["head"], "method_grids": {"head": {"epochs": [1]}}}
         )
+    with pytest.raises(spec.SweepError, match="not comparable"):
+        spec.check_spec(
+            {"name": "t", "methods": ["head"], "method_grids": {"head": {"max_edits": [2, 4]}}}
+        )
+    bad_layers = spec.check_spec(
+        {
+            "name": "t",
+            "params": [str(PARAMS_DIR / "base.yaml"), str(PARAMS_DIR / "tiny.yaml")],
+            "methods": ["alphaedit"],
+            "method_grids": {"alphaedit": {"edit_layers": [[99]]}},
+        }
+    )
+    with pytest.raises(spec.SweepError, match="99"):
+        plan.expand(bad_layers)
     with pytest.raises(spec.SweepError, match="not run by this sweep"):
         spec.check_spec(
             {"name": "t", "methods": ["head"], "method_grids": {"memit": {"L2": [1.0]}}}

@@ -104,6 +104,7 @@ def swept(tmp_path_factory, ckpt, retina_path):
         methods=["alphaedit", "head_closed_form"],
         baselines=["finetune"],
         grid={"L2": [1e-4, 1e-2], "num_edit_layers": [1, 2]},
+        method_grids={"finetune": {"baseline_lr": [1e-5, 1e-3]}},
     )
     r = run_sweep(
         spec, tmp / "sw", ckpt, retina_path, "--parallel", "2", "--wandb", "--wandb-tags", "test"
@@ -116,12 +117,13 @@ def test_summary_has_the_documented_columns_and_every_experiment(swept):
     tmp, _, r = swept
     s = pd.read_csv(tmp / "sw" / "param_search_summary_retinamnist.csv")
     assert all(c in s.columns for c in DOCUMENTED), set(DOCUMENTED) - set(s.columns)
-    assert len(s) == 6 and (s.status == "ok").all()
+    assert len(s) == 7 and (s.status == "ok").all()
     assert s.method.value_counts().to_dict() == {
         "alphaedit": 4,
         "head_closed_form": 1,
-        "baseline_finetune": 1,
+        "baseline_finetune": 2,  # its own grid, crossed with nothing else
     }
+    assert set(s.loc[s.method == "baseline_finetune", "baseline_lr"]) == {1e-5, 1e-3}
     a = s[s.method == "alphaedit"]
     assert set(zip(a.L2, a.num_edit_layers)) == {(1e-4, 1), (1e-4, 2), (1e-2, 1), (1e-2, 2)}
     assert (
@@ -132,7 +134,7 @@ def test_summary_has_the_documented_columns_and_every_experiment(swept):
         s.job_seconds > s.papermill_overhead_seconds
     ).all()
     details = json.loads((tmp / "sw" / "param_search_details_retinamnist.json").read_text())
-    assert len(details["experiments"]) == 6 and details["selection"]["metric"] == "val_acc_delta"
+    assert len(details["experiments"]) == 7 and details["selection"]["metric"] == "val_acc_delta"
     assert {c["method"] for c in details["chosen"]} == {
         "alphaedit",
         "head_closed_form",
@@ -196,8 +198,12 @@ def test_sweep_report_is_offline_html_with_plots_and_links(swept, tmp_path):
     tmp, _, _ = swept
     sw = tmp / "sw"
     page = (sw / "index.html").read_text()
-    assert page.count("data:image/png;base64") >= 3  # Pareto + one plot per searched parameter
+    # budget curves + Pareto + one plot per searched parameter
+    assert page.count("data:image/png;base64") >= 4
     assert 'src="http' not in page and "Chosen configuration per method" in page
+    assert "Fix rate at a regression budget" in page and "fix rate @ &lt;= 1%" in page
+    points = pd.read_csv(sw / "budget.csv", keep_default_na=False, na_values=[""])
+    assert len(points) == 3 * 2 and set(points.budget) == {0.01, 0.05}
     for d in sweep.experiment_folders(sw):
         link = os.path.relpath(d / "index.html", sw)
         assert f'href="{link}"' in page and (sw / link).is_file()
@@ -209,7 +215,7 @@ def test_sweep_report_is_offline_html_with_plots_and_links(swept, tmp_path):
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "grid").symlink_to(sw)
     index = report.write_reports_index(tmp_path).read_text()
-    assert 'href="sweeps/grid/index.html"' in index and "6 ok" in index
+    assert 'href="sweeps/grid/index.html"' in index and "7 ok" in index
 
 
 def test_wandb_offline_logs_the_original_metric_names(swept):

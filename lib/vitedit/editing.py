@@ -335,7 +335,8 @@ def preservation_error(
 
     ``scope`` as for the statistics: ``cls`` the CLS keys, otherwise every token's key. Per target
     ``L{layer}.{module}``: the median, 95th percentile and maximum ratio over keys, the Frobenius ratio
-    ‖ΔW K‖ / ‖W K‖ and the number of keys.
+    ‖ΔW K‖ / ‖W K‖, the number of keys, and the median over the CLS keys alone (``cls_median``:
+    with ``cls+all`` the patch tokens are most keys, and damage to the CLS keys could hide in them).
     """
     grabs: dict[tuple[int, str], torch.Tensor] = {}
     hooks = [
@@ -345,6 +346,7 @@ def preservation_error(
         for layer, module in deltas
     ]
     ratios: dict[tuple[int, str], list[torch.Tensor]] = {t: [] for t in deltas}
+    cls_ratios: dict[tuple[int, str], list[torch.Tensor]] = {t: [] for t in deltas}
     sums = {t: [0.0, 0.0] for t in deltas}
     model.eval()
     try:
@@ -352,12 +354,17 @@ def preservation_error(
             with models.autocast(device):
                 model(models.preprocess(images[sl], cfg, device))
             for t, dw in deltas.items():
-                k = grabs[t].float()
-                k = k[:, 0] if scope == "cls" else k.reshape(-1, k.shape[-1])
+                tokens = grabs[t].float()  # (batch, tokens, in)
+                k = tokens[:, 0] if scope == "cls" else tokens.reshape(-1, tokens.shape[-1])
                 w = module_of(model, *t).weight.float()
                 num = (k @ dw.to(k).T).norm(dim=1).cpu()
                 den = (k @ w.T).norm(dim=1).cpu()
                 ratios[t].append(num / den.clamp_min(1e-12))
+                c = tokens[
+                    :, 0
+                ]  # the CLS keys alone: what the edit is solved on and the head reads
+                cls_num, cls_den = (c @ dw.to(c).T).norm(dim=1), (c @ w.T).norm(dim=1)
+                cls_ratios[t].append((cls_num / cls_den.clamp_min(1e-12)).cpu())
                 sums[t][0] += float((num**2).sum())
                 sums[t][1] += float((den**2).sum())
     finally:
@@ -372,6 +379,9 @@ def preservation_error(
             "max": float(r.max()) if len(r) else float("nan"),
             "frobenius": float(np.sqrt(sums[t][0] / max(sums[t][1], 1e-300))),
             "n_keys": int(len(r)),
+            "cls_median": float(torch.cat(cls_ratios[t]).median())
+            if cls_ratios[t]
+            else float("nan"),
         }
     return out
 
@@ -401,6 +411,7 @@ class AlphaEdit:
         v_lr: float = 0.1,
         v_num_grad_steps: int = 25,
         v_weight_decay: float = 0.5,
+        v_weight_decay_rule: str = "relative",
         clamp_norm_factor: float = 0.75,
         edit_batch_size: int | None = None,
         cache_dir: Path | None = None,
@@ -408,6 +419,10 @@ class AlphaEdit:
         eval_batch_size: int = 256,
         progress: bool = False,
     ):
+        if v_weight_decay_rule not in ("relative", "absolute"):
+            raise EditError(
+                f"v_weight_decay_rule '{v_weight_decay_rule}' unknown; choose relative or absolute"
+            )
         if nullspace_rule not in NULLSPACE_RULES:
             raise EditError(
                 f"nullspace_rule '{nullspace_rule}' unknown; choose from {list(NULLSPACE_RULES)}"
@@ -427,6 +442,7 @@ class AlphaEdit:
         self.L2, self.L2_rule = L2, L2_rule
         self.v_lr, self.v_num_grad_steps = v_lr, v_num_grad_steps
         self.v_weight_decay, self.clamp_norm_factor = v_weight_decay, clamp_norm_factor
+        self.v_weight_decay_rule = v_weight_decay_rule
         self.edit_batch_size = edit_batch_size
         self.cache_dir, self.cache_key = cache_dir, cache_key or {}
         self.batch_size, self.progress = eval_batch_size, progress
@@ -523,7 +539,10 @@ class AlphaEdit:
             for _ in range(self.v_num_grad_steps):
                 with models.autocast(x.device):
                     logits = model(x).float()
-                decay = (delta.norm(dim=1) / h_norm[:, 0].clamp_min(1e-12) ** 2).mean()
+                if self.v_weight_decay_rule == "relative":  # ROME/MEMIT compute_v
+                    decay = (delta.norm(dim=1) / h_norm[:, 0].clamp_min(1e-12) ** 2).mean()
+                else:  # the original system's form
+                    decay = (delta**2).sum(1).mean()
                 loss = F.cross_entropy(logits, y) + self.v_weight_decay * decay
                 opt.zero_grad()
                 loss.backward()
@@ -617,7 +636,7 @@ class AlphaEdit:
         t2 = time.perf_counter()
         pres = {
             where: preservation_error(
-                model.to(device), deltas, imgs, cfg, self.stats_scope, self.batch_size, device
+                model, deltas, imgs, cfg, self.stats_scope, self.batch_size, device
             )
             for where, imgs in (("insample", data.stats_images), ("heldout", data.heldout_images))
             if imgs is not None and len(imgs)
@@ -632,6 +651,12 @@ class AlphaEdit:
                     li[f"preservation_{where}_{stat}"] = v
         info["preservation_seconds"] = time.perf_counter() - t2
         info["preservation"] = preservation_summary(layer_info, guaranteed=self.null_space)
+        empty = [k for k, li in layer_info.items() if li.get("kept_dim") == 0]
+        if empty:
+            info["message"] = (
+                f"the null space is empty at {', '.join(empty)} (nullspace_threshold "
+                f"{self.nullspace_threshold:g}, rule {self.nullspace_rule}): no update there"
+            )
         log = _log(
             p_before,
             predict_probs(edited, data.images, cfg, self.batch_size, device),
@@ -654,8 +679,10 @@ class AlphaEdit:
 
 class MEMIT(AlphaEdit):
     """MEMIT (Meng et al., ICLR 2023): ΔW = R Kᵀ (K Kᵀ + λ·C0)⁻¹ with C0 = E[k kᵀ] of the preserved
-    keys (the same statistics AlphaEdit's projection is built from) and λ = ``mom2_update_weight``;
-    no projection, no ridge term, no carry-over of earlier batches' keys."""
+    keys (the same statistics AlphaEdit's projection is built from; a mean, as upstream's ``cov``)
+    and λ = ``mom2_update_weight``; no projection, no ridge term, no carry-over of earlier batches'
+    keys. With ``stats_scope: cls+all`` C0 is the sum of two means (CLS and all tokens), so its trace
+    is about twice a single scope's: compare λ across scopes with that in mind."""
 
     method_name = "memit"
 
@@ -668,6 +695,7 @@ class MEMIT(AlphaEdit):
         v_lr: float = 0.1,
         v_num_grad_steps: int = 25,
         v_weight_decay: float = 0.5,
+        v_weight_decay_rule: str = "relative",
         clamp_norm_factor: float = 0.75,
         edit_batch_size: int | None = None,
         cache_dir: Path | None = None,
@@ -689,6 +717,7 @@ class MEMIT(AlphaEdit):
             v_lr=v_lr,
             v_num_grad_steps=v_num_grad_steps,
             v_weight_decay=v_weight_decay,
+            v_weight_decay_rule=v_weight_decay_rule,
             clamp_norm_factor=clamp_norm_factor,
             edit_batch_size=edit_batch_size,
             cache_dir=cache_dir,
@@ -974,9 +1003,12 @@ def load_edited(run_dir: Path, method: str, device="cpu") -> tuple[torch.nn.Modu
 
 
 def preservation_warnings(results: dict[str, EditResult]) -> list[str]:
-    """In words: every edit whose median preservation error exceeds :data:`PRESERVATION_BOUND`."""
+    """In words: every edit whose median preservation error exceeds :data:`PRESERVATION_BOUND`, and
+    every edited layer whose null space is empty (the edit cannot change it)."""
     out = []
     for method, res in results.items():
+        if "null space is empty" in str(res.info.get("message", "")):
+            out.append(f"{method}: {res.info['message']}")
         pres = res.info.get("preservation") or {}
         if pres.get("exceeds_bound"):
             out.append(

@@ -422,8 +422,17 @@ SCHEMA: dict[str, Param] = {
             0.5,  # MEMIT / AlphaEdit hyper-parameter files
             "float",
             "edit",
-            "weight decay on the target residual (ROME/MEMIT form: wd x |delta| / |h|^2)",
+            "weight decay on the target residual (form: v_weight_decay_rule)",
             check=_non_negative,
+        ),
+        Param(
+            "v_weight_decay_rule",
+            "relative",
+            "choice",
+            "edit",
+            "form of the target's weight decay: relative (ROME/MEMIT: wd x |delta| / |h|^2) or "
+            "absolute (the original system: wd x |delta|^2)",
+            choices=("relative", "absolute"),
         ),
         Param(
             "clamp_norm_factor",

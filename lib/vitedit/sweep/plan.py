@@ -139,6 +139,8 @@ def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
                 for mvalues in itertools.product(*mgrid.values()):
                     mpoint = dict(zip(mgrid, mvalues))
                     q = params_mod.resolve(*base_layers, point, mpoint, {"seed": seed})
+                    if mpoint:
+                        check_layers(q, {**point, **mpoint})
                     _add(out, method, q, {**point, **mpoint, "seed": seed}, prep, grid, searched)
     return list(out.values())
 

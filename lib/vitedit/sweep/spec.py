@@ -152,11 +152,14 @@ def check_method_grids(grids: Any, run: list[str]) -> dict[str, dict]:
         shared = [
             k
             for k in clean
-            if params_mod.STAGE_OF[k] in ("data", "train", "locate") and k not in LAYER_CHOICE
+            if (params_mod.STAGE_OF[k] in ("data", "train", "locate") and k not in LAYER_CHOICE)
+            or k in methods_mod.SHARED_KEYS
         ]
         if shared:
             raise SweepError(
-                f"method_grids '{name}': {shared} change the shared split/training/tracing; put "
+                f"method_grids '{name}': {shared} change what every method shares (the split, "
+                f"training, tracing, the edited errors or the statistics/held-out samples): "
+                f"methods compared on different errors or held-out sets are not comparable; put "
                 f"them in the common 'grid'"
             )
         out[method] = clean
