@@ -126,7 +126,13 @@ def by_alias(alias: str) -> Method:
 
 
 # --------------------------------------------------------------------------- the methods
-_TARGET_KEYS = ("v_lr", "v_num_grad_steps", "v_weight_decay", "clamp_norm_factor")
+_TARGET_KEYS = (
+    "v_lr",
+    "v_num_grad_steps",
+    "v_weight_decay",
+    "v_weight_decay_rule",
+    "clamp_norm_factor",
+)
 _RUN_KEYS = ("edit_modules", "stats_scope", "edit_batch_size", "eval_batch_size", "progress")
 
 register(
