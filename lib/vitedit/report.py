@@ -56,6 +56,13 @@ def _link(href: str, text: str) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
 
 
+# why a method's default may lose accuracy on purpose
+WHY = {
+    "alphaedit_noproj": ": the ablation runs AlphaEdit's solve and L2 without the projection P, "
+    "to show what the null space prevents",
+}
+
+
 def run_warnings(run_dir: Path) -> list[str]:
     """What a reader must know before the numbers, in words, from the run's ``metrics.json``: an
     edit whose preservation error exceeds the documented bound, a method that loses more than
@@ -80,6 +87,7 @@ def run_warnings(run_dir: Path) -> list[str]:
             out.append(
                 f"{name}: Test accuracy falls by {-delta:.1%} ({m.get('test_acc_before', 0):.3f} -> "
                 f"{m.get('test_acc_after', 0):.3f}, McNemar p = {m.get('test_mcnemar_p', 1):.2g})"
+                + WHY.get(name, "")
             )
         n = m.get("proj_n_heldout")
         if n is not None and n == n and n < HELDOUT_WARN:
