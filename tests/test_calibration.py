@@ -434,6 +434,8 @@ def test_run_warnings_name_broken_preservation_and_test_losses(tmp_path):
             "test_acc_delta": -0.01,
             "proj_n_heldout": 400,
         },
+        # not judged (no projection edit): NaN is not a "yes"
+        "memit": {"preservation_exceeds_bound": float("nan"), "preservation_insample": 0.3},
     }
     (tmp_path / "metrics.json").write_text(json.dumps({"methods": m}))
     w = report.run_warnings(tmp_path)

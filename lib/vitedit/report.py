@@ -76,7 +76,7 @@ def run_warnings(run_dir: Path) -> list[str]:
             (m.get(k) for k in ("preservation_insample", "preservation_heldout")),
             key=lambda v: -1 if v is None or v != v else v,
         )
-        if m.get("preservation_exceeds_bound"):
+        if m.get("preservation_exceeds_bound") is True:  # NaN/None: not judged (no projection edit)
             out.append(
                 f"{name}: the edit changes the outputs of the keys it was meant to preserve: median "
                 f"||dW k|| / ||W k|| = {worst:.3g} at its worst layer, above the bound "
