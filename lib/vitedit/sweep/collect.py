@@ -164,7 +164,7 @@ def _details(folder: Path) -> dict:
         "id": job["id"],
         "config_id": job["config_id"],
         "point": job.get("point"),
-        "params": {k: job["params"][k] for k in relevant_keys(job["method"])},
+        "params": {k: job["params"].get(k) for k in relevant_keys(job["method"])},
         "status": run.state(job["notebooks"]),
         "stages": run.status(),
         "metrics": _metrics(folder, job["method"]),

@@ -230,6 +230,16 @@ def spec_from_args(args: argparse.Namespace) -> dict:
         spec["methods"] = args.methods
     if args.no_baselines:
         spec["baselines"] = False
+    if args.methods or args.no_baselines:  # the grids of the methods this call leaves out go too
+        run = set(as_list(spec.get("methods", edit_methods())))
+        bl = spec.get("baselines", list(baseline_aliases()))
+        run |= set() if bl is False or bl is None else set(as_list(bl))
+        aliases = baseline_aliases()
+        spec["method_grids"] = {
+            k: v
+            for k, v in (spec.get("method_grids") or {}).items()
+            if k in run or aliases.get(k) in run
+        }
     fixed = dict(spec.get("set") or {})
     for s in args.set:
         k, v = params_mod.parse_assignment(s)

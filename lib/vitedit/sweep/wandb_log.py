@@ -61,7 +61,7 @@ def log_experiment(job: dict, folder: Path) -> None:
             reinit=True,
             config={
                 "method": job.get("method"),
-                **{k: job["params"][k] for k in relevant_keys(job["method"])},
+                **{k: job["params"].get(k) for k in relevant_keys(job["method"])},
             },
         )
         payload = wandb_payload(row)
