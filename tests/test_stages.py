@@ -59,9 +59,9 @@ def test_run_methods_runs_only_the_selected_methods_of_its_notebook_and_records_
     assert rec["settings"] == {
         "max_edits": 4,
         "projection_samples": 40,
-        "ridge_lambda": 1.0,
-        "head_margin": 1.0,
-        "head_error_weight": 10.0,
+        "ridge_lambda": ctx.params["ridge_lambda"],
+        "head_margin": ctx.params["head_margin"],
+        "head_error_weight": ctx.params["head_error_weight"],
         "seed": 0,
     }
     assert rec["edited_positions"] == sel.errors.tolist()
@@ -76,7 +76,11 @@ def test_run_methods_builds_editors_from_the_params_under_their_names(ctx):
     ctx.params.update(methods=["head_closed_form"], head_margin=7.5, head_error_weight=1e4)
     out = stages.run_methods(ctx, stages.select_edits(ctx), "05_edit_head")
     direct = editing.HeadEditor(
-        closed_form=True, head_margin=7.5, head_error_weight=1e4, eval_batch_size=64
+        closed_form=True,
+        ridge_lambda=ctx.params["ridge_lambda"],
+        head_margin=7.5,
+        head_error_weight=1e4,
+        eval_batch_size=64,
     )
     ref = direct.edit(ctx.model, ctx.cfg, stages.select_edits(ctx).edit_set)
     got = out.results["head_closed_form"].model.head.weight

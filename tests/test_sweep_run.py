@@ -170,7 +170,7 @@ def test_rerun_skips_finished_experiments(swept, ckpt, retina_path):
     tmp, spec, _ = swept
     before = {d: (d / "status.json").read_text() for d in sweep.experiment_folders(tmp / "sw")}
     r = run_sweep(spec, tmp / "sw", ckpt, retina_path, "--no-report")
-    assert r.returncode == 0 and "0 to run, 6 already done" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "0 to run, 7 already done" in r.stdout, r.stdout + r.stderr
     assert before == {
         d: (d / "status.json").read_text() for d in sweep.experiment_folders(tmp / "sw")
     }
