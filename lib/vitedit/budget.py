@@ -46,7 +46,8 @@ REPORTED = (
 
 
 def t_half_width(values: Sequence[float], level: float = 0.95) -> float:
-    """Half-width of the Student-t CI of the mean (NaN for fewer than 2 values)."""
+    """Half-width of the Student-t CI of the mean of the finite ``values`` (NaN for fewer than 2):
+    the one CI of the project (seeds, tracing layers, budget points)."""
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
     if len(v) < 2:
         return float("nan")

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from . import models
+from .budget import t_half_width  # noqa: F401  (one CI for seeds, tracing and budgets)
 from .columns import LEVELS, SELECTION_METRICS  # noqa: F401  (re-exported)
 from .datasets import Data
 from .paths import atomic_write_text
@@ -228,19 +229,6 @@ def per_class_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.nd
     return np.array(
         [(pred[y == c] == c).mean() if (y == c).any() else np.nan for c in range(n_classes)]
     )
-
-
-def t_half_width(values: np.ndarray, level: float = 0.95) -> float:
-    """Half-width of the Student-t confidence interval of the mean of ``values`` (NaN for n < 2)."""
-    # lazy: scipy.stats / scikit-learn add ~1.5 s to each process importing this module (the
-    # kernels of 02-05, the CLI's preflight through locate), which never call this function
-    from scipy import stats
-
-    v = np.asarray(values, float)
-    n = len(v)
-    if n < 2:
-        return np.nan
-    return float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / np.sqrt(n))
 
 
 def _np_probs(model, images, cfg, batch_size, device) -> np.ndarray:
