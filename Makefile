@@ -1,6 +1,7 @@
 # make study  - set everything up and run the default study (RetinaMNIST); prints the report path
 # make test   - set everything up and run the test suite
 # make sweep  - run (or resume) a parameter sweep: make sweep SPEC=params/sweeps/retinamnist_edit.yaml ARGS="--parallel 2"
+# make benchmark - the cross-dataset benchmark over every dataset found locally (ARGS="--download" for all six)
 # make lab    - open the notebooks in JupyterLab
 # make lint   - ruff check + ruff format --check (code and notebooks); `make format` fixes the format
 # make strip  - clear the notebooks' outputs before a commit (they are the source, committed clean)
@@ -8,9 +9,10 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-SHARED_DATA := ../shared/data/retinamnist.npz
+SHARED_DIR := ../shared/data
+SHARED_FILES := retinamnist.npz bloodmnist.npz organamnist.npz
 
-.PHONY: setup study sweep test lab lint format strip clean-runs
+.PHONY: setup study sweep benchmark test lab lint format strip clean-runs
 SPEC ?= params/sweeps/retinamnist_edit.yaml
 
 $(BIN)/python:
@@ -25,14 +27,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 	@mkdir -p data checkpoints reports
-	@if [ -f $(SHARED_DATA) ] && [ ! -e data/retinamnist.npz ]; then \
-		ln -s "$$(realpath $(SHARED_DATA))" data/retinamnist.npz && echo "linked data/retinamnist.npz -> $(SHARED_DATA)"; fi
+	@for f in $(SHARED_FILES); do \
+		if [ -f $(SHARED_DIR)/$$f ] && [ ! -e data/$$f ]; then \
+			ln -s "$$(realpath $(SHARED_DIR)/$$f)" data/$$f && echo "linked data/$$f -> $(SHARED_DIR)/$$f"; fi; done
 
 study: setup
 	$(BIN)/vitedit --stage full --params params/base.yaml --params params/retinamnist.yaml --download $(ARGS)
 
 sweep: setup
 	$(BIN)/vitedit-sweep run $(SPEC) $(ARGS)
+
+benchmark: setup
+	$(BIN)/vitedit-sweep run params/sweeps/benchmark.yaml --parallel 2 $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -3,7 +3,7 @@ import json
 import pytest
 import yaml
 
-from vitedit import params
+from vitedit import methods, params
 from vitedit.params import ParamError
 
 from conftest import ROOT
@@ -134,7 +134,7 @@ def test_notebooks_declare_every_parameter_they_depend_on(name, stages):
     declared = set(pm.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")))
     needed = {k for k, p in params.SCHEMA.items() if p.stage in stages} - {"methods"}
     if name in ("05_edit_head", "07_baselines"):  # the errors and statistics samples shared with 04
-        needed |= {"max_edits", "projection_samples"}
+        needed |= set(methods.SHARED_KEYS)
     if name in ("04_edit_alphaedit", "05_edit_head", "07_baselines"):  # they run registered methods
         needed |= {"methods"}
     assert needed <= declared, f"{name} lacks {needed - declared}"

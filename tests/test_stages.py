@@ -58,6 +58,8 @@ def test_run_methods_runs_only_the_selected_methods_of_its_notebook_and_records_
     rec = json.loads((ctx.run_dir / "edits" / "head_closed_form.json").read_text())
     assert rec["settings"] == {
         "max_edits": 4,
+        "edit_selection": "first",
+        "edit_pair": None,
         "projection_samples": 40,
         "ridge_lambda": ctx.params["ridge_lambda"],
         "head_margin": ctx.params["head_margin"],

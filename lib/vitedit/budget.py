@@ -34,6 +34,16 @@ import pandas as pd
 BUDGETS = (0.01, 0.05)
 SELECTION_REGRESSION = "val_regression_rate"
 FIX = "edit_fix_ratio"
+# reported at the chosen setting as seed means: does the fix carry over to the same confusion on
+# Test, and what does it cost the classes involved (vitedit.evaluation.pair_generalisation)
+GENERALISATION = (
+    "test_same_pair_errors",
+    "test_same_pair_fix_rate",
+    "test_pair_classes_regression_rate",
+    "test_acc_before",
+    "test_auc_before",
+    "duration_seconds",
+)
 # reported at the chosen setting: mean and 95 % CI over seeds
 REPORTED = (
     FIX,
@@ -57,12 +67,32 @@ def t_half_width(values: Sequence[float], level: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
+# the sweep's shared choices that define *which* errors every method edits: settings are compared
+# only within one value (a method is never judged on other errors than the ones it is ranked with)
+SHARED_GROUPS = ("edit_selection",)
+
+
+def group_keys(summary: pd.DataFrame) -> list[str]:
+    """``dataset`` and the shared choices present in ``summary`` (older sweeps have none)."""
+    return ["dataset", *(k for k in SHARED_GROUPS if k in summary.columns)]
+
+
+def _with_groups(summary: pd.DataFrame) -> pd.DataFrame:
+    if "edit_selection" in summary.columns:
+        summary = summary.assign(edit_selection=summary.edit_selection.fillna("first"))
+    return summary
+
+
 def settings_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, method, setting): the seed means of the selection and reported columns."""
+    """One row per (dataset, shared choice, method, setting): the seed means of the selection and
+    reported columns."""
+    summary = _with_groups(summary)
     ok = summary[summary.status == "ok"] if "status" in summary else summary
+    keys = group_keys(summary)
     rows = []
-    for (ds, method, cid), g in ok.groupby(["dataset", "method", "config_id"], sort=False):
-        row = {"dataset": ds, "method": method, "config_id": cid, "n_seeds": len(g)}
+    for vals, g in ok.groupby([*keys, "method", "config_id"], sort=False):
+        row = dict(zip([*keys, "method", "config_id"], vals))
+        row["n_seeds"] = len(g)
         row["index"] = int(g["index"].min()) if "index" in g else 0
         for c in (*REPORTED, "val_total", "val_acc_before"):
             row[c] = g[c].astype(float).mean() if c in g else np.nan
@@ -79,16 +109,20 @@ def operating_points(
     ``method``, ``config_id``, ``seed``, ``status`` and the metrics). A method with no setting
     within a budget gets a row saying so (``config_id`` empty, figures NaN), never a number.
     """
+    summary = _with_groups(summary)
     table = settings_table(summary)
     ok = summary[summary.status == "ok"] if "status" in summary else summary
+    keys = group_keys(summary)
     rows = []
     seeds_of = ok.groupby("dataset").seed.nunique() if "seed" in ok else None
-    for (ds, method), g in table.groupby(["dataset", "method"], sort=False):
+    for vals, g in table.groupby([*keys, "method"], sort=False):
+        group = dict(zip([*keys, "method"], vals))
+        ds = group["dataset"]
         # a setting is judged only on every seed: one that failed on some seeds would be judged
         # on the lucky ones
         complete = g[g.n_seeds >= (seeds_of[ds] if seeds_of is not None else 1)]
         for budget in budgets:
-            row = {"dataset": ds, "method": method, "budget": budget, "n_settings": len(g)}
+            row = {**group, "budget": budget, "n_settings": len(g)}
             row["n_incomplete"] = len(g) - len(complete)
             eligible = complete[complete[SELECTION_REGRESSION] <= budget + 1e-12]
             if not len(eligible):
@@ -99,9 +133,9 @@ def operating_points(
             best = eligible.sort_values(
                 [FIX, SELECTION_REGRESSION, "index"], ascending=[False, True, True]
             ).iloc[0]
-            seeds = ok[
-                (ok.dataset == ds) & (ok.method == method) & (ok.config_id == best.config_id)
-            ]
+            seeds = ok[(ok.config_id == best.config_id) & (ok.dataset == ds)]
+            for k in keys[1:]:
+                seeds = seeds[seeds[k] == group[k]]
             row.update({"config_id": best.config_id, "n_seeds": len(seeds), "note": ""})
             if "experiment" in seeds:
                 row["experiments"] = " ".join(seeds.experiment)
@@ -114,6 +148,9 @@ def operating_points(
                 row[c], row[f"{c}_ci_low"], row[f"{c}_ci_high"] = mean, mean - half, mean + half
             p = seeds["test_mcnemar_p"].astype(float) if "test_mcnemar_p" in seeds else None
             row["test_mcnemar_p_max"] = float(p.max()) if p is not None and len(p) else np.nan
+            for c in GENERALISATION:
+                v = seeds[c].astype(float).to_numpy() if c in seeds else np.array([])
+                row[c] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -129,12 +166,13 @@ def headline(points: pd.DataFrame) -> pd.DataFrame:
         return f"{r[c]:.3f}{ci}"
 
     out = {}
+    keys = [k for k in ("dataset", *SHARED_GROUPS) if k in points.columns]
     for _, r in points.iterrows():
-        key = (r.dataset, r.method)
+        key = (*(r[k] for k in keys), r.method)
         b = f"{r.budget:.0%}"
         out.setdefault(key, {})[f"fix rate @ <= {b}"] = cell(r, FIX)
         out[key][f"held-out regression @ <= {b}"] = cell(r, "proj_regression_rate")
         out[key][f"Test delta @ <= {b}"] = cell(r, "test_acc_delta")
     df = pd.DataFrame.from_dict(out, orient="index")
-    df.index.names = ["dataset", "method"]
+    df.index.names = [*keys, "method"]
     return df

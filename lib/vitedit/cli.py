@@ -54,6 +54,8 @@ OPTION_PARAMS = [
     "edit_layers",
     "num_edit_layers",
     "max_edits",
+    "edit_selection",
+    "edit_pair",
     "projection_samples",
     "nullspace_threshold",
     "v_lr",
@@ -141,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--closed-form", action="store_true", help="head editing in closed form (ridge)")
     g.add_argument("--max-edits", type=int, help="Edit-Discovery errors to edit (30)")
+    g.add_argument(
+        "--edit-selection",
+        choices=("first", "pair"),
+        help="errors edited: first in set order, or one confusion pair together (first)",
+    )
+    g.add_argument(
+        "--edit-pair",
+        type=int,
+        nargs=2,
+        metavar=("TRUE", "PREDICTED"),
+        help="class ids of the confusion pair for --edit-selection pair (the most frequent)",
+    )
     g.add_argument(
         "--projection-samples", help="FT-Train samples for the editing statistics (500, or all)"
     )

@@ -238,6 +238,42 @@ def _np_probs(model, images, cfg, batch_size, device) -> np.ndarray:
 # --------------------------------------------------------------------------- the 4-level evaluation
 
 
+def pair_generalisation(
+    edited_y: np.ndarray,
+    edited_pred: np.ndarray,
+    y: np.ndarray,
+    pred_before: np.ndarray,
+    pred_after: np.ndarray,
+) -> dict:
+    """Does a fix carry over to the same mistake elsewhere, and at what cost to the classes involved?
+
+    The edited errors' (true, predicted) pairs define the confusions being corrected. On the
+    evaluated set (Test): ``same_pair_*`` counts its errors of those pairs and how many the edit
+    turned right (``same_pair_fix_rate``, NaN when there are none); ``pair_classes_*`` counts the
+    samples of the classes involved (the pairs' true and predicted classes) that were right before
+    and how many the edit broke (``pair_classes_regression_rate``). A class-level fix raises the first
+    without raising the second.
+    """
+    y, pb, pa = (np.asarray(a, dtype=int) for a in (y, pred_before, pred_after))
+    pairs = {(int(t), int(q)) for t, q in zip(edited_y, edited_pred) if int(t) != int(q)}
+    classes = sorted({c for pair in pairs for c in pair})
+    same = np.array([(int(t), int(q)) in pairs for t, q in zip(y, pb)], dtype=bool) & (y != pb)
+    involved = np.isin(y, classes) & (pb == y)
+    fixed = int((same & (pa == y)).sum())
+    broken = int((involved & (pa != y)).sum())
+    return {
+        "edited_pairs": " ".join(f"{t}>{q}" for t, q in sorted(pairs)),
+        "same_pair_errors": int(same.sum()),
+        "same_pair_wrong_to_correct": fixed,
+        "same_pair_fix_rate": fixed / int(same.sum()) if same.any() else float("nan"),
+        "pair_classes_correct": int(involved.sum()),
+        "pair_classes_correct_to_wrong": broken,
+        "pair_classes_regression_rate": broken / int(involved.sum())
+        if involved.any()
+        else float("nan"),
+    }
+
+
 def four_level(
     method: str,
     before,
@@ -295,9 +331,8 @@ def four_level(
     tr = transitions(te_y, yb, ya)
     mc = mcnemar_exact(yb == te_y, ya == te_y)
     lo, hi = bootstrap_delta_ci(yb == te_y, ya == te_y, n_boot, seed)
-    edited_pairs = {(int(ed_y[i]), int(pb_ed[i].argmax())) for i in edited_positions}
-    same_pair = np.array(
-        [(int(y), int(p)) in edited_pairs and y != p for y, p in zip(te_y, yb)], dtype=bool
+    gen = pair_generalisation(
+        ed_y[edited_positions], pb_ed[edited_positions].argmax(1), te_y, yb, ya
     )
     levels["test_set"] = {
         "method": method,
@@ -315,8 +350,7 @@ def four_level(
         "f1_macro_after": macro_f1(te_y, ya, n_cls),
         "auc_before": auc(te_y, pb),
         "auc_after": auc(te_y, pa),
-        "same_pair_errors": int(same_pair.sum()),
-        "same_pair_wrong_to_correct": int((same_pair & (ya == te_y)).sum()),
+        **gen,
     }
     rest = np.setdiff1d(np.arange(len(ed_y)), edited_positions)
     tr = transitions(ed_y[rest], pb_ed[rest].argmax(1), pa_ed[rest].argmax(1))
@@ -400,6 +434,10 @@ def summary_metrics(
         "test_stability": t["stability"],
         "test_auc_after": t["auc_after"],
         "test_f1_macro_after": t["f1_macro_after"],
+        "test_auc_before": t["auc_before"],
+        "test_same_pair_errors": t["same_pair_errors"],
+        "test_same_pair_fix_rate": t["same_pair_fix_rate"],
+        "test_pair_classes_regression_rate": t["pair_classes_regression_rate"],
         "proj_stability": p["heldout_stability"],
         "proj_regression_rate": p["heldout_regression_rate"],
         "proj_n_heldout": p["heldout_n"],

@@ -97,9 +97,48 @@ def module_for(model: torch.nn.Module, layer: int, kind: str) -> torch.nn.Module
     return {"block": blk, "mlp": blk.mlp, "attn": blk.attn}[kind]
 
 
+REGION_MAX = "region_max"  # the per-layer best patch region of a token x layer trace (a ranking)
+
+
+def region_scopes(grid: int) -> list[str]:
+    """The scopes of a token x layer trace: CLS, then a ``grid`` x ``grid`` grid of patch groups
+    (``g{grid}r{row}c{col}``, row-major from the image's top left)."""
+    return ["cls"] + [f"g{grid}r{i}c{j}" for i in range(grid) for j in range(grid)]
+
+
+def parse_region(scope: str) -> tuple[int, int, int] | None:
+    """``(grid, row, col)`` of a region scope, None for the token scopes (all, cls, patches)."""
+    if not scope.startswith("g") or "r" not in scope or "c" not in scope:
+        return None
+    try:
+        g, rest = scope[1:].split("r", 1)
+        r, c = rest.split("c", 1)
+        return int(g), int(r), int(c)
+    except ValueError:
+        return None
+
+
+def region_patches(n_patches: int, grid: int, row: int, col: int) -> np.ndarray:
+    """Patch indices (row-major) of one region of a square patch grid split into ``grid`` x ``grid``
+    near-equal groups of rows and columns."""
+    side = int(round(n_patches**0.5))
+    if side * side != n_patches:
+        raise LocateError(f"region tracing needs a square patch grid, got {n_patches} patches")
+    if not 1 <= grid <= side:
+        raise LocateError(
+            f"trace_regions {grid} must be between 1 and the patch grid's side ({side})"
+        )
+    rows = np.array_split(np.arange(side), grid)[row]
+    cols = np.array_split(np.arange(side), grid)[col]
+    return (rows[:, None] * side + cols[None, :]).ravel()
+
+
 def token_mask(n_tokens: int, scope: str, n_prefix: int = 1) -> torch.Tensor:
     m = torch.zeros(n_tokens, dtype=torch.bool)
-    if scope == "all":
+    region = parse_region(scope)
+    if region is not None:
+        m[n_prefix + region_patches(n_tokens - n_prefix, *region)] = True
+    elif scope == "all":
         m[:] = True
     elif scope == "cls":
         m[0] = True
@@ -113,6 +152,16 @@ def window_layers(layer: int, window: int, n_layers: int) -> tuple[int, ...]:
     lo = max(0, layer - window // 2)
     hi = min(n_layers, layer - (-window // 2))
     return tuple(range(lo, hi))
+
+
+def region_restorations(n_layers: int, grid: int) -> list[Restoration]:
+    """ROME's token x layer trace for a ViT: the block output (hidden state) restored at CLS or at
+    one patch region, at one layer at a time."""
+    return [
+        Restoration((layer,), "block", scope)
+        for scope in region_scopes(grid)
+        for layer in range(n_layers)
+    ]
 
 
 def restorations(
@@ -367,7 +416,10 @@ def trace_sample(
     needed = {(li, r.kind) for r in restores for li in r.layers}
     p_clean, clean = clean_run(model, x, needed)
     p_corrupt, corrupt = corrupted_run(model, x, noise)
-    scope_masks = {s: token_mask(n_tokens, s, model.num_prefix_tokens).to(x.device) for s in SCOPES}
+    scope_masks = {
+        s: token_mask(n_tokens, s, model.num_prefix_tokens).to(x.device)
+        for s in {*SCOPES, *(r.scope for r in restores)}
+    }
     restored = torch.empty(len(restores), p_clean.shape[0])
     cls_ok = _cls_only_ok(model)
     by_first: dict[int, list[int]] = {}
@@ -490,6 +542,44 @@ def select_errors(y_true: np.ndarray, y_pred: np.ndarray, max_samples: int | Non
     return err if max_samples is None else err[:max_samples]
 
 
+def confusion_pairs(y_true: np.ndarray, y_pred: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(true, predicted, count)`` of the errors, most frequent first (ties: lower class ids)."""
+    y, p = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    err = y != p
+    pairs, counts = np.unique(np.stack([y[err], p[err]], 1), axis=0, return_counts=True)
+    out = [(int(t), int(q), int(c)) for (t, q), c in zip(pairs.reshape(-1, 2), counts)]
+    return sorted(out, key=lambda r: (-r[2], r[0], r[1]))
+
+
+def select_pair_errors(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    max_samples: int | None,
+    pair: Sequence[int] | None = None,
+    n_classes: int | None = None,
+) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """The errors of one (true, predicted) pair, in set order, at most ``max_samples``: ``pair``,
+    or the most frequent pair (deterministic). Returns the positions and the pair."""
+    if pair is not None:
+        pair = tuple(int(c) for c in pair)
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise LocateError(
+                f"edit_pair must be [true, predicted] with two different class ids, got {list(pair)}"
+            )
+        if n_classes is not None and not all(0 <= c < n_classes for c in pair):
+            raise LocateError(
+                f"edit_pair {list(pair)} names a class outside 0..{n_classes - 1} of this dataset"
+            )
+    else:
+        pairs = confusion_pairs(y_true, y_pred)
+        if not pairs:
+            return np.array([], dtype=int), None
+        pair = pairs[0][:2]
+    y, p = np.asarray(y_true), np.asarray(y_pred)
+    err = np.flatnonzero((y == pair[0]) & (p == pair[1]))
+    return (err if max_samples is None else err[:max_samples]), pair
+
+
 def layer_statistics(importance: pd.DataFrame) -> pd.DataFrame:
     """Per (kind, scope, layer): mean/std/95% CI of IE/TE over samples with a usable TE; rank by mean."""
     if importance.empty:
@@ -520,6 +610,41 @@ def layer_statistics(importance: pd.DataFrame) -> pd.DataFrame:
     return df[STATISTICS_COLUMNS]
 
 
+def region_max_effects(importance: pd.DataFrame) -> pd.DataFrame:
+    """Per traced sample and layer, the strongest patch region of a token x layer trace (CLS left
+    out): rows of kind ``block``, scope :data:`REGION_MAX`, that :func:`layer_statistics` ranks like
+    any scope ("at which layer does one region of the image still carry the wrong decision")."""
+    reg = importance[importance.scope.map(lambda s: parse_region(str(s)) is not None)]
+    if reg.empty:
+        return importance.iloc[0:0]
+    key = ["sample", "layer"] if "sample" in reg else ["layer"]
+    best = reg.loc[reg.groupby(key)["ie"].idxmax()].copy()
+    best["scope"] = REGION_MAX
+    return best
+
+
+def region_grid_table(importance: pd.DataFrame, value: str = "norm_effect") -> pd.DataFrame:
+    """Mean ``value`` over the traced samples (usable TE only for ``norm_effect``) as a
+    (CLS + regions) x layer table of a token x layer trace."""
+    reg = importance[
+        importance.scope.map(lambda s: s == "cls" or parse_region(str(s)) is not None)
+        & (importance.kind == "block")
+        & ~importance.layers.astype(str).str.contains(" ")
+    ]
+    if value == "norm_effect":
+        reg = reg[reg.te_valid]
+    if reg.empty:
+        return pd.DataFrame()
+    t = reg.pivot_table(index="scope", columns="layer", values=value, aggfunc="mean")
+    order = [s for s in region_scopes(_grid_of(t.index)) if s in t.index]
+    return t.loc[order]
+
+
+def _grid_of(scopes) -> int:
+    grids = {parse_region(str(s))[0] for s in scopes if parse_region(str(s))}
+    return max(grids) if grids else 0
+
+
 def choose_edit_layers(
     stats: pd.DataFrame,
     n_layers: int,
@@ -541,6 +666,8 @@ def choose_edit_layers(
     default = {"layers": list(range(max(0, n_layers - 3), n_layers)), "source": "default"}
     if no_astra_layers:
         return {**default, "reason": "no_astra_layers: tracing result disabled"}
+    if rank_scope == REGION_MAX:  # the token x layer trace restores block outputs only
+        rank_kind = "block"
     sel = (
         stats[(stats.kind == rank_kind) & (stats.scope == rank_scope)].dropna(subset=["mean"])
         if not stats.empty

@@ -25,7 +25,7 @@ EDIT_NOTEBOOKS = ("04_edit_alphaedit", "05_edit_head")
 EVALUATE_NOTEBOOK = "06_evaluate"
 BASELINE_NOTEBOOK = "07_baselines"
 # parameters every method shares: which errors are edited and which FT-Train samples build statistics
-SHARED_KEYS = ("max_edits", "projection_samples")
+SHARED_KEYS = ("max_edits", "edit_selection", "edit_pair", "projection_samples")
 # keyword arguments the stage passes to an editor besides schema keys (not parameters of the study)
 CONTEXT_ARGS = {
     "layers": "edit layers chosen from the tracing result (03_locate)",

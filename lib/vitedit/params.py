@@ -267,8 +267,18 @@ SCHEMA: dict[str, Param] = {
             "all",
             "choice",
             "locate",
-            "scope whose ranking picks the edit layers",
-            choices=("all", "cls", "patches"),
+            "scope whose ranking picks the edit layers; region_max: the strongest patch region "
+            "of the token x layer trace (block outputs, whatever rank_kind; needs trace_regions > 0)",
+            choices=("all", "cls", "patches", "region_max"),
+        ),
+        Param(
+            "trace_regions",
+            0,
+            "int",
+            "locate",
+            "token x layer trace (ROME's figure for a ViT): restore the block output at CLS or at "
+            "one region of a trace_regions x trace_regions grid of patch groups, per layer (0: off)",
+            check=_non_negative,
         ),
         Param(
             "edit_layers",
@@ -339,8 +349,27 @@ SCHEMA: dict[str, Param] = {
             30,
             "int",
             "edit",
-            "Edit-Discovery errors to edit (first ones in set order)",
+            "Edit-Discovery errors to edit (at most; which ones: edit_selection)",
             check=_at_least_one,
+        ),
+        Param(
+            "edit_selection",
+            "first",
+            "choice",
+            "edit",
+            "which errors are edited: 'first' (the first max_edits in set order) or 'pair' (the "
+            "errors of one confusion pair together, a class-level fix: edit_pair, or the most "
+            "frequent (true, predicted) pair of Edit-Discovery)",
+            choices=("first", "pair"),
+        ),
+        Param(
+            "edit_pair",
+            None,
+            "int_list",
+            "edit",
+            "[true, predicted] class ids of the confusion pair edited with edit_selection: pair "
+            "(default: the most frequent pair among the Edit-Discovery errors)",
+            optional=True,
         ),
         Param(
             "projection_samples",
@@ -797,7 +826,22 @@ def resolve(*layers: Mapping[str, Any] | str | Path) -> dict[str, Any]:
             out.update(load_yaml(layer))
         else:
             out.update(validate(layer))
+    check_combination(out)
     return out
+
+
+def check_combination(p: Mapping[str, Any]) -> None:
+    """Parameters that are valid alone but contradict each other."""
+    if p.get("rank_scope") == "region_max" and not p.get("trace_regions"):
+        raise ParamError(
+            "rank_scope: region_max ranks the layers by the token x layer trace: it needs "
+            "trace_regions > 0 (e.g. 3)"
+        )
+    if p.get("edit_pair") is not None and p.get("edit_selection") != "pair":
+        raise ParamError(
+            f"edit_pair {p['edit_pair']} is given but edit_selection is "
+            f"'{p.get('edit_selection')}'; set edit_selection: pair (or remove edit_pair)"
+        )
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

@@ -222,6 +222,85 @@ def attribution_maps(images: np.ndarray, maps, titles, path: Path | None = None)
     return _save(fig, path)
 
 
+def region_traces(
+    images: np.ndarray,
+    importance: pd.DataFrame,
+    samples,
+    label_names,
+    attributions: dict | None = None,
+    max_rows: int = 4,
+    path: Path | None = None,
+):
+    """ROME's token x layer figure for a ViT: for each shown error, p(predicted class) gained when the
+    block output at CLS or at one patch region is restored (IE, rows: CLS + regions row-major from
+    the top left, columns: layers), beside the image, its patch attribution when there is one, and,
+    in the top row, the mean IE/TE over every traced error with a usable TE. One colour scale for
+    every IE panel."""
+    from . import locate
+
+    mean = locate.region_grid_table(importance)
+    samples = list(samples)[:max_rows]
+    attributions = attributions or {}
+    per = {
+        s: locate.region_grid_table(importance[importance["sample"] == s], "ie") for s in samples
+    }
+    lim = max(
+        [float(np.nanmax(np.abs(t.to_numpy()))) for t in per.values() if not t.empty] + [1e-9]
+    )
+    n = 1 + len(samples)
+    fig, axes = plt.subplots(
+        n, 3, figsize=(11, 2.8 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 3, 1]}
+    )
+
+    def heat(ax, t, vmin, vmax, cmap, label):
+        im = ax.imshow(
+            t.to_numpy(), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest"
+        )
+        ax.set_yticks(range(len(t.index)), [str(s) for s in t.index], fontsize=6)
+        ax.set_xticks(range(len(t.columns)), [str(c) for c in t.columns], fontsize=7)
+        ax.set_xlabel("layer (block output restored)")
+        ax.set_ylabel("token group")
+        fig.colorbar(im, ax=ax, fraction=0.03, label=label)
+
+    axes[0, 0].axis("off")
+    axes[0, 2].axis("off")
+    if mean.empty:
+        axes[0, 1].axis("off")
+        axes[0, 1].set_title("no traced error has a usable total effect")
+    else:
+        heat(axes[0, 1], mean, -1, 1, "RdBu_r", "mean IE/TE")
+        axes[0, 1].set_title(
+            "mean over traced errors (IE/TE; 1: restoring it undoes the corruption)"
+        )
+    for i, s in enumerate(samples, start=1):
+        img = images[s]
+        axes[i, 0].imshow(
+            img if img.ndim == 3 and img.shape[-1] == 3 else np.squeeze(img), cmap="gray"
+        )
+        row = importance[importance["sample"] == s].iloc[0]
+        axes[i, 0].set_title(
+            f"#{s} true {label_names[int(row.true_label)]}\npred {label_names[int(row.pred_label)]}",
+            fontsize=7,
+        )
+        axes[i, 0].axis("off")
+        if per[s].empty:
+            axes[i, 1].axis("off")
+        else:
+            heat(axes[i, 1], per[s], -lim, lim, "RdBu_r", "IE, p(pred)")
+            axes[i, 1].set_title(f"TE {row.te:+.3f}", fontsize=8)
+        m = attributions.get(s)
+        if m is None:
+            axes[i, 2].axis("off")
+        else:
+            al = max(float(np.abs(m).max()), 1e-9)
+            im = axes[i, 2].imshow(m, cmap="RdBu_r", vmin=-al, vmax=al, interpolation="nearest")
+            axes[i, 2].set_title("patch attribution\n(red: toward pred)", fontsize=7)
+            axes[i, 2].axis("off")
+            fig.colorbar(im, ax=axes[i, 2], fraction=0.05)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def nullspace_dims(layer_info: dict, path: Path | None = None):
     """Kept null-space dimension out of the key dimension, per edited (layer, module)."""
     keys = list(layer_info)
@@ -411,7 +490,9 @@ def sweep_pareto(
     return _save(fig, path)
 
 
-def budget_curves(settings: pd.DataFrame, points: pd.DataFrame, path: Path | None = None):
+def budget_curves(
+    settings: pd.DataFrame, points: pd.DataFrame, path: Path | None = None, title: str = ""
+):
     """Every method's trade-off curve on one plot: one point per setting (mean over seeds) of fix
     rate against held-out FT-Train regression, each method's own Pareto front joined; the settings
     chosen on FT-Val at each regression budget are starred (their budget in the legend)."""
@@ -446,7 +527,9 @@ def budget_curves(settings: pd.DataFrame, points: pd.DataFrame, path: Path | Non
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("regression on held-out FT-Train (symlog; dotted: the budgets)")
     ax.set_ylabel("fix rate on the edited errors (mean over seeds)")
-    ax.set_title("trade-off per method (budget points chosen on FT-Val regression)")
+    ax.set_title(
+        (f"{title}: " if title else "") + "trade-off per method (budget points chosen on FT-Val)"
+    )
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)

@@ -101,11 +101,18 @@ class Selection:
     stats_positions: np.ndarray  # positions (in FT-Train) of the statistics samples
     edit_set: EditData
     n_ft_train: int
+    pair: tuple[int, int] | None = None  # edit_selection: pair
+    label_names: list[str] | None = None
 
     @property
     def message(self) -> str:
+        which = ""
+        if self.pair is not None:
+            names = self.label_names or [str(i) for i in range(max(self.pair) + 1)]
+            which = f" of the pair true '{names[self.pair[0]]}' predicted '{names[self.pair[1]]}'"
         msg = (
-            f"editing {len(self.errors)} of {int((self.labels != self.pred).sum())} Edit-Discovery errors; "
+            f"editing {len(self.errors)}{which} of {int((self.labels != self.pred).sum())} "
+            f"Edit-Discovery errors; "
             f"statistics from {len(self.stats_positions)} FT-Train samples, "
             f"{self.n_ft_train - len(self.stats_positions)} held out"
         )
@@ -119,11 +126,24 @@ def select_edits(ctx: Context) -> Selection:
     y, pred, _ = evaluation.predictions(
         ctx.model, ctx.data, ctx.split, "edit_discovery", ctx.cfg, p["eval_batch_size"], ctx.device
     )
-    errors = locate.select_errors(y, pred, p["max_edits"])
+    pair = None
+    if p["edit_selection"] == "pair":
+        errors, pair = locate.select_pair_errors(
+            y, pred, p["max_edits"], p["edit_pair"], ctx.data.info.n_classes
+        )
+    else:
+        errors = locate.select_errors(y, pred, p["max_edits"])
     n_ft = len(ctx.split.indices["ft_train"])
     pos = editing.stats_positions(n_ft, p["projection_samples"], p["seed"])
     return Selection(
-        y, pred, errors, pos, editing.edit_data(ctx.data, ctx.split, pos, errors), n_ft
+        y,
+        pred,
+        errors,
+        pos,
+        editing.edit_data(ctx.data, ctx.split, pos, errors),
+        n_ft,
+        pair,
+        list(ctx.data.info.label_names),
     )
 
 
@@ -341,13 +361,24 @@ class Tracing:
     noise_std: float
     noise: Any  # (num_ablations, n_patches, dim) noise added to the patch embeddings
     restores: list
+    region_restores: list = field(default_factory=list)  # the token x layer trace (trace_regions)
+    seconds_per_error: float | None = None
+    region_seconds_per_error: float | None = None
 
     @property
     def message(self) -> str:
-        return (
+        msg = (
             f"noise std {self.noise_std:.4f}; {len(self.restores)} restorations x {len(self.noise)} noisy "
             f"copies per sample"
         )
+        if self.seconds_per_error is not None:
+            msg += f" ({self.seconds_per_error:.2f} s per error)"
+        if self.region_restores:
+            msg += (
+                f"; token x layer trace: {len(self.region_restores)} restorations "
+                f"({self.region_seconds_per_error:.2f} s per error)"
+            )
+        return msg
 
 
 def trace(ctx: Context, err: Errors) -> Tracing:
@@ -368,25 +399,48 @@ def trace(ctx: Context, err: Errors) -> Tracing:
         p["seed"] if p["noise_seed"] is None else p["noise_seed"],
     )
     restores = locate.restorations(n_layers, p["trace_kinds"], p["trace_scopes"], p["trace_window"])
-    importance = locate.trace_errors(
-        model,
-        ctx.cfg,
-        ctx.split.images(ctx.data, "edit_discovery"),
-        labels,
-        pred,
-        errors,
-        restores,
-        noise,
-        p["min_total_effect"],
-        ctx.device,
-        p["trace_max_rows"],
-        p["progress"],
-        official_index=ctx.split.indices["edit_discovery"],
+    regions = locate.region_restorations(n_layers, p["trace_regions"]) if p["trace_regions"] else []
+
+    def run(rs: list) -> tuple[pd.DataFrame, float]:
+        t0 = time.perf_counter()
+        out = locate.trace_errors(
+            model,
+            ctx.cfg,
+            ctx.split.images(ctx.data, "edit_discovery"),
+            labels,
+            pred,
+            errors,
+            rs,
+            noise,
+            p["min_total_effect"],
+            ctx.device,
+            p["trace_max_rows"],
+            p["progress"],
+            official_index=ctx.split.indices["edit_discovery"],
+        )
+        return out, time.perf_counter() - t0
+
+    importance, seconds = run(restores)
+    region_seconds = None
+    if regions:
+        region_imp, region_seconds = run(regions)
+        importance = pd.concat([importance, region_imp], ignore_index=True)
+    stats = locate.layer_statistics(
+        pd.concat([importance, locate.region_max_effects(importance)], ignore_index=True)
     )
-    stats = locate.layer_statistics(importance)
     importance.to_csv(ctx.run_dir / "layer_importance.csv", index=False)
     stats.to_csv(ctx.run_dir / "layer_statistics.csv", index=False)
-    return Tracing(importance, stats, float(std), noise, restores)
+    n = max(len(errors), 1)
+    return Tracing(
+        importance,
+        stats,
+        float(std),
+        noise,
+        restores,
+        regions,
+        seconds / n,
+        region_seconds / n if region_seconds is not None else None,
+    )
 
 
 @dataclass
@@ -465,5 +519,8 @@ def hand_over_layers(ctx: Context, tr: Tracing, err: Errors, seconds: float) -> 
         seconds,
         n_layers,
     )
+    summary["trace_seconds_per_error"] = tr.seconds_per_error
+    summary["trace_regions"] = p["trace_regions"]
+    summary["region_trace_seconds_per_error"] = tr.region_seconds_per_error
     locate.save_summary(ctx.run_dir, summary)
     return choice, summary

@@ -62,7 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--methods", nargs="+", choices=edit_methods(), help="edit methods (overrides the spec)"
     )
-    r.add_argument("--datasets", nargs="+", help="grid over these datasets")
+    r.add_argument(
+        "--datasets",
+        nargs="+",
+        help="grid over these datasets (a benchmark spec: run only these of its 'datasets')",
+    )
+    r.add_argument(
+        "--download",
+        action="store_true",
+        help="benchmark spec: allow MedMNIST downloads, so that every dataset of its list runs "
+        "(default: only the files found locally)",
+    )
+    r.add_argument(
+        "--liver-dir",
+        help="benchmark spec: folder holding the liver sets (imgs.npy, labs.npy); without it they "
+        "are skipped",
+    )
     r.add_argument(
         "--data-path", help="data file or folder (liver: folder with imgs.npy, labs.npy)"
     )

@@ -185,9 +185,12 @@ def select(summary: pd.DataFrame, selection: Mapping[str, Any] = DEFAULT_SELECTI
     crit = [(selection["metric"], selection["mode"])] + [
         tuple(t) for t in selection["tie_breakers"]
     ]
+    summary = budget._with_groups(summary)
     ok = summary[summary.status == "ok"]
+    keys = budget.group_keys(summary)  # settings compete only on the same edited errors
     rows = []
-    for (ds, method), g in ok.groupby(["dataset", "method"], sort=True):
+    for vals, g in ok.groupby([*keys, "method"], sort=True):
+        group = dict(zip([*keys, "method"], vals))
         cfgs = []
         for cid, c in g.groupby("config_id", sort=False):
             vals = [c[m].astype(float).mean() if m in c else np.nan for m, _ in crit]
@@ -198,8 +201,7 @@ def select(summary: pd.DataFrame, selection: Mapping[str, Any] = DEFAULT_SELECTI
             cfgs.append((key, int(c["index"].min()) if "index" in c else 0, cid, c, vals))
         key, _, cid, c, vals = min(cfgs, key=lambda t: (t[0], t[1]))
         row = {
-            "dataset": ds,
-            "method": method,
+            **group,
             "config_id": cid,
             "n_configs": len(cfgs),
             "n_seeds": len(c),

@@ -14,6 +14,15 @@ NON_SEMANTIC = set(params_mod.RUN_SETTINGS)
 # locate parameters that only pick layers from the tracing result (the tracing is shared across them)
 LAYER_CHOICE = {"edit_layers", "num_edit_layers", "no_astra_layers", "rank_kind", "rank_scope"}
 
+# parameters added after sweeps were run, with the value that reproduces the earlier behaviour: at
+# that value they stay out of an experiment's content hash, so earlier results keep being reused
+HASH_NEUTRAL = {"edit_selection": "first", "edit_pair": None}
+
+
+def content_key(p: Mapping[str, Any], keys: Iterable[str]) -> dict:
+    """The values of ``keys`` that identify a result (hash-neutral defaults left out)."""
+    return {k: p[k] for k in keys if not (k in HASH_NEUTRAL and p[k] == HASH_NEUTRAL[k])}
+
 
 def _semantic(
     p: Mapping[str, Any], stages: Iterable[str], extra: Iterable[str] = (), drop: Iterable[str] = ()

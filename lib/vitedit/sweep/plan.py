@@ -12,7 +12,13 @@ from typing import Any
 
 from .. import methods as methods_mod
 from .. import params as params_mod
-from .keys import LAYER_CHOICE, NON_SEMANTIC, prep_key, relevant_keys  # noqa: F401 (re-exported)
+from .keys import (  # noqa: F401 (re-exported)
+    LAYER_CHOICE,
+    NON_SEMANTIC,
+    content_key,
+    prep_key,
+    relevant_keys,
+)
 from .spec import SweepError, baseline_aliases, searched_params
 
 
@@ -115,14 +121,24 @@ def check_layers(p: Mapping[str, Any], point: Mapping[str, Any]) -> None:
 def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> list[Experiment]:
     """Every experiment of the (checked) spec, deduplicated by content hash, in a stable order:
     for each grid point (and seed), its edit methods, then its baselines."""
-    base_layers = [*spec["params"], spec["set"], dict(overrides or {})]
-    base = params_mod.resolve(*base_layers)
-    grid = dict(spec["grid"])
-    seeds = spec["seeds"] or [base["seed"]]
-    searched = searched_params(spec)
-    aliases = baseline_aliases()
     out: dict[str, Experiment] = {}
     preps: dict[str, Prep] = {}
+    blocks = list(spec["datasets"]) if spec.get("datasets") else [None]
+    for ds in blocks:  # a benchmark: one block per dataset, with its own seeds and fixed values
+        block = (spec.get("per_dataset") or {}).get(ds) or {}
+        layer = {} if ds is None else {"dataset": ds, **(block.get("set") or {})}
+        base_layers = [*spec["params"], spec["set"], layer, dict(overrides or {})]
+        seeds = block.get("seeds") or spec["seeds"]
+        _expand_block(spec, base_layers, seeds, out, preps)
+    return list(out.values())
+
+
+def _expand_block(spec, base_layers: list, seeds, out: dict, preps: dict) -> None:
+    base = params_mod.resolve(*base_layers)
+    grid = dict(spec["grid"])
+    seeds = seeds or [base["seed"]]
+    searched = searched_params(spec)
+    aliases = baseline_aliases()
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values))
@@ -142,12 +158,11 @@ def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
                     if mpoint:
                         check_layers(q, {**point, **mpoint})
                     _add(out, method, q, {**point, **mpoint, "seed": seed}, prep, grid, searched)
-    return list(out.values())
 
 
 def _add(out: dict, method: str, p: dict, point: dict, prep: Prep, grid, searched) -> None:
     """Add one experiment unless an identical one (same content hash) is planned."""
-    key = {k: p[k] for k in relevant_keys(method)}
+    key = content_key(p, relevant_keys(method))
     key.update({k: p[k] for k in grid if k in NON_SEMANTIC})  # searched run settings count too
     eid = params_mod.digest({"method": method, **key}, 12)
     if eid in out:

@@ -30,6 +30,12 @@ def render_report(sweep_dir: str | Path, log=print) -> Path:
     execute.papermill(execute.notebook_path(REPORT_NOTEBOOK), out_nb, {"sweep_dir": str(sweep_dir)})
     page = report.render_html(out_nb, sweep_dir / "index.html")
     log(f"sweep report: {page}")
+    if read_spec(sweep_dir).get("datasets"):  # a benchmark: the cross-dataset page too
+        from ..benchmark import REPORT_NOTEBOOK as BENCH
+
+        out_nb = sweep_dir / "notebooks" / f"{BENCH}.ipynb"
+        execute.papermill(execute.notebook_path(BENCH), out_nb, {"sweep_dir": str(sweep_dir)})
+        log(f"benchmark report: {report.render_html(out_nb, sweep_dir / 'benchmark.html')}")
     return page
 
 

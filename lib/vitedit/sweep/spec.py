@@ -26,7 +26,10 @@ SPEC_KEYS = {
     "methods",
     "baselines",
     "selection",
+    "datasets",
+    "per_dataset",
 }
+PER_DATASET_KEYS = {"seeds", "set"}
 DEFAULT_SELECTION = {
     "metric": "val_acc_delta",
     "mode": "max",
@@ -97,6 +100,7 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
         raise SweepError("the sweep runs nothing: give 'methods' and/or 'baselines'")
     method_grids = check_method_grids(spec.get("method_grids") or {}, [*methods, *bl])
     selection = check_selection({**DEFAULT_SELECTION, **(spec.get("selection") or {})})
+    ds_list, per_dataset = check_datasets(spec, clean_grid)
     return {
         "name": name,
         "description": spec.get("description", ""),
@@ -108,8 +112,45 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
         "methods": methods,
         "baselines": bl,
         "selection": selection,
+        "datasets": ds_list,
+        "per_dataset": per_dataset,
         "source": spec.get("_source"),
     }
+
+
+def check_datasets(spec: Mapping[str, Any], grid: Mapping[str, Any]) -> tuple[list, dict]:
+    """``datasets`` (a benchmark: each dataset is a block of the sweep) and ``per_dataset`` (each
+    block's own seeds and fixed values, e.g. fewer seeds where training is long)."""
+    from .. import datasets as datasets_mod  # lazy: the MedMNIST registry
+
+    ds_list = [str(d) for d in as_list(spec.get("datasets"))]
+    per = spec.get("per_dataset") or {}
+    if not isinstance(per, dict):
+        raise SweepError("'per_dataset' must map dataset names to {seeds: [...], set: {...}}")
+    if ds_list and "dataset" in grid:
+        raise SweepError(
+            "give the datasets either as the spec's 'datasets' list or as a grid key, not both"
+        )
+    known = datasets_mod.known_datasets()
+    bad = [d for d in ds_list if d not in known]
+    if bad:
+        raise SweepError(f"unknown dataset(s) {bad} in 'datasets'; known: {', '.join(known)}")
+    out = {}
+    for d, block in per.items():
+        if d not in ds_list:
+            raise SweepError(f"per_dataset: '{d}' is not in the spec's 'datasets' {ds_list}")
+        block = block or {}
+        unknown = set(block) - PER_DATASET_KEYS
+        if unknown:
+            raise SweepError(
+                f"per_dataset '{d}': unknown key(s) {sorted(unknown)}; known: {sorted(PER_DATASET_KEYS)}"
+            )
+        fixed = params_mod.validate(block.get("set") or {}, where=f"per_dataset '{d}' set")
+        if "dataset" in fixed or "run_dir" in fixed:
+            raise SweepError(f"per_dataset '{d}' set: dataset and run_dir are the sweep's to set")
+        seeds = [params_mod.validate({"seed": x})["seed"] for x in as_list(block.get("seeds"))]
+        out[d] = {"seeds": seeds, "set": fixed}
+    return ds_list, out
 
 
 def check_grid(grid: Any, where: str) -> dict:
@@ -195,12 +236,63 @@ def searched_params(spec: Mapping[str, Any]) -> list[str]:
     return searched + (["seed"] if len(spec.get("seeds") or []) > 1 else [])
 
 
+def restrict_datasets(spec: dict, args: argparse.Namespace) -> dict:
+    """A benchmark spec runs the datasets that ``--datasets`` names (default: all of its list) and
+    that can be had: a MedMNIST file found locally (any with ``--download``), a liver set when
+    ``--liver-dir`` gives its folder. Each left-out dataset is said in words."""
+    from .. import datasets as datasets_mod
+
+    wanted = [str(d) for d in as_list(spec.get("datasets"))]
+    if args.datasets:
+        bad = [d for d in args.datasets if d not in wanted]
+        if bad:
+            raise SweepError(f"--datasets {bad} are not in the spec's datasets {wanted}")
+        wanted = [d for d in wanted if d in args.datasets]
+    base = params_mod.resolve(*spec["params"], spec.get("set") or {})
+    download = bool(getattr(args, "download", False))
+    liver_dir = getattr(args, "liver_dir", None)
+    per = {d: dict(b or {}) for d, b in (spec.get("per_dataset") or {}).items()}
+    keep = []
+    for d in wanted:
+        if d in datasets_mod.LIVER_VARIANTS:
+            if not liver_dir:
+                print(f"benchmark: skipping {d}: give its folder with --liver-dir DIR")
+                continue
+            block = per.setdefault(d, {})
+            block["set"] = {**(block.get("set") or {}), "data_path": str(liver_dir)}
+            keep.append(d)
+            continue
+        if download:
+            keep.append(d)
+            continue
+        try:
+            datasets_mod.locate_medmnist(d, base["size"], base.get("data_path"), False)
+        except datasets_mod.DataError:
+            print(
+                f"benchmark: skipping {d}: {d}_{base['size']} is not found locally (--download gets it)"
+            )
+            continue
+        keep.append(d)
+    if not keep:
+        raise SweepError(
+            f"none of the benchmark's datasets {wanted} is available: put the MedMNIST files in "
+            f"data/ (or $VITEDIT_DATA_ROOT), or allow --download"
+        )
+    spec["datasets"] = keep
+    spec["per_dataset"] = {d: b for d, b in per.items() if d in keep}
+    if download:
+        spec["set"] = {**(spec.get("set") or {}), "download": True}
+    return spec
+
+
 def spec_from_args(args: argparse.Namespace) -> dict:
     """The spec with the command line's overrides (grid ranges, seeds, methods, fixed values), checked."""
     spec = load_spec(args.spec)
     grid = {} if args.trial else dict(spec.get("grid") or {})
+    if spec.get("datasets") is not None:
+        spec = restrict_datasets(spec, args)
     ranges = {
-        "dataset": args.datasets,
+        "dataset": None if spec.get("datasets") is not None else args.datasets,
         "projection_samples": args.projection_samples_range,
         "nullspace_threshold": args.nullspace_threshold_range,
         "num_edit_layers": args.num_edit_layers_range,

@@ -1,0 +1,277 @@
+"""The cross-dataset benchmark's report (notebook 09): base models beside the MedMNIST reference,
+the dataset x method headline at each regression budget, edit against retrain time, the
+confusion-pair generalisation, and a generated "what this shows" per dataset that names a winner
+only where the 95 % CIs over seeds separate.
+
+Reads a sweep folder only (``budget.csv``, ``param_search_summary_*.csv``, the shared stages'
+records); importable without torch.
+"""
+
+from __future__ import annotations
+
+import html as h
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import budget
+
+REPORT_NOTEBOOK = "09_benchmark_report"
+# MedMNIST v2 (Yang et al., Scientific Data 2023), Table 3: ResNet-18 at 28 x 28, Test ACC and AUC
+RESNET18_28 = {
+    "pathmnist": (0.907, 0.983),
+    "dermamnist": (0.735, 0.917),
+    "retinamnist": (0.524, 0.717),
+    "bloodmnist": (0.958, 0.998),
+    "organamnist": (0.935, 0.997),
+    "tissuemnist": (0.676, 0.930),
+}
+
+
+def _ci_cell(mean: float, lo: float, hi: float, digits: int = 3) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    if not np.isfinite(lo):
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _mean_ci(values) -> tuple[float, float, float]:
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if not len(v):
+        return np.nan, np.nan, np.nan
+    half = budget.t_half_width(v)
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+def shared_records(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per shared stage folder (dataset x seed): the base model's training time and epochs,
+    its FT-Val accuracy, and the tracing's cost per error."""
+    rows = []
+    for folder in sorted((Path(sweep_dir) / "shared").glob("*")):
+        params_file, ckpt = folder / "job.json", folder / "checkpoint.json"
+        if not params_file.is_file() or not ckpt.is_file():
+            continue
+        p = json.loads(params_file.read_text())["params"]
+        ref = json.loads(ckpt.read_text())
+        hist = folder / "training_metrics.csv"
+        h_df = pd.read_csv(hist) if hist.is_file() else pd.DataFrame()
+        loc = folder / "locate_summary.json"
+        loc = json.loads(loc.read_text()) if loc.is_file() else {}
+        rows.append(
+            {
+                "dataset": p["dataset"],
+                "seed": p["seed"],
+                "model": p["model"],
+                "epochs_run": len(h_df),
+                "train_minutes": float(h_df.seconds.sum()) / 60 if "seconds" in h_df else np.nan,
+                "best_val_acc": ref.get("best_val_acc", np.nan),
+                "trace_seconds_per_error": loc.get("trace_seconds_per_error", np.nan),
+                "region_trace_seconds_per_error": loc.get("region_trace_seconds_per_error", np.nan),
+                "n_errors_edit_discovery": loc.get("n_errors", np.nan),
+                "folder": str(folder),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def base_models(summary: pd.DataFrame, shared: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: the base model's Test accuracy and AUC (mean [95 % CI] over seeds) beside the
+    MedMNIST v2 ResNet-18 (28) reference, and its training time."""
+    rows = []
+    ok = summary[summary.status == "ok"] if len(summary) else summary
+    for ds in sorted(set(ok.dataset) | set(shared.dataset if len(shared) else [])):
+        per_seed = ok[ok.dataset == ds].groupby("seed")
+        acc = (
+            per_seed.test_acc_before.first() if "test_acc_before" in ok else pd.Series(dtype=float)
+        )
+        auc = (
+            per_seed.test_auc_before.first() if "test_auc_before" in ok else pd.Series(dtype=float)
+        )
+        sh = shared[shared.dataset == ds] if len(shared) else shared
+        ref = RESNET18_28.get(ds, (np.nan, np.nan))
+        rows.append(
+            {
+                "dataset": ds,
+                "seeds": int(len(acc)),
+                "test_acc": _ci_cell(*_mean_ci(acc)),
+                "resnet18_28_acc": ref[0],
+                "test_auc": _ci_cell(*_mean_ci(auc)),
+                "resnet18_28_auc": ref[1],
+                "train_minutes": float(sh.train_minutes.mean()) if len(sh) else np.nan,
+                "epochs_run": float(sh.epochs_run.mean()) if len(sh) else np.nan,
+                "edit_discovery_errors": float(sh.n_errors_edit_discovery.mean())
+                if len(sh)
+                else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def headline(points: pd.DataFrame) -> pd.DataFrame:
+    """Dataset x method at each budget: fix rate and Test delta with their 95 % CIs over seeds,
+    the largest per-seed McNemar p, and the Test errors of the edited pairs that the edit fixed."""
+    rows = []
+    keys = [k for k in ("dataset", *budget.SHARED_GROUPS) if k in points.columns]
+    for _, r in points.iterrows():
+        row = {k: r[k] for k in keys}
+        row.update({"method": r.method, "budget": f"<= {r.budget:.0%}"})
+        if not r.get("config_id"):
+            row["fix rate"] = "none within budget"
+            rows.append(row)
+            continue
+        row["fix rate"] = _ci_cell(
+            r[budget.FIX], r[f"{budget.FIX}_ci_low"], r[f"{budget.FIX}_ci_high"]
+        )
+        row["held-out regression"] = _ci_cell(
+            r.proj_regression_rate, r.proj_regression_rate_ci_low, r.proj_regression_rate_ci_high
+        )
+        row["Test delta"] = _ci_cell(
+            r.test_acc_delta, r.test_acc_delta_ci_low, r.test_acc_delta_ci_high
+        )
+        row["McNemar p (max over seeds)"] = r.get("test_mcnemar_p_max", np.nan)
+        row["same-pair Test errors fixed"] = r.get("test_same_pair_fix_rate", np.nan)
+        row["regression in the pair's classes"] = r.get("test_pair_classes_regression_rate", np.nan)
+        row["seeds"] = r.get("n_seeds", np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def times(summary: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and method: the edit time at the 5 % operating point (mean over seeds) against
+    the retrain baseline's (a full training on FT-Train plus the errors)."""
+    ok = summary[summary.status == "ok"] if len(summary) else summary
+    retrain = (
+        ok[ok.method == "baseline_retrain"].groupby("dataset").edit_time_seconds.mean()
+        if len(ok)
+        else pd.Series(dtype=float)
+    )
+    p5 = points[(points.budget == max(budget.BUDGETS)) & (points.config_id != "")]
+    rows = []
+    for _, r in p5.iterrows():
+        rt = retrain.get(r.dataset, np.nan)
+        rows.append(
+            {
+                "dataset": r.dataset,
+                **({"edit_selection": r.edit_selection} if "edit_selection" in r else {}),
+                "method": r.method,
+                "edit_seconds": r.edit_time_seconds,
+                "retrain_seconds": rt,
+                "speed-up vs retrain": rt / r.edit_time_seconds
+                if np.isfinite(rt) and r.edit_time_seconds > 0
+                else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def winner(points: pd.DataFrame, b: float) -> dict:
+    """The method that fixes the most at budget ``b``, named only when its fix rate's 95 % CI lies
+    above every other method's (separated); otherwise the overlapping leaders."""
+    p = points[(points.budget == b) & (points.config_id != "")].copy()
+    if p.empty:
+        return {
+            "budget": b,
+            "winner": None,
+            "text": f"at <= {b:.0%}: no method stays within budget",
+        }
+    p = p.sort_values(budget.FIX, ascending=False)
+    top = p.iloc[0]
+    n = int(p.n_seeds.min()) if "n_seeds" in p else 0
+    cell = _ci_cell(top[budget.FIX], top[f"{budget.FIX}_ci_low"], top[f"{budget.FIX}_ci_high"])
+    name = f"{top.method} ({cell})"
+    if len(p) == 1:
+        return {
+            "budget": b,
+            "winner": top.method,
+            "text": f"at <= {b:.0%}: only {name} stays within budget",
+        }
+    if not np.isfinite(top[f"{budget.FIX}_ci_low"]):
+        return {
+            "budget": b,
+            "winner": None,
+            "text": f"at <= {b:.0%}: {name} fixes the most, but on one seed there is no CI: no "
+            f"winner is claimed",
+        }
+    rest = p.iloc[1:]
+    overlap = rest[rest[f"{budget.FIX}_ci_high"] >= top[f"{budget.FIX}_ci_low"]]
+    if overlap.empty:
+        return {
+            "budget": b,
+            "winner": top.method,
+            "text": f"at <= {b:.0%}: {name} fixes the most, and its CI is above every other "
+            f"method's ({n} seeds)",
+        }
+    return {
+        "budget": b,
+        "winner": None,
+        "text": f"at <= {b:.0%}: {name} fixes the most, but its CI overlaps "
+        f"{', '.join(overlap.method)}: the evidence ({n} seeds) does not separate them",
+    }
+
+
+def findings(points: pd.DataFrame, base: pd.DataFrame) -> dict[str, str]:
+    """A short "what this shows" paragraph per dataset (and way of choosing the errors)."""
+    out = {}
+    keys = [k for k in ("dataset", *budget.SHARED_GROUPS) if k in points.columns]
+    for vals, g in points.groupby(keys, sort=True):
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        ds = vals[0]
+        b = base[base.dataset == ds]
+        head = f"Base model Test accuracy {b.test_acc.iloc[0]}" if len(b) else ""
+        ref = b.resnet18_28_acc.iloc[0] if len(b) else np.nan
+        if np.isfinite(ref):
+            head += f" (MedMNIST ResNet-18 at 28 px: {ref:.3f})"
+        parts = [head + "."] if head else []
+        parts += [winner(g, bud)["text"] + "." for bud in sorted(g.budget.unique())]
+        ok5 = g[(g.budget == max(budget.BUDGETS)) & (g.config_id != "")]
+        hurt = ok5[ok5.test_acc_delta_ci_high < 0] if len(ok5) else ok5
+        if len(hurt):
+            parts.append(
+                "Test accuracy falls (CI below 0) at the 5 % point for "
+                + ", ".join(hurt.method)
+                + "."
+            )
+        if "test_same_pair_fix_rate" in ok5 and ok5.test_same_pair_fix_rate.notna().any():
+            best = ok5.sort_values("test_same_pair_fix_rate", ascending=False).iloc[0]
+            parts.append(
+                f"Generalisation: at most {best.test_same_pair_fix_rate:.0%} of the Test errors that "
+                f"share an edited error's confusion pair are fixed ({best.method})."
+            )
+        out[" / ".join(str(v) for v in vals)] = " ".join(parts)
+    return out
+
+
+def run_links(summary: pd.DataFrame, sweep_dir: str | Path) -> str:
+    """HTML list of every run's report and status, per dataset (relative links)."""
+    sweep_dir = Path(sweep_dir)
+    parts = []
+    for ds, g in summary.groupby("dataset", sort=True):
+        items = "".join(
+            f'<li><a href="{h.escape(os.path.relpath(r.report, sweep_dir))}">'
+            f"{h.escape(r.experiment)}</a> ({h.escape(str(r.status))})</li>"
+            for _, r in g.iterrows()
+        )
+        parts.append(f"<h4>{h.escape(ds)} ({len(g)} runs)</h4><ul>{items}</ul>")
+    return "".join(parts)
+
+
+def context(sweep_dir: str | Path) -> dict:
+    """Everything notebook 09 shows, read from the sweep folder."""
+    from .sweep.report import report_context  # the sweep's own tables (budget.csv, summaries)
+
+    ctx = report_context(sweep_dir)
+    summary, points = ctx["summary"], ctx["budget_points"]
+    shared = shared_records(sweep_dir)
+    base = base_models(summary, shared) if len(summary) else pd.DataFrame()
+    return {
+        **ctx,
+        "shared_records": shared,
+        "base": base,
+        "headline": headline(points) if len(points) else pd.DataFrame(),
+        "times": times(summary, points) if len(points) else pd.DataFrame(),
+        "findings": findings(points, base) if len(points) and len(base) else {},
+    }

@@ -1,0 +1,233 @@
+"""The cross-dataset benchmark (issue 12): its spec covers every method and dataset, a tiny benchmark
+sweep over two real datasets runs the pair mode and the region ranking, and its report renders."""
+
+import json
+import os
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from vitedit import benchmark, budget, datasets, methods, params
+from vitedit.sweep import expand
+from vitedit.sweep.keys import content_key, relevant_keys
+from vitedit.sweep.spec import SweepError, check_spec, load_spec, restrict_datasets
+
+from conftest import ROOT
+
+SPEC = ROOT / "params" / "sweeps" / "benchmark.yaml"
+ORIGINAL_MEDMNIST = {
+    "pathmnist",
+    "dermamnist",
+    "retinamnist",
+    "organamnist",
+    "bloodmnist",
+    "tissuemnist",
+}
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def test_benchmark_spec_covers_every_method_and_dataset_with_a_strength_grid():
+    spec = check_spec(load_spec(SPEC))
+    run = set(spec["methods"]) | {
+        methods.get(m).name for m in ("baseline_retrain", "baseline_finetune")
+    }
+    assert run == set(methods.names()), set(methods.names()) - run
+    assert set(spec["baselines"]) == {"retrain", "finetune"}
+    assert ORIGINAL_MEDMNIST | set(datasets.LIVER_VARIANTS) <= set(spec["datasets"])
+    for m in methods.names():
+        if m == "baseline_retrain":  # one recipe: the original training on FT-Train + errors
+            continue
+        grid = spec["method_grids"][m]
+        assert np.prod([len(v) for v in grid.values()]) >= 3, m  # a strength grid, not a point
+    assert spec["grid"]["edit_selection"] == ["first", "pair"]
+    assert spec["method_grids"]["alphaedit"]["rank_scope"] == ["all", "region_max"]
+    assert spec["set"]["trace_regions"] > 0
+
+
+def _args(**kw):
+    return Namespace(**{"datasets": None, "download": False, "liver_dir": None, **kw})
+
+
+def test_benchmark_runs_what_is_here_and_says_what_it_skips(tmp_path, capsys, monkeypatch):
+    (tmp_path / "bloodmnist.npz").write_bytes(b"")  # found (validity is the preflight's job)
+    monkeypatch.setenv(datasets.DATA_ENV, str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # no data/ folder of the project's
+    spec = load_spec(SPEC)
+    monkeypatch.setattr(datasets, "search_roots", lambda data_path=None: [tmp_path])
+    out = restrict_datasets(dict(spec), _args())
+    assert out["datasets"] == ["bloodmnist"]
+    said = capsys.readouterr().out
+    assert "skipping organamnist" in said and "--download" in said and "--liver-dir" in said
+    every = restrict_datasets(dict(spec), _args(download=True, liver_dir="/data/liver"))
+    assert every["datasets"] == spec["datasets"] and every["set"]["download"] is True
+    assert every["per_dataset"]["liver4"]["set"]["data_path"] == "/data/liver"
+    with pytest.raises(SweepError, match="not in the spec"):
+        restrict_datasets(dict(spec), _args(datasets=["chestmnist"]))
+    monkeypatch.setattr(datasets, "search_roots", lambda data_path=None: [tmp_path / "none"])
+    with pytest.raises(SweepError, match="none of the benchmark's datasets"):
+        restrict_datasets(dict(spec), _args())
+
+
+def test_per_dataset_blocks_set_their_seeds_and_recipe():
+    spec = check_spec(
+        {
+            "name": "b",
+            "params": [str(ROOT / "params" / "tiny.yaml")],
+            "datasets": ["retinamnist", "bloodmnist"],
+            "seeds": [1, 2],
+            "per_dataset": {"bloodmnist": {"seeds": [7], "set": {"epochs": 3}}},
+            "methods": ["head_closed_form"],
+            "baselines": False,
+        }
+    )
+    exps = expand(spec)
+    got = {(e.dataset, e.params["seed"], e.params["epochs"]) for e in exps}
+    assert got == {("retinamnist", 1, 2), ("retinamnist", 2, 2), ("bloodmnist", 7, 3)}
+    for bad, msg in [
+        ({"per_dataset": {"organamnist": {}}}, "not in the spec's 'datasets'"),
+        ({"per_dataset": {"bloodmnist": {"epochs": 3}}}, "unknown key"),
+        ({"grid": {"dataset": ["bloodmnist"]}}, "not both"),
+        ({"datasets": ["nosuchmnist"]}, "unknown dataset"),
+    ]:
+        with pytest.raises(SweepError, match=msg):
+            check_spec({**spec, "source": None, **bad})
+
+
+def test_new_shared_parameters_at_their_default_keep_earlier_results_reused():
+    p = params.resolve()
+    keys = relevant_keys("alphaedit")
+    assert "edit_selection" in keys and "edit_pair" in keys
+    key = content_key(p, keys)
+    assert "edit_selection" not in key and "edit_pair" not in key  # the hash of before the change
+    pair = content_key(params.resolve({"edit_selection": "pair"}), keys)
+    assert pair["edit_selection"] == "pair"
+
+
+def _points():
+    rows = []
+    for method, fix, lo, hi in [("a", 0.8, 0.7, 0.9), ("b", 0.3, 0.2, 0.4), ("c", 0.75, 0.6, 0.85)]:
+        for b in budget.BUDGETS:
+            rows.append(
+                {
+                    "dataset": "d",
+                    "edit_selection": "first",
+                    "method": method,
+                    "budget": b,
+                    "config_id": "x",
+                    "n_seeds": 3,
+                    budget.FIX: fix,
+                    f"{budget.FIX}_ci_low": lo,
+                    f"{budget.FIX}_ci_high": hi,
+                    "test_acc_delta": -0.01,
+                    "test_acc_delta_ci_low": -0.02,
+                    "test_acc_delta_ci_high": -0.001,
+                    "proj_regression_rate": 0.01,
+                    "proj_regression_rate_ci_low": 0.0,
+                    "proj_regression_rate_ci_high": 0.02,
+                    "edit_time_seconds": 1.0,
+                    "test_same_pair_fix_rate": 0.5,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_a_winner_is_named_only_where_the_cis_separate():
+    p = _points()
+    w = benchmark.winner(p, 0.05)
+    assert w["winner"] is None and "overlaps c" in w["text"]  # a: [0.7, 0.9] vs c: [0.6, 0.85]
+    p2 = p[p.method != "c"]
+    assert benchmark.winner(p2, 0.05)["winner"] == "a"
+    one = p2.assign(**{f"{budget.FIX}_ci_low": np.nan, f"{budget.FIX}_ci_high": np.nan})
+    assert benchmark.winner(one, 0.05)["winner"] is None  # one seed: no CI, no claim
+    text = benchmark.findings(
+        p, pd.DataFrame([{"dataset": "d", "test_acc": "0.9", "resnet18_28_acc": 0.95}])
+    )
+    assert "d / first" in text and "does not separate" in text["d / first"]
+    assert "Test accuracy falls" in text["d / first"]  # every method's CI is below 0
+
+
+def _slice(src: Path, dst: Path, n=(300, 80, 120)):
+    with np.load(src) as z:
+        out = {}
+        for split, k in zip(("train", "val", "test"), n):
+            out[f"{split}_images"] = z[f"{split}_images"][:k]
+            out[f"{split}_labels"] = z[f"{split}_labels"][:k]
+    np.savez(dst, **out)
+
+
+@pytest.fixture(scope="module")
+def tiny_benchmark(tmp_path_factory, retina_path):
+    if not (SHARED / "bloodmnist.npz").is_file():
+        pytest.skip("../shared/data/bloodmnist.npz is not here")
+    tmp = tmp_path_factory.mktemp("bench")
+    data = tmp / "data"
+    data.mkdir()
+    os.symlink(retina_path, data / "retinamnist.npz")
+    _slice(SHARED / "bloodmnist.npz", data / "bloodmnist.npz")  # a slice: MD5 check off
+    spec = tmp / "bench.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tinybench",
+                "params": [str(ROOT / "params" / "tiny.yaml")],
+                "set": {"verify_md5": False, "trace_regions": 2, "max_edits": 3},
+                "datasets": ["retinamnist", "bloodmnist", "organamnist"],
+                "seeds": [0],
+                "methods": ["alphaedit"],
+                "baselines": ["finetune"],
+                "grid": {"edit_selection": ["first", "pair"]},
+                "method_grids": {
+                    "alphaedit": {"rank_scope": ["all", "region_max"]},
+                    "finetune": {"baseline_lr": [1e-5, 1e-3]},
+                },
+            }
+        )
+    )
+    env = dict(os.environ, VITEDIT_DATA_ROOT=str(data), HF_HUB_OFFLINE="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "vitedit.sweep",
+        "run",
+        str(spec),
+        "--sweep-dir",
+        str(tmp / "sw"),
+        "--checkpoint-dir",
+        str(tmp / "ckpt"),
+        "--no-progress",
+        "--parallel",
+        "2",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env, cwd=tmp)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return tmp / "sw", r
+
+
+def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(tiny_benchmark):
+    sw, r = tiny_benchmark
+    assert "skipping organamnist" in r.stdout  # not in the test's data folder
+    s = pd.concat(pd.read_csv(f) for f in sw.glob("param_search_summary_*.csv"))
+    assert set(s.dataset) == {"retinamnist", "bloodmnist"} and (s.status == "ok").all()
+    assert len(s) == 2 * (4 + 4)  # per dataset: alphaedit 2 x 2, finetune 2 x 2
+    pair = s[s.edit_selection == "pair"]
+    assert len(pair) == 8 and pair.test_same_pair_errors.notna().all()
+    points = pd.read_csv(sw / "budget.csv", keep_default_na=False, na_values=[""])
+    assert set(points.edit_selection) == {"first", "pair"}  # never judged across error sets
+    assert len(points) == 2 * 2 * 2 * len(budget.BUDGETS)
+    summaries = [json.loads(f.read_text()) for f in (sw / "shared").glob("*/locate_summary.json")]
+    assert len(summaries) == 2 and all(x["region_trace_seconds_per_error"] > 0 for x in summaries)
+    page = (sw / "benchmark.html").read_text()
+    assert "Cross-dataset benchmark" in page and "What this shows" in page
+    assert "Traceback" not in page and "Error" not in page.split("What this shows")[0][-2000:]
+    for run in s.run_dir:  # every run is linked
+        assert os.path.relpath(Path(run) / "index.html", sw) in page
+    assert "benchmark.html" in (sw / "index.html").read_text()
+    ctx = benchmark.context(sw)
+    assert set(ctx["base"].dataset) == {"retinamnist", "bloodmnist"}
+    assert (ctx["shared_records"].train_minutes > 0).all()
