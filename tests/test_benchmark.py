@@ -15,8 +15,14 @@ import yaml
 
 from vitedit import benchmark, budget, datasets, methods, params
 from vitedit.sweep import expand
-from vitedit.sweep.keys import content_key, relevant_keys
-from vitedit.sweep.spec import SweepError, check_spec, load_spec, restrict_datasets
+from vitedit.sweep.keys import content_key, prep_key, relevant_keys
+from vitedit.sweep.spec import (
+    SweepError,
+    baseline_aliases,
+    check_spec,
+    load_spec,
+    restrict_datasets,
+)
 
 from conftest import ROOT
 
@@ -34,9 +40,8 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def test_benchmark_spec_covers_every_method_and_dataset_with_a_strength_grid():
     spec = check_spec(load_spec(SPEC))
-    run = set(spec["methods"]) | {
-        methods.get(m).name for m in ("baseline_retrain", "baseline_finetune")
-    }
+    aliases = baseline_aliases()
+    run = set(spec["methods"]) | {aliases[b] for b in spec["baselines"]}
     assert run == set(methods.names()), set(methods.names()) - run
     assert set(spec["baselines"]) == {"retrain", "finetune"}
     assert ORIGINAL_MEDMNIST | set(datasets.LIVER_VARIANTS) <= set(spec["datasets"])
@@ -48,6 +53,9 @@ def test_benchmark_spec_covers_every_method_and_dataset_with_a_strength_grid():
     assert spec["grid"]["edit_selection"] == ["first", "pair"]
     assert spec["method_grids"]["alphaedit"]["rank_scope"] == ["all", "region_max"]
     assert spec["set"]["trace_regions"] > 0
+    for d in spec["datasets"]:  # each dataset's recipe comes from its own params file
+        (f,) = spec["per_dataset"][d]["params"]
+        assert Path(f).name == f"{d}.yaml" and Path(f).is_file()
 
 
 def _args(**kw):
@@ -81,7 +89,10 @@ def test_per_dataset_blocks_set_their_seeds_and_recipe():
             "params": [str(ROOT / "params" / "tiny.yaml")],
             "datasets": ["retinamnist", "bloodmnist"],
             "seeds": [1, 2],
-            "per_dataset": {"bloodmnist": {"seeds": [7], "set": {"epochs": 3}}},
+            "per_dataset": {
+                "bloodmnist": {"seeds": [7], "set": {"epochs": 3}},
+                "retinamnist": {"params": [str(ROOT / "params" / "retinamnist.yaml")]},
+            },
             "methods": ["head_closed_form"],
             "baselines": False,
         }
@@ -94,18 +105,29 @@ def test_per_dataset_blocks_set_their_seeds_and_recipe():
         ({"per_dataset": {"bloodmnist": {"epochs": 3}}}, "unknown key"),
         ({"grid": {"dataset": ["bloodmnist"]}}, "not both"),
         ({"datasets": ["nosuchmnist"]}, "unknown dataset"),
+        (
+            {
+                "per_dataset": {
+                    "bloodmnist": {"params": [str(ROOT / "params" / "organamnist.yaml")]}
+                }
+            },
+            "is for 'organamnist'",
+        ),
     ]:
         with pytest.raises(SweepError, match=msg):
-            check_spec({**spec, "source": None, **bad})
+            check_spec({k: v for k, v in {**spec, **bad}.items() if k != "source"})
 
 
-def test_new_shared_parameters_at_their_default_keep_earlier_results_reused():
+def test_new_parameters_at_their_default_keep_earlier_results_reused():
     p = params.resolve()
-    keys = relevant_keys("alphaedit")
-    assert "edit_selection" in keys and "edit_pair" in keys
-    key = content_key(p, keys)
-    assert "edit_selection" not in key and "edit_pair" not in key  # the hash of before the change
-    pair = content_key(params.resolve({"edit_selection": "pair"}), keys)
+    new = {"edit_selection", "edit_pair", "trace_regions"}  # added by issue 12
+    for method in methods.names():
+        keys = relevant_keys(method)
+        before = {k: p[k] for k in keys if k not in new}  # what the hash covered before
+        assert content_key(p, keys) == before, method
+    assert not new & set(prep_key(p))  # shared stages (training, tracing) keep their folders
+    assert prep_key(params.resolve({"trace_regions": 3}))["trace_regions"] == 3
+    pair = content_key(params.resolve({"edit_selection": "pair"}), relevant_keys("head"))
     assert pair["edit_selection"] == "pair"
 
 
@@ -134,20 +156,29 @@ def _points():
                     "test_same_pair_fix_rate": 0.5,
                 }
             )
-    return pd.DataFrame(rows)
+    first = pd.DataFrame(rows)
+    return pd.concat([first, first.assign(edit_selection="pair")], ignore_index=True)
 
 
 def test_a_winner_is_named_only_where_the_cis_separate():
-    p = _points()
+    both = _points()
+    p = both[both.edit_selection == "first"]
     w = benchmark.winner(p, 0.05)
     assert w["winner"] is None and "overlaps c" in w["text"]  # a: [0.7, 0.9] vs c: [0.6, 0.85]
     p2 = p[p.method != "c"]
     assert benchmark.winner(p2, 0.05)["winner"] == "a"
     one = p2.assign(**{f"{budget.FIX}_ci_low": np.nan, f"{budget.FIX}_ci_high": np.nan})
     assert benchmark.winner(one, 0.05)["winner"] is None  # one seed: no CI, no claim
+    # a rival without a CI cannot be shown to lie below the leader: no winner
+    rival = p2.copy()
+    rival.loc[rival.method == "b", [f"{budget.FIX}_ci_low", f"{budget.FIX}_ci_high"]] = np.nan
+    assert benchmark.winner(rival, 0.05)["winner"] is None
+    nothing = p.assign(config_id="")
+    assert "no method stays within budget" in benchmark.winner(nothing, 0.01)["text"]
     text = benchmark.findings(
-        p, pd.DataFrame([{"dataset": "d", "test_acc": "0.9", "resnet18_28_acc": 0.95}])
+        both, pd.DataFrame([{"dataset": "d", "test_acc": "0.9", "resnet18_28_acc": 0.95}])
     )
+    assert set(text) == {"d / first", "d / pair"}  # judged apart: other errors
     assert "d / first" in text and "does not separate" in text["d / first"]
     assert "Test accuracy falls" in text["d / first"]  # every method's CI is below 0
 
@@ -163,8 +194,9 @@ def _slice(src: Path, dst: Path, n=(300, 80, 120)):
 
 @pytest.fixture(scope="module")
 def tiny_benchmark(tmp_path_factory, retina_path):
-    if not (SHARED / "bloodmnist.npz").is_file():
-        pytest.skip("../shared/data/bloodmnist.npz is not here")
+    assert (SHARED / "bloodmnist.npz").is_file(), (
+        "../shared/data/bloodmnist.npz is missing (see ../shared/data/README.md)"
+    )
     tmp = tmp_path_factory.mktemp("bench")
     data = tmp / "data"
     data.mkdir()
@@ -177,15 +209,12 @@ def tiny_benchmark(tmp_path_factory, retina_path):
                 "name": "tinybench",
                 "params": [str(ROOT / "params" / "tiny.yaml")],
                 "set": {"verify_md5": False, "trace_regions": 2, "max_edits": 3},
-                "datasets": ["retinamnist", "bloodmnist", "organamnist"],
+                "datasets": ["retinamnist", "bloodmnist", "dermamnist"],  # no dermamnist here
                 "seeds": [0],
                 "methods": ["alphaedit"],
-                "baselines": ["finetune"],
+                "baselines": False,
                 "grid": {"edit_selection": ["first", "pair"]},
-                "method_grids": {
-                    "alphaedit": {"rank_scope": ["all", "region_max"]},
-                    "finetune": {"baseline_lr": [1e-5, 1e-3]},
-                },
+                "method_grids": {"alphaedit": {"rank_scope": ["all", "region_max"]}},
             }
         )
     )
@@ -211,20 +240,32 @@ def tiny_benchmark(tmp_path_factory, retina_path):
 
 def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(tiny_benchmark):
     sw, r = tiny_benchmark
-    assert "skipping organamnist" in r.stdout  # not in the test's data folder
+    assert "skipping dermamnist" in r.stdout  # found nowhere here
     s = pd.concat(pd.read_csv(f) for f in sw.glob("param_search_summary_*.csv"))
     assert set(s.dataset) == {"retinamnist", "bloodmnist"} and (s.status == "ok").all()
-    assert len(s) == 2 * (4 + 4)  # per dataset: alphaedit 2 x 2, finetune 2 x 2
+    assert len(s) == 2 * 4  # per dataset: alphaedit, rank_scope 2 x edit_selection 2
     pair = s[s.edit_selection == "pair"]
-    assert len(pair) == 8 and pair.test_same_pair_errors.notna().all()
+    assert len(pair) == 4
+    for run in pair.run_dir:  # a pair run edits the errors of one (true, predicted) pair
+        rec = json.loads((Path(run) / "metrics.json").read_text())["methods"]
+        (m,) = rec.values()
+        assert m["test_same_pair_errors"] >= 0
+        edits = list((Path(run) / "edits").glob("*.json"))
+        if edits:
+            e = json.loads(edits[0].read_text())
+            assert e["settings"]["edit_selection"] == "pair"
     points = pd.read_csv(sw / "budget.csv", keep_default_na=False, na_values=[""])
     assert set(points.edit_selection) == {"first", "pair"}  # never judged across error sets
+    # the region ranking is its own row, not one more setting of alphaedit
+    assert set(points.method) == {"alphaedit", "alphaedit[region_max]"}
     assert len(points) == 2 * 2 * 2 * len(budget.BUDGETS)
+    for _, g in points[points.config_id != ""].groupby("config_id"):
+        assert g.edit_selection.nunique() == 1 and g.method.nunique() == 1
     summaries = [json.loads(f.read_text()) for f in (sw / "shared").glob("*/locate_summary.json")]
     assert len(summaries) == 2 and all(x["region_trace_seconds_per_error"] > 0 for x in summaries)
     page = (sw / "benchmark.html").read_text()
     assert "Cross-dataset benchmark" in page and "What this shows" in page
-    assert "Traceback" not in page and "Error" not in page.split("What this shows")[0][-2000:]
+    assert "Traceback" not in page and "Error:" not in page
     for run in s.run_dir:  # every run is linked
         assert os.path.relpath(Path(run) / "index.html", sw) in page
     assert "benchmark.html" in (sw / "index.html").read_text()

@@ -4,6 +4,8 @@ import pytest
 from vitedit import splits
 from vitedit.splits import SplitError
 
+from conftest import synthetic_data
+
 
 def test_four_sets_obey_the_protocol(retina):
     s = splits.make_split(retina, 0.9, 42)
@@ -71,3 +73,33 @@ def test_missing_split_says_which_stage_to_run(tmp_path):
 def test_extreme_ratio_leaving_an_empty_set_is_refused(toy):
     with pytest.raises(SplitError, match="empty"):
         splits.make_split(toy, 0.999, 0)
+
+
+def test_views_read_only_the_images_asked_for_and_match_the_copies():
+    from vitedit import editing
+    from vitedit.splits import ImageView
+
+    data = synthetic_data(n_train=60, n_val=10, n_test=10)
+    split = splits.make_split(data, 0.8, 0)
+    v = split.view(data, "ft_train")
+    full = split.images(data, "ft_train")
+    assert isinstance(v, ImageView) and len(v) == len(full) and v.shape == full.shape
+    np.testing.assert_array_equal(v[3:9], full[3:9])
+    np.testing.assert_array_equal(np.asarray(v.take([5, 1])), full[[5, 1]])
+    np.testing.assert_array_equal(v[7], full[7])
+    calls = []
+    orig = type(split).images
+
+    def spy(self, d, name):
+        calls.append(name)
+        return orig(self, d, name)
+
+    type(split).images = spy
+    try:
+        ed = editing.edit_data(data, split, np.arange(10), np.array([0, 2]), heldout_keys=5)
+    finally:
+        type(split).images = orig
+    assert calls == []  # never the whole of FT-Train or Edit-Discovery
+    np.testing.assert_array_equal(ed.stats_images, full[:10])
+    np.testing.assert_array_equal(ed.images, split.images(data, "edit_discovery")[[0, 2]])
+    np.testing.assert_array_equal(ed.heldout_images, full[10:15])

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from . import budget
+from .sweep.report import BENCHMARK_NOTEBOOK as REPORT_NOTEBOOK  # noqa: F401 (rendered by the sweep)
+from .sweep.report import report_context
 
-REPORT_NOTEBOOK = "09_benchmark_report"
 # MedMNIST v2 (Yang et al., Scientific Data 2023), Table 3: ResNet-18 at 28 x 28, Test ACC and AUC
 RESNET18_28 = {
     "pathmnist": (0.907, 0.983),
@@ -35,7 +36,7 @@ def _ci_cell(mean: float, lo: float, hi: float, digits: int = 3) -> str:
     if not np.isfinite(mean):
         return "n/a"
     if not np.isfinite(lo):
-        return f"{mean:.{digits}f} (1 seed)"
+        return f"{mean:.{digits}f} (no CI: one usable seed)"
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
@@ -115,7 +116,7 @@ def headline(points: pd.DataFrame) -> pd.DataFrame:
     """Dataset x method at each budget: fix rate and Test delta with their 95 % CIs over seeds,
     the largest per-seed McNemar p, and the Test errors of the edited pairs that the edit fixed."""
     rows = []
-    keys = [k for k in ("dataset", *budget.SHARED_GROUPS) if k in points.columns]
+    keys = budget.group_keys(points)
     for _, r in points.iterrows():
         row = {k: r[k] for k in keys}
         row.update({"method": r.method, "budget": f"<= {r.budget:.0%}"})
@@ -144,15 +145,18 @@ def times(summary: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and method: the edit time at the 5 % operating point (mean over seeds) against
     the retrain baseline's (a full training on FT-Train plus the errors)."""
     ok = summary[summary.status == "ok"] if len(summary) else summary
+    keys = [k for k in budget.group_keys(points) if k in ok.columns]
+    ok = budget._with_groups(ok) if len(ok) else ok
     retrain = (
-        ok[ok.method == "baseline_retrain"].groupby("dataset").edit_time_seconds.mean()
+        ok[ok.method == "baseline_retrain"].groupby(keys).edit_time_seconds.mean()
         if len(ok)
         else pd.Series(dtype=float)
     )
     p5 = points[(points.budget == max(budget.BUDGETS)) & (points.config_id != "")]
     rows = []
     for _, r in p5.iterrows():
-        rt = retrain.get(r.dataset, np.nan)
+        k = tuple(r[c] for c in keys)
+        rt = retrain.get(k if len(k) > 1 else k[0], np.nan)
         rows.append(
             {
                 "dataset": r.dataset,
@@ -172,6 +176,7 @@ def winner(points: pd.DataFrame, b: float) -> dict:
     """The method that fixes the most at budget ``b``, named only when its fix rate's 95 % CI lies
     above every other method's (separated); otherwise the overlapping leaders."""
     p = points[(points.budget == b) & (points.config_id != "")].copy()
+    p = p[np.isfinite(p[budget.FIX].astype(float))]
     if p.empty:
         return {
             "budget": b,
@@ -197,7 +202,8 @@ def winner(points: pd.DataFrame, b: float) -> dict:
             f"winner is claimed",
         }
     rest = p.iloc[1:]
-    overlap = rest[rest[f"{budget.FIX}_ci_high"] >= top[f"{budget.FIX}_ci_low"]]
+    # a rival without a CI (one usable seed) cannot be shown to lie below: it counts as overlapping
+    overlap = rest[~(rest[f"{budget.FIX}_ci_high"] < top[f"{budget.FIX}_ci_low"])]
     if overlap.empty:
         return {
             "budget": b,
@@ -216,7 +222,7 @@ def winner(points: pd.DataFrame, b: float) -> dict:
 def findings(points: pd.DataFrame, base: pd.DataFrame) -> dict[str, str]:
     """A short "what this shows" paragraph per dataset (and way of choosing the errors)."""
     out = {}
-    keys = [k for k in ("dataset", *budget.SHARED_GROUPS) if k in points.columns]
+    keys = budget.group_keys(points)
     for vals, g in points.groupby(keys, sort=True):
         vals = vals if isinstance(vals, tuple) else (vals,)
         ds = vals[0]
@@ -236,10 +242,14 @@ def findings(points: pd.DataFrame, base: pd.DataFrame) -> dict[str, str]:
                 + "."
             )
         if "test_same_pair_fix_rate" in ok5 and ok5.test_same_pair_fix_rate.notna().any():
-            best = ok5.sort_values("test_same_pair_fix_rate", ascending=False).iloc[0]
+            gen = ok5[ok5.test_same_pair_fix_rate.notna()]
             parts.append(
-                f"Generalisation: at most {best.test_same_pair_fix_rate:.0%} of the Test errors that "
-                f"share an edited error's confusion pair are fixed ({best.method})."
+                "Generalisation at the 5 % point (Test errors sharing an edited error's confusion "
+                "pair that the edit fixed; seed means): "
+                + ", ".join(
+                    f"{r.method} {r.test_same_pair_fix_rate:.0%}" for _, r in gen.iterrows()
+                )
+                + "."
             )
         out[" / ".join(str(v) for v in vals)] = " ".join(parts)
     return out
@@ -261,8 +271,6 @@ def run_links(summary: pd.DataFrame, sweep_dir: str | Path) -> str:
 
 def context(sweep_dir: str | Path) -> dict:
     """Everything notebook 09 shows, read from the sweep folder."""
-    from .sweep.report import report_context  # the sweep's own tables (budget.csv, summaries)
-
     ctx = report_context(sweep_dir)
     summary, points = ctx["summary"], ctx["budget_points"]
     shared = shared_records(sweep_dir)

@@ -31,12 +31,15 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .methods import SHARED_KEYS
+
 BUDGETS = (0.01, 0.05)
 SELECTION_REGRESSION = "val_regression_rate"
 FIX = "edit_fix_ratio"
-# reported at the chosen setting as seed means: does the fix carry over to the same confusion on
-# Test, and what does it cost the classes involved (vitedit.evaluation.pair_generalisation)
-GENERALISATION = (
+# reported at the chosen setting as seed means (no CI): the base model, the run's duration, and
+# whether the fix carries over to the same confusion on Test and what it costs the classes involved
+# (vitedit.evaluation.pair_generalisation)
+SEED_MEANS = (
     "test_same_pair_errors",
     "test_same_pair_fix_rate",
     "test_pair_classes_regression_rate",
@@ -67,20 +70,44 @@ def t_half_width(values: Sequence[float], level: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
-# the sweep's shared choices that define *which* errors every method edits: settings are compared
-# only within one value (a method is never judged on other errors than the ones it is ranked with)
-SHARED_GROUPS = ("edit_selection",)
+# the method registry's shared parameters (which errors are edited, which samples build the
+# statistics): a setting is compared only with settings that share their values, so no method is
+# ever judged on other errors than the ones it is ranked with. Those the sweep varies become groups.
+SHARED_GROUPS = SHARED_KEYS
+# a layer ranking that a sweep compares as an option is reported as its own row ("alphaedit
+# [region_max]"), not folded into the method's grid (which would give the method more tries)
+VARIANTS = {"rank_scope": ("region_max",)}
 
 
 def group_keys(summary: pd.DataFrame) -> list[str]:
-    """``dataset`` and the shared choices present in ``summary`` (older sweeps have none)."""
-    return ["dataset", *(k for k in SHARED_GROUPS if k in summary.columns)]
+    """``dataset`` and the shared parameters the sweep varies (older sweeps vary none)."""
+    varied = [
+        k
+        for k in SHARED_GROUPS
+        if k in summary.columns and summary[k].astype(str).nunique(dropna=False) > 1
+    ]
+    return ["dataset", *varied]
 
 
 def _with_groups(summary: pd.DataFrame) -> pd.DataFrame:
-    if "edit_selection" in summary.columns:
-        summary = summary.assign(edit_selection=summary.edit_selection.fillna("first"))
-    return summary
+    """Shared parameters as plain strings (``None`` kept as 'None' so that groupby keeps it), and
+    method variants renamed (``alphaedit[region_max]``)."""
+    if "_grouped" in summary.attrs:
+        return summary
+    out = summary.copy()
+    for k in SHARED_GROUPS:
+        if k in out.columns:
+            out[k] = out[k].astype(object).where(out[k].notna(), None).astype(str)
+    if "edit_selection" in out.columns:
+        out["edit_selection"] = out.edit_selection.replace({"None": "first", "nan": "first"})
+    for k, values in VARIANTS.items():
+        if k in out.columns and "method" in out.columns:
+            hit = out[k].astype(str).isin(values)
+            out.loc[hit, "method"] = (
+                out.loc[hit, "method"] + "[" + out.loc[hit, k].astype(str) + "]"
+            )
+    out.attrs["_grouped"] = True
+    return out
 
 
 def settings_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -148,7 +175,7 @@ def operating_points(
                 row[c], row[f"{c}_ci_low"], row[f"{c}_ci_high"] = mean, mean - half, mean + half
             p = seeds["test_mcnemar_p"].astype(float) if "test_mcnemar_p" in seeds else None
             row["test_mcnemar_p_max"] = float(p.max()) if p is not None and len(p) else np.nan
-            for c in GENERALISATION:
+            for c in SEED_MEANS:
                 v = seeds[c].astype(float).to_numpy() if c in seeds else np.array([])
                 row[c] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
             rows.append(row)
@@ -166,7 +193,7 @@ def headline(points: pd.DataFrame) -> pd.DataFrame:
         return f"{r[c]:.3f}{ci}"
 
     out = {}
-    keys = [k for k in ("dataset", *SHARED_GROUPS) if k in points.columns]
+    keys = group_keys(points)
     for _, r in points.iterrows():
         key = (*(r[k] for k in keys), r.method)
         b = f"{r.budget:.0%}"

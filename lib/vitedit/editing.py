@@ -940,20 +940,17 @@ def edit_data(
 ) -> EditData:
     """The editors' input from the 4-set protocol: statistics from FT-Train, errors from
     Edit-Discovery, and up to ``heldout_keys`` held-out FT-Train images (preservation error)."""
-    ft = split.images(data, "ft_train")
-    ed_images, ed_labels = (
-        split.images(data, "edit_discovery"),
-        split.labels(data, "edit_discovery"),
-    )
-    heldout = np.setdiff1d(np.arange(len(ft)), ft_positions_for_stats)[:heldout_keys]
-    return EditData(
-        ft[ft_positions_for_stats],
+    n_ft = len(split.indices["ft_train"])
+    ed_labels = split.labels(data, "edit_discovery")
+    heldout = np.setdiff1d(np.arange(n_ft), ft_positions_for_stats)[:heldout_keys]
+    return EditData(  # only the images it needs are copied (never the whole of FT-Train)
+        np.asarray(split.view(data, "ft_train", np.asarray(ft_positions_for_stats, dtype=int))),
         np.asarray(ft_positions_for_stats),
-        ed_images[error_positions],
+        np.asarray(split.view(data, "edit_discovery", np.asarray(error_positions, dtype=int))),
         ed_labels[error_positions],
         np.asarray(error_positions),
         split.indices["edit_discovery"][error_positions],
-        ft[heldout],
+        np.asarray(split.view(data, "ft_train", heldout)),
     )
 
 

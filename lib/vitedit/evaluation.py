@@ -94,15 +94,15 @@ def ft_train_stability(
 ) -> dict:
     """Transitions on FT-Train held out from the editing statistics (``heldout_*``) and, labelled
     apart, on the samples that built them (``insample_*``)."""
-    imgs, y = split.images(data, "ft_train"), split.labels(data, "ft_train")
+    imgs, y = split.view(data, "ft_train"), split.labels(data, "ft_train")
     stats_positions = np.asarray(stats_positions, dtype=int)
     row = {}
     for name, pos in (
         ("heldout", np.setdiff1d(np.arange(len(y)), stats_positions)),
         ("insample", stats_positions),
     ):
-        pb = _np_probs(before, imgs[pos], cfg, batch_size, device).argmax(1)
-        pa = _np_probs(after, imgs[pos], cfg, batch_size, device).argmax(1)
+        pb = _np_probs(before, imgs.take(pos), cfg, batch_size, device).argmax(1)
+        pa = _np_probs(after, imgs.take(pos), cfg, batch_size, device).argmax(1)
         t = transitions(y[pos], pb, pa)
         row.update(
             {
@@ -301,7 +301,7 @@ def four_level(
     Returns ``{"levels": {level: row}, "confusion": (before, after), "per_class": DataFrame}``.
     """
     n_cls = data.info.n_classes
-    ed_imgs, ed_y = split.images(data, "edit_discovery"), split.labels(data, "edit_discovery")
+    ed_imgs, ed_y = split.view(data, "edit_discovery"), split.labels(data, "edit_discovery")
     edited_positions = np.asarray(edited_positions, dtype=int)
     pb_ed, pa_ed = (
         _np_probs(before, ed_imgs, cfg, batch_size, device),
@@ -322,7 +322,7 @@ def four_level(
         "method": method,
         **ft_train_stability(before, after, data, split, stats_positions, cfg, batch_size, device),
     }
-    te_imgs, te_y = split.images(data, "test"), split.labels(data, "test")
+    te_imgs, te_y = split.view(data, "test"), split.labels(data, "test")
     pb, pa = (
         _np_probs(before, te_imgs, cfg, batch_size, device),
         _np_probs(after, te_imgs, cfg, batch_size, device),
@@ -364,7 +364,7 @@ def four_level(
         "fix_rate": tr["fix_rate"],
         "stability": tr["stability"],
     }
-    va_imgs, va_y = split.images(data, "ft_val"), split.labels(data, "ft_val")
+    va_imgs, va_y = split.view(data, "ft_val"), split.labels(data, "ft_val")
     vb = _np_probs(before, va_imgs, cfg, batch_size, device).argmax(1)
     va = _np_probs(after, va_imgs, cfg, batch_size, device).argmax(1)
     tr = transitions(va_y, vb, va)

@@ -577,6 +577,13 @@ def select_pair_errors(
         pair = pairs[0][:2]
     y, p = np.asarray(y_true), np.asarray(y_pred)
     err = np.flatnonzero((y == pair[0]) & (p == pair[1]))
+    if not len(err):
+        common = ", ".join(f"[{t}, {q}] ({c})" for t, q, c in confusion_pairs(y, p)[:5])
+        raise LocateError(
+            f"edit_pair {list(pair)}: the model makes no such error on Edit-Discovery; its most "
+            f"frequent pairs are {common or 'none (no errors)'}; choose one of them or leave "
+            f"edit_pair empty for the most frequent"
+        )
     return (err if max_samples is None else err[:max_samples]), pair
 
 
@@ -618,7 +625,9 @@ def region_max_effects(importance: pd.DataFrame) -> pd.DataFrame:
     if reg.empty:
         return importance.iloc[0:0]
     key = ["sample", "layer"] if "sample" in reg else ["layer"]
-    best = reg.loc[reg.groupby(key)["ie"].idxmax()].copy()
+    # the strongest region by IE/TE (by IE where TE is unusable: those rows are not averaged)
+    score = reg.norm_effect.where(reg.te_valid.astype(bool), reg.ie).astype(float)
+    best = reg.loc[score.groupby([reg[k] for k in key]).idxmax()].copy()
     best["scope"] = REGION_MAX
     return best
 
@@ -638,6 +647,15 @@ def region_grid_table(importance: pd.DataFrame, value: str = "norm_effect") -> p
     t = reg.pivot_table(index="scope", columns="layer", values=value, aggfunc="mean")
     order = [s for s in region_scopes(_grid_of(t.index)) if s in t.index]
     return t.loc[order]
+
+
+def region_tables(
+    importance: pd.DataFrame, samples: Sequence[int]
+) -> tuple[pd.DataFrame, dict[int, pd.DataFrame]]:
+    """The token x layer figure's tables: the mean IE/TE over every traced error, and the IE of
+    each of ``samples``."""
+    per = {int(s): region_grid_table(importance[importance["sample"] == s], "ie") for s in samples}
+    return region_grid_table(importance), per
 
 
 def _grid_of(scopes) -> int:

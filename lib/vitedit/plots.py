@@ -225,25 +225,20 @@ def attribution_maps(images: np.ndarray, maps, titles, path: Path | None = None)
 def region_traces(
     images: np.ndarray,
     importance: pd.DataFrame,
-    samples,
+    mean: pd.DataFrame,
+    per: dict,
     label_names,
     attributions: dict | None = None,
-    max_rows: int = 4,
     path: Path | None = None,
 ):
     """ROME's token x layer figure for a ViT: for each shown error, p(predicted class) gained when the
     block output at CLS or at one patch region is restored (IE, rows: CLS + regions row-major from
     the top left, columns: layers), beside the image, its patch attribution when there is one, and,
     in the top row, the mean IE/TE over every traced error with a usable TE. One colour scale for
-    every IE panel."""
-    from . import locate
-
-    mean = locate.region_grid_table(importance)
-    samples = list(samples)[:max_rows]
+    every IE panel. ``mean`` and ``per`` (sample -> table) come from
+    :func:`vitedit.locate.region_tables`; ``importance`` gives each sample's labels and TE."""
+    samples = list(per)
     attributions = attributions or {}
-    per = {
-        s: locate.region_grid_table(importance[importance["sample"] == s], "ie") for s in samples
-    }
     lim = max(
         [float(np.nanmax(np.abs(t.to_numpy()))) for t in per.values() if not t.empty] + [1e-9]
     )

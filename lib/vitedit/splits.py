@@ -62,6 +62,40 @@ class Split:
     def images(self, data: Data, name: str) -> np.ndarray:
         return data.images[SET_SOURCE[name]][self.indices[name]]
 
+    def view(self, data: Data, name: str, positions: np.ndarray | None = None) -> ImageView:
+        """The images of set ``name`` (at ``positions`` within it) without copying them: batches are
+        read from the loaded official split as they are needed (large datasets are never held in
+        memory twice)."""
+        idx = self.indices[name] if positions is None else self.indices[name][positions]
+        return ImageView(data.images[SET_SOURCE[name]], np.asarray(idx, dtype=int))
+
+
+class ImageView:
+    """``source[index]`` read lazily: ``len``, slicing and integer-array indexing read only those
+    images; ``np.asarray(view)`` materialises it (only small sets should be)."""
+
+    def __init__(self, source: np.ndarray, index: np.ndarray):
+        self.source, self.index = source, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.source.shape[1:])
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self.source[self.index[key]]
+        return self.source[self.index[key]]
+
+    def take(self, positions) -> ImageView:
+        return ImageView(self.source, self.index[np.asarray(positions, dtype=int)])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.source[self.index]
+        return out.astype(dtype) if dtype is not None else out
+
 
 def make_split(data: Data, ft_train_ratio: float, seed: int) -> Split:
     """Stratified FT-Train / Edit-Discovery split of the official train split."""

@@ -374,9 +374,9 @@ class Tracing:
         if self.seconds_per_error is not None:
             msg += f" ({self.seconds_per_error:.2f} s per error)"
         if self.region_restores:
-            msg += (
-                f"; token x layer trace: {len(self.region_restores)} restorations "
-                f"({self.region_seconds_per_error:.2f} s per error)"
+            cost = self.region_seconds_per_error
+            msg += f"; token x layer trace: {len(self.region_restores)} restorations" + (
+                f" ({cost:.2f} s per error)" if cost is not None else ""
             )
         return msg
 
@@ -388,7 +388,10 @@ def trace(ctx: Context, err: Errors) -> Tracing:
     labels, pred, errors = err.labels, err.pred, err.traced
     p, model = ctx.params, ctx.model
     n_layers = len(model.blocks)
-    ft_images = ctx.split.images(ctx.data, "ft_train")[: p["noise_samples"]]
+    n_ft = len(ctx.split.indices["ft_train"])
+    ft_images = ctx.split.view(
+        ctx.data, "ft_train", np.arange(min(p["noise_samples"] or n_ft, n_ft))
+    )
     std = p["noise_std"] or p["noise_scale"] * locate.patch_embedding_std(
         model, ft_images, ctx.cfg, p["eval_batch_size"], ctx.device
     )
@@ -430,7 +433,7 @@ def trace(ctx: Context, err: Errors) -> Tracing:
     )
     importance.to_csv(ctx.run_dir / "layer_importance.csv", index=False)
     stats.to_csv(ctx.run_dir / "layer_statistics.csv", index=False)
-    n = max(len(errors), 1)
+    n = len(errors)
     return Tracing(
         importance,
         stats,
@@ -438,8 +441,8 @@ def trace(ctx: Context, err: Errors) -> Tracing:
         noise,
         restores,
         regions,
-        seconds / n,
-        region_seconds / n if region_seconds is not None else None,
+        seconds / n if n else None,  # no error traced: no cost per error
+        region_seconds / n if n and region_seconds is not None else None,
     )
 
 

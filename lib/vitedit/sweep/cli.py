@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--timeout", type=float, default=7200, help="seconds per experiment (7200)")
     r.add_argument("--no-baselines", action="store_true", help="no baseline experiments")
+    r.add_argument(
+        "--baselines",
+        nargs="+",
+        choices=["retrain", "finetune"],
+        help="run only these baselines (overrides the spec)",
+    )
     r.add_argument("--baseline-epochs", type=int, help="epochs of both baselines")
     r.add_argument("--baseline-lr", type=float, help="learning rate of baseline 2")
     r.add_argument("--parallel", type=int, default=1, help="parallel experiments (0 = one per GPU)")

@@ -16,7 +16,7 @@ LAYER_CHOICE = {"edit_layers", "num_edit_layers", "no_astra_layers", "rank_kind"
 
 # parameters added after sweeps were run, with the value that reproduces the earlier behaviour: at
 # that value they stay out of an experiment's content hash, so earlier results keep being reused
-HASH_NEUTRAL = {"edit_selection": "first", "edit_pair": None}
+HASH_NEUTRAL = {"edit_selection": "first", "edit_pair": None, "trace_regions": 0}
 
 
 def content_key(p: Mapping[str, Any], keys: Iterable[str]) -> dict:
@@ -49,4 +49,5 @@ def relevant_keys(method: str) -> list[str]:
 
 
 def prep_key(p: Mapping[str, Any]) -> dict:
-    return _semantic(p, ["data", "train", "locate"], drop=LAYER_CHOICE)
+    shared = _semantic(p, ["data", "train", "locate"], drop=LAYER_CHOICE)
+    return content_key(shared, shared)

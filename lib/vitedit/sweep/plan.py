@@ -127,7 +127,10 @@ def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
     for ds in blocks:  # a benchmark: one block per dataset, with its own seeds and fixed values
         block = (spec.get("per_dataset") or {}).get(ds) or {}
         layer = {} if ds is None else {"dataset": ds, **(block.get("set") or {})}
-        base_layers = [*spec["params"], spec["set"], layer, dict(overrides or {})]
+        files = list(
+            block.get("params") or []
+        )  # the dataset's recipe, then the spec's fixed values
+        base_layers = [*spec["params"], *files, spec["set"], layer, dict(overrides or {})]
         seeds = block.get("seeds") or spec["seeds"]
         _expand_block(spec, base_layers, seeds, out, preps)
     return list(out.values())

@@ -14,6 +14,7 @@ from .collect import read_spec
 from .spec import DEFAULT_SELECTION, check_selection, searched_params
 
 REPORT_NOTEBOOK = "08_sweep_report"
+BENCHMARK_NOTEBOOK = "09_benchmark_report"  # the cross-dataset page of a benchmark sweep
 TIMING_COLUMNS = [
     "job_seconds",
     "papermill_overhead_seconds",
@@ -31,8 +32,7 @@ def render_report(sweep_dir: str | Path, log=print) -> Path:
     page = report.render_html(out_nb, sweep_dir / "index.html")
     log(f"sweep report: {page}")
     if read_spec(sweep_dir).get("datasets"):  # a benchmark: the cross-dataset page too
-        from ..benchmark import REPORT_NOTEBOOK as BENCH
-
+        BENCH = BENCHMARK_NOTEBOOK
         out_nb = sweep_dir / "notebooks" / f"{BENCH}.ipynb"
         execute.papermill(execute.notebook_path(BENCH), out_nb, {"sweep_dir": str(sweep_dir)})
         log(f"benchmark report: {report.render_html(out_nb, sweep_dir / 'benchmark.html')}")

@@ -12,6 +12,7 @@ from .. import methods as methods_mod
 from .. import params as params_mod
 from .. import paths
 from ..columns import SELECTION_METRICS
+from .blocks import SweepError, check_datasets, restrict_datasets
 from .keys import LAYER_CHOICE, relevant_keys
 
 SWEEPS_DIR = "reports/sweeps"
@@ -29,16 +30,11 @@ SPEC_KEYS = {
     "datasets",
     "per_dataset",
 }
-PER_DATASET_KEYS = {"seeds", "set"}
 DEFAULT_SELECTION = {
     "metric": "val_acc_delta",
     "mode": "max",
     "tie_breakers": [["edit_fix_ratio", "max"], ["proj_regression_rate", "min"]],
 }
-
-
-class SweepError(params_mod.ParamError):
-    """A sweep spec or option is invalid; the message names the problem and the fix."""
 
 
 def edit_methods() -> list[str]:
@@ -55,6 +51,9 @@ def load_spec(path: str | Path) -> dict:
     spec = params_mod.read_mapping(path, "sweep spec")  # see params/sweeps/ for examples
     spec.setdefault("name", path.stem)
     spec["params"] = [str(paths.resolve(f, path.parent)) for f in as_list(spec.get("params"))]
+    for block in (spec.get("per_dataset") or {}).values():
+        if isinstance(block, dict) and block.get("params"):
+            block["params"] = [str(paths.resolve(f, path.parent)) for f in as_list(block["params"])]
     spec["_source"] = str(path)
     return spec
 
@@ -116,41 +115,6 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
         "per_dataset": per_dataset,
         "source": spec.get("_source"),
     }
-
-
-def check_datasets(spec: Mapping[str, Any], grid: Mapping[str, Any]) -> tuple[list, dict]:
-    """``datasets`` (a benchmark: each dataset is a block of the sweep) and ``per_dataset`` (each
-    block's own seeds and fixed values, e.g. fewer seeds where training is long)."""
-    from .. import datasets as datasets_mod  # lazy: the MedMNIST registry
-
-    ds_list = [str(d) for d in as_list(spec.get("datasets"))]
-    per = spec.get("per_dataset") or {}
-    if not isinstance(per, dict):
-        raise SweepError("'per_dataset' must map dataset names to {seeds: [...], set: {...}}")
-    if ds_list and "dataset" in grid:
-        raise SweepError(
-            "give the datasets either as the spec's 'datasets' list or as a grid key, not both"
-        )
-    known = datasets_mod.known_datasets()
-    bad = [d for d in ds_list if d not in known]
-    if bad:
-        raise SweepError(f"unknown dataset(s) {bad} in 'datasets'; known: {', '.join(known)}")
-    out = {}
-    for d, block in per.items():
-        if d not in ds_list:
-            raise SweepError(f"per_dataset: '{d}' is not in the spec's 'datasets' {ds_list}")
-        block = block or {}
-        unknown = set(block) - PER_DATASET_KEYS
-        if unknown:
-            raise SweepError(
-                f"per_dataset '{d}': unknown key(s) {sorted(unknown)}; known: {sorted(PER_DATASET_KEYS)}"
-            )
-        fixed = params_mod.validate(block.get("set") or {}, where=f"per_dataset '{d}' set")
-        if "dataset" in fixed or "run_dir" in fixed:
-            raise SweepError(f"per_dataset '{d}' set: dataset and run_dir are the sweep's to set")
-        seeds = [params_mod.validate({"seed": x})["seed"] for x in as_list(block.get("seeds"))]
-        out[d] = {"seeds": seeds, "set": fixed}
-    return ds_list, out
 
 
 def check_grid(grid: Any, where: str) -> dict:
@@ -236,55 +200,6 @@ def searched_params(spec: Mapping[str, Any]) -> list[str]:
     return searched + (["seed"] if len(spec.get("seeds") or []) > 1 else [])
 
 
-def restrict_datasets(spec: dict, args: argparse.Namespace) -> dict:
-    """A benchmark spec runs the datasets that ``--datasets`` names (default: all of its list) and
-    that can be had: a MedMNIST file found locally (any with ``--download``), a liver set when
-    ``--liver-dir`` gives its folder. Each left-out dataset is said in words."""
-    from .. import datasets as datasets_mod
-
-    wanted = [str(d) for d in as_list(spec.get("datasets"))]
-    if args.datasets:
-        bad = [d for d in args.datasets if d not in wanted]
-        if bad:
-            raise SweepError(f"--datasets {bad} are not in the spec's datasets {wanted}")
-        wanted = [d for d in wanted if d in args.datasets]
-    base = params_mod.resolve(*spec["params"], spec.get("set") or {})
-    download = bool(getattr(args, "download", False))
-    liver_dir = getattr(args, "liver_dir", None)
-    per = {d: dict(b or {}) for d, b in (spec.get("per_dataset") or {}).items()}
-    keep = []
-    for d in wanted:
-        if d in datasets_mod.LIVER_VARIANTS:
-            if not liver_dir:
-                print(f"benchmark: skipping {d}: give its folder with --liver-dir DIR")
-                continue
-            block = per.setdefault(d, {})
-            block["set"] = {**(block.get("set") or {}), "data_path": str(liver_dir)}
-            keep.append(d)
-            continue
-        if download:
-            keep.append(d)
-            continue
-        try:
-            datasets_mod.locate_medmnist(d, base["size"], base.get("data_path"), False)
-        except datasets_mod.DataError:
-            print(
-                f"benchmark: skipping {d}: {d}_{base['size']} is not found locally (--download gets it)"
-            )
-            continue
-        keep.append(d)
-    if not keep:
-        raise SweepError(
-            f"none of the benchmark's datasets {wanted} is available: put the MedMNIST files in "
-            f"data/ (or $VITEDIT_DATA_ROOT), or allow --download"
-        )
-    spec["datasets"] = keep
-    spec["per_dataset"] = {d: b for d, b in per.items() if d in keep}
-    if download:
-        spec["set"] = {**(spec.get("set") or {}), "download": True}
-    return spec
-
-
 def spec_from_args(args: argparse.Namespace) -> dict:
     """The spec with the command line's overrides (grid ranges, seeds, methods, fixed values), checked."""
     spec = load_spec(args.spec)
@@ -320,9 +235,12 @@ def spec_from_args(args: argparse.Namespace) -> dict:
         spec["seeds"] = args.seeds
     if args.methods:
         spec["methods"] = args.methods
+    baselines = getattr(args, "baselines", None)
+    if baselines:
+        spec["baselines"] = list(baselines)
     if args.no_baselines:
         spec["baselines"] = False
-    if args.methods or args.no_baselines:  # the grids of the methods this call leaves out go too
+    if args.methods or args.no_baselines or baselines:  # the left-out methods' grids go too
         run = set(as_list(spec.get("methods", edit_methods())))
         bl = spec.get("baselines", list(baseline_aliases()))
         run |= set() if bl is False or bl is None else set(as_list(bl))
