@@ -120,7 +120,7 @@ def test_per_dataset_blocks_set_their_seeds_and_recipe():
 
 def test_new_parameters_at_their_default_keep_earlier_results_reused():
     p = params.resolve()
-    new = {"edit_selection", "edit_pair", "trace_regions"}  # added by issue 12
+    new = {"edit_selection", "edit_pair", "trace_regions", "augment_flips"}  # added by issue 12
     for method in methods.names():
         keys = relevant_keys(method)
         before = {k: p[k] for k in keys if k not in new}  # what the hash covered before
@@ -272,3 +272,68 @@ def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(
     ctx = benchmark.context(sw)
     assert set(ctx["base"].dataset) == {"retinamnist", "bloodmnist"}
     assert (ctx["shared_records"].train_minutes > 0).all()
+
+
+def _summary(old: bool) -> pd.DataFrame:
+    """Experiments as a sweep's summary holds them; ``old``: a sweep from before issue 12 (no
+    edit_selection, rank_scope, AUC or generalisation columns)."""
+    rows = []
+    for method, fix in [("alphaedit", 0.6), ("head", 0.4), ("baseline_retrain", 0.9)]:
+        for seed in (0, 1, 2):
+            r = {
+                "dataset": "bloodmnist",
+                "method": method,
+                "status": "ok",
+                "seed": seed,
+                "config_id": method,
+                "index": 0,
+                "experiment": f"{method}_s{seed}",
+                "report": f"/s/runs/bloodmnist/{method}_s{seed}/index.html",
+                "edit_fix_ratio": fix + 0.01 * seed,
+                "val_regression_rate": 0.0,
+                "proj_regression_rate": 0.01,
+                "test_acc_delta": -0.001 * seed,
+                "edit_time_seconds": 2.0 if method != "baseline_retrain" else 600.0,
+                "test_mcnemar_p": 0.5,
+                "test_acc_before": 0.93 + 0.001 * seed,
+                "val_total": 1000,
+                "val_acc_before": 0.95,
+                "max_edits": 30,
+                "projection_samples": 500,
+            }
+            if not old:
+                r.update(
+                    {
+                        "edit_selection": "first",
+                        "edit_pair": None,
+                        "rank_scope": None,
+                        "test_auc_before": 0.99,
+                        "test_same_pair_fix_rate": 0.2,
+                    }
+                )
+            rows.append(r)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("old", [True, False])
+def test_the_report_tables_read_old_and_new_sweeps(old):
+    s = _summary(old)
+    points = budget.operating_points(s)
+    assert set(points.method) == {"alphaedit", "head", "baseline_retrain"}
+    assert "edit_selection" not in points  # one value: no group
+    head = benchmark.headline(points)
+    assert head.loc[head.method == "alphaedit", "fix rate"].iloc[0].startswith("0.610 [")
+    t = benchmark.times(s, points)
+    assert t.loc[t.method == "alphaedit", "speed-up vs retrain"].iloc[0] == pytest.approx(300)
+    base = benchmark.base_models(
+        s,
+        pd.DataFrame(columns=["dataset", "train_minutes", "epochs_run", "n_errors_edit_discovery"]),
+    )
+    assert base.resnet18_28_acc.iloc[0] == 0.958 and base.seeds.iloc[0] == 3
+    assert base.test_auc.iloc[0] == ("n/a" if old else "0.990 [0.990, 0.990]")
+    text = benchmark.findings(points, base)
+    assert (
+        "baseline_retrain" in text["bloodmnist"] and "CI is above every other" in text["bloodmnist"]
+    )
+    links = benchmark.run_links(s, "/s")
+    assert links.count("<li>") == 9 and "runs/bloodmnist/head_s0/index.html" in links

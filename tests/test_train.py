@@ -73,10 +73,24 @@ def test_identical_settings_reuse_the_checkpoint_and_others_do_not(tmp_path, toy
         (P(tmp_path, ft_train_ratio=0.7), splits.make_split(toy, 0.7, 0)),
         (P(tmp_path, lr=1e-3), s),
         (P(tmp_path, epochs=2), s),
+        (P(tmp_path, augment_flips=False), s),
     ]:
         fields = train.checkpoint_fields(p, toy, split, torch.device("cpu"))
         names.add(train.checkpoint_path(p, fields).name)
-    assert len(names) == 5
+    assert len(names) == 6
+    # a parameter added later is left out of the name at its default: earlier checkpoints stay valid
+    default = train.checkpoint_fields(P(tmp_path), toy, s, torch.device("cpu"))
+    assert "augment_flips" not in default["train"]
+
+
+def test_augmentation_without_flips_keeps_left_and_right():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, :, :6] = 1.0  # a bright band on the left
+    out = train.augment(x, torch.Generator().manual_seed(0), flips=False)
+    assert (out[:, :, :, :4].mean((1, 2, 3)) > 0.9).all()  # still on the left for every image
+    assert (out[:, :, :, -8:].abs().sum((1, 2, 3)) == 0).all()
+    flipped = train.augment(x, torch.Generator().manual_seed(0))
+    assert (flipped[:, :, :, -4:].mean((1, 2, 3)) > 0.9).any()  # flips move it for some
 
 
 def test_selected_model_is_the_best_validation_epoch(tmp_path, toy):

@@ -165,6 +165,14 @@ SCHEMA: dict[str, Param] = {
             "augment", True, "bool", "train", "random flips, 90-degree rotations and shifted crops"
         ),
         Param(
+            "augment_flips",
+            True,
+            "bool",
+            "train",
+            "with augment: also flips and 90-degree rotations; false where the classes depend on "
+            "orientation (organamnist: left and right kidney, lung, femur)",
+        ),
+        Param(
             "patience",
             10,
             "int",

@@ -94,7 +94,11 @@ def checkpoint_fields(
             "model": cfg.to_dict(),
             "weights": weights,
             "precision": "bf16" if device.type == "cuda" else "fp32",
-            "train": {k: params[k] for k in TRAIN_KEYS},
+            "train": {
+                **{k: params[k] for k in TRAIN_KEYS},
+                # added later: only when off, so that earlier checkpoints keep their names
+                **({"augment_flips": False} if not params.get("augment_flips", True) else {}),
+            },
         }
     )
 
@@ -129,9 +133,15 @@ def lr_lambda(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
     return f
 
 
-def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random flips, 90-degree rotations and small reflected shifts, per sample."""
+def augment(x: torch.Tensor, g: torch.Generator, flips: bool = True) -> torch.Tensor:
+    """Random flips, 90-degree rotations (unless ``flips`` is false: orientation-dependent classes)
+    and small reflected shifts, per sample."""
     b, _, h, w = x.shape
+    if not flips:
+        pad = max(1, h // 14)
+        out = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
+        return out[:, :, dy : dy + h, dx : dx + w]
     flip_h = torch.rand(b, generator=g) < 0.5
     flip_v = torch.rand(b, generator=g) < 0.5
     rot = torch.randint(0, 4, (b,), generator=g)
@@ -322,7 +332,7 @@ def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -
                 on_batch(pos)
             x = models.preprocess(train_images[pos], cfg, device, pin)
             if params["augment"]:
-                x = augment(x, g)
+                x = augment(x, g, params.get("augment_flips", True))
             y = torch.as_tensor(train_labels[pos]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)

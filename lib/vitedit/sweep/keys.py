@@ -16,7 +16,12 @@ LAYER_CHOICE = {"edit_layers", "num_edit_layers", "no_astra_layers", "rank_kind"
 
 # parameters added after sweeps were run, with the value that reproduces the earlier behaviour: at
 # that value they stay out of an experiment's content hash, so earlier results keep being reused
-HASH_NEUTRAL = {"edit_selection": "first", "edit_pair": None, "trace_regions": 0}
+HASH_NEUTRAL = {
+    "edit_selection": "first",
+    "edit_pair": None,
+    "trace_regions": 0,
+    "augment_flips": True,
+}
 
 
 def content_key(p: Mapping[str, Any], keys: Iterable[str]) -> dict:
