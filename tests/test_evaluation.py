@@ -90,8 +90,13 @@ def test_comparison_files_have_stable_schemas_and_merge_methods(tmp_path, setup)
         "f1_macro_after",
         "auc_before",
         "auc_after",
+        "edited_pairs",
         "same_pair_errors",
         "same_pair_wrong_to_correct",
+        "same_pair_fix_rate",
+        "pair_classes_correct",
+        "pair_classes_correct_to_wrong",
+        "pair_classes_regression_rate",
     ]
     cm = pd.read_csv(tmp_path / "confusion_matrix_edit.csv")
     assert list(cm.columns) == ["true", "pred", "count", "method"] and set(cm.method) == {"a", "b"}

@@ -157,7 +157,7 @@ def test_notebooks_are_valid_nbformat_with_stable_cell_ids():
     import nbformat
 
     files = sorted(NOTEBOOKS.glob("*.ipynb"))
-    assert len(files) == 8
+    assert len(files) == 9
     for f in files:
         nb = nbformat.read(f, as_version=4)
         nbformat.validate(nb)
