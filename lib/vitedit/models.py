@@ -6,6 +6,7 @@ All models are timm ``VisionTransformer`` instances, so every block stays hookab
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -114,8 +115,19 @@ def build_model(
 
 
 def depth(config: ModelConfig | str) -> int:
-    """Number of transformer blocks of a config (built on the meta device: no memory, no weights)."""
-    cfg = get_config(config) if isinstance(config, str) else config
+    """Number of transformer blocks of a config (built on the meta device: no memory, no weights;
+    a registered config's answer is cached: a sweep's plan asks once per grid point)."""
+    if isinstance(config, str):
+        return _registered_depth(config)
+    return _build_depth(config)
+
+
+@functools.cache
+def _registered_depth(name: str) -> int:
+    return _build_depth(get_config(name))
+
+
+def _build_depth(cfg: ModelConfig) -> int:
     with torch.device("meta"):
         return len(
             timm.create_model(
