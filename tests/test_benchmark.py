@@ -27,14 +27,7 @@ from vitedit.sweep.spec import (
 from conftest import ROOT
 
 SPEC = ROOT / "params" / "sweeps" / "benchmark.yaml"
-ORIGINAL_MEDMNIST = {
-    "pathmnist",
-    "dermamnist",
-    "retinamnist",
-    "organamnist",
-    "bloodmnist",
-    "tissuemnist",
-}
+ORIGINAL_MEDMNIST = set(datasets.ORIGINAL_MEDMNIST)
 SHARED = ROOT.parent / "shared" / "data"
 
 
@@ -45,6 +38,7 @@ def test_benchmark_spec_covers_every_method_and_dataset_with_a_strength_grid():
     assert run == set(methods.names()), set(methods.names()) - run
     assert set(spec["baselines"]) == {"retrain", "finetune"}
     assert ORIGINAL_MEDMNIST | set(datasets.LIVER_VARIANTS) <= set(spec["datasets"])
+    assert set(benchmark.RESNET18_28) == ORIGINAL_MEDMNIST  # the reference beside each base model
     for m in methods.names():
         if m == "baseline_retrain":  # one recipe: the original training on FT-Train + errors
             continue

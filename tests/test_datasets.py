@@ -10,12 +10,7 @@ from conftest import RETINA_MD5, make_liver, make_npz
 def test_known_datasets_cover_the_original_system():
     known = datasets.known_datasets()
     for name in [
-        "pathmnist",
-        "dermamnist",
-        "retinamnist",
-        "organamnist",
-        "bloodmnist",
-        "tissuemnist",
+        *datasets.ORIGINAL_MEDMNIST,
         "liver4",
         "liver2s",
         "liver2a",

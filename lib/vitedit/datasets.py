@@ -24,6 +24,15 @@ from . import paths
 DATA_ENV = "VITEDIT_DATA_ROOT"
 SPLITS = ("train", "val", "test")
 MEDMNIST_SIZES = (28, 64, 128, 224)
+# the MedMNIST 2D sets of the original system (its --download benchmark covers these six)
+ORIGINAL_MEDMNIST = (
+    "pathmnist",
+    "dermamnist",
+    "retinamnist",
+    "organamnist",
+    "bloodmnist",
+    "tissuemnist",
+)
 LIVER_VARIANTS = {
     # name: (label names, mapping from the 4 raw stages F0, F1, F2, F3-F4)
     "liver4": (["F0", "F1", "F2", "F3-F4"], [0, 1, 2, 3]),
