@@ -1,18 +1,22 @@
+# make smoke  - first try: the whole study (01-07) on RetinaMNIST with a tiny model, ~3 min on 2 cores
 # make study  - set everything up and run the default study (RetinaMNIST); prints the report path
 # make test   - set everything up and run the test suite
 # make sweep  - run (or resume) a parameter sweep: make sweep SPEC=params/sweeps/retinamnist_edit.yaml ARGS="--parallel 2"
 # make benchmark - the cross-dataset benchmark over every dataset found locally (ARGS="--download" for all six)
-# make lab    - open the notebooks in JupyterLab
+# make lab    - open the notebooks in JupyterLab (adds --allow-root when run as root)
 # make lint   - ruff check + ruff format --check (code and notebooks); `make format` fixes the format
 # make strip  - clear the notebooks' outputs before a commit (they are the source, committed clean)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# CPU-only machines: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu (same pins, ~200 MB
+# instead of the CUDA build's ~6.5 GB); empty = the default index (the CUDA build, also runs on CPUs)
+TORCH_INDEX ?=
 SHARED_DIR := ../shared/data
 SHARED_FILES := retinamnist.npz bloodmnist.npz organamnist.npz
 
-.PHONY: setup study sweep benchmark test lab lint format strip clean-runs
+.PHONY: setup smoke study sweep benchmark test lab lint format strip clean-runs
 SPEC ?= params/sweeps/retinamnist_edit.yaml
 
 $(BIN)/python:
@@ -21,7 +25,7 @@ $(BIN)/python:
 
 # torch first, pinned, so that nothing later resolves another (multi-GB) build
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q $(TORCH_PINS)
+	$(BIN)/pip install -q $(TORCH_PINS) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
@@ -30,6 +34,9 @@ setup: $(VENV)/.installed
 	@for f in $(SHARED_FILES); do \
 		if [ -f $(SHARED_DIR)/$$f ] && [ ! -e data/$$f ]; then \
 			ln -s "$$(realpath $(SHARED_DIR)/$$f)" data/$$f && echo "linked data/$$f -> $(SHARED_DIR)/$$f"; fi; done
+
+smoke: setup
+	$(BIN)/vitedit --stage full --params params/base.yaml --params params/tiny.yaml --set progress=true --run-name smoke --timestamp --download $(ARGS)
 
 study: setup
 	$(BIN)/vitedit --stage full --params params/base.yaml --params params/retinamnist.yaml --download $(ARGS)
@@ -55,4 +62,4 @@ strip: setup
 	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
 
 lab: setup
-	cd notebooks && ../$(BIN)/jupyter lab
+	cd notebooks && ../$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)

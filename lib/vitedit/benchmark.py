@@ -255,6 +255,36 @@ def findings(points: pd.DataFrame, base: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def report_warnings(summary: pd.DataFrame, points: pd.DataFrame) -> list[str]:
+    """The benchmark page's warnings in words: runs that did not finish, datasets with one seed
+    (no interval, no winner), and the warnings (:mod:`vitedit.alerts`) of every operating point
+    the headline table shows."""
+    out = []
+    if not len(summary):
+        return out
+    bad = summary[summary.status != "ok"]
+    if len(bad):
+        out.append(
+            f"{len(bad)} of {len(summary)} runs did not finish ok "
+            f"({', '.join(sorted(set(bad.status)))}): the figures rest on the others; see 'Every "
+            "run' below"
+        )
+    one_seed = [d for d, g in summary.groupby("dataset") if g.seed.nunique() < 2]
+    if one_seed:
+        out.append(
+            f"{', '.join(one_seed)}: one seed only, so no confidence interval and no winner is "
+            "claimed there"
+        )
+    if len(points) and "experiments" in points and "warnings" in summary:
+        by_name = summary.set_index("experiment")["warnings"].fillna("").astype(str)
+        for _, r in points.iterrows():
+            names = str(r.get("experiments") or "").split()
+            texts = sorted({by_name.get(n, "") for n in names} - {""})
+            for t in texts:
+                out.append(f"{r['dataset']}, at <= {float(r['budget']):.0%} regression: {t}")
+    return out
+
+
 def run_links(summary: pd.DataFrame, sweep_dir: str | Path) -> str:
     """HTML list of every run's report and status, per dataset (relative links)."""
     sweep_dir = Path(sweep_dir)

@@ -16,7 +16,7 @@ import copy
 import sys
 from pathlib import Path
 
-from . import datasets, execute, methods, paths, report, runs
+from . import clihelp, datasets, execute, methods, paths, report, runs
 from . import params as params_mod
 
 NOTEBOOKS = runs.NOTEBOOKS  # the study's order
@@ -118,8 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--resume", action="store_true", default=None, help="continue an interrupted training run"
     )
-    g.add_argument("--pin-memory", dest="pin_memory", action="store_true", default=None)
-    g.add_argument("--no-pin-memory", dest="pin_memory", action="store_false")
+    g.add_argument(
+        "--pin-memory",
+        dest="pin_memory",
+        action="store_true",
+        default=None,
+        help="pin host batches for CUDA copies (default: when CUDA is used)",
+    )
+    g.add_argument(
+        "--no-pin-memory",
+        dest="pin_memory",
+        action="store_false",
+        help="never pin host batches (default: pinned when CUDA is used)",
+    )
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
     g = ap.add_argument_group("layer localisation")
     g.add_argument("--num-ablations", type=int, help="noisy copies per traced sample (32)")
@@ -192,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the stage once per seed (split, training, noise) in <run>/seed-<s>/ and aggregate "
         "metrics.json to mean ± 95%% CI in <run>/seeds_summary.csv",
     )
+    clihelp.document(ap)
     return ap
 
 
@@ -301,6 +313,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     if folder.params is None:
         folder.write_params(p)
+    folder.write_plan(todo)
+    print(f"index (updated after every stage): {report.write_run_index(run_dir)}")
     try:
         for name in todo:
             execute.run_notebook(name, run_dir, p)

@@ -40,3 +40,10 @@ PRESERVATION_BOUND = 1e-2
 HELDOUT_WARN = 100
 # a method's default that loses more Test accuracy than this is named in the report's warnings
 TEST_LOSS_WARN = 0.02
+# vitedit.alerts: a result beyond one of these bounds is named at the top of the reports, in the
+# run index, the stage's status and the sweep report (the bounds are the budget study's: a method
+# judged at <= 5 % held-out regression; "fixes nothing" below 10 % of the edited errors, e.g. 1/30;
+# an update larger than the weights it changes rewrites the layer, 1x)
+HELDOUT_REGRESSION_WARN = 0.05
+FIX_RATE_WARN = 0.1
+UPDATE_NORM_WARN = 1.0

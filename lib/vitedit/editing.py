@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import models, paths, train
 from .columns import PRESERVATION_BOUND
 from .models import predict_probs
 from .params import digest
+from .progress import bar as progress_bar
 
 MODULES = {"mlp": "mlp.fc2", "attn": "attn.proj"}
 TOKEN_SCOPES = ("cls", "all", "cls+all")
@@ -164,7 +164,7 @@ def key_second_moment(
     h = lin.register_forward_pre_hook(lambda m, args: grab.__setitem__("k", args[0]))
     model.eval()
     try:
-        for sl in tqdm(
+        for sl in progress_bar(
             list(models.iter_batches(len(images), batch_size)),
             desc=f"keys L{layer} {module}",
             disable=not progress,

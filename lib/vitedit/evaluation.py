@@ -350,6 +350,8 @@ def four_level(
         "f1_macro_after": macro_f1(te_y, ya, n_cls),
         "auc_before": auc(te_y, pb),
         "auc_after": auc(te_y, pa),
+        # what always answering the largest Test class scores: an edited model below it is broken
+        "majority_share": float(np.bincount(te_y, minlength=n_cls).max() / max(len(te_y), 1)),
         **gen,
     }
     rest = np.setdiff1d(np.arange(len(ed_y)), edited_positions)
@@ -435,6 +437,7 @@ def summary_metrics(
         "test_auc_after": t["auc_after"],
         "test_f1_macro_after": t["f1_macro_after"],
         "test_auc_before": t["auc_before"],
+        "test_majority_share": t.get("majority_share", np.nan),
         "test_same_pair_errors": t["same_pair_errors"],
         "test_same_pair_fix_rate": t["same_pair_fix_rate"],
         "test_pair_classes_regression_rate": t["pair_classes_regression_rate"],

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from . import datasets, paths, report, runs
+from . import datasets, methods, paths, report, runs
+from . import progress as progress_mod
 
 KERNEL = "python3"
 
@@ -69,21 +70,35 @@ def preflight(p: dict, log=print) -> None:
 
 def papermill(src: Path, out: Path, parameters: Mapping[str, Any], progress: bool = False) -> None:
     """Execute ``src`` into ``out``; the kernel is stopped at once after the last cell (a graceful
-    shutdown waits ~2.5 s per notebook)."""
+    shutdown waits ~2.5 s per notebook).
+
+    With ``progress`` the kernel writes one line per training epoch and per tenth of a loop to the
+    console (``vitedit.progress``; the HTML report keeps the last line of each); papermill's own
+    cell counter is off, and the kernel's transport warning ("running over TCP without
+    encryption", a local kernel of our own) is silenced by its log level."""
     import papermill as pm  # lazy: ~2.5 s (see notebook_parameters)
 
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(src),
-        str(out),
-        parameters=dict(parameters),
-        kernel_name=KERNEL,
-        cwd=str(src.parent),
-        progress_bar=progress,
-        log_output=False,
-        shutdown_kernel="immediate",
-    )
+    before = os.environ.get(progress_mod.ENV)
+    os.environ[progress_mod.ENV] = "1"  # inherited by the kernel only for this execution
+    try:
+        pm.execute_notebook(
+            str(src),
+            str(out),
+            parameters=dict(parameters),
+            kernel_name=KERNEL,
+            cwd=str(src.parent),
+            progress_bar=False,
+            log_output=False,
+            shutdown_kernel="immediate",
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        )
+    finally:
+        if before is None:
+            os.environ.pop(progress_mod.ENV, None)
+        else:
+            os.environ[progress_mod.ENV] = before
 
 
 def record_failure(folder: Path, stage: str, error: str, **extra: Any) -> None:
@@ -119,7 +134,8 @@ def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
     except BaseException as e:  # includes KeyboardInterrupt: never leave 'running' or 'ok' behind
         record_failure(run_dir, name, short_error(e), seconds=round(time.perf_counter() - t0, 1))
         raise
-    report.render_html(out_nb, out_html)
+    warnings = stage_warnings(run_dir, name)
+    report.render_html(out_nb, out_html, warnings)
     folder = runs.RunFolder(run_dir)
     st = folder.stage(name)
     if st.get("status") != "ok":  # the notebook must have called run.finish()
@@ -128,10 +144,21 @@ def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
     folder.set_status(
         name,
         "ok",
-        **{k: v for k, v in st.items() if k not in ("status", "time")},
+        **{k: v for k, v in st.items() if k not in ("status", "time", "warnings")},
         html=out_html.name,
         notebook=str(out_nb),
         seconds=round(time.perf_counter() - t0, 1),
+        warnings=warnings,
     )
+    report.write_run_index(run_dir)
+    for w in warnings:
+        log(f"[{name}] WARNING {w}")
     log(f"[{name}] ok in {time.perf_counter() - t0:.1f} s; report {out_html}")
     return out_html
+
+
+def stage_warnings(run_dir: Path, stage: str) -> list[str]:
+    """The warnings (:mod:`vitedit.alerts`) of the methods a stage edits or evaluates: 04/05 their
+    edits, 06 every edit method, 07 the baselines; none for 01-03."""
+    names = [m.name for m in methods.REGISTRY.values() if stage in m.notebooks]
+    return report.run_warnings(run_dir, names) if names else []

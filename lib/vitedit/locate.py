@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import models, paths
 from .evaluation import t_half_width
+from .progress import bar as progress_bar
 
 KINDS = ("block", "mlp", "attn")
 SCOPES = ("all", "cls", "patches")
@@ -802,7 +802,7 @@ def trace_errors(
 ) -> pd.DataFrame:
     """Trace every sample at ``positions`` of ``images``; the long table of ``layer_importance.csv``."""
     tables = []
-    for pos in tqdm(positions, desc="causal tracing", disable=not progress):
+    for pos in progress_bar(positions, desc="causal tracing: error", disable=not progress):
         x = models.preprocess(images[pos : pos + 1], cfg, device)
         res = trace_sample(model, x, restores, noise, max_rows)
         t = effects_table(res, restores, int(preds[pos]), int(labels[pos]), min_total_effect)

@@ -15,9 +15,9 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import paths
+from .progress import bar as progress_bar
 
 
 class ModelError(ValueError):
@@ -204,7 +204,7 @@ def predict_logits(
     was_training = model.training
     model.eval()
     out = []
-    for sl in tqdm(
+    for sl in progress_bar(
         list(iter_batches(len(images), batch_size)), desc=desc, disable=not progress, leave=False
     ):
         x = preprocess(images[sl], cfg, device)

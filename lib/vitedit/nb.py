@@ -12,6 +12,7 @@ Usage in a notebook::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,11 @@ from typing import Any
 
 from . import params as params_mod
 from . import runs
+
+# timm and medmnist import tqdm.auto, which in a kernel without ipywidgets warns "IProgress not
+# found" with the virtualenv's absolute path in every report; our own bars never use tqdm.auto
+# (vitedit.progress), so the message says nothing a reader can act on
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 STAGES = (
     runs.NOTEBOOK_STAGES

@@ -7,26 +7,81 @@ import json
 import re
 from pathlib import Path
 
-from . import runs
-from .columns import HELDOUT_WARN, PRESERVATION_BOUND, TEST_LOSS_WARN
+from . import alerts, progress, runs
 from .paths import atomic_write_text
 
 
-def render_html(notebook: Path, out: Path | None = None) -> Path:
-    """Render an executed notebook to a standalone HTML report without code cells' input."""
+def render_html(notebook: Path, out: Path | None = None, warnings: list[str] | None = None) -> Path:
+    """Render an executed notebook to a standalone HTML report without code cells' input: progress
+    lines coalesced to the last of each bar (:func:`coalesce_progress`), ``warnings`` in a banner
+    at the top."""
     # lazy: nbconvert costs ~2 s to import; the CLI's and the sweep's index pages need none of it
     import nbformat
     from nbconvert import HTMLExporter
 
     notebook = Path(notebook)
     out = Path(out) if out else notebook.with_suffix(".html")
-    nb = nbformat.read(notebook, as_version=4)
+    nb = coalesce_progress(nbformat.read(notebook, as_version=4))
     exporter = HTMLExporter(
         exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
     )
     body, _ = exporter.from_notebook_node(nb)
-    atomic_write_text(out, offline(body))
+    atomic_write_text(out, with_banner(offline(body), warnings or []))
     return out
+
+
+_PROGRESS = re.compile(re.escape(progress.MARK) + r"(?P<desc>.*?): \d+(/\d+)? \(")
+
+
+def coalesce_progress(nb):
+    """Each code cell's stream outputs merged per stream, the progress lines of each bar
+    (``progress.MARK``) reduced to the last one, kept where the bar's first line was; tqdm's
+    redraws (carriage returns) reduced to their final state; streams left empty removed."""
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        outputs, streams = [], {}
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream":
+                if o["name"] in streams:
+                    streams[o["name"]]["text"] += o["text"]
+                    continue
+                streams[o["name"]] = o
+            outputs.append(o)
+        for o in streams.values():
+            lines = [ln.rsplit("\r", 1)[-1] for ln in o["text"].split("\n")]
+            last, first = {}, {}
+            for i, ln in enumerate(lines):
+                m = _PROGRESS.match(ln)
+                if m:
+                    last[m["desc"]] = ln
+                    first.setdefault(m["desc"], i)
+            keep = {i: last[d] for d, i in first.items()}
+            text = [
+                keep.get(i, ln)
+                for i, ln in enumerate(lines)
+                if i in keep or not _PROGRESS.match(ln)
+            ]
+            o["text"] = "\n".join(text)
+        cell["outputs"] = [
+            o for o in outputs if o.get("output_type") != "stream" or o["text"].strip()
+        ]
+    return nb
+
+
+BANNER_STYLE = (
+    "border:2px solid #b00;background:#fee;padding:0.5em 1em;margin:1em 2em;font-family:sans-serif"
+)
+
+
+def with_banner(page: str, warnings: list[str]) -> str:
+    """``page`` with the warnings in words right after ``<body>`` (nothing when there are none)."""
+    if not warnings:
+        return page
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    banner = f"<div class='vitedit-warnings' style='{BANNER_STYLE}'><b>Warnings</b><ul>{items}</ul></div>"
+    m = re.search(r"<body[^>]*>", page)
+    return page[: m.end()] + banner + page[m.end() :] if m else banner + page
 
 
 def offline(page: str) -> str:
@@ -38,7 +93,7 @@ def offline(page: str) -> str:
 STYLE = (
     "body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;border-bottom:1px solid #ddd}"
     ".warn{border:2px solid #b00;background:#fee;padding:0.5em 1em;margin:1em 0}"
-    ".ok{color:#070}.failed{color:#b00;font-weight:bold}.running{color:#a60}.skipped{color:#666}"
+    ".ok{color:#070}.failed{color:#b00;font-weight:bold}.running{color:#a60}.skipped,.waiting{color:#666}"
 )
 
 
@@ -56,46 +111,10 @@ def _link(href: str, text: str) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
 
 
-# why a method's default may lose accuracy on purpose
-WHY = {
-    "alphaedit_noproj": ": the ablation runs AlphaEdit's solve and L2 without the projection P, "
-    "to show what the null space prevents",
-}
-
-
-def run_warnings(run_dir: Path) -> list[str]:
-    """What a reader must know before the numbers, in words, from the run's ``metrics.json``: an
-    edit whose preservation error exceeds the documented bound, a method that loses more than
-    TEST_LOSS_WARN of Test accuracy, a held-out FT-Train share too small to measure regression."""
-    f = Path(run_dir) / "metrics.json"
-    if not f.is_file():
-        return []
-    out = []
-    for name, m in json.loads(f.read_text()).get("methods", {}).items():
-        worst = max(
-            (m.get(k) for k in ("preservation_insample", "preservation_heldout")),
-            key=lambda v: -1 if v is None or v != v else v,
-        )
-        if m.get("preservation_exceeds_bound") is True:  # NaN/None: not judged (no projection edit)
-            out.append(
-                f"{name}: the edit changes the outputs of the keys it was meant to preserve: median "
-                f"||dW k|| / ||W k|| = {worst:.3g} at its worst layer, above the bound "
-                f"{PRESERVATION_BOUND:g} (raise L2 or lower nullspace_threshold)"
-            )
-        delta = m.get("test_acc_delta")
-        if delta is not None and delta == delta and delta < -TEST_LOSS_WARN:
-            out.append(
-                f"{name}: Test accuracy falls by {-delta:.1%} ({m.get('test_acc_before', 0):.3f} -> "
-                f"{m.get('test_acc_after', 0):.3f}, McNemar p = {m.get('test_mcnemar_p', 1):.2g})"
-                + WHY.get(name, "")
-            )
-        n = m.get("proj_n_heldout")
-        if n is not None and n == n and n < HELDOUT_WARN:
-            out.append(
-                f"{name}: only {int(n)} held-out FT-Train samples measure its regression; the "
-                f"regression rate is coarse"
-            )
-    return out
+def run_warnings(run_dir: Path, names: list[str] | None = None) -> list[str]:
+    """What a reader must know before the numbers, in words (:mod:`vitedit.alerts`): every method
+    of the run, or ``names`` only."""
+    return alerts.flat(alerts.run_alerts(run_dir, names))
 
 
 def warnings_html(warnings: list[str]) -> str:
@@ -105,21 +124,88 @@ def warnings_html(warnings: list[str]) -> str:
     return f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>"
 
 
-def write_run_index(run_dir: Path) -> Path:
-    """``index.html`` of a run: each stage's status and a link to its report."""
+HEADLINE = {  # metrics.json column -> its label in the run index (the full table: metrics.json)
+    "edit_fix_ratio": "fixed (edited errors)",
+    "proj_regression_rate": "held-out regression",
+    "test_acc_before": "Test before",
+    "test_acc_after": "Test after",
+    "test_acc_delta": "Test Δ",
+    "test_mcnemar_p": "McNemar p",
+    "val_acc_delta": "FT-Val Δ",
+    "edit_time_seconds": "edit s",
+}
+STAGE_FACTS = {  # status.json field -> label, shown beside a stage in the run index
+    "test_acc": "Test acc",
+    "val_acc": "FT-Val acc",
+    "best_epoch": "best epoch",
+    "edit_layers": "edit layers",
+    "n_errors": "errors",
+}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "–" if v != v else f"{v:.3g}" if abs(v) < 1e-2 and v else f"{v:.3f}"
+    return html.escape(str(v))
+
+
+TEST_CSV = "comparative_evaluation_test_set.csv"
+
+
+def headline_table(run_dir: Path) -> str:
+    """One row per method of ``metrics.json``: the figures a reader looks at first."""
+    f = Path(run_dir) / "metrics.json"
+    try:
+        ms = json.loads(f.read_text()).get("methods", {}) if f.is_file() else {}
+    except ValueError:
+        ms = {}
+    if not ms:
+        return "<p>no evaluated method yet</p>"
+    head = "".join(f"<th>{html.escape(v)}</th>" for v in HEADLINE.values())
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{_fmt(m.get(k, float('nan')))}</td>" for k in HEADLINE)
+        + "</tr>"
+        for name, m in sorted(ms.items())
+    )
+    return (
+        f"<table><tr><th>method</th>{head}</tr>{rows}</table><p>All figures: "
+        f"{_link('metrics.json', 'metrics.json')}, {_link(TEST_CSV, TEST_CSV)}</p>"
+    )
+
+
+def write_run_index(run_dir: Path, planned: list[str] | None = None) -> Path:
+    """``index.html`` of a run: what it is (dataset, model, seed), its warnings in words, each
+    stage's status, time, key figures and report link, and the methods' headline figures.
+    Written when the run starts (``planned`` stages shown as waiting) and after every stage."""
     run_dir = Path(run_dir)
+    folder = runs.RunFolder(run_dir)
+    p = folder.params or {}
+    status = folder.status()
+    planned = list(planned or folder.plan())
     rows = []
-    for stage, st in sorted(runs.RunFolder(run_dir).status().items()):
+    for stage in sorted(set(status) | set(planned)):
+        st = status.get(stage, {"status": "waiting", "time": ""})
         cell = _link(st["html"], stage) if st.get("html") else html.escape(stage)
+        facts = ", ".join(f"{label} {_fmt(st[k])}" for k, label in STAGE_FACTS.items() if k in st)
+        n_warn = len(st.get("warnings") or [])
         err = html.escape(str(st.get("error", "")))
+        secs = st.get("seconds")
         rows.append(
             f"<tr><td>{cell}</td><td class='{st['status']}'>{st['status']}</td>"
-            f"<td>{html.escape(st['time'])}</td><td>{err}</td></tr>"
+            f"<td>{'' if secs is None else f'{secs:.0f} s'}</td><td>{facts}</td>"
+            f"<td>{n_warn or ''}</td><td>{html.escape(st.get('time', ''))}</td><td>{err}</td></tr>"
         )
+    what = ", ".join(
+        f"{k} {html.escape(str(p[k]))}" for k in ("dataset", "size", "model", "seed") if k in p
+    )
     body = (
-        f"<h1>Run {html.escape(run_dir.name)}</h1>{warnings_html(run_warnings(run_dir))}"
+        f"<h1>Run {html.escape(run_dir.name)}</h1><p>{what}</p>"
+        f"{warnings_html(run_warnings(run_dir))}"
         f"<p>Parameters: {_link(runs.PARAMS_FILE, runs.PARAMS_FILE)}</p>"
-        f"<table><tr><th>stage</th><th>status</th><th>time</th><th>error</th></tr>{''.join(rows)}</table>"
+        "<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>time</th><th>figures</th>"
+        f"<th>warnings</th><th>finished</th><th>error</th></tr>{''.join(rows)}</table>"
+        f"<h2>Methods</h2>{headline_table(run_dir)}"
     )
     return _write_page(run_dir / "index.html", run_dir.name, body)
 

@@ -15,6 +15,8 @@ from . import paths
 PARAMS_FILE = "params.yaml"
 STATUS_FILE = "status.json"
 JOB_FILE = "job.json"  # a sweep job's description (what it runs in this folder)
+# the stages the current CLI invocation runs (the run index shows those not started as waiting)
+PLAN_FILE = "plan.json"
 RUNS_DIR = "reports/runs"
 # the study's notebooks in order -> the parameter stage each one owns
 NOTEBOOK_STAGES = {
@@ -229,6 +231,15 @@ class RunFolder:
     def check_compatible(self, p: Mapping[str, Any], stage: str | None = None) -> None:
         """Refuse ``p`` if it contradicts what completed stages (other than ``stage``) were made with."""
         check_compatible(self.path, p, {s: k for s, k in NOTEBOOK_STAGES.items() if s != stage})
+
+    def plan(self) -> list[str]:
+        """The stages the current invocation will run (``plan.json``; the run index shows those not
+        started as waiting)."""
+        f = self.path / PLAN_FILE
+        return json.loads(f.read_text()) if f.is_file() else []
+
+    def write_plan(self, stages: Sequence[str]) -> None:
+        paths.atomic_write_text(self.path / PLAN_FILE, json.dumps(list(stages)))
 
     def job(self) -> dict | None:
         f = self.path / JOB_FILE

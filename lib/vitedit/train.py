@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import json
 import math
 import pickle
@@ -20,15 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import models, paths
 from .datasets import Data
 from .params import digest
+from .progress import bar as progress_bar
 from .splits import Split
 
 RECIPE_VERSION = 1  # bump when the training loop changes what weights a key produces
@@ -181,14 +181,11 @@ def improved(val: dict, best: dict | None, min_loss_delta: float = 1e-4) -> bool
 
 @contextlib.contextmanager
 def file_lock(path: Path):
-    """An exclusive lock on ``<path>.lock`` while the block runs (one writer of ``path`` at a time)."""
+    """An exclusive lock on ``<path>.lock`` while the block runs (one writer of ``path`` at a time;
+    ``filelock`` works on Linux, macOS and Windows, unlike ``fcntl``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with filelock.FileLock(path.with_name(path.name + ".lock")):
+        yield
 
 
 def read_torch(path: Path, what: str, fix: str, device="cpu", weights_only: bool = False) -> Any:
@@ -316,8 +313,12 @@ def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -
             f"resume requested but no interrupted run of {ckpt.name} exists; training from the start"
         )
 
-    bar = tqdm(
-        total=epochs, initial=state["epoch"], desc=f"train {ckpt.stem[:40]}", disable=not progress
+    bar = progress_bar(
+        desc=f"train {ckpt.stem[:40]} epoch",
+        total=epochs,
+        initial=state["epoch"],
+        disable=not progress,
+        each_step=True,
     )
     for epoch in range(state["epoch"], epochs):
         if state["bad_epochs"] > params["patience"] > 0:
@@ -391,8 +392,8 @@ def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -
             },
             resume_file,
         )
-        bar.update(1)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{val['acc']:.3f}")
+        bar.update(1)
     bar.close()
     best = state["best"]
     model.load_state_dict(best["state_dict"])

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .. import datasets, executors, paths, report
+from .. import clihelp, datasets, executors, paths, report
 from .. import params as params_mod
 from ..runs import RunFolder
 from .collect import collect
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="vitedit-sweep", description="Parameter sweeps over the study's notebooks."
     )
-    sub = ap.add_subparsers(dest="command", required=True)
+    # `exec` (one job, called by the executors) is left out of the listing
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{run,collect,trial,index}")
     r = sub.add_parser("run", help="run (or resume) a sweep")
     r.add_argument("spec", help="sweep spec YAML (params/sweeps/...)")
     r.add_argument(
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--continue-from", type=int, default=0, help="skip the first N experiments of the list"
     )
-    r.add_argument("--timeout", type=float, default=7200, help="seconds per experiment (7200)")
+    r.add_argument("--timeout", type=float, default=7200, help="seconds per experiment")
     r.add_argument("--no-baselines", action="store_true", help="no baseline experiments")
     r.add_argument(
         "--baselines",
@@ -54,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline-lr", type=float, help="learning rate of baseline 2")
     r.add_argument("--parallel", type=int, default=1, help="parallel experiments (0 = one per GPU)")
     r.add_argument("--gpu", type=int, help="pin every experiment to this GPU")
-    r.add_argument("--executor", choices=["local", "ray"], default="local")
+    r.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: worker processes on this machine; ray: a Ray cluster",
+    )
     r.add_argument(
         "--ray-address", help="Ray cluster address ('auto', 'ray://host:port'); default: local Ray"
     )
@@ -108,36 +114,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-dir", help="folder of the fine-tuned checkpoints and statistics cache"
     )
     r.add_argument("--wandb", action="store_true", help="log every experiment to Weights & Biases")
-    r.add_argument("--wandb-project", default="vit-model-editing")
-    r.add_argument("--wandb-entity")
-    r.add_argument("--wandb-tags", nargs="*", default=[])
+    r.add_argument("--wandb-project", default="vit-model-editing", help="W&B project")
+    r.add_argument("--wandb-entity", help="W&B entity (team or user)")
+    r.add_argument("--wandb-tags", nargs="*", default=[], help="W&B tags")
     r.add_argument(
         "--no-report", action="store_true", help="skip rendering the sweep report (notebook 08)"
     )
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar on the console")
     r.add_argument("--trial", action="store_true", help=argparse.SUPPRESS)  # ignore the spec's grid
     c = sub.add_parser(
         "collect", help="rebuild the summary CSV/JSON (and report) from a sweep's run folders"
     )
-    c.add_argument("sweep_dir")
-    c.add_argument("--no-report", action="store_true")
+    c.add_argument("sweep_dir", help="the sweep folder")
+    c.add_argument("--no-report", action="store_true", help="skip rendering the sweep report")
     t = sub.add_parser(
         "trial",
         help="one configuration as a W&B sweep trial: the spec's parameters plus "
         "KEY=VALUE pairs (the spec's grid is ignored), logged to W&B",
     )
-    t.add_argument("spec")
-    t.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
-    t.add_argument("--sweep-dir")
-    t.add_argument("--checkpoint-dir")
-    t.add_argument("--data-path")
-    t.add_argument("--timeout", type=float, default=7200)
-    t.add_argument("--wandb-project", default="vit-model-editing")
-    t.add_argument("--wandb-entity")
+    t.add_argument("spec", help="sweep spec YAML naming one method and 'baselines: false'")
+    t.add_argument("assignments", nargs="*", metavar="KEY=VALUE", help="the trial's values")
+    t.add_argument("--sweep-dir", help=f"sweep folder (default: {SWEEPS_DIR}/<spec name>)")
+    t.add_argument("--checkpoint-dir", help="folder of the fine-tuned checkpoints")
+    t.add_argument("--data-path", help="data file or folder")
+    t.add_argument("--timeout", type=float, default=7200, help="seconds for the experiment")
+    t.add_argument("--wandb-project", default="vit-model-editing", help="W&B project")
+    t.add_argument("--wandb-entity", help="W&B entity (team or user)")
     e = sub.add_parser("exec")  # internal: one job of a sweep (the executors call it); no help line
-    e.add_argument("job")
+    e.add_argument("job", help="the job file")
     i = sub.add_parser("index", help="rewrite reports/index.html (every run and sweep)")
-    i.add_argument("--reports-dir", default="reports")
+    i.add_argument("--reports-dir", default="reports", help="the reports folder")
+    clihelp.document(ap)
     return ap
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import budget, paths
+from .. import alerts, budget, paths
 from .. import methods as methods_mod
 from .. import params as params_mod
 from ..columns import ORIGINAL_COLUMNS
@@ -80,6 +80,8 @@ def summary_row(folder: Path) -> dict:
     for c, v in m.items():
         if c not in row and c != "method":
             row[c] = v
+    edit_rec = json.loads(skipped.read_text()) if skipped.is_file() else None
+    row["warnings"] = " | ".join(alerts.record_alerts(method, m, edit_rec)) if m else ""
     t = _timing(folder)
     wall = t.get("wall_seconds", t.get("job_seconds", np.nan))
     cells, setup = t.get("cells_seconds", np.nan), t.get("setup_cells_seconds", np.nan)

@@ -29,12 +29,16 @@ def render_report(sweep_dir: str | Path, log=print) -> Path:
     sweep_dir = Path(sweep_dir)
     out_nb = sweep_dir / "notebooks" / f"{REPORT_NOTEBOOK}.ipynb"
     execute.papermill(execute.notebook_path(REPORT_NOTEBOOK), out_nb, {"sweep_dir": str(sweep_dir)})
-    page = report.render_html(out_nb, sweep_dir / "index.html")
+    ctx = report_context(sweep_dir)
+    page = report.render_html(
+        out_nb, sweep_dir / "index.html", sweep_warnings(ctx["summary"], ctx["chosen"])
+    )
     log(f"sweep report: {page}")
     if read_spec(sweep_dir).get("datasets"):  # a benchmark: the cross-dataset page too
         BENCH = BENCHMARK_NOTEBOOK
         out_nb = sweep_dir / "notebooks" / f"{BENCH}.ipynb"
         execute.papermill(execute.notebook_path(BENCH), out_nb, {"sweep_dir": str(sweep_dir)})
+        # its warnings are its first output (benchmark.report_warnings), not a second banner
         log(f"benchmark report: {report.render_html(out_nb, sweep_dir / 'benchmark.html')}")
     return page
 
@@ -82,6 +86,36 @@ def report_context(sweep_dir: str | Path) -> dict:
             os.path.relpath(p, sweep_dir) for p in (sweep_dir / "shared").glob("*/index.html")
         ),
     }
+
+
+def _warned(rows: pd.DataFrame) -> pd.DataFrame:
+    if "warnings" not in rows:
+        return rows.iloc[:0]
+    return rows[rows["warnings"].fillna("").astype(str).str.len() > 0]
+
+
+def sweep_warnings(summary: pd.DataFrame, chosen: pd.DataFrame) -> list[str]:
+    """The sweep report's warnings in words: experiments that did not finish, and the warnings
+    (:mod:`vitedit.alerts`) of the chosen configurations; how many grid points cross a bound (a
+    strength grid is meant to reach past the operating point, so those are counted, not listed)."""
+    if not len(summary):
+        return []
+    out = []
+    bad = summary[summary.status.isin(["failed", "todo"])]
+    if len(bad):
+        out.append(f"{len(bad)} of {len(summary)} experiments did not finish: see the table below")
+    picked = set()
+    if len(chosen) and "config_id" in chosen:
+        picked = set(chosen.config_id.astype(str))
+        for _, r in _warned(summary[summary.config_id.astype(str).isin(picked)]).iterrows():
+            out.append(f"chosen setting, seed {r['seed']}: {r['warnings']}")
+    others = _warned(summary[~summary.config_id.astype(str).isin(picked)])
+    if len(others):
+        out.append(
+            f"{len(others)} of {len(summary)} experiments cross a documented bound (column "
+            f"'warnings' of param_search_summary_<dataset>.csv); none of them is a chosen setting"
+        )
+    return out
 
 
 def status_counts(summary: pd.DataFrame) -> pd.DataFrame:

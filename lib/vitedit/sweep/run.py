@@ -3,13 +3,13 @@ failure recorded; a second process on the same sweep folder refused."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import filelock
 import yaml
 from tqdm.auto import tqdm
 
@@ -20,17 +20,17 @@ from .plan import Experiment
 from .spec import SweepError, searched_params
 
 
-def lock_sweep(sweep_dir: Path):
+def lock_sweep(sweep_dir: Path) -> filelock.BaseFileLock:
+    """The sweep folder's lock (portable: ``filelock``, not ``fcntl``); a second process is refused."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    f = open(sweep_dir / ".sweep.lock", "w")
+    lock = filelock.FileLock(sweep_dir / ".sweep.lock")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
         raise SweepError(
             f"another process is running the sweep in {sweep_dir}; wait for it, or give another --sweep-dir"
         ) from None
-    return f
+    return lock
 
 
 def preflight(exps: Sequence[Experiment]) -> None:
@@ -179,7 +179,7 @@ def run_sweep(
         )
         raise
     finally:
-        lock.close()
+        lock.release()
     counts["seconds"] = round(time.perf_counter() - t0, 1)
     log_file = (
         sweep_dir / "sweep_log.json"

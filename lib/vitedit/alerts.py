@@ -1,0 +1,157 @@
+"""Warnings in words: a method's result that crosses a documented bound (``columns``' ``*_WARN``).
+
+One function judges one method's record (its ``metrics.json`` row and, when it exists, its
+``edits/<method>.json``); the notebook reports (banner at the top), the run index, the stage's
+status and the sweep report all read :func:`run_alerts` / :func:`record_alerts`. Importable
+without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .columns import (
+    FIX_RATE_WARN,
+    HELDOUT_REGRESSION_WARN,
+    HELDOUT_WARN,
+    PRESERVATION_BOUND,
+    TEST_LOSS_WARN,
+    UPDATE_NORM_WARN,
+)
+
+# why a method may lose accuracy on purpose
+WHY = {
+    "alphaedit_noproj": " (the ablation runs AlphaEdit's solve and L2 without the projection P, "
+    "to show what the null space prevents)",
+}
+
+
+def _num(v: Any) -> float | None:
+    """A finite float, or None (missing, None, NaN, text)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def update_ratios(edit_record: Mapping[str, Any] | None) -> dict[str, float]:
+    """``||dW|| / ||W||`` per edited layer from an ``edits/<method>.json`` record."""
+    out = {}
+    for layer, li in ((edit_record or {}).get("layer_info") or {}).items():
+        u, w = _num(li.get("update_norm")), _num(li.get("weight_norm"))
+        if u is not None and w:
+            out[layer] = u / w
+    return out
+
+
+def record_alerts(
+    name: str, m: Mapping[str, Any], edit_record: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The warnings of one method: ``m`` holds its metrics (``metrics.json`` names; any may be
+    missing: a check whose figures are absent is skipped), ``edit_record`` its edit's record."""
+    out = []
+    pres = ((edit_record or {}).get("info") or {}).get("preservation") or {}
+    if "preservation_exceeds_bound" not in m and pres:  # edited, not evaluated yet (04 before 06)
+        m = {
+            **m,
+            "preservation_exceeds_bound": pres.get("exceeds_bound"),
+            "preservation_insample": pres.get("insample_median_max"),
+            "preservation_heldout": pres.get("heldout_median_max"),
+        }
+    fixed, total = _num(m.get("edit_num_fixed")), _num(m.get("edit_total_wrong"))
+    fix = _num(m.get("edit_fix_ratio"))
+    reg = _num(m.get("proj_regression_rate"))
+    if reg is not None and reg > HELDOUT_REGRESSION_WARN:
+        out.append(
+            f"{name}: breaks {reg:.1%} of the held-out FT-Train samples it had right (bound "
+            f"{HELDOUT_REGRESSION_WARN:.0%}); its fixes come with that collateral damage"
+        )
+    after, majority = _num(m.get("test_acc_after")), _num(m.get("test_majority_share"))
+    if after is not None and majority is not None and after < majority:
+        out.append(
+            f"{name}: Test accuracy after the edit ({after:.3f}) is below always answering the "
+            f"largest class ({majority:.3f}): the edited model is destroyed"
+        )
+    hi, delta = _num(m.get("test_delta_ci_high")), _num(m.get("test_acc_delta"))
+    if delta is not None and delta < -TEST_LOSS_WARN and (hi is None or hi < 0):
+        p = _num(m.get("test_mcnemar_p"))
+        out.append(
+            f"{name}: Test accuracy falls by {-delta:.1%} ({m.get('test_acc_before', 0):.3f} -> "
+            f"{after if after is not None else float('nan'):.3f}"
+            + (f", 95% CI of the change up to {hi:+.3f}" if hi is not None else "")
+            + (f", McNemar p = {p:.2g}" if p is not None else "")
+            + ")"
+            + WHY.get(name, "")
+        )
+    vd = _num(m.get("val_acc_delta"))
+    if vd is not None and vd < -TEST_LOSS_WARN:
+        n_val = _num(m.get("val_total"))
+        of = f" ({round(-vd * n_val)} of {int(n_val)} samples)" if n_val else ""
+        out.append(f"{name}: FT-Val accuracy falls by {-vd:.1%}{of}" + WHY.get(name, ""))
+    if fix is not None and fix < FIX_RATE_WARN:
+        count = f" ({int(fixed)} of {int(total)})" if fixed is not None and total else ""
+        out.append(
+            f"{name}: fixes almost none of the errors it edited{count}; at this strength the "
+            f"method does not act"
+        )
+    ratios = update_ratios(edit_record)
+    if ratios:
+        layer, worst = max(ratios.items(), key=lambda kv: kv[1])
+        if worst > UPDATE_NORM_WARN:
+            out.append(
+                f"{name}: the update at {layer} is {worst:.3g}x the norm of the weights it "
+                f"changes (bound {UPDATE_NORM_WARN:g}x): the edit rewrites the layer"
+            )
+    if m.get("preservation_exceeds_bound") is True:
+        worst_p = max(
+            (
+                v
+                for v in (_num(m.get(k)) for k in ("preservation_insample", "preservation_heldout"))
+                if v is not None
+            ),
+            default=float("nan"),
+        )
+        out.append(
+            f"{name}: the edit changes the outputs of the keys it was meant to preserve: median "
+            f"||dW k|| / ||W k|| = {worst_p:.3g} at its worst layer, above the bound "
+            f"{PRESERVATION_BOUND:g} (raise L2 or lower nullspace_threshold)"
+        )
+    n = _num(m.get("proj_n_heldout"))
+    if n is not None and n < HELDOUT_WARN:
+        out.append(
+            f"{name}: only {int(n)} held-out FT-Train samples measure its regression; the "
+            f"regression rate is coarse"
+        )
+    return out
+
+
+def _read(f: Path) -> dict:
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_alerts(run_dir: str | Path, names: list[str] | None = None) -> dict[str, list[str]]:
+    """Every method's warnings in a run folder (``metrics.json`` rows, and the edit records of
+    methods not evaluated yet), for ``names`` only when given; methods without warnings omitted."""
+    run_dir = Path(run_dir)
+    metrics = _read(run_dir / "metrics.json").get("methods", {})
+    edits = {f.stem: _read(f) for f in sorted((run_dir / "edits").glob("*.json"))}
+    out = {}
+    for name in sorted(set(metrics) | set(edits)):
+        if names is not None and name not in names:
+            continue
+        found = record_alerts(name, metrics.get(name, {}), edits.get(name))
+        if found:
+            out[name] = found
+    return out
+
+
+def flat(alerts: Mapping[str, list[str]]) -> list[str]:
+    return [w for ws in alerts.values() for w in ws]
