@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+from html.parser import HTMLParser
+from urllib.parse import unquote
 
 import pandas as pd
 import pytest
@@ -41,7 +43,8 @@ def study(tmp_path_factory, retina_path):
         "--data-path",
         retina_path,
     ]
-    r = vitedit("--stage", "full", "--run-name", "it", *common)
+    # progress on (tiny.yaml turns it off): the console and the reports are checked below
+    r = vitedit("--stage", "full", "--run-name", "it", *common, "--set", "progress=true")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return tmp, common, r
 
@@ -187,6 +190,54 @@ def test_full_run_writes_every_artifact(study):
     assert (summary.ft_insample_n == 64).all() and (summary.ft_heldout_n == n_ft - 64).all()
     index = (run / "index.html").read_text()
     assert 'href="01_split.html"' in index and 'href="02_train.html"' in index
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs = []
+
+    def handle_starttag(self, tag, attrs):
+        for k, v in attrs:
+            if k in ("href", "src") and v is not None:
+                self.refs.append((tag, k, v))
+
+
+def test_every_page_of_a_run_opens_offline_and_its_links_resolve_inside_the_run(study):
+    tmp, _, _ = study
+    run = (tmp / "runs" / "it").resolve()
+    pages = sorted(run.glob("*.html"))
+    assert len(pages) == 8  # index + 01..07
+    for page in pages:
+        parser = _Links()
+        parser.feed(page.read_text())
+        for tag, attr, ref in parser.refs:
+            assert not ref.startswith(("http:", "https:", "//")), f"{page.name}: network {ref}"
+            if ref.startswith(("data:", "#")):
+                continue
+            target = (page.parent / unquote(ref.split("#")[0])).resolve()
+            assert target.is_relative_to(run), f"{page.name}: {ref} leaves the run folder"
+            assert target.exists(), f"{page.name}: {ref} does not resolve"
+        imgs = [r for t, a, r in parser.refs if t == "img"]
+        assert all(r.startswith("data:image/") for r in imgs), page.name  # figures inline
+
+
+def test_reports_and_console_are_clean(study):
+    tmp, _, r = study
+    run = tmp / "runs" / "it"
+    for page in sorted(run.glob("*.html")):
+        text = page.read_text()
+        assert "TqdmWarning" not in text and "site-packages" not in text, page.name
+        assert "it/s]" not in text, page.name  # no tqdm redraws
+        # progress: at most the last line of each bar (02: training; 03: tracing; 07: retraining)
+        assert text.count("[progress]") <= 2, (page.name, text.count("[progress]"))
+    assert "[progress] train" in r.stderr and "epoch: 2/2" in r.stderr  # per-epoch console lines
+    assert "without encryption" not in r.stderr + r.stdout
+    assert "index (updated after every stage)" in r.stdout
+    st = runs.status(run)
+    assert all("warnings" in st[n] for n in st)  # the status records each stage's warnings
+    index = (run / "index.html").read_text()
+    assert "retinamnist" in index and "vit_tiny_test" in index and "<h2>Methods</h2>" in index
 
 
 def test_train_stage_again_reuses_the_checkpoint(study):

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tqdm.std import tqdm
+
 ENV = "VITEDIT_PROGRESS_LINES"
 MARK = "[progress] "
 LINES = 10  # lines per bar at most (plus the last); a bar of <= LINES steps prints every step
@@ -120,6 +122,4 @@ def bar(
         return _Quiet(iterable)
     if line_mode():
         return LineBar(iterable, desc, total, initial, each_step)
-    from tqdm.std import tqdm
-
     return tqdm(iterable, desc=desc, total=total, initial=initial, leave=leave, file=sys.stderr)

@@ -55,12 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline-lr", type=float, help="learning rate of baseline 2")
     r.add_argument("--parallel", type=int, default=1, help="parallel experiments (0 = one per GPU)")
     r.add_argument("--gpu", type=int, help="pin every experiment to this GPU")
-    r.add_argument(
-        "--executor",
-        choices=["local", "ray"],
-        default="local",
-        help="local: worker processes on this machine; ray: a Ray cluster",
-    )
+    r.add_argument("--executor", choices=["local", "ray"], default="local", help="local or Ray")
     r.add_argument(
         "--ray-address", help="Ray cluster address ('auto', 'ray://host:port'); default: local Ray"
     )

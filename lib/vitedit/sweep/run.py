@@ -11,7 +11,7 @@ from pathlib import Path
 
 import filelock
 import yaml
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # a console bar (tqdm.auto would pick the notebook bar in a kernel)
 
 from .. import execute, methods, paths
 from ..runs import RunFolder
