@@ -211,7 +211,7 @@ def test_every_page_of_a_run_opens_offline_and_its_links_resolve_inside_the_run(
     for page in pages:
         parser = _Links()
         parser.feed(page.read_text())
-        for tag, attr, ref in parser.refs:
+        for _tag, _attr, ref in parser.refs:
             assert not ref.startswith(("http:", "https:", "//")), f"{page.name}: network {ref}"
             if ref.startswith(("data:", "#")):
                 continue
