@@ -109,6 +109,9 @@ def test_notebooks_are_clean_and_parameterised(name):
     assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
     declared = pm.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
     defaults = params.defaults()
+    from vitedit import nb as nb_mod
+
+    assert declared.pop(nb_mod.PARAMS_FILE)["default"] == "None"  # papermill -p params_file FILE
     for key, spec in declared.items():
         assert key in params.SCHEMA, f"{name} declares {key}, which the schema lacks"
         assert eval(spec["default"]) == defaults[key], (
@@ -150,6 +153,17 @@ def test_collect_takes_only_names_defined_after_the_marker():
     ns["epochz"] = 4
     with pytest.raises(ParamError, match="epochz"):
         nb.start("02_train", ns, before)
+
+
+def test_a_params_file_fills_what_the_other_parameters_leave_at_their_default():
+    from vitedit import nb
+
+    given = {"dataset": "retinamnist", "seed": 7, "params_file": "params/bloodmnist.yaml"}
+    got = nb.from_params_file(given)
+    blood = params.read_mapping(ROOT / "params" / "bloodmnist.yaml")
+    assert got["dataset"] == "bloodmnist" and got["epochs"] == blood["epochs"]  # from the file
+    assert got["seed"] == 7 and "params_file" not in got  # an explicit value wins
+    assert nb.from_params_file({"seed": 7}) == {"seed": 7}
 
 
 def test_notebooks_are_valid_nbformat_with_stable_cell_ids():

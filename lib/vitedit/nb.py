@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import params as params_mod
-from . import runs
+from . import paths, runs
 
 # timm and medmnist import tqdm.auto, which in a kernel without ipywidgets warns "IProgress not
 # found" with the virtualenv's absolute path in every report; our own bars never use tqdm.auto
@@ -87,6 +87,28 @@ def collect(ns: Mapping[str, Any], before: set[str]) -> dict[str, Any]:
     }
 
 
+# a notebook parameter outside the schema: YAML parameter file(s) read like the CLI's --params, so
+# that papermill takes a whole file without warning about every key the notebook does not declare
+PARAMS_FILE = "params_file"
+
+
+def from_params_file(given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with ``params_file`` (one path or a list; relative to the repository root) applied:
+    a file's value is used for every key that the notebook's other parameters leave at the
+    schema's default (papermill's ``-p`` values and edited cells win)."""
+    given = dict(given)
+    files = given.pop(PARAMS_FILE, None)
+    if not files:
+        return given
+    defaults = params_mod.defaults()
+    from_files = params_mod.resolve(
+        *[paths.resolve(f) for f in ([files] if isinstance(files, str | Path) else files)]
+    )
+    explicit = {k: v for k, v in given.items() if k not in defaults or v != defaults[k]}
+    keys = set(from_files) - set(explicit)
+    return {**given, **{k: from_files[k] for k in keys if from_files[k] != defaults.get(k)}}
+
+
 def start(stage: str, ns: Mapping[str, Any], before: set[str]) -> Run:
     """Validate this notebook's parameters (unknown keys are errors) and resolve its run folder.
 
@@ -94,7 +116,7 @@ def start(stage: str, ns: Mapping[str, Any], before: set[str]) -> Run:
     run exists), then this notebook's parameters cell and papermill's injection. Nothing is
     written here; :meth:`Run.begin` creates the folder once inputs are validated.
     """
-    given = collect(ns, before)
+    given = from_params_file(collect(ns, before))
     p = params_mod.resolve(given)
     run_dir = runs.resolve_run_dir(p)
     stored = runs.RunFolder(run_dir).params
