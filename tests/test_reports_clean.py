@@ -238,3 +238,48 @@ def test_locks_are_portable_and_exclusive(tmp_path):
     again.release()
     with train.file_lock(tmp_path / "ckpt.pt"):
         assert (tmp_path / "ckpt.pt.lock").exists()
+
+
+def _box(warnings):
+    """What ``nb.show_warnings`` displays in a notebook."""
+    import IPython.display
+
+    from vitedit import nb as nb_mod
+
+    shown = []
+    real = IPython.display.display
+    IPython.display.display = shown.append
+    try:
+        nb_mod.show_warnings(warnings)
+    finally:
+        IPython.display.display = real
+    return shown[0].data
+
+
+def test_a_section_warning_box_repeated_by_the_banner_is_shown_once(tmp_path):
+    w = ["head: fixes almost none of the errors it edited (0 of 30)"]
+    book = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={"text/html": _box(w)}),
+        nbformat.v4.new_output("display_data", data={"text/html": _box(["03: traces too weak"])}),
+    ]
+    book.cells = [cell]
+    f = tmp_path / "n.ipynb"
+    nbformat.write(book, f)
+    page = report.render_html(f, tmp_path / "n.html", w).read_text()
+    assert page.count("fixes almost none") == 1 and "traces too weak" in page
+    assert report.render_html(f, tmp_path / "m.html").read_text().count("fixes almost none") == 1
+
+
+def test_level_tables_show_a_chosen_set_of_columns():
+    from vitedit import plots
+    from vitedit.columns import LEVELS
+
+    wide = pd.DataFrame(
+        {"method": ["a"], **{f"c{i}": [0.1] for i in range(20)}, "acc_delta": [0.01]}
+    )
+    for level in LEVELS:
+        t = plots.level_table(wide, level)
+        assert t.shape[1] <= plots.MAX_SUMMARY_COLUMNS and t.index.name == "method"
+    assert list(plots.level_table(wide, "test_set").columns) == ["acc_delta"]

@@ -133,13 +133,14 @@ def show_warnings(warnings: list[str]) -> None:
     # lazy: IPython is only there in a kernel; the library's other users never call this
     from IPython.display import HTML, display
 
-    from .report import warnings_html
+    from .report import SECTION_CLASS, warnings_html
 
     if warnings:
         display(
             HTML(
                 warnings_html(warnings).replace(
                     "class='warn'",
+                    f"class='{SECTION_CLASS}' "
                     "style='border:2px solid #b00;background:#fee;padding:0.5em 1em'",
                 )
             )

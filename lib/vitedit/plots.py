@@ -712,6 +712,43 @@ def summary_table(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     return df[cols].rename(columns={c: names[c] for c in cols}).round(digits)
 
 
+# per evaluation level: the columns a report shows (the rest: comparative_evaluation_<level>.csv)
+LEVEL_COLUMNS = {
+    "edit_samples": ("method", "total", "num_fixed", "fix_rate", "broken"),
+    "projection_samples": (
+        "method",
+        "heldout_n",
+        "heldout_regression_rate",
+        "heldout_acc_before",
+        "heldout_acc_after",
+        "insample_n",
+        "insample_regression_rate",
+    ),
+    "test_set": (
+        "method",
+        "acc_before",
+        "acc_after",
+        "acc_delta",
+        "delta_ci_low",
+        "delta_ci_high",
+        "mcnemar_p",
+        "same_pair_fix_rate",
+        "pair_classes_regression_rate",
+    ),
+    "edit_discovery_set": ("method", "total", "wrong_to_correct", "correct_to_wrong", "fix_rate"),
+    "val_set": ("method", "total", "acc_before", "acc_after", "acc_delta", "regression_rate"),
+}
+
+
+def level_table(df: pd.DataFrame, level: str, digits: int = 4) -> pd.DataFrame:
+    """One evaluation level's table as a report shows it: :data:`LEVEL_COLUMNS` (those present, at
+    most MAX_SUMMARY_COLUMNS), indexed by method, rounded."""
+    cols = [c for c in LEVEL_COLUMNS.get(level, df.columns) if c in df.columns]
+    cols = cols[:MAX_SUMMARY_COLUMNS]
+    out = df[cols].round(digits)
+    return out.set_index("method") if "method" in out else out
+
+
 def pareto_front(fix: np.ndarray, regression: np.ndarray) -> np.ndarray:
     """Mask of the points no other point dominates (fix at least as high and regression at least as
     low, one of them strictly); NaN points are never on the front."""

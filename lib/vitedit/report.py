@@ -22,6 +22,8 @@ def render_html(notebook: Path, out: Path | None = None, warnings: list[str] | N
     notebook = Path(notebook)
     out = Path(out) if out else notebook.with_suffix(".html")
     nb = coalesce_progress(nbformat.read(notebook, as_version=4))
+    if warnings:
+        drop_repeated_warnings(nb, warnings)
     exporter = HTMLExporter(
         exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
     )
@@ -69,6 +71,24 @@ def coalesce_progress(nb):
     return nb
 
 
+def drop_repeated_warnings(nb, warnings: list[str]) -> None:
+    """Remove a section's warnings box (``nb.show_warnings``) whose every item is in the banner:
+    the reader sees each warning once, at the top (JupyterLab, which has no banner, keeps it)."""
+    shown = {html.escape(w) for w in warnings}
+    for cell in nb.cells:
+        keep = []
+        for o in cell.get("outputs", []):
+            page = (o.get("data") or {}).get("text/html", "")
+            page = "".join(page) if isinstance(page, list) else page
+            items = re.findall(r"<li>(.*?)</li>", page, flags=re.S)
+            if SECTION_CLASS in page and items and set(items) <= shown:
+                continue
+            keep.append(o)
+        if "outputs" in cell:
+            cell["outputs"] = keep
+
+
+SECTION_CLASS = "vitedit-section-warnings"
 BANNER_STYLE = (
     "border:2px solid #b00;background:#fee;padding:0.5em 1em;margin:1em 2em;font-family:sans-serif"
 )
