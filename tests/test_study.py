@@ -222,6 +222,18 @@ def test_every_page_of_a_run_opens_offline_and_its_links_resolve_inside_the_run(
         assert all(r.startswith("data:image/") for r in imgs), page.name  # figures inline
 
 
+def test_pages_render_in_a_real_headless_browser_without_network(study):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import browser_check
+
+    exe = browser_check.browser()
+    if exe is None:
+        pytest.skip("no Chromium here (apt-get install chromium); benchmarks/browser_check.py")
+    run = study[0] / "runs" / "it"
+    for page in ("index.html", "06_evaluate.html"):
+        assert browser_check.check_page(run / page, exe) == [], page
+
+
 def test_reports_and_console_are_clean(study):
     tmp, _, r = study
     run = tmp / "runs" / "it"

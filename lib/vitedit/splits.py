@@ -85,8 +85,7 @@ class ImageView:
         return (len(self.index), *self.source.shape[1:])
 
     def __getitem__(self, key):
-        if isinstance(key, (int, np.integer)):
-            return self.source[self.index[key]]
+        """An int gives one image; a slice or an index array gives those images (only they are read)."""
         return self.source[self.index[key]]
 
     def take(self, positions) -> ImageView:
