@@ -249,6 +249,10 @@ def trace_heatmaps(
         m = d[d.kind == kind].pivot_table(
             index="sample", columns="layer", values=value, aggfunc="mean"
         )
+        if m.empty:  # every traced error had |TE| too small: say so instead of an empty image
+            ax.axis("off")
+            ax.set_title(f"{kind} output restored: no error with a usable TE")
+            continue
         im = ax.imshow(
             m.to_numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"
         )
