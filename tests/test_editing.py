@@ -279,3 +279,47 @@ def test_edited_checkpoint_is_recorded_in_the_run_and_reloads(tmp_path, trained)
         edit_set(ft, imgs, labels, wrong[:2]),
     )
     assert other["checkpoint"] != rec["checkpoint"]  # another base model never overwrites this one
+
+
+def test_head_nullspace_changes_only_the_null_space_part_of_real_keys(trained):
+    """The invariant on a trained model's real activations: the head's update acts on a key only
+    through its component in the null space of the preserved keys (ΔΘ (I − P) k = 0), so a
+    preserved key's logits move by at most what its (small) null-space part allows."""
+    from vitedit.editing import HeadNullspaceEditor, head_features, null_space_projection
+
+    model, cfg, ft, imgs, labels, wrong = trained
+    data = edit_set(ft, imgs, labels, wrong[:4])
+    res = HeadNullspaceEditor(head_nullspace_threshold=1e-2, head_L2=1e-2).edit(model, cfg, data)
+    before, after = snapshot(model), snapshot(res.model)
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("head."))
+    x = torch.cat([head_features(model, data.stats_images, cfg), torch.ones(60, 1)], 1).double()
+    proj, info = null_space_projection(x.T @ x / len(x), 1e-2, "relative")
+    delta = torch.cat(
+        [
+            after["head.weight"] - before["head.weight"],
+            (after["head.bias"] - before["head.bias"])[:, None],
+        ],
+        1,
+    ).double()
+    assert delta.norm() > 0 and info["kept_dim"] == res.info["kept_dim"]
+    leak = (delta @ (torch.eye(len(proj), dtype=torch.float64) - proj) @ x.T).norm()
+    assert leak <= 1e-4 * (delta @ x.T).norm() + 1e-6  # float32 weights: ~1e-7 relative
+    assert 0 <= res.info["preserved_key_energy_outside"] < 0.05  # below the threshold's share
+    assert 0 <= res.info["error_key_energy_outside"] <= 1
+
+
+def test_head_nullspace_verify_loop_meets_its_prediction_change_budget(trained):
+    from vitedit.editing import HeadNullspaceEditor, head_features
+
+    model, cfg, ft, imgs, labels, wrong = trained
+    data = edit_set(ft, imgs, labels, wrong[:4])
+    loose = dict(head_nullspace_threshold=0.9, head_L2=1e-4, head_margin=5.0)  # a strong edit
+    free = HeadNullspaceEditor(**loose).edit(model, cfg, data)
+    kept = HeadNullspaceEditor(**loose, head_verify_budget=0.02).edit(model, cfg, data)
+    f = head_features(model, data.stats_images, cfg)
+
+    def changed(m):
+        return float((m.head(f).argmax(1) != model.head(f).argmax(1)).float().mean())
+
+    assert changed(free.model) > 0.02  # unchecked, the strong edit moves many predictions
+    assert changed(kept.model) <= 0.02 and kept.info["scale"] < 1

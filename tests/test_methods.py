@@ -105,6 +105,7 @@ def test_cli_edit_method_keeps_the_other_notebooks_methods():
         "memit",
         "head",
         "head_closed_form",
+        "head_nullspace",
         "baseline_retrain",
         "baseline_finetune",
     ]

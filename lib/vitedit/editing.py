@@ -911,6 +911,129 @@ class HeadEditor:
         return theta[:-1].T.float().contiguous(), theta[-1].float().contiguous()
 
 
+class HeadNullspaceEditor:
+    """AlphaEdit's null-space projection applied where the decision is made: the classifier head.
+
+    Keys are the head's inputs ``[f; 1]`` (pre-logit features and the bias input); the preserved
+    keys are the FT-Train statistics samples', ``C0 = Xᵀ X / n``; ``P`` projects onto the
+    eigen-directions of ``C0`` below ``head_nullspace_threshold`` x λ_max. The values are target
+    logits: the true class ``head_margin`` above the best other class, every other logit unchanged.
+    Closed form, no target optimisation: ``ΔΘ = R Kᵀ P (K Kᵀ P + head_L2 · tr(C0)/d · I)⁻¹``
+    (:func:`alphaedit_update`). A key's change of logits is ``ΔΘ k``; for a preserved key ``P``
+    makes it ~0, so what the edit can reach is the part of the errors' keys outside the preserved
+    subspace (``info["error_key_energy_outside"]``: the share of their energy in ``P``'s range).
+
+    ``head_verify_budget`` > 0 adds an edit-and-verify loop: the update is scaled back (bisection
+    on its scale in [0, 1]) until the share of the statistics samples whose predicted class it
+    changes is at most the budget (no labels needed; the held-out FT-Train samples are never
+    looked at).
+    """
+
+    name = "head_nullspace"
+
+    def __init__(
+        self,
+        head_nullspace_threshold: float = 1e-2,
+        head_L2: float = 1e-2,
+        head_margin: float = 1.0,
+        head_verify_budget: float = 0.0,
+        eval_batch_size: int = 256,
+    ):
+        self.threshold, self.L2, self.margin = head_nullspace_threshold, head_L2, head_margin
+        self.budget, self.batch_size = head_verify_budget, eval_batch_size
+
+    def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
+        device = torch.device(device)
+        edited = copy.deepcopy(model).to(device).eval()
+        n = len(data.labels)
+        info: dict[str, Any] = {
+            "method": self.name,
+            "n_edits": n,
+            "stats_samples": int(len(data.stats_images)),
+            "params_changed": int(edited.head.weight.numel() + edited.head.bias.numel()),
+        }
+        if n == 0:
+            info.update({"edit_seconds": 0.0, "stats_seconds": 0.0, "message": "no errors to edit"})
+            return EditResult(edited, pd.DataFrame(columns=LOG_COLUMNS), info)
+        p_before = predict_probs(edited, data.images, cfg, self.batch_size, device)
+        t0 = time.perf_counter()
+        f_stats = head_features(edited, data.stats_images, cfg, self.batch_size, device)
+        f_err = head_features(edited, data.images, cfg, self.batch_size, device)
+        x = torch.cat([f_stats, torch.ones(len(f_stats), 1)], 1).double()
+        xe = torch.cat([f_err, torch.ones(len(f_err), 1)], 1).double()
+        moment = x.T @ x / len(x)
+        proj, pinfo = null_space_projection(moment, self.threshold, "relative")
+        stats_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        head = edited.head.cpu().float()
+        w0, b0 = head.weight.detach().clone(), head.bias.detach().clone()
+        theta0 = torch.cat([w0, b0[:, None]], 1).double()  # (C, d+1)
+        y = torch.as_tensor(np.asarray(data.labels, dtype=np.int64))
+        logits = xe @ theta0.T
+        target = logits.clone()
+        rows = torch.arange(n)
+        other = logits.clone()
+        other[rows, y] = -torch.inf
+        target[rows, y] = torch.maximum(logits[rows, y], other.max(1).values + self.margin)
+        delta = alphaedit_update(
+            (target - logits).T, xe.T, proj, L2=self.L2 * key_scale(moment)
+        )  # (C, d+1)
+        scale = 1.0
+        if self.budget > 0:
+            scale = self._verify(theta0, delta, x)
+        theta = theta0 + scale * delta
+        with torch.no_grad():
+            edited.head.weight.copy_(theta[:, :-1].float())
+            edited.head.bias.copy_(theta[:, -1].float())
+        edited.to(device)
+        edit_seconds = time.perf_counter() - t1
+
+        def outside(keys):  # mean share of the keys' energy in P's range (what the edit can reach)
+            return float(((proj @ keys.T).norm(dim=0) ** 2 / (keys.T.norm(dim=0) ** 2)).mean())
+
+        info.update(
+            {
+                "edit_seconds": edit_seconds,
+                "stats_seconds": stats_seconds,
+                "kept_dim": pinfo["kept_dim"],
+                "dim": pinfo["dim"],
+                "scale": scale,
+                "error_key_energy_outside": outside(xe),
+                "preserved_key_energy_outside": outside(x),
+                "update_norm_weight": float((scale * delta[:, :-1]).norm()),
+                "update_norm_bias": float((scale * delta[:, -1]).norm()),
+                "layer_info": {
+                    "head": {
+                        "kept_dim": pinfo["kept_dim"],
+                        "dim": pinfo["dim"],
+                        "update_norm": float((scale * delta).norm()),
+                        "weight_norm": float(theta0.norm()),
+                    }
+                },
+            }
+        )
+        log = _log(p_before, predict_probs(edited, data.images, cfg, self.batch_size, device), data)
+        log["update_norm_head"] = float((scale * delta).norm())
+        log["edit_seconds"] = edit_seconds
+        return EditResult(edited, log, info)
+
+    def _verify(self, theta0, delta, x, steps: int = 20) -> float:
+        """The largest scale in [0, 1] (bisection) at which at most ``head_verify_budget`` of the
+        statistics samples change their predicted class."""
+        before = (x @ theta0.T).argmax(1)
+
+        def changed(s: float) -> float:
+            return float(((x @ (theta0 + s * delta).T).argmax(1) != before).double().mean())
+
+        if changed(1.0) <= self.budget:
+            return 1.0
+        lo, hi = 0.0, 1.0
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if changed(mid) <= self.budget else (lo, mid)
+        return lo
+
+
 # --------------------------------------------------------------------------- edited checkpoints
 def save_edited(run_dir: Path, result: EditResult, base_sha256: str, settings: dict) -> Path:
     """``<run>/edited/<method>_<hash>.pt``: the hash covers the base checkpoint and the settings."""

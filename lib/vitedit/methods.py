@@ -205,6 +205,22 @@ register(
 )
 register(
     Method(
+        "head_nullspace",
+        "vitedit.editing:HeadNullspaceEditor",
+        "05_edit_head",
+        (
+            "head_nullspace_threshold",
+            "head_L2",
+            "head_margin",
+            "head_verify_budget",
+            "eval_batch_size",
+        ),
+        "classifier head in closed form inside the null space of the FT-Train keys (AlphaEdit's "
+        "projection at the head), optionally scaled back to a prediction-change budget",
+    )
+)
+register(
+    Method(
         "baseline_retrain",
         "vitedit.baselines:RetrainBaseline",
         BASELINE_NOTEBOOK,

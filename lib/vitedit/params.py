@@ -548,6 +548,31 @@ SCHEMA: dict[str, Param] = {
             "closed form: weight of each error vs each FT-Train sample",
             check=_positive,
         ),
+        Param(
+            "head_nullspace_threshold",
+            1e-2,
+            "float",
+            "head",
+            "head_nullspace: null space of the head's inputs, eigenvalues below threshold x lambda_max",
+            check=_positive,
+        ),
+        Param(
+            "head_L2",
+            1e-2,
+            "float",
+            "head",
+            "head_nullspace: ridge term of the solve, times tr(C0)/d of the head's inputs",
+            check=_positive,
+        ),
+        Param(
+            "head_verify_budget",
+            0.0,
+            "float",
+            "head",
+            "head_nullspace: scale the update back until at most this share of the statistics "
+            "samples change their prediction (0: off)",
+            check=_unit,
+        ),
         # --- evaluation and baselines --------------------------------------------------------
         Param(
             "bootstrap_samples",
@@ -589,7 +614,7 @@ SCHEMA: dict[str, Param] = {
             "str_list",
             "run",
             "the methods and baselines to run (vitedit.methods.REGISTRY); each notebook runs its own: "
-            "04 alphaedit/memit/alphaedit_noproj, 05 head/head_closed_form, "
+            "04 alphaedit/memit/alphaedit_noproj, 05 head/head_closed_form/head_nullspace, "
             "07 baseline_retrain/baseline_finetune",
             choices=tuple(methods_mod.names()),
         ),
