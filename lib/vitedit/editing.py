@@ -609,6 +609,7 @@ class AlphaEdit:
             t: torch.zeros_like(module_of(edited, *t).weight, dtype=torch.float64, device="cpu")
             for t in self.targets()
         }
+        reach: dict[tuple[int, str], list[torch.Tensor]] = {t: [] for t in self.targets()}
         for b in range(int(batch_of.max()) + 1):
             sel = np.flatnonzero(batch_of == b)
             x = models.preprocess(data.images[sel], cfg, device)
@@ -622,6 +623,10 @@ class AlphaEdit:
                 k = self.keys(edited, x, layer, module)
                 lin = module_of(edited, layer, module)
                 p, l2, preserved = terms[(layer, module)]
+                kd = k.double().cpu()  # the errors' keys: how much of them the null space can reach
+                reach[(layer, module)].append(
+                    (p.double() @ kd).norm(dim=0) ** 2 / kd.norm(dim=0) ** 2
+                )
                 dw = alphaedit_update(
                     resid.cpu(), k.cpu(), p, prev_cov[(layer, module)], l2, preserved
                 )
@@ -646,6 +651,10 @@ class AlphaEdit:
             li = layer_info[key]
             li["update_norm"] = float(dw.norm())
             li["weight_norm"] = float(module_of(model, layer, module).weight.detach().norm())
+            if self.null_space and reach[(layer, module)]:
+                # mean share of an edited error's key energy in P's range (1 - it: in the
+                # preserved subspace, where the edit cannot act without moving preserved outputs)
+                li["error_key_energy_outside"] = float(torch.cat(reach[(layer, module)]).mean())
             for where, per in pres.items():
                 for stat, v in per[key].items():
                     li[f"preservation_{where}_{stat}"] = v
