@@ -90,6 +90,7 @@ def test_comparison_files_have_stable_schemas_and_merge_methods(tmp_path, setup)
         "f1_macro_after",
         "auc_before",
         "auc_after",
+        "majority_share",
         "edited_pairs",
         "same_pair_errors",
         "same_pair_wrong_to_correct",
