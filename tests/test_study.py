@@ -87,6 +87,7 @@ def test_full_run_writes_every_artifact(study):
         "edits/alphaedit_noproj.json",
         "edits/head.json",
         "edits/head_closed_form.json",
+        "edits/head_nullspace.json",
         "06_evaluate.html",
         "07_baselines.html",
         "comparative_evaluation_edit_samples.csv",
@@ -128,6 +129,7 @@ def test_full_run_writes_every_artifact(study):
         "alphaedit_noproj",
         "head",
         "head_closed_form",
+        "head_nullspace",
         "baseline_retrain",
         "baseline_finetune",
     }
