@@ -283,3 +283,21 @@ def test_level_tables_show_a_chosen_set_of_columns():
         t = plots.level_table(wide, level)
         assert t.shape[1] <= plots.MAX_SUMMARY_COLUMNS and t.index.name == "method"
     assert list(plots.level_table(wide, "test_set").columns) == ["acc_delta"]
+
+
+def test_edit_summaries_show_the_chosen_columns_of_the_csv():
+    from vitedit import plots
+
+    cols = list(plots.EDIT_SUMMARY_COLUMNS) + [
+        "ft_heldout_n",
+        "stats_seconds",
+        "ft_heldout_stability",
+    ]
+    df = pd.DataFrame([dict.fromkeys(cols, 0.5) | {"method": "alphaedit"}])
+    t = plots.edit_summary_table(df)
+    assert list(t.columns) == list(plots.EDIT_SUMMARY_COLUMNS[1:]) and t.index.name == "method"
+    for name in ("04_edit_alphaedit", "05_edit_head"):
+        assert (
+            "plots.edit_summary_table(out.summary)"
+            in (ROOT / "notebooks" / f"{name}.ipynb").read_text()
+        )

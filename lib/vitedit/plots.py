@@ -744,6 +744,26 @@ LEVEL_COLUMNS = {
 }
 
 
+# an edit notebook's (04, 05) summary as shown; every column: edit_summary.csv / head_edit_summary.csv
+EDIT_SUMMARY_COLUMNS = (
+    "method",
+    "n_edits",
+    "fix_rate",
+    "ft_heldout_regression_rate",
+    "ft_insample_regression_rate",
+    "edit_seconds",
+    "preservation_insample",
+    "preservation_heldout",
+)
+
+
+def edit_summary_table(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """An edit notebook's per-method summary reduced to :data:`EDIT_SUMMARY_COLUMNS` (those present)."""
+    cols = [c for c in EDIT_SUMMARY_COLUMNS if c in df.columns]
+    out = df[cols].round(digits)
+    return out.set_index("method") if "method" in out else out
+
+
 def level_table(df: pd.DataFrame, level: str, digits: int = 4) -> pd.DataFrame:
     """One evaluation level's table as a report shows it: :data:`LEVEL_COLUMNS` (those present, at
     most MAX_SUMMARY_COLUMNS), indexed by method, rounded."""
