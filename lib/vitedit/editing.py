@@ -945,7 +945,7 @@ class HeadNullspaceEditor:
         head_nullspace_threshold: float = 1e-2,
         head_L2: float = 1e-2,
         head_margin: float = 1.0,
-        head_verify_budget: float = 0.0,
+        head_verify_budget: float = 0.01,
         eval_batch_size: int = 256,
     ):
         self.threshold, self.L2, self.margin = head_nullspace_threshold, head_L2, head_margin
