@@ -137,11 +137,15 @@ def _read(f: Path) -> dict:
         return {}
 
 
-def run_alerts(run_dir: str | Path, names: list[str] | None = None) -> dict[str, list[str]]:
+def run_alerts(
+    run_dir: str | Path, names: list[str] | None = None, evaluated: bool = True
+) -> dict[str, list[str]]:
     """Every method's warnings in a run folder (``metrics.json`` rows, and the edit records of
-    methods not evaluated yet), for ``names`` only when given; methods without warnings omitted."""
+    methods not evaluated yet), for ``names`` only when given; methods without warnings omitted.
+    ``evaluated=False``: the edit records only (an edit notebook just ran: the method's row of
+    ``metrics.json``, if any, describes its previous edit)."""
     run_dir = Path(run_dir)
-    metrics = _read(run_dir / "metrics.json").get("methods", {})
+    metrics = _read(run_dir / "metrics.json").get("methods", {}) if evaluated else {}
     edits = {f.stem: _read(f) for f in sorted((run_dir / "edits").glob("*.json"))}
     out = {}
     for name in sorted(set(metrics) | set(edits)):

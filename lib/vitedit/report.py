@@ -131,10 +131,12 @@ def _link(href: str, text: str) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
 
 
-def run_warnings(run_dir: Path, names: list[str] | None = None) -> list[str]:
+def run_warnings(
+    run_dir: Path, names: list[str] | None = None, evaluated: bool = True
+) -> list[str]:
     """What a reader must know before the numbers, in words (:mod:`vitedit.alerts`): every method
-    of the run, or ``names`` only."""
-    return alerts.flat(alerts.run_alerts(run_dir, names))
+    of the run, or ``names`` only (``evaluated=False``: from the edit records alone)."""
+    return alerts.flat(alerts.run_alerts(run_dir, names, evaluated))
 
 
 def warnings_html(warnings: list[str]) -> str:
