@@ -303,3 +303,30 @@ def test_edit_summaries_show_the_chosen_columns_of_the_csv():
             "plots.edit_summary_table(out.summary)"
             in (ROOT / "notebooks" / f"{name}.ipynb").read_text()
         )
+
+
+def test_ft_val_loss_warns_only_beyond_its_confidence_interval():
+    # 120 samples, 3 broken of 60 right and none fixed: -2.5 %, inside its CI (a coin's noise)
+    small = {**HEALTHY, "val_total": 120, "val_acc_before": 0.5, "val_fix_rate": 0.0}
+    small |= {"val_regression_rate": 3 / 60, "val_acc_delta": -0.025}
+    assert alerts.val_delta_ci_high(small) > 0 and alerts.record_alerts("m", small) == []
+    big = {**small, "val_regression_rate": 15 / 60, "val_acc_delta": -0.125}
+    (w,) = alerts.record_alerts("m", big)
+    assert "FT-Val accuracy falls by 12.5% (15 of 120 samples, 95% CI of the change up to" in w
+
+
+def test_a_base_model_at_the_majority_share_is_not_blamed_on_the_edit():
+    at_majority = {**HEALTHY, "test_acc_before": 0.435, "test_acc_after": 0.43}
+    assert alerts.record_alerts("m", {**at_majority, "test_majority_share": 0.435}) == []
+
+
+def test_edit_notebooks_warn_from_their_own_summaries(tmp_path):
+    (tmp_path / "edit_summary.csv").write_text(
+        "method,n_edits,fix_rate,ft_heldout_n,ft_heldout_regression_rate\n"
+        "alphaedit,30,0.0,900,0.001\nalphaedit_noproj,30,0.9,900,0.268\n"
+    )
+    (tmp_path / "metrics.json").write_text(json.dumps({"methods": {"alphaedit": HEALTHY}}))
+    w = execute.stage_warnings(tmp_path, "04_edit_alphaedit")
+    assert any("alphaedit: fixes almost none of the errors it edited (0 of 30)" in x for x in w)
+    assert any("alphaedit_noproj: breaks 26.8%" in x for x in w)
+    assert execute.stage_warnings(tmp_path, "06_evaluate") == []  # 06 judges metrics.json

@@ -8,6 +8,7 @@ without torch.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Mapping
@@ -37,6 +38,20 @@ def _num(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def val_delta_ci_high(m: Mapping[str, Any]) -> float | None:
+    """Upper end of the 95 % normal interval of FT-Val's paired accuracy change, from its counts:
+    n samples, w2c = fix rate x wrong before, c2w = regression rate x right before; the change per
+    sample is +1, -1 or 0, so its variance is (w2c + c2w)/n - delta^2."""
+    n, acc = _num(m.get("val_total")), _num(m.get("val_acc_before"))
+    fix, reg = _num(m.get("val_fix_rate")), _num(m.get("val_regression_rate"))
+    if not n or acc is None or fix is None or reg is None:
+        return None
+    w2c, c2w = fix * (1 - acc) * n, reg * acc * n
+    delta = (w2c - c2w) / n
+    var = max((w2c + c2w) / n - delta**2, 0.0)
+    return delta + 1.96 * math.sqrt(var / n)
 
 
 def update_ratios(edit_record: Mapping[str, Any] | None) -> dict[str, float]:
@@ -72,7 +87,9 @@ def record_alerts(
             f"{HELDOUT_REGRESSION_WARN:.0%}); its fixes come with that collateral damage"
         )
     after, majority = _num(m.get("test_acc_after")), _num(m.get("test_majority_share"))
-    if after is not None and majority is not None and after < majority:
+    before = _num(m.get("test_acc_before"))
+    base_ok = before is None or majority is None or before > majority  # else the base model is
+    if after is not None and majority is not None and after < majority and base_ok:
         out.append(
             f"{name}: Test accuracy after the edit ({after:.3f}) is below always answering the "
             f"largest class ({majority:.3f}): the edited model is destroyed"
@@ -88,11 +105,12 @@ def record_alerts(
             + ")"
             + WHY.get(name, "")
         )
-    vd = _num(m.get("val_acc_delta"))
-    if vd is not None and vd < -TEST_LOSS_WARN:
+    vd, val_hi = _num(m.get("val_acc_delta")), val_delta_ci_high(m)
+    if vd is not None and vd < -TEST_LOSS_WARN and (val_hi is None or val_hi < 0):
         n_val = _num(m.get("val_total"))
-        of = f" ({round(-vd * n_val)} of {int(n_val)} samples)" if n_val else ""
-        out.append(f"{name}: FT-Val accuracy falls by {-vd:.1%}{of}" + WHY.get(name, ""))
+        of = f" ({round(-vd * n_val)} of {int(n_val)} samples" if n_val else " ("
+        ci = f", 95% CI of the change up to {val_hi:+.3f})" if val_hi is not None else ")"
+        out.append(f"{name}: FT-Val accuracy falls by {-vd:.1%}{of}{ci}" + WHY.get(name, ""))
     if fix is not None and fix < FIX_RATE_WARN:
         count = f" ({int(fixed)} of {int(total)})" if fixed is not None and total else ""
         out.append(
@@ -137,6 +155,32 @@ def _read(f: Path) -> dict:
         return {}
 
 
+# an edit notebook's summary (edit_summary.csv, head_edit_summary.csv) in metrics.json's names
+EDIT_SUMMARY_NAMES = {
+    "fix_rate": "edit_fix_ratio",
+    "n_edits": "edit_total_wrong",
+    "ft_heldout_regression_rate": "proj_regression_rate",
+    "ft_heldout_n": "proj_n_heldout",
+}
+
+
+def _edit_rows(run_dir: Path) -> dict[str, dict]:
+    """The edit notebooks' per-method summaries (fix rate and held-out regression of the edits
+    just made), as metrics rows."""
+    out = {}
+    for f in ("edit_summary.csv", "head_edit_summary.csv"):
+        if not (run_dir / f).is_file():
+            continue
+        with open(run_dir / f, newline="") as fh:
+            for row in csv.DictReader(fh):
+                m = {EDIT_SUMMARY_NAMES[k]: v for k, v in row.items() if k in EDIT_SUMMARY_NAMES}
+                fix, n = _num(m.get("edit_fix_ratio")), _num(m.get("edit_total_wrong"))
+                if fix is not None and n is not None:
+                    m["edit_num_fixed"] = round(fix * n)
+                out[row["method"]] = m
+    return out
+
+
 def run_alerts(
     run_dir: str | Path, names: list[str] | None = None, evaluated: bool = True
 ) -> dict[str, list[str]]:
@@ -145,7 +189,9 @@ def run_alerts(
     ``evaluated=False``: the edit records only (an edit notebook just ran: the method's row of
     ``metrics.json``, if any, describes its previous edit)."""
     run_dir = Path(run_dir)
-    metrics = _read(run_dir / "metrics.json").get("methods", {}) if evaluated else {}
+    metrics = (
+        _read(run_dir / "metrics.json").get("methods", {}) if evaluated else _edit_rows(run_dir)
+    )
     edits = {f.stem: _read(f) for f in sorted((run_dir / "edits").glob("*.json"))}
     out = {}
     for name in sorted(set(metrics) | set(edits)):

@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--baseline-lr", type=float, help="learning rate of baseline 2 (1e-5)")
     g = ap.add_argument_group("output")
     g.add_argument("--checkpoint-dir", help="folder of fine-tuned checkpoints (checkpoints)")
-    g.add_argument("--runs-dir", default=None, help="folder of run folders (reports/runs)")
+    g.add_argument("--runs-dir", default=None, help="folder of run folders (default: reports/runs)")
     g.add_argument(
         "--run-name", help="name of the run folder (reused across stages); default: a timestamp"
     )

@@ -877,6 +877,12 @@ class HeadEditor:
                 "stats_seconds": stats_seconds,
                 "update_norm_weight": float((w - w0).norm()),
                 "update_norm_bias": float((b - b0).norm()),
+                "layer_info": {  # the same figures as the layer edits' (alerts: update vs weights)
+                    "head": {
+                        "update_norm": float(torch.cat([(w - w0).ravel(), b - b0]).norm()),
+                        "weight_norm": float(torch.cat([w0.ravel(), b0]).norm()),
+                    }
+                },
             }
         )
         log = _log(p_before, predict_probs(edited, data.images, cfg, self.batch_size, device), data)

@@ -63,7 +63,7 @@ class Run:
 
     def finish(self, **extra: Any) -> None:
         runs.RunFolder(self.dir).set_status(self.stage, "ok", **extra)
-        print(f"{self.stage} done; outputs in {self.dir}")
+        print(f"{self.stage} done; outputs in the run folder {self.dir.name}/")
 
 
 def _owned_param_stages(stage: str) -> set[str]:
@@ -128,7 +128,7 @@ def start(stage: str, ns: Mapping[str, Any], before: set[str]) -> Run:
     return Run(stage, run_dir, p)
 
 
-def show_warnings(warnings: list[str]) -> None:
+def show_warnings(warnings: list[str], none: str = "no warnings") -> None:
     """Warnings in words, in a red box at the top of a section of the rendered report."""
     # lazy: IPython is only there in a kernel; the library's other users never call this
     from IPython.display import HTML, display
@@ -146,4 +146,4 @@ def show_warnings(warnings: list[str]) -> None:
             )
         )
     else:
-        print("no warnings")
+        print(none)

@@ -153,7 +153,20 @@ def training_curves(history: pd.DataFrame, best_epoch: int | None = None, path: 
 
 
 # --------------------------------------------------------------------------- 03: tracing
-KIND_COLORS = {"block": "tab:purple", "mlp": "tab:green", "attn": "tab:red"}
+# red and green mean worse and better (change maps); kinds and methods use other colours
+KIND_COLORS = {"block": "tab:purple", "mlp": "tab:blue", "attn": "tab:orange"}
+METHOD_COLORS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+    "navy",
+    "gold",
+)
 IDENTITY = ("block", "all")  # restoring every token's block output: the clean state, IE/TE = 1
 IDENTITY_TOLERANCE = 1e-4
 
@@ -652,7 +665,7 @@ def fix_vs_regression(metrics: pd.DataFrame, path: Path | None = None):
     """Fix rate on the edited errors vs regression on held-out FT-Train: one point per method/setting,
     each with its own marker and colour, named in the legend (no labels on the points to overlap)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    colors = plt.cm.tab10.colors
+    colors = METHOD_COLORS
     for k, (_, r) in enumerate(metrics.iterrows()):
         x, y = r["proj_regression_rate"], r["edit_fix_ratio"]
         ok = pd.notna(x) and pd.notna(y)
@@ -793,7 +806,7 @@ def sweep_pareto(
     ok = summary[summary.status == "ok"]
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
     methods = list(dict.fromkeys(ok.method))
-    colors = dict(zip(methods, plt.cm.tab10.colors))
+    colors = dict(zip(methods, METHOD_COLORS))
     for m in methods:
         g = ok[ok.method == m]
         ax.scatter(
@@ -830,7 +843,7 @@ def budget_curves(
     chosen on FT-Val at each regression budget are starred (their budget in the legend)."""
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     methods = list(dict.fromkeys(settings.method))
-    colors = dict(zip(methods, plt.cm.tab10.colors))
+    colors = dict(zip(methods, METHOD_COLORS))
     markers = dict(zip(sorted(points.budget.unique()) if len(points) else [], "*PX^v"))
     for m in methods:
         g = settings[settings.method == m]

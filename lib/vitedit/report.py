@@ -196,6 +196,20 @@ def headline_table(run_dir: Path) -> str:
     )
 
 
+def stale_note(status: dict) -> str:
+    """A line above the methods' table when 06 or 07 is not current (its rows are then from an
+    earlier evaluation)."""
+    old = [
+        s for s in ("06_evaluate", "07_baselines") if s in status and status[s]["status"] != "ok"
+    ]
+    if not old:
+        return ""
+    return (
+        f"<p class='warn'>{', '.join(old)}: {', '.join(status[s]['status'] for s in old)}; the "
+        "figures below (and the warnings above) are from their last completed evaluation</p>"
+    )
+
+
 def write_run_index(run_dir: Path, planned: list[str] | None = None) -> Path:
     """``index.html`` of a run: what it is (dataset, model, seed), its warnings in words, each
     stage's status, time, key figures and report link, and the methods' headline figures.
@@ -227,7 +241,7 @@ def write_run_index(run_dir: Path, planned: list[str] | None = None) -> Path:
         f"<p>Parameters: {_link(runs.PARAMS_FILE, runs.PARAMS_FILE)}</p>"
         "<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>time</th><th>figures</th>"
         f"<th>warnings</th><th>finished</th><th>error</th></tr>{''.join(rows)}</table>"
-        f"<h2>Methods</h2>{headline_table(run_dir)}"
+        f"<h2>Methods</h2>{stale_note(status)}{headline_table(run_dir)}"
     )
     return _write_page(run_dir / "index.html", run_dir.name, body)
 
