@@ -51,9 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["retrain", "finetune"],
         help="run only these baselines (overrides the spec)",
     )
-    r.add_argument(
-        "--baseline-epochs", type=int, help="epochs of both baselines (default: the spec's values)"
-    )
+    r.add_argument("--baseline-epochs", type=int, help="epochs of both baselines (default: spec)")
     r.add_argument("--baseline-lr", type=float, help="learning rate of baseline 2")
     r.add_argument("--parallel", type=int, default=1, help="parallel experiments (0 = one per GPU)")
     r.add_argument("--gpu", type=int, help="pin every experiment to this GPU")
@@ -69,10 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--cpus-per-experiment", type=float, default=1, help="Ray: CPUs per experiment")
     r.add_argument(
-        "--methods",
-        nargs="+",
-        choices=edit_methods(),
-        help="edit methods (overrides the spec; default: the spec's list)",
+        "--methods", nargs="+", choices=edit_methods(), help="edit methods (default: the spec's)"
     )
     r.add_argument(
         "--datasets",
