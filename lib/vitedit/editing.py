@@ -803,6 +803,28 @@ def fisher_diagonal(
     return fw.float(), fb.float()
 
 
+def head_edit_start(name: str, model, data: EditData, device) -> tuple[torch.nn.Module, dict]:
+    """A head editor's copy of the model and the info every head edit records."""
+    edited = copy.deepcopy(model).to(device).eval()
+    return edited, {
+        "method": name,
+        "n_edits": len(data.labels),
+        "stats_samples": int(len(data.stats_images)),
+        "params_changed": int(edited.head.weight.numel() + edited.head.bias.numel()),
+    }
+
+
+def margin_targets(logits: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+    """``logits`` with each row's true-class logit raised to ``margin`` above the best other class
+    (never lowered); every other logit unchanged."""
+    rows = torch.arange(len(y))
+    other = logits.clone()
+    other[rows, y] = -torch.inf
+    target = logits.clone()
+    target[rows, y] = torch.maximum(logits[rows, y], other.max(1).values + margin)
+    return target
+
+
 class HeadEditor:
     """Edit the classifier head only: ``gradient`` (EWC-regularised) or ``closed_form`` (ridge)."""
 
@@ -832,14 +854,8 @@ class HeadEditor:
 
     def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
         device = torch.device(device)
-        edited = copy.deepcopy(model).to(device).eval()
+        edited, info = head_edit_start(self.name, model, data, device)
         n = len(data.labels)
-        info: dict[str, Any] = {
-            "method": self.name,
-            "n_edits": n,
-            "stats_samples": int(len(data.stats_images)),
-            "params_changed": int(edited.head.weight.numel() + edited.head.bias.numel()),
-        }
         if n == 0:
             info.update(
                 {
@@ -911,11 +927,7 @@ class HeadEditor:
         xe = torch.cat([f_err, torch.ones(len(f_err), 1)], 1).double()
         theta0 = torch.cat([w0, b0[:, None]], 1).T.double()  # (d+1, C)
         logits_keep = x @ theta0
-        t = xe @ theta0
-        rows = torch.arange(len(y))
-        other = t.clone()
-        other[rows, y] = -torch.inf
-        t[rows, y] = torch.maximum(t[rows, y], other.max(1).values + self.margin)
+        t = margin_targets(xe @ theta0, y, self.margin)
         a = (
             x.T @ x
             + self.error_weight * xe.T @ xe
@@ -959,16 +971,16 @@ class HeadNullspaceEditor:
 
     def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
         device = torch.device(device)
-        edited = copy.deepcopy(model).to(device).eval()
+        edited, info = head_edit_start(self.name, model, data, device)
         n = len(data.labels)
-        info: dict[str, Any] = {
-            "method": self.name,
-            "n_edits": n,
-            "stats_samples": int(len(data.stats_images)),
-            "params_changed": int(edited.head.weight.numel() + edited.head.bias.numel()),
-        }
         if n == 0:
-            info.update({"edit_seconds": 0.0, "stats_seconds": 0.0, "message": "no errors to edit"})
+            info.update(
+                {
+                    "edit_seconds": 0.0,
+                    "stats_seconds": 0.0,
+                    "message": "no errors to edit: unchanged",
+                }
+            )
             return EditResult(edited, pd.DataFrame(columns=LOG_COLUMNS), info)
         p_before = predict_probs(edited, data.images, cfg, self.batch_size, device)
         t0 = time.perf_counter()
@@ -985,11 +997,7 @@ class HeadNullspaceEditor:
         theta0 = torch.cat([w0, b0[:, None]], 1).double()  # (C, d+1)
         y = torch.as_tensor(np.asarray(data.labels, dtype=np.int64))
         logits = xe @ theta0.T
-        target = logits.clone()
-        rows = torch.arange(n)
-        other = logits.clone()
-        other[rows, y] = -torch.inf
-        target[rows, y] = torch.maximum(logits[rows, y], other.max(1).values + self.margin)
+        target = margin_targets(logits, y, self.margin)
         delta = alphaedit_update(
             (target - logits).T, xe.T, proj, L2=self.L2 * key_scale(moment)
         )  # (C, d+1)
