@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from vitedit import benchmark, budget, datasets, methods, params
+from vitedit import benchmark, budget, datasets, methods, params, runs
 from vitedit.sweep import expand
 from vitedit.sweep.keys import content_key, prep_key, relevant_keys
 from vitedit.sweep.spec import (
@@ -242,6 +242,8 @@ def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(
     s = pd.concat(pd.read_csv(f) for f in sw.glob("param_search_summary_*.csv"))
     assert set(s.dataset) == {"retinamnist", "bloodmnist"} and (s.status == "ok").all()
     assert len(s) == 2 * 2  # per dataset: alphaedit x rank_scope 2, one edit_selection
+    # fixed per dataset (not searched), so read from each run's parameters
+    s["edit_selection"] = [runs.stored_params(Path(d))["edit_selection"] for d in s.run_dir]
     pair = s[s.edit_selection == "pair"]
     assert len(pair) == 2 and set(pair.dataset) == {"bloodmnist"}
     for run in pair.run_dir:  # a pair run edits the errors of one (true, predicted) pair
