@@ -248,7 +248,8 @@ def test_attribution_maps_share_one_scale_and_have_a_colorbar():
     ims = [im for ax in fig.axes for im in images_of(ax) if im.get_cmap().name == "RdBu_r"]
     assert len(ims) == 3
     assert len({im.get_clim() for im in ims}) == 1
-    lim = max(float(np.abs(m).max()) for m in maps)
+    # the median map's peak sets the scale: the strong map saturates, the weak ones stay visible
+    lim = float(np.median([np.abs(m).max() for m in maps]))
     assert ims[0].get_clim() == pytest.approx((-lim, lim))
     (cbar,) = colorbar_axes(fig)
     assert "coefficient" in cbar.get_ylabel()

@@ -370,7 +370,10 @@ def attribution_maps(images: np.ndarray, maps, titles, path: Path | None = None)
     """Each image above its patch attribution (Lasso coefficients; red supports the traced class),
     one colour scale for every map and its colour bar."""
     n = max(1, len(maps))
-    lim = max([float(np.abs(np.asarray(m)).max()) for m in maps] + [1e-9])
+    # one scale, set by the median map's peak: a map ten times stronger than the rest saturates
+    # (its own peak is in its title) instead of leaving every other map blank
+    peaks = [float(np.abs(np.asarray(m)).max()) for m in maps]
+    lim = max(float(np.median(peaks)) if peaks else 0.0, 1e-9)
     fig, axes = plt.subplots(2, n, figsize=(2.2 * n + 1.2, 5), squeeze=False, layout="constrained")
     im = None
     for j, (img, m, title) in enumerate(zip(images, maps, titles)):
@@ -385,9 +388,10 @@ def attribution_maps(images: np.ndarray, maps, titles, path: Path | None = None)
             im,
             ax=axes[1, :].tolist(),
             shrink=0.9,
+            extend="both" if max(peaks) > lim else "neither",
             label="Lasso coefficient\n(red: toward predicted class)",
         )
-    fig.suptitle("patch attribution of p(predicted class) (one colour scale)")
+    fig.suptitle("patch attribution of p(predicted class) (one colour scale, the median peak)")
     return _save(fig, path)
 
 
