@@ -1,4 +1,4 @@
-# make smoke  - first try: the whole study (01-07) on RetinaMNIST with a tiny model, ~3 min on 2 cores
+# make smoke  - first try: the whole study (01-07) on RetinaMNIST with a tiny model (a few minutes)
 # make study  - set everything up and run the default study (RetinaMNIST); prints the report path
 # make test   - set everything up and run the test suite
 # make sweep  - run (or resume) a parameter sweep: make sweep SPEC=params/sweeps/retinamnist_edit.yaml ARGS="--parallel 2"
