@@ -40,6 +40,15 @@ def _ci_cell(mean: float, lo: float, hi: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def _fmt(v, spec: str) -> str:
+    """A number for a table people read ("–" where there is none)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if f != f else format(f, spec)
+
+
 def _mean_ci(values) -> tuple[float, float, float]:
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
     if not len(v):
@@ -133,10 +142,12 @@ def headline(points: pd.DataFrame) -> pd.DataFrame:
         row["Test delta"] = _ci_cell(
             r.test_acc_delta, r.test_acc_delta_ci_low, r.test_acc_delta_ci_high
         )
-        row["McNemar p (max over seeds)"] = r.get("test_mcnemar_p_max", np.nan)
-        row["same-pair Test errors fixed"] = r.get("test_same_pair_fix_rate", np.nan)
-        row["regression in the pair's classes"] = r.get("test_pair_classes_regression_rate", np.nan)
-        row["seeds"] = r.get("n_seeds", np.nan)
+        row["McNemar p (max over seeds)"] = _fmt(r.get("test_mcnemar_p_max", np.nan), ".2g")
+        row["same-pair Test errors fixed"] = _fmt(r.get("test_same_pair_fix_rate", np.nan), ".3f")
+        row["regression in the pair's classes"] = _fmt(
+            r.get("test_pair_classes_regression_rate", np.nan), ".3f"
+        )
+        row["seeds"] = _fmt(r.get("n_seeds", np.nan), ".0f")
         rows.append(row)
     return pd.DataFrame(rows)
 
