@@ -181,6 +181,7 @@ def test_attention_projection_can_be_edited_too(trained):
         editing.MEMIT([1]),
         HeadEditor(),
         HeadEditor(closed_form=True),
+        editing.HeadNullspaceEditor(),
     ],
     ids=lambda e: e.name,
 )

@@ -814,6 +814,14 @@ def head_edit_start(name: str, model, data: EditData, device) -> tuple[torch.nn.
     }
 
 
+def unchanged(edited, info: dict) -> EditResult:
+    """A head editor's result when there is no error to edit: the model as it was."""
+    info.update(
+        {"edit_seconds": 0.0, "stats_seconds": 0.0, "message": "no errors to edit: model unchanged"}
+    )
+    return EditResult(edited, pd.DataFrame(columns=LOG_COLUMNS), info)
+
+
 def margin_targets(logits: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
     """``logits`` with each row's true-class logit raised to ``margin`` above the best other class
     (never lowered); every other logit unchanged."""
@@ -857,14 +865,7 @@ class HeadEditor:
         edited, info = head_edit_start(self.name, model, data, device)
         n = len(data.labels)
         if n == 0:
-            info.update(
-                {
-                    "edit_seconds": 0.0,
-                    "stats_seconds": 0.0,
-                    "message": "no errors to edit: model unchanged",
-                }
-            )
-            return EditResult(edited, pd.DataFrame(columns=LOG_COLUMNS), info)
+            return unchanged(edited, info)
         p_before = predict_probs(edited, data.images, cfg, self.batch_size, device)
         t0 = time.perf_counter()
         f_stats = head_features(edited, data.stats_images, cfg, self.batch_size, device)
@@ -974,14 +975,7 @@ class HeadNullspaceEditor:
         edited, info = head_edit_start(self.name, model, data, device)
         n = len(data.labels)
         if n == 0:
-            info.update(
-                {
-                    "edit_seconds": 0.0,
-                    "stats_seconds": 0.0,
-                    "message": "no errors to edit: unchanged",
-                }
-            )
-            return EditResult(edited, pd.DataFrame(columns=LOG_COLUMNS), info)
+            return unchanged(edited, info)
         p_before = predict_probs(edited, data.images, cfg, self.batch_size, device)
         t0 = time.perf_counter()
         f_stats = head_features(edited, data.stats_images, cfg, self.batch_size, device)
