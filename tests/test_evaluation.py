@@ -203,3 +203,32 @@ def test_baseline_summary_csv_is_ok_with_metrics_or_skipped_with_reason(tmp_path
     }
     with pytest.raises(ValueError):
         baselines.write_summary(tmp_path, "baseline_retrain")
+
+
+def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setup):
+    p, data, split, model, cfg, errors, stats_pos = setup
+    edited = copy.deepcopy(model)
+    with torch.no_grad():
+        edited.head.bias[0] += 5.0  # a different model: must not read the base model's file
+    plain = evaluation.four_level("m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50)
+    cached = evaluation.four_level(
+        "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=tmp_path
+    )
+    files = sorted(tmp_path.glob("*.npy"))
+    # base and edited model on 5 sets (edit discovery, held-out and in-sample FT-Train, Test, FT-Val)
+    assert len(files) == 10
+    again = evaluation.four_level(
+        "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=tmp_path
+    )
+    assert sorted(tmp_path.glob("*.npy")) == files  # read back, nothing recomputed or added
+    for ev in (cached, again):
+        assert ev["levels"] == plain["levels"]
+    imgs = split.view(data, "test")
+    key = evaluation.prediction_key
+    assert key(model, imgs, cfg, 256, "cpu") != key(edited, imgs, cfg, 256, "cpu")
+    assert key(model, imgs, cfg, 256, "cpu") != key(model, imgs[1:], cfg, 256, "cpu")
+    # a truncated file (a killed writer) is recomputed, not read
+    files[0].write_bytes(b"\x93NUMPY")
+    assert evaluation.four_level(
+        "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=tmp_path
+    )["levels"] == plain["levels"]

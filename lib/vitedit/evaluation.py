@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from . import models
 from .budget import t_half_width  # noqa: F401  (one CI for seeds, tracing and budgets)
 from .columns import LEVELS, SELECTION_METRICS  # noqa: F401  (re-exported)
 from .datasets import Data
-from .paths import atomic_write_text
+from .paths import atomic_write_bytes, atomic_write_text
 from .splits import SET_LABEL, SETS, Split
 
 
@@ -91,6 +93,7 @@ def ft_train_stability(
     cfg: models.ModelConfig,
     batch_size: int = 256,
     device="cpu",
+    cache_dir: Path | None = None,
 ) -> dict:
     """Transitions on FT-Train held out from the editing statistics (``heldout_*``) and, labelled
     apart, on the samples that built them (``insample_*``)."""
@@ -101,8 +104,8 @@ def ft_train_stability(
         ("heldout", np.setdiff1d(np.arange(len(y)), stats_positions)),
         ("insample", stats_positions),
     ):
-        pb = _np_probs(before, imgs.take(pos), cfg, batch_size, device).argmax(1)
-        pa = _np_probs(after, imgs.take(pos), cfg, batch_size, device).argmax(1)
+        pb = _np_probs(before, imgs.take(pos), cfg, batch_size, device, cache_dir).argmax(1)
+        pa = _np_probs(after, imgs.take(pos), cfg, batch_size, device, cache_dir).argmax(1)
         t = transitions(y[pos], pb, pa)
         row.update(
             {
@@ -126,11 +129,12 @@ def edit_summary(
     cfg: models.ModelConfig,
     batch_size: int = 256,
     device="cpu",
+    cache_dir: Path | None = None,
 ) -> dict:
     """Fix rate on the edited errors, and stability on FT-Train held out from the editing statistics
     (the samples that built P / Fisher / ridge are reported apart, labelled in-sample)."""
     ft = ft_train_stability(
-        model_before, result.model, data, split, stats_positions, cfg, batch_size, device
+        model_before, result.model, data, split, stats_positions, cfg, batch_size, device, cache_dir
     )
     row = {
         "method": method,
@@ -231,8 +235,40 @@ def per_class_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.nd
     )
 
 
-def _np_probs(model, images, cfg, batch_size, device) -> np.ndarray:
-    return models.predict_probs(model, images, cfg, batch_size, device).numpy()
+def prediction_key(model, images: np.ndarray, cfg: models.ModelConfig, batch_size: int, device) -> str:
+    """What determines a model's probabilities on ``images``: its weights, the images' bytes, the
+    model config, the batch size (fp32 blocking) and the device type and torch version."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        a = t.detach().cpu().contiguous()
+        h.update(f"{name}|{a.dtype}|{tuple(a.shape)}".encode())
+        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    images = np.ascontiguousarray(images)
+    h.update(f"{images.dtype}|{images.shape}|{cfg!r}|{batch_size}".encode())
+    h.update(f"{torch.device(device).type}|{torch.__version__}".encode())
+    h.update(images.tobytes())
+    return h.hexdigest()
+
+
+def _np_probs(model, images, cfg, batch_size, device, cache_dir: Path | None = None) -> np.ndarray:
+    """Probabilities of ``model`` on ``images``; with ``cache_dir``, read from or written to
+    ``<cache_dir>/<prediction_key>.npy``. The key is the content (weights and images), so a cached
+    file can never belong to another model and parallel writers write the same bytes: the base
+    model's predictions are computed once per checkpoint and set, not once per experiment, and an
+    edited model's FT-Train predictions once for notebooks 04 and 06 together."""
+    if cache_dir is None:
+        return models.predict_probs(model, images, cfg, batch_size, device).numpy()
+    path = Path(cache_dir) / f"{prediction_key(model, images, cfg, batch_size, device)}.npy"
+    if path.exists():
+        try:
+            return np.load(path)
+        except (OSError, ValueError):  # a truncated file from a killed writer: recompute
+            pass
+    probs = models.predict_probs(model, images, cfg, batch_size, device).numpy()
+    buf = io.BytesIO()
+    np.save(buf, probs)
+    atomic_write_bytes(path, buf.getvalue())
+    return probs
 
 
 # --------------------------------------------------------------------------- the 4-level evaluation
@@ -287,6 +323,7 @@ def four_level(
     device="cpu",
     seed: int = 0,
     n_boot: int = 2000,
+    cache_dir: Path | None = None,
 ) -> dict:
     """The same evaluation for every method: ``before`` is exactly the model the method started from.
 
@@ -299,13 +336,18 @@ def four_level(
     5. the selection level, FT-Val: accuracy change, fix and regression rates. A sweep chooses its
        configuration on these (and on levels 1, 2, 4), never on Test.
     Returns ``{"levels": {level: row}, "confusion": (before, after), "per_class": DataFrame}``.
+    ``cache_dir``: where predictions are cached by content (see ``_np_probs``).
     """
+
+    def probs(model, images):
+        return _np_probs(model, images, cfg, batch_size, device, cache_dir)
+
     n_cls = data.info.n_classes
     ed_imgs, ed_y = split.view(data, "edit_discovery"), split.labels(data, "edit_discovery")
     edited_positions = np.asarray(edited_positions, dtype=int)
     pb_ed, pa_ed = (
-        _np_probs(before, ed_imgs, cfg, batch_size, device),
-        _np_probs(after, ed_imgs, cfg, batch_size, device),
+        probs(before, ed_imgs),
+        probs(after, ed_imgs),
     )
     levels: dict[str, dict] = {}
     t = transitions(
@@ -320,12 +362,14 @@ def four_level(
     }
     levels["projection_samples"] = {
         "method": method,
-        **ft_train_stability(before, after, data, split, stats_positions, cfg, batch_size, device),
+        **ft_train_stability(
+            before, after, data, split, stats_positions, cfg, batch_size, device, cache_dir
+        ),
     }
     te_imgs, te_y = split.view(data, "test"), split.labels(data, "test")
     pb, pa = (
-        _np_probs(before, te_imgs, cfg, batch_size, device),
-        _np_probs(after, te_imgs, cfg, batch_size, device),
+        probs(before, te_imgs),
+        probs(after, te_imgs),
     )
     yb, ya = pb.argmax(1), pa.argmax(1)
     tr = transitions(te_y, yb, ya)
@@ -367,8 +411,8 @@ def four_level(
         "stability": tr["stability"],
     }
     va_imgs, va_y = split.view(data, "ft_val"), split.labels(data, "ft_val")
-    vb = _np_probs(before, va_imgs, cfg, batch_size, device).argmax(1)
-    va = _np_probs(after, va_imgs, cfg, batch_size, device).argmax(1)
+    vb = probs(before, va_imgs).argmax(1)
+    va = probs(after, va_imgs).argmax(1)
     tr = transitions(va_y, vb, va)
     levels["val_set"] = {
         "method": method,

@@ -152,6 +152,12 @@ def selected_methods(p: dict, notebook: str) -> list[methods.Method]:
     return [methods.get(n) for n in methods.names(notebook) if n in p["methods"]]
 
 
+def prediction_cache(ctx: Context) -> Path:
+    """Where models' predictions are cached by content (``<checkpoint_dir>/predictions``; safe to
+    delete): the base model is evaluated once per checkpoint and set, not once per experiment."""
+    return paths.resolve(ctx.params["checkpoint_dir"]) / "predictions"
+
+
 def editor_context(method: methods.Method, ctx: Context) -> dict[str, Any]:
     """The non-parameter arguments ``method``'s editor takes (see :data:`vitedit.methods.CONTEXT_ARGS`)."""
     available = {
@@ -226,6 +232,7 @@ def run_methods(ctx: Context, sel: Selection, notebook: str) -> MethodRuns:
                 ctx.cfg,
                 p["eval_batch_size"],
                 ctx.device,
+                prediction_cache(ctx),
             )
         )
     out.summary = pd.DataFrame(rows)
@@ -269,6 +276,7 @@ def _four_level(ctx: Context, name: str, edited, edited_positions, stats_positio
         ctx.device,
         p["seed"],
         p["bootstrap_samples"],
+        prediction_cache(ctx),
     )
 
 
