@@ -210,7 +210,9 @@ def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setu
     edited = copy.deepcopy(model)
     with torch.no_grad():
         edited.head.bias[0] += 5.0  # a different model: must not read the base model's file
-    plain = evaluation.four_level("m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50)
+    plain = evaluation.four_level(
+        "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50
+    )
     cached = evaluation.four_level(
         "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=tmp_path
     )
@@ -229,6 +231,9 @@ def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setu
     assert key(model, imgs, cfg, 256, "cpu") != key(model, imgs[1:], cfg, 256, "cpu")
     # a truncated file (a killed writer) is recomputed, not read
     files[0].write_bytes(b"\x93NUMPY")
-    assert evaluation.four_level(
-        "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=tmp_path
-    )["levels"] == plain["levels"]
+    assert (
+        evaluation.four_level(
+            "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=tmp_path
+        )["levels"]
+        == plain["levels"]
+    )

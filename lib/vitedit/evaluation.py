@@ -235,7 +235,9 @@ def per_class_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.nd
     )
 
 
-def prediction_key(model, images: np.ndarray, cfg: models.ModelConfig, batch_size: int, device) -> str:
+def prediction_key(
+    model, images: np.ndarray, cfg: models.ModelConfig, batch_size: int, device
+) -> str:
     """What determines a model's probabilities on ``images``: its weights, the images' bytes, the
     model config, the batch size (fp32 blocking) and the device type and torch version."""
     h = hashlib.blake2b(digest_size=16)
