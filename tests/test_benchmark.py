@@ -275,6 +275,10 @@ def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(
     ctx = benchmark.context(sw)
     assert set(ctx["base"].dataset) == {"retinamnist", "bloodmnist"}
     assert (ctx["shared_records"].train_minutes > 0).all()
+    ke = ctx["key_energy"]  # AlphaEdit records where its errors' keys lie, per edited layer
+    assert set(ke.dataset) == {"retinamnist", "bloodmnist"} and set(ke.method) == {"alphaedit"}
+    assert ke.error_energy_editable.between(0, 1 + 1e-9).all()
+    assert "Where the errors" in page
 
 
 def _summary(old: bool) -> pd.DataFrame:
@@ -340,3 +344,57 @@ def test_the_report_tables_read_old_and_new_sweeps(old):
     )
     links = benchmark.run_links(s, "/s")
     assert links.count("<li>") == 9 and "runs/bloodmnist/head_s0/index.html" in links
+
+
+def test_key_energy_reads_every_null_space_edit_and_skips_older_records(tmp_path):
+    def run(name, method, layer_info, info=None, status="ok", **params):
+        d = tmp_path / name / "edits"
+        d.mkdir(parents=True)
+        rec = {"info": info or {}, "layer_info": layer_info}
+        (d / f"{method}.json").write_text(json.dumps(rec))
+        return {
+            "run_dir": str(tmp_path / name),
+            "method": method,
+            "status": status,
+            "dataset": "bloodmnist",
+            **params,
+        }
+
+    li = {"kept_dim": 10, "dim": 64}
+    rows = [
+        run(
+            "a1",
+            "alphaedit",
+            {"L5.fc2": {**li, "error_key_energy_outside": 0.2}},
+            nullspace_threshold=1e-4,
+        ),
+        run(
+            "a2",
+            "alphaedit",
+            {"L5.fc2": {**li, "error_key_energy_outside": 0.4}},
+            nullspace_threshold=1e-4,
+        ),
+        run("old", "alphaedit", {"L5.fc2": li}, nullspace_threshold=1e-4),  # before the field
+        run(
+            "failed",
+            "alphaedit",
+            {"L5.fc2": {**li, "error_key_energy_outside": 0.9}},
+            status="failed",
+            nullspace_threshold=1e-4,
+        ),
+        run(
+            "h",
+            "head_nullspace",
+            {"head": li},
+            info={"error_key_energy_outside": 0.05, "preserved_key_energy_outside": 0.001},
+            head_nullspace_threshold=1e-2,
+        ),
+        run("m", "memit", {"L5.fc2": li}),  # not a null-space method
+    ]
+    ke = benchmark.key_energy(pd.DataFrame(rows))
+    assert len(ke) == 2
+    a = ke[ke.method == "alphaedit"].iloc[0]
+    assert a.runs == 2 and a.error_energy_editable == pytest.approx(0.3) and a.layer == "L5.fc2"
+    hd = ke[ke.method == "head_nullspace"].iloc[0]
+    assert hd.threshold == 1e-2 and hd.preserved_energy_editable == pytest.approx(0.001)
+    assert benchmark.key_energy(pd.DataFrame()).empty
