@@ -47,8 +47,11 @@ sweep: setup
 benchmark: setup
 	$(BIN)/vitedit-sweep run params/sweeps/benchmark.yaml --parallel 2 $(ARGS)
 
+# the suite's files spread over TEST_WORKERS processes (pytest-xdist; a file's tests stay in one
+# process, so its module fixtures are built once); TEST_WORKERS=0 runs everything in this process
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

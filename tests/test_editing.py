@@ -324,3 +324,27 @@ def test_head_nullspace_verify_loop_meets_its_prediction_change_budget(trained):
 
     assert changed(free.model) > 0.02  # unchecked, the strong edit moves many predictions
     assert changed(kept.model) <= 0.02 and kept.info["scale"] < 1
+
+
+def test_head_nullspace_per_sample_backoff_drops_errors_until_the_budget_holds(trained):
+    from vitedit.editing import HeadNullspaceEditor, head_features
+
+    model, cfg, ft, imgs, labels, wrong = trained
+    data = edit_set(ft, imgs, labels, wrong[:6])
+    loose = dict(head_nullspace_threshold=0.9, head_L2=1e-4, head_margin=5.0)  # a strong edit
+    f = head_features(model, data.stats_images, cfg)
+
+    def changed(m):
+        return float((m.head(f).argmax(1) != model.head(f).argmax(1)).float().mean())
+
+    free = HeadNullspaceEditor(**loose, head_verify_budget=0.0).edit(model, cfg, data)
+    assert changed(free.model) > 0.02 and free.info["dropped_errors"] == 0
+    res = HeadNullspaceEditor(**loose, head_verify_budget=0.02, head_verify_backoff="sample").edit(
+        model, cfg, data
+    )
+    assert changed(res.model) <= 0.02
+    assert res.info["verify_backoff"] == "sample" and 0 < res.info["dropped_errors"] <= 6
+    # the errors that stay are edited in full: no scale-back unless every error was dropped
+    assert res.info["scale"] == 1.0 or res.info["dropped_errors"] == 6
+    with pytest.raises(ValueError, match="head_verify_backoff"):
+        HeadNullspaceEditor(head_verify_backoff="halve")

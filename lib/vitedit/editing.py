@@ -939,6 +939,9 @@ class HeadEditor:
         return theta[:-1].T.float().contiguous(), theta[-1].float().contiguous()
 
 
+VERIFY_BACKOFF = ("scale", "sample")
+
+
 class HeadNullspaceEditor:
     """AlphaEdit's null-space projection applied where the decision is made: the classifier head.
 
@@ -951,10 +954,16 @@ class HeadNullspaceEditor:
     makes it ~0, so what the edit can reach is the part of the errors' keys outside the preserved
     subspace (``info["error_key_energy_outside"]``: the share of their energy in ``P``'s range).
 
-    ``head_verify_budget`` > 0 adds an edit-and-verify loop: the update is scaled back (bisection
-    on its scale in [0, 1]) until the share of the statistics samples whose predicted class it
-    changes is at most the budget (no labels needed; the held-out FT-Train samples are never
-    looked at).
+    ``head_verify_budget`` > 0 adds an edit-and-verify loop: the edit is backed off until the share
+    of the statistics samples whose predicted class it changes is at most the budget (no labels
+    needed; the held-out FT-Train samples are never looked at). ``head_verify_backoff``:
+
+    - ``scale``: the whole update is scaled back (bisection on its scale in [0, 1]): every error
+      keeps a share of its fix;
+    - ``sample``: errors are dropped one at a time, each time the one whose removal leaves the
+      fewest changed statistics samples, and the edit is solved again on the rest, until the budget
+      holds (then ``scale`` if it still does not): the errors that stay are fixed in full, the ones
+      whose fix would move preserved decisions are given up (``info["dropped_errors"]``).
     """
 
     name = "head_nullspace"
@@ -965,10 +974,16 @@ class HeadNullspaceEditor:
         head_L2: float = 1e-2,
         head_margin: float = 1.0,
         head_verify_budget: float = 0.01,
+        head_verify_backoff: str = "scale",
         eval_batch_size: int = 256,
     ):
+        if head_verify_backoff not in VERIFY_BACKOFF:
+            raise ValueError(
+                f"head_verify_backoff must be one of {VERIFY_BACKOFF}, not {head_verify_backoff!r}"
+            )
         self.threshold, self.L2, self.margin = head_nullspace_threshold, head_L2, head_margin
         self.budget, self.batch_size = head_verify_budget, eval_batch_size
+        self.backoff = head_verify_backoff
 
     def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
         device = torch.device(device)
@@ -992,10 +1007,20 @@ class HeadNullspaceEditor:
         y = torch.as_tensor(np.asarray(data.labels, dtype=np.int64))
         logits = xe @ theta0.T
         target = margin_targets(logits, y, self.margin)
-        delta = alphaedit_update(
-            (target - logits).T, xe.T, proj, L2=self.L2 * key_scale(moment)
-        )  # (C, d+1)
+
+        def solve(rows: np.ndarray) -> torch.Tensor:  # (C, d+1): the edit of the errors ``rows``
+            if not len(rows):
+                return torch.zeros_like(theta0)
+            r = torch.as_tensor(rows)
+            return alphaedit_update(
+                (target[r] - logits[r]).T, xe[r].T, proj, L2=self.L2 * key_scale(moment)
+            )
+
+        kept = np.arange(n)
+        delta = solve(kept)
         scale = 1.0
+        if self.budget > 0 and self.backoff == "sample":
+            kept, delta = self._drop(theta0, x, kept, delta, solve)
         if self.budget > 0:
             scale = self._verify(theta0, delta, x)
         theta = theta0 + scale * delta
@@ -1015,6 +1040,8 @@ class HeadNullspaceEditor:
                 "kept_dim": pinfo["kept_dim"],
                 "dim": pinfo["dim"],
                 "scale": scale,
+                "verify_backoff": self.backoff if self.budget > 0 else "off",
+                "dropped_errors": int(n - len(kept)),
                 "error_key_energy_outside": outside(xe),
                 "preserved_key_energy_outside": outside(x),
                 "update_norm_weight": float((scale * delta[:, :-1]).norm()),
@@ -1033,6 +1060,23 @@ class HeadNullspaceEditor:
         log["update_norm_head"] = float((scale * delta).norm())
         log["edit_seconds"] = edit_seconds
         return EditResult(edited, log, info)
+
+    def _changed(self, theta0, delta, x, scale: float = 1.0) -> float:
+        """The share of the statistics samples whose predicted class ``scale * delta`` changes."""
+        before = (x @ theta0.T).argmax(1)
+        return float(((x @ (theta0 + scale * delta).T).argmax(1) != before).double().mean())
+
+    def _drop(self, theta0, x, kept, delta, solve):
+        """Per-sample back-off: drop errors greedily until the budget holds or none is left."""
+        while len(kept) and self._changed(theta0, delta, x) > self.budget:
+            trials = [
+                (self._changed(theta0, d, x), i, d)
+                for i in range(len(kept))
+                for d in [solve(np.delete(kept, i))]
+            ]
+            _, i, delta = min(trials, key=lambda t: (t[0], t[1]))
+            kept = np.delete(kept, i)
+        return kept, delta
 
     def _verify(self, theta0, delta, x, steps: int = 20) -> float:
         """The largest scale in [0, 1] (bisection) at which at most ``head_verify_budget`` of the

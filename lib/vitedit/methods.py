@@ -213,6 +213,7 @@ register(
             "head_L2",
             "head_margin",
             "head_verify_budget",
+            "head_verify_backoff",
             "eval_batch_size",
         ),
         "classifier head in closed form inside the null space of the FT-Train keys (AlphaEdit's "

@@ -576,6 +576,15 @@ SCHEMA: dict[str, Param] = {
             "samples change their prediction (0: off)",
             check=_unit,
         ),
+        Param(
+            "head_verify_backoff",
+            "scale",
+            "str",
+            "head",
+            "head_nullspace: how the verify loop backs off: scale the whole update, or drop the "
+            "errors whose fix moves the most statistics samples (sample)",
+            choices=("scale", "sample"),
+        ),
         # --- evaluation and baselines --------------------------------------------------------
         Param(
             "bootstrap_samples",
