@@ -207,33 +207,42 @@ def test_baseline_summary_csv_is_ok_with_metrics_or_skipped_with_reason(tmp_path
 
 def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setup):
     p, data, split, model, cfg, errors, stats_pos = setup
-    edited = copy.deepcopy(model)
+    head_edit = copy.deepcopy(model)
     with torch.no_grad():
-        edited.head.bias[0] += 5.0  # a different model: must not read the base model's file
-    plain = evaluation.four_level(
-        "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50
-    )
-    cached = evaluation.four_level(
-        "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=tmp_path
-    )
-    files = sorted(tmp_path.glob("*.npy"))
-    # base and edited model on 5 sets (edit discovery, held-out and in-sample FT-Train, Test, FT-Val)
-    assert len(files) == 10
-    again = evaluation.four_level(
-        "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=tmp_path
-    )
-    assert sorted(tmp_path.glob("*.npy")) == files  # read back, nothing recomputed or added
-    for ev in (cached, again):
-        assert ev["levels"] == plain["levels"]
+        head_edit.head.bias[0] += 5.0  # another head on the same backbone
+    layer_edit = copy.deepcopy(model)
+    with torch.no_grad():
+        next(layer_edit.blocks[0].parameters()).add_(0.05)  # another backbone
+
+    def run(edited, cache):
+        return evaluation.four_level(
+            "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=cache
+        )["levels"]
+
+    plain = run(head_edit, None)
+    assert run(head_edit, tmp_path) == plain
+    # one features file per set (edit discovery, held-out and in-sample FT-Train, Test, FT-Val):
+    # the head edit reads the base model's, computing no backbone pass of its own
+    files = sorted(tmp_path.glob("*.features.npy"))
+    assert len(files) == 5 and not list(tmp_path.glob("*.tmp"))
+    assert run(head_edit, tmp_path) == plain  # read back, nothing recomputed or added
+    assert sorted(tmp_path.glob("*.features.npy")) == files
+    assert run(layer_edit, tmp_path) == run(layer_edit, None)
+    assert len(list(tmp_path.glob("*.features.npy"))) == 10  # a new backbone: its own features
+    # bit for bit what a full forward pass gives (same batches, fp32)
     imgs = split.view(data, "test")
+    for m in (model, head_edit, layer_edit):
+        full = models.predict_probs(m, imgs, cfg, 64).numpy()
+        assert np.array_equal(evaluation._np_probs(m, imgs, cfg, 64, "cpu", tmp_path), full)
     key = evaluation.prediction_key
-    assert key(model, imgs, cfg, 256, "cpu") != key(edited, imgs, cfg, 256, "cpu")
+    assert key(model, imgs, cfg, 256, "cpu") != key(head_edit, imgs, cfg, 256, "cpu")
+    assert key(model, imgs, cfg, 256, "cpu", "head.") == key(
+        head_edit, imgs, cfg, 256, "cpu", "head."
+    )
+    assert key(model, imgs, cfg, 256, "cpu", "head.") != key(
+        layer_edit, imgs, cfg, 256, "cpu", "head."
+    )
     assert key(model, imgs, cfg, 256, "cpu") != key(model, imgs[1:], cfg, 256, "cpu")
     # a truncated file (a killed writer) is recomputed, not read
     files[0].write_bytes(b"\x93NUMPY")
-    assert (
-        evaluation.four_level(
-            "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=tmp_path
-        )["levels"]
-        == plain["levels"]
-    )
+    assert run(head_edit, tmp_path) == plain

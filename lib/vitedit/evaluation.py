@@ -236,41 +236,74 @@ def per_class_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.nd
 
 
 def prediction_key(
-    model, images: np.ndarray, cfg: models.ModelConfig, batch_size: int, device
+    model,
+    images: np.ndarray,
+    cfg: models.ModelConfig,
+    batch_size: int,
+    device,
+    skip: str | None = None,
 ) -> str:
-    """What determines a model's probabilities on ``images``: its weights, the images' bytes, the
-    model config, the batch size (fp32 blocking) and the device type and torch version."""
+    """What determines a model's outputs on ``images``: its weights (those whose name starts with
+    ``skip`` left out), the images' bytes, the model config, the batch size (fp32 blocking), the
+    device type and the torch version."""
     h = hashlib.blake2b(digest_size=16)
     for name, t in model.state_dict().items():
+        if skip and name.startswith(skip):
+            continue
         a = t.detach().cpu().contiguous()
         h.update(f"{name}|{a.dtype}|{tuple(a.shape)}".encode())
         h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
     images = np.ascontiguousarray(images)
-    h.update(f"{images.dtype}|{images.shape}|{cfg!r}|{batch_size}".encode())
+    h.update(f"{images.dtype}|{images.shape}|{cfg!r}|{batch_size}|skip={skip}".encode())
     h.update(f"{torch.device(device).type}|{torch.__version__}".encode())
     h.update(images.tobytes())
     return h.hexdigest()
 
 
-def _np_probs(model, images, cfg, batch_size, device, cache_dir: Path | None = None) -> np.ndarray:
-    """Probabilities of ``model`` on ``images``; with ``cache_dir``, read from or written to
-    ``<cache_dir>/<prediction_key>.npy``. The key is the content (weights and images), so a cached
-    file can never belong to another model and parallel writers write the same bytes: the base
-    model's predictions are computed once per checkpoint and set, not once per experiment, and an
-    edited model's FT-Train predictions once for notebooks 04 and 06 together."""
-    if cache_dir is None:
-        return models.predict_probs(model, images, cfg, batch_size, device).numpy()
-    path = Path(cache_dir) / f"{prediction_key(model, images, cfg, batch_size, device)}.npy"
+def _cached(path: Path, compute) -> np.ndarray:
+    """``path``'s array, or ``compute()`` written there atomically (a truncated file from a killed
+    writer is recomputed). Content-keyed: parallel writers write the same bytes."""
     if path.exists():
         try:
             return np.load(path)
-        except (OSError, ValueError):  # a truncated file from a killed writer: recompute
+        except (OSError, ValueError):
             pass
-    probs = models.predict_probs(model, images, cfg, batch_size, device).numpy()
+    arr = np.asarray(compute())
     buf = io.BytesIO()
-    np.save(buf, probs)
+    np.save(buf, arr)
     atomic_write_bytes(path, buf.getvalue())
-    return probs
+    return arr
+
+
+def _has_linear_head(model) -> bool:
+    return hasattr(model, "forward_head") and isinstance(
+        getattr(model, "head", None), torch.nn.Linear
+    )
+
+
+def _np_probs(model, images, cfg, batch_size, device, cache_dir: Path | None = None) -> np.ndarray:
+    """Probabilities of ``model`` on ``images``. With ``cache_dir`` (on the CPU, for a model with a
+    linear head): the pre-logit features are cached by the backbone's weights and the images, and the
+    head is applied to them by the same batches (bit-identical to a full pass in fp32). The base
+    model's features are then computed once per set, not once per experiment, a head edit is
+    evaluated without a backbone pass, and notebook 06 reads the FT-Train features that 04
+    computed. Other models (or CUDA's bf16): the probabilities are cached by the whole model."""
+    if cache_dir is None:
+        return models.predict_probs(model, images, cfg, batch_size, device).numpy()
+    cache_dir = Path(cache_dir)
+    if torch.device(device).type == "cpu" and _has_linear_head(model):
+        key = prediction_key(model, images, cfg, batch_size, device, skip="head.")
+        feats = _cached(
+            cache_dir / f"{key}.features.npy",
+            lambda: models.predict_pre_logits(model, images, cfg, batch_size, device).numpy(),
+        )
+        logits = models.head_logits(model, torch.from_numpy(feats), batch_size)
+        return torch.softmax(logits, -1).numpy()
+    key = prediction_key(model, images, cfg, batch_size, device)
+    return _cached(
+        cache_dir / f"{key}.npy",
+        lambda: models.predict_probs(model, images, cfg, batch_size, device).numpy(),
+    )
 
 
 # --------------------------------------------------------------------------- the 4-level evaluation

@@ -216,6 +216,40 @@ def predict_logits(
     return torch.cat(out)
 
 
+@torch.no_grad()
+def predict_pre_logits(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    cfg: ModelConfig,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """What ``model.head`` reads (float32, on the CPU), by the same batches and precision as
+    :func:`predict_logits`: ``head_logits`` of it equals ``predict_logits`` bit for bit in fp32."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    out = []
+    for sl in iter_batches(len(images), batch_size):
+        x = preprocess(images[sl], cfg, device)
+        with autocast(device):
+            out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, model.head.in_features)
+
+
+@torch.no_grad()
+def head_logits(model: torch.nn.Module, feats: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``model.head`` on pre-logit features, batch by batch (the batches of ``predict_logits``)."""
+    head = model.head
+    w = head.weight
+    out = [
+        head(feats[sl].to(w.device, w.dtype)).float().cpu()
+        for sl in iter_batches(len(feats), batch_size)
+    ]
+    return torch.cat(out) if out else torch.empty(0, head.out_features)
+
+
 def autocast(device: torch.device | str):
     """The precision of every inference pass: bf16 autocast on CUDA, fp32 on the CPU. Evaluation,
     the editors' targets, keys and statistics all run under it, so an edit is optimised in the
