@@ -242,7 +242,13 @@ def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setu
     assert key(model, imgs, cfg, 256, "cpu", "head.") != key(
         layer_edit, imgs, cfg, 256, "cpu", "head."
     )
-    assert key(model, imgs, cfg, 256, "cpu") != key(model, imgs[1:], cfg, 256, "cpu")
-    # a truncated file (a killed writer) is recomputed, not read
+    pixel = np.array(imgs[: len(imgs)])
+    pixel.flat[0] ^= 1  # one pixel, same shape: the images' bytes are in the key
+    assert key(model, pixel, cfg, 256, "cpu") != key(
+        model, np.array(imgs[: len(imgs)]), cfg, 256, "cpu"
+    )
+    # a truncated or empty file (a killed writer) is recomputed and written back, not read
     files[0].write_bytes(b"\x93NUMPY")
+    files[1].write_bytes(b"")
     assert run(head_edit, tmp_path) == plain
+    assert all(np.load(f).ndim == 2 for f in files[:2])

@@ -1,5 +1,6 @@
 """Sweeps without running notebooks: spec checks, expansion and dedup, selection, executors, W&B names."""
 
+import json
 import sys
 
 import numpy as np
@@ -397,3 +398,44 @@ def test_timing_and_status_tables():
     assert t.loc["b", "overhead_beyond_work_seconds"] == 5.0
     c = sweep.status_counts(s).set_index(["method", "status"]).experiments
     assert c[("a", "ok")] == 2 and c[("a", "failed")] == 1 and c[("b", "ok")] == 1
+
+
+def test_a_parameter_without_effect_plans_one_edit_and_renamed_experiments_keep_their_folder(
+    tmp_path,
+):
+    grid = {"head_verify_budget": [0.0, 0.01], "head_verify_backoff": ["scale", "sample"]}
+    exps = sweep.expand(
+        spec(
+            tmp_path,
+            methods=["head_nullspace"],
+            baselines=[],
+            grid={},
+            method_grids={"head_nullspace": grid},
+        )
+    )
+    # without a budget nothing backs off: one edit, not two, at budget 0
+    assert sorted(
+        (e.params["head_verify_budget"], e.params["head_verify_backoff"]) for e in exps
+    ) == [(0.0, "scale"), (0.01, "sample"), (0.01, "scale")]
+    # the folder of the same experiment planned before the back-off joined the grid is reused
+    old = sweep.expand(
+        spec(
+            tmp_path,
+            methods=["head_nullspace"],
+            baselines=[],
+            grid={},
+            method_grids={"head_nullspace": {"head_verify_budget": [0.0, 0.01]}},
+        )
+    )
+    sw = tmp_path / "sw"
+    for e in old:
+        d = e.folder(sw)
+        d.mkdir(parents=True)
+        (d / "job.json").write_text(json.dumps({"id": e.id, "method": e.method}))
+    by_id = {e.id: e for e in old}
+    for e in exps:
+        if e.id in by_id:
+            assert e.name != by_id[e.id].name and e.folder(sw) == by_id[e.id].folder(sw)
+        else:
+            assert e.folder(sw).name == e.name and not e.folder(sw).exists()
+    assert sum(e.id in by_id for e in exps) == 2

@@ -1020,8 +1020,8 @@ class HeadNullspaceEditor:
         delta = solve(kept)
         scale = 1.0
         if self.budget > 0 and self.backoff == "sample":
-            kept, delta = self._drop(theta0, x, kept, delta, solve)
-        if self.budget > 0:
+            kept, delta, scale = self._backoff(theta0, x, xe, y, kept, delta, solve)
+        elif self.budget > 0:
             scale = self._verify(theta0, delta, x)
         theta = theta0 + scale * delta
         with torch.no_grad():
@@ -1042,6 +1042,10 @@ class HeadNullspaceEditor:
                 "scale": scale,
                 "verify_backoff": self.backoff if self.budget > 0 else "off",
                 "dropped_errors": int(n - len(kept)),
+                # Edit-Discovery positions of the errors the back-off gave up
+                "dropped_positions": np.asarray(data.positions)[
+                    np.setdiff1d(np.arange(n), kept)
+                ].tolist(),
                 "error_key_energy_outside": outside(xe),
                 "preserved_key_energy_outside": outside(x),
                 "update_norm_weight": float((scale * delta[:, :-1]).norm()),
@@ -1066,17 +1070,30 @@ class HeadNullspaceEditor:
         before = (x @ theta0.T).argmax(1)
         return float(((x @ (theta0 + scale * delta).T).argmax(1) != before).double().mean())
 
-    def _drop(self, theta0, x, kept, delta, solve):
-        """Per-sample back-off: drop errors greedily until the budget holds or none is left."""
+    def _backoff(self, theta0, x, xe, y, kept, delta, solve):
+        """Per-sample back-off. A greedy path from every error down to none: each step drops the
+        error whose removal leaves the fewest statistics samples changed (ties: the smallest change
+        of their logits, ``‖ΔΘ Xᵀ‖``), until the budget holds at full scale. Every set on the path
+        is then scaled back to the budget (``_verify``) and the one that fixes the most edited
+        errors is kept (ties: the fewer dropped), so it never fixes fewer than ``scale`` alone (the
+        path's first set). A solve per candidate: O(n²) small solves for n errors."""
+        path = [(kept, delta)]
         while len(kept) and self._changed(theta0, delta, x) > self.budget:
-            trials = [
-                (self._changed(theta0, d, x), i, d)
-                for i in range(len(kept))
-                for d in [solve(np.delete(kept, i))]
-            ]
-            _, i, delta = min(trials, key=lambda t: (t[0], t[1]))
-            kept = np.delete(kept, i)
-        return kept, delta
+            best = None
+            for i in range(len(kept)):
+                d = solve(np.delete(kept, i))
+                crit = (self._changed(theta0, d, x), float((d @ x.T).norm()), i)
+                if best is None or crit < best[0]:
+                    best = (crit, d)
+            kept, delta = np.delete(kept, best[0][2]), best[1]
+            path.append((kept, delta))
+        choice = None
+        for kept, delta in path:
+            scale = self._verify(theta0, delta, x)
+            fixed = int(((xe @ (theta0 + scale * delta).T).argmax(1) == y).sum())
+            if choice is None or fixed > choice[0]:
+                choice = (fixed, kept, delta, scale)
+        return choice[1], choice[2], choice[3]
 
     def _verify(self, theta0, delta, x, steps: int = 20) -> float:
         """The largest scale in [0, 1] (bisection) at which at most ``head_verify_budget`` of the

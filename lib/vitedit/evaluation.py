@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import timm
 import torch
 
 from . import models
@@ -235,6 +236,10 @@ def per_class_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.nd
     )
 
 
+# part of every cache key: raise it when preprocessing or the forward pass changes
+CACHE_VERSION = 1
+
+
 def prediction_key(
     model,
     images: np.ndarray,
@@ -253,25 +258,37 @@ def prediction_key(
         a = t.detach().cpu().contiguous()
         h.update(f"{name}|{a.dtype}|{tuple(a.shape)}".encode())
         h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
-    images = np.ascontiguousarray(images)
-    h.update(f"{images.dtype}|{images.shape}|{cfg!r}|{batch_size}|skip={skip}".encode())
-    h.update(f"{torch.device(device).type}|{torch.__version__}".encode())
-    h.update(images.tobytes())
+    first = np.asarray(images[:1])
+    shape = (len(images), *first.shape[1:])
+    h.update(f"{first.dtype}|{shape}|{cfg!r}|{batch_size}|skip={skip}".encode())
+    dev = torch.device(device)
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else ""
+    h.update(f"{CACHE_VERSION}|{dev.type}|{gpu}|{torch.__version__}|{timm.__version__}".encode())
+    for sl in models.iter_batches(len(images), 4096):  # a view is never materialised whole
+        h.update(np.ascontiguousarray(images[sl]).tobytes())
     return h.hexdigest()
 
 
-def _cached(path: Path, compute) -> np.ndarray:
-    """``path``'s array, or ``compute()`` written there atomically (a truncated file from a killed
-    writer is recomputed). Content-keyed: parallel writers write the same bytes."""
+def _cached(path: Path, compute, rows: int) -> np.ndarray:
+    """``path``'s array, or ``compute()`` written there atomically. Content-keyed, so parallel
+    writers write the same bytes. A file that cannot be read or has the wrong shape (a killed
+    writer) is recomputed; a failed write (full disk, read-only folder) costs the cache, not the
+    result."""
     if path.exists():
         try:
-            return np.load(path)
-        except (OSError, ValueError):
+            arr = np.load(path)
+            if arr.ndim == 2 and len(arr) == rows and arr.dtype == np.float32:
+                return arr
+        except (OSError, ValueError, EOFError):
             pass
-    arr = np.asarray(compute())
+    arr = np.asarray(compute(), dtype=np.float32)
     buf = io.BytesIO()
     np.save(buf, arr)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
     return arr
 
 
@@ -296,6 +313,7 @@ def _np_probs(model, images, cfg, batch_size, device, cache_dir: Path | None = N
         feats = _cached(
             cache_dir / f"{key}.features.npy",
             lambda: models.predict_pre_logits(model, images, cfg, batch_size, device).numpy(),
+            len(images),
         )
         logits = models.head_logits(model, torch.from_numpy(feats), batch_size)
         return torch.softmax(logits, -1).numpy()
@@ -303,6 +321,7 @@ def _np_probs(model, images, cfg, batch_size, device, cache_dir: Path | None = N
     return _cached(
         cache_dir / f"{key}.npy",
         lambda: models.predict_probs(model, images, cfg, batch_size, device).numpy(),
+        len(images),
     )
 
 

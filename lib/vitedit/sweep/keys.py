@@ -21,12 +21,25 @@ HASH_NEUTRAL = {
     "edit_pair": None,
     "trace_regions": 0,
     "augment_flips": True,
+    "head_verify_backoff": "scale",
 }
+# parameters that have no effect while another one has a given value: left out of the hash then, so
+# that a grid over both plans each distinct edit once (head_nullspace without a verify budget never
+# backs off)
+INACTIVE_WHEN = {"head_verify_backoff": ("head_verify_budget", 0.0)}
 
 
 def content_key(p: Mapping[str, Any], keys: Iterable[str]) -> dict:
-    """The values of ``keys`` that identify a result (hash-neutral defaults left out)."""
-    return {k: p[k] for k in keys if not (k in HASH_NEUTRAL and p[k] == HASH_NEUTRAL[k])}
+    """The values of ``keys`` that identify a result (hash-neutral defaults and parameters without
+    effect left out)."""
+
+    def idle(k: str) -> bool:
+        other, value = INACTIVE_WHEN.get(k, (None, None))
+        return other is not None and p.get(other) == value
+
+    return {
+        k: p[k] for k in keys if not (k in HASH_NEUTRAL and p[k] == HASH_NEUTRAL[k]) and not idle(k)
+    }
 
 
 def _semantic(

@@ -5,6 +5,7 @@ registry), and the shared stages (split, training, tracing) they start from."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,21 @@ class Experiment:
         return methods_mod.get(self.method).notebooks
 
     def folder(self, sweep_dir: Path) -> Path:
-        return Path(sweep_dir) / "runs" / self.dataset / self.name
+        """``runs/<dataset>/<name>``, or the folder of the same experiment (same content hash and
+        method, in its ``job.json``) planned under another name: a parameter added to the grid
+        since renames the experiments whose result it does not change, and they are not redone."""
+        base = Path(sweep_dir) / "runs" / self.dataset
+        named = base / self.name
+        if named.exists() or not base.is_dir():
+            return named
+        for f in sorted(base.glob(f"*_{self.id[:8]}")):
+            try:
+                job = json.loads((f / "job.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if job.get("id") == self.id and job.get("method") == self.method:
+                return f
+        return named
 
 
 def fmt(v: Any) -> str:
