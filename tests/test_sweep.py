@@ -439,3 +439,28 @@ def test_a_parameter_without_effect_plans_one_edit_and_renamed_experiments_keep_
         else:
             assert e.folder(sw).name == e.name and not e.folder(sw).exists()
     assert sum(e.id in by_id for e in exps) == 2
+
+
+def test_a_local_ray_start_that_timed_out_is_retried_and_other_errors_are_not():
+    class FakeRay:
+        def __init__(self, errors):
+            self.errors, self.inits, self.shutdowns = list(errors), 0, 0
+
+        def init(self, **kw):
+            self.inits += 1
+            if self.errors:
+                raise self.errors.pop(0)
+
+        def shutdown(self):
+            self.shutdowns += 1
+
+    slow = Exception("The current node timed out during startup. This could happen ...")
+    ray = FakeRay([slow])
+    executors._start_local_ray(ray, 2, {})
+    assert (ray.inits, ray.shutdowns) == (2, 1)
+    with pytest.raises(Exception, match="timed out"):
+        executors._start_local_ray(FakeRay([slow] * 3), 2, {})
+    other = FakeRay([ValueError("bad num_cpus")])
+    with pytest.raises(ValueError):
+        executors._start_local_ray(other, 2, {})
+    assert other.inits == 1

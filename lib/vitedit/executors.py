@@ -194,6 +194,20 @@ def _ray_job(job: str, timeout: float | None, command: list[str] | None) -> dict
     return run_job(job, timeout, None, command).to_dict()
 
 
+def _start_local_ray(ray, local_cpus, kw: dict, attempts: int = 3) -> None:
+    """``ray.init`` of a local instance. Ray gives its raylet a fixed 30 s to register; on a loaded
+    machine (a few cores shared with other jobs) that can run out, so a start that timed out is
+    tried again after a clean shutdown (any other error is raised at once)."""
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=local_cpus, **kw)
+            return
+        except Exception as e:
+            if "timed out during startup" not in str(e) or attempt == attempts - 1:
+                raise
+            ray.shutdown()
+
+
 class RayExecutor:
     """Each job a Ray task asking for ``num_gpus`` (fractions allowed) and ``num_cpus``.
 
@@ -220,7 +234,7 @@ class RayExecutor:
             if address:
                 ray.init(address=address, **kw)
             else:
-                ray.init(num_cpus=local_cpus, **kw)
+                _start_local_ray(ray, local_cpus, kw)
             self._started = True
         else:
             self._started = False
