@@ -3,6 +3,7 @@ the method registry), the run settings that never do, and the shared stages' key
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -59,9 +60,15 @@ def _semantic(
 def relevant_keys(method: str) -> list[str]:
     """Parameters that determine ``method``'s result: data, training and evaluation, the shared edit
     parameters, the method's own (registry), and tracing's when it edits the traced layers."""
+    return list(_relevant_keys(method, id(methods_mod.get(method))))
+
+
+@functools.cache
+def _relevant_keys(method: str, registered: int) -> tuple[str, ...]:
+    # keyed by the registered object too: a method registered again (tests) is looked up afresh
     m = methods_mod.get(method)
     stages = ["data", "train", "evaluate"] + (["locate"] if m.uses_layers else [])
-    return list(
+    return tuple(
         _semantic(params_mod.defaults(), stages, extra=(*methods_mod.SHARED_KEYS, *m.params))
     )
 

@@ -152,6 +152,10 @@ def expand(spec: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
 
 
 def _expand_block(spec, base_layers: list, seeds, out: dict, preps: dict) -> None:
+    # parameter files read once per block, not once per experiment (a benchmark plans thousands)
+    base_layers = [
+        params_mod.load_yaml(x) if isinstance(x, (str, Path)) else x for x in base_layers
+    ]
     base = params_mod.resolve(*base_layers)
     grid = dict(spec["grid"])
     seeds = seeds or [base["seed"]]
