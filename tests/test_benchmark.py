@@ -115,7 +115,14 @@ def test_per_dataset_blocks_set_their_seeds_and_recipe():
 def test_new_parameters_at_their_default_keep_earlier_results_reused():
     p = params.resolve()
     # added by issue 12, and head_verify_backoff by issue 15
-    new = {"edit_selection", "edit_pair", "trace_regions", "augment_flips", "head_verify_backoff"}
+    new = {
+        "edit_selection",
+        "edit_pair",
+        "trace_regions",
+        "augment_flips",
+        "head_verify_backoff",
+        "head_verify_holdout",
+    }
     for method in methods.names():
         keys = relevant_keys(method)
         before = {k: p[k] for k in keys if k not in new}  # what the hash covered before

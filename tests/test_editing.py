@@ -392,3 +392,36 @@ def test_head_nullspace_per_sample_backoff_meets_the_budget_on_a_trained_model(t
     assert n_fixed(res) >= n_fixed(scaled)  # the scaled full set is on its path
     with pytest.raises(ValueError, match="head_verify_backoff"):
         HeadNullspaceEditor(head_verify_backoff="halve")
+
+
+def test_head_nullspace_verify_holdout_keeps_its_samples_out_of_the_null_space(trained):
+    from vitedit.editing import HeadNullspaceEditor, head_features
+
+    keys = torch.randn(40, 5, dtype=torch.float64)
+    ed = HeadNullspaceEditor(head_verify_budget=0.01, head_verify_holdout=0.25)
+    build, verify = ed._split_statistics(keys)
+    assert (len(build), len(verify)) == (30, 10)
+    rows = {tuple(r.tolist()) for r in keys}
+    b, v = {tuple(r.tolist()) for r in build}, {tuple(r.tolist()) for r in verify}
+    assert not b & v and b | v == rows  # disjoint, and every statistics sample on one side
+    again = ed._split_statistics(keys)
+    assert torch.equal(again[0], build) and torch.equal(again[1], verify)  # deterministic
+    same = HeadNullspaceEditor(head_verify_budget=0.01)._split_statistics(keys)
+    assert same[0] is keys and same[1] is keys  # 0: in-sample, as before
+    off = HeadNullspaceEditor(head_verify_budget=0.0, head_verify_holdout=0.5)._split_statistics(
+        keys
+    )
+    assert off[0] is keys  # no verify loop: P keeps every sample
+
+    model, cfg, ft, imgs, labels, wrong = trained
+    data = edit_set(ft, imgs, labels, wrong[:4])
+    loose = dict(head_nullspace_threshold=0.9, head_L2=1e-4, head_margin=5.0)
+    res = HeadNullspaceEditor(**loose, head_verify_budget=0.05, head_verify_holdout=0.5).edit(
+        model, cfg, data
+    )
+    n = len(data.stats_images)
+    assert res.info["verify_samples"] == round(0.5 * n) and not res.info["verify_in_sample"]
+    f = head_features(model, data.stats_images, cfg)
+    _, fv = ed.__class__(head_verify_budget=0.05, head_verify_holdout=0.5)._split_statistics(f)
+    moved = (res.model.head(fv).argmax(1) != model.head(fv).argmax(1)).float().mean()
+    assert moved <= 0.05 + 1e-9  # the budget holds on the samples kept out of P

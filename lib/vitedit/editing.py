@@ -975,6 +975,7 @@ class HeadNullspaceEditor:
         head_margin: float = 1.0,
         head_verify_budget: float = 0.01,
         head_verify_backoff: str = "scale",
+        head_verify_holdout: float = 0.0,
         eval_batch_size: int = 256,
     ):
         if head_verify_backoff not in VERIFY_BACKOFF:
@@ -983,7 +984,7 @@ class HeadNullspaceEditor:
             )
         self.threshold, self.L2, self.margin = head_nullspace_threshold, head_L2, head_margin
         self.budget, self.batch_size = head_verify_budget, eval_batch_size
-        self.backoff = head_verify_backoff
+        self.backoff, self.holdout = head_verify_backoff, head_verify_holdout
 
     def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
         device = torch.device(device)
@@ -995,8 +996,9 @@ class HeadNullspaceEditor:
         t0 = time.perf_counter()
         f_stats = head_features(edited, data.stats_images, cfg, self.batch_size, device)
         f_err = head_features(edited, data.images, cfg, self.batch_size, device)
-        x = torch.cat([f_stats, torch.ones(len(f_stats), 1)], 1).double()
+        keys = torch.cat([f_stats, torch.ones(len(f_stats), 1)], 1).double()
         xe = torch.cat([f_err, torch.ones(len(f_err), 1)], 1).double()
+        x, xv = self._split_statistics(keys)  # P's keys, and the keys the verify loop checks
         moment = x.T @ x / len(x)
         proj, pinfo = null_space_projection(moment, self.threshold, "relative")
         stats_seconds = time.perf_counter() - t0
@@ -1020,9 +1022,9 @@ class HeadNullspaceEditor:
         delta = solve(kept)
         scale = 1.0
         if self.budget > 0 and self.backoff == "sample":
-            kept, delta, scale = self._backoff(theta0, x, xe, y, kept, delta, solve)
+            kept, delta, scale = self._backoff(theta0, xv, xe, y, kept, delta, solve)
         elif self.budget > 0:
-            scale = self._verify(theta0, delta, x)
+            scale = self._verify(theta0, delta, xv)
         theta = theta0 + scale * delta
         with torch.no_grad():
             edited.head.weight.copy_(theta[:, :-1].float())
@@ -1041,6 +1043,8 @@ class HeadNullspaceEditor:
                 "dim": pinfo["dim"],
                 "scale": scale,
                 "verify_backoff": self.backoff if self.budget > 0 else "off",
+                "verify_samples": int(len(xv)) if self.budget > 0 else 0,
+                "verify_in_sample": bool(self.budget > 0 and self.holdout == 0),
                 "dropped_errors": int(n - len(kept)),
                 # Edit-Discovery positions of the errors the back-off gave up
                 "dropped_positions": np.asarray(data.positions)[
@@ -1064,6 +1068,19 @@ class HeadNullspaceEditor:
         log["update_norm_head"] = float((scale * delta).norm())
         log["edit_seconds"] = edit_seconds
         return EditResult(edited, log, info)
+
+    def _split_statistics(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the keys P is built from, the keys the verify loop checks). ``head_verify_holdout`` 0:
+        the same samples (the check is in-sample: P was built to protect exactly them, so it
+        underestimates what the edit moves elsewhere); > 0: that share of the statistics samples
+        (a fixed permutation, at least one each side) is kept out of P and only verified on. Both
+        are statistics samples, so the held-out FT-Train the evaluation reports never takes part."""
+        n = len(keys)
+        if self.budget <= 0 or self.holdout <= 0 or n < 2:
+            return keys, keys
+        perm = torch.as_tensor(np.random.default_rng(0).permutation(n))
+        n_verify = min(max(int(round(self.holdout * n)), 1), n - 1)
+        return keys[perm[n_verify:]], keys[perm[:n_verify]]
 
     def _changed(self, theta0, delta, x, scale: float = 1.0) -> float:
         """The share of the statistics samples whose predicted class ``scale * delta`` changes."""

@@ -214,6 +214,7 @@ register(
             "head_margin",
             "head_verify_budget",
             "head_verify_backoff",
+            "head_verify_holdout",
             "eval_batch_size",
         ),
         "classifier head in closed form inside the null space of the FT-Train keys (AlphaEdit's "

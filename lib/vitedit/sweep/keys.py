@@ -23,11 +23,15 @@ HASH_NEUTRAL = {
     "trace_regions": 0,
     "augment_flips": True,
     "head_verify_backoff": "scale",
+    "head_verify_holdout": 0.0,
 }
 # parameters that have no effect while another one has a given value: left out of the hash then, so
 # that a grid over both plans each distinct edit once (head_nullspace without a verify budget never
 # backs off)
-INACTIVE_WHEN = {"head_verify_backoff": ("head_verify_budget", 0.0)}
+INACTIVE_WHEN = {
+    "head_verify_backoff": ("head_verify_budget", 0.0),
+    "head_verify_holdout": ("head_verify_budget", 0.0),
+}
 
 
 def content_key(p: Mapping[str, Any], keys: Iterable[str]) -> dict:
