@@ -355,10 +355,10 @@ def test_the_report_tables_read_old_and_new_sweeps(old):
 
 
 def test_key_energy_reads_every_null_space_edit_and_skips_older_records(tmp_path):
-    def run(name, method, layer_info, info=None, status="ok", **params):
+    def run(name, method, layer_info, info=None, status="ok", settings=None, **params):
         d = tmp_path / name / "edits"
         d.mkdir(parents=True)
-        rec = {"info": info or {}, "layer_info": layer_info}
+        rec = {"info": info or {}, "layer_info": layer_info, "settings": settings or {}}
         (d / f"{method}.json").write_text(json.dumps(rec))
         return {
             "run_dir": str(tmp_path / name),
@@ -395,7 +395,9 @@ def test_key_energy_reads_every_null_space_edit_and_skips_older_records(tmp_path
             "head_nullspace",
             {"head": li},
             info={"error_key_energy_outside": 0.05, "preserved_key_energy_outside": 0.001},
-            head_nullspace_threshold=1e-2,
+            # not searched, so not in the summary (NaN there): read from the edit's settings
+            settings={"head_nullspace_threshold": 1e-2},
+            head_nullspace_threshold=float("nan"),
         ),
         run("m", "memit", {"L5.fc2": li}),  # not a null-space method
     ]

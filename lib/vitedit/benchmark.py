@@ -343,7 +343,12 @@ def key_energy(summary: pd.DataFrame) -> pd.DataFrame:
                 {
                     "dataset": r.dataset,
                     "method": r.method,
-                    "threshold": float(r.get(NULL_SPACE_METHODS[r.method], np.nan)),
+                    # the edit's own record: the summary lists only the searched parameters
+                    "threshold": float(
+                        (rec.get("settings") or {}).get(
+                            NULL_SPACE_METHODS[r.method], r.get(NULL_SPACE_METHODS[r.method])
+                        )
+                    ),
                     "layer": layer,
                     "kept_dim": li.get("kept_dim", np.nan),
                     "dim": li.get("dim", np.nan),
@@ -356,7 +361,7 @@ def key_energy(summary: pd.DataFrame) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     keys = ["dataset", "method", "threshold", "layer"]
     out = (
-        df.groupby(keys, sort=True)
+        df.groupby(keys, sort=True, dropna=False)
         .agg(
             runs=("error_energy_editable", "size"),
             kept_dim=("kept_dim", "mean"),
