@@ -190,6 +190,23 @@ def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
 
 
 @torch.no_grad()
+def _batched(model, images, cfg, batch_size, device, forward, width: int, progress=False, desc=""):
+    """``forward(model, x)`` (float32, on the CPU) over ``images`` in batches, in eval mode and the
+    inference precision; (0, ``width``) for no images."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    out = []
+    for sl in progress_bar(
+        list(iter_batches(len(images), batch_size)), desc=desc, disable=not progress, leave=False
+    ):
+        x = preprocess(images[sl], cfg, device)
+        with autocast(device):
+            out.append(forward(model, x).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, width)
+
+
 def predict_logits(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -200,23 +217,11 @@ def predict_logits(
     desc: str = "predict",
 ) -> torch.Tensor:
     """Logits (float32, on the CPU) of ``model`` on raw ``images``, in eval mode."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    out = []
-    for sl in progress_bar(
-        list(iter_batches(len(images), batch_size)), desc=desc, disable=not progress, leave=False
-    ):
-        x = preprocess(images[sl], cfg, device)
-        with autocast(device):
-            out.append(model(x).float().cpu())
-    model.train(was_training)
-    if not out:
-        return torch.empty(0, model.num_classes)
-    return torch.cat(out)
+    return _batched(
+        model, images, cfg, batch_size, device, lambda m, x: m(x), model.num_classes, progress, desc
+    )
 
 
-@torch.no_grad()
 def predict_pre_logits(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -226,16 +231,15 @@ def predict_pre_logits(
 ) -> torch.Tensor:
     """What ``model.head`` reads (float32, on the CPU), by the same batches and precision as
     :func:`predict_logits`: ``head_logits`` of it equals ``predict_logits`` bit for bit in fp32."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    out = []
-    for sl in iter_batches(len(images), batch_size):
-        x = preprocess(images[sl], cfg, device)
-        with autocast(device):
-            out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, model.head.in_features)
+    return _batched(
+        model,
+        images,
+        cfg,
+        batch_size,
+        device,
+        lambda m, x: m.forward_head(m.forward_features(x), pre_logits=True),
+        model.head.in_features,
+    )
 
 
 @torch.no_grad()
