@@ -159,7 +159,8 @@ def test_evaluation_and_edits_share_one_precision(monkeypatch, trained_edit_set)
 
     monkeypatch.setattr(models, "autocast", spy)
     build("alphaedit", v_num_grad_steps=2).edit(model, cfg, es)
-    want = {"predict_logits", "key_second_moment", "cls_states", "target_states", "keys"}
+    # _batched: the batched forward behind predict_logits and predict_pre_logits
+    want = {"_batched", "key_second_moment", "cls_states", "target_states", "keys"}
     assert want | {"preservation_error"} <= callers, callers
 
 
