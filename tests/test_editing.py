@@ -309,6 +309,20 @@ def test_head_nullspace_changes_only_the_null_space_part_of_real_keys(trained):
     assert 0 <= res.info["error_key_energy_outside"] <= 1
 
 
+def test_head_features_are_what_the_evaluation_reads(trained):
+    """A head editor solves on the features the evaluation's cached path applies the head to: the
+    same batches, no autograd graph, and the model's train/eval mode left as it was."""
+    from vitedit import models
+    from vitedit.editing import head_features
+
+    model, cfg, ft, imgs, labels, wrong = trained
+    model.train()
+    f = head_features(model, imgs[:70], cfg, batch_size=32)
+    assert model.training and not f.requires_grad and f.dtype == torch.float32
+    assert torch.equal(models.head_logits(model, f, 32), models.predict_logits(model, imgs[:70], cfg, 32))
+    model.eval()
+
+
 def test_head_nullspace_verify_loop_meets_its_prediction_change_budget(trained):
     from vitedit.editing import HeadNullspaceEditor, head_features
 

@@ -777,13 +777,10 @@ def preservation_summary(
 def head_features(
     model, images: np.ndarray, cfg, batch_size: int = 256, device="cpu"
 ) -> torch.Tensor:
-    """Pre-logit features (what ``model.head`` reads), float32 on the CPU."""
-    model.eval()
-    out = []
-    for sl in models.iter_batches(len(images), batch_size):
-        x = models.preprocess(images[sl], cfg, device)
-        out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, model.head.in_features)
+    """Pre-logit features (what ``model.head`` reads), float32 on the CPU: the batches, precision and
+    no-grad forward of :func:`models.predict_pre_logits`, so a head editor solves on the very
+    features the evaluation later reads."""
+    return models.predict_pre_logits(model, images, cfg, batch_size, device)
 
 
 def fisher_diagonal(
