@@ -319,7 +319,9 @@ def test_head_features_are_what_the_evaluation_reads(trained):
     model.train()
     f = head_features(model, imgs[:70], cfg, batch_size=32)
     assert model.training and not f.requires_grad and f.dtype == torch.float32
-    assert torch.equal(models.head_logits(model, f, 32), models.predict_logits(model, imgs[:70], cfg, 32))
+    assert torch.equal(
+        models.head_logits(model, f, 32), models.predict_logits(model, imgs[:70], cfg, 32)
+    )
     model.eval()
 
 
