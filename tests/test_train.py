@@ -164,6 +164,14 @@ def test_run_reference_refuses_changed_or_foreign_checkpoints(tmp_path, toy):
     with pytest.raises(CheckpointError, match="train"):
         train.load_run_model(run, s, params=P(tmp_path, epochs=4))
     train.load_run_model(run, s, params=P(tmp_path))
+    with pytest.raises(CheckpointError, match="train"):
+        train.load_run_model(run, s, params=P(tmp_path, augment_flips=False))
+    # a recipe without flips is recorded as such and accepted by its own stages
+    r = train.fit(P(tmp_path, augment_flips=False), toy, s, False, log=quiet)
+    train.record_in_run(run, r, s)
+    train.load_run_model(run, s, params=P(tmp_path, augment_flips=False))
+    with pytest.raises(CheckpointError, match="train"):
+        train.load_run_model(run, s, params=P(tmp_path))
     ref = json.loads((run / train.CHECKPOINT_REF).read_text())
     torch.save({"tampered": True}, ref["path"])
     with pytest.raises(CheckpointError, match="sha256"):

@@ -94,13 +94,18 @@ def checkpoint_fields(
             "model": cfg.to_dict(),
             "weights": weights,
             "precision": "bf16" if device.type == "cuda" else "fp32",
-            "train": {
-                **{k: params[k] for k in TRAIN_KEYS},
-                # added later: only when off, so that earlier checkpoints keep their names
-                **({"augment_flips": False} if not params.get("augment_flips", True) else {}),
-            },
+            "train": train_fields(params),
         }
     )
+
+
+def train_fields(params: Mapping[str, Any]) -> dict:
+    """The training recipe a checkpoint records (its name's hash, and what a run's stages check)."""
+    return {
+        **{k: params[k] for k in TRAIN_KEYS},
+        # added later: only when off, so that earlier checkpoints keep their names
+        **({"augment_flips": False} if not params.get("augment_flips", True) else {}),
+    }
 
 
 def _canon(obj: Any) -> Any:
@@ -478,7 +483,7 @@ def load_run_model(
             "seed": params["seed"],
             "ft_train_ratio": params["ft_train_ratio"],
             "model": _canon(models.get_config(params["model"]).to_dict()),
-            "train": {k: params[k] for k in TRAIN_KEYS},
+            "train": train_fields(params),
         }
         diffs = [k for k, v in want.items() if _canon(f.get(k)) != _canon(v)]
         if diffs:
