@@ -441,3 +441,57 @@ def test_head_nullspace_verify_holdout_keeps_its_samples_out_of_the_null_space(t
     _, fv = ed.__class__(head_verify_budget=0.05, head_verify_holdout=0.5)._split_statistics(f)
     moved = (res.model.head(fv).argmax(1) != model.head(fv).argmax(1)).float().mean()
     assert moved <= 0.05 + 1e-9  # the budget holds on the samples kept out of P
+
+
+def test_guarded_head_edit_fixes_what_it_can_without_flipping_guarded_decisions():
+    """On the two-class geometry of the back-off test: four errors reachable along f1 and one
+    inside class 0's preserved samples. The guarded edit fixes the four, gives up the fifth, and
+    keeps every preserved decision; a ridge pull toward the old logits (head_closed_form's rule)
+    would have to trade them off."""
+    from vitedit.editing import HeadGuardedEditor
+
+    g = torch.Generator().manual_seed(0)
+    f0 = torch.cat([torch.full((100,), -1.0), torch.full((100,), 1.0)]) + 0.3 * torch.randn(
+        200, generator=g
+    )
+    x = torch.stack([f0, 0.05 * torch.randn(200, generator=g), torch.ones(200)], 1).double()
+    theta0 = torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    xe = torch.tensor(
+        [[-0.8, 3.0, 1], [-0.8, 2.9, 1], [-1.0, 0.0, 1], [-0.8, 3.1, 1], [-0.8, 3.05, 1]],
+        dtype=torch.float64,
+    )
+    y = torch.ones(5, dtype=torch.long)
+    theta, info = HeadGuardedEditor(
+        head_margin=1.0, head_keep_margin=0.5, head_keep_weight=10.0
+    ).solve(theta0, x, xe, y)
+    fixed = ((xe @ theta.T).argmax(1) == y).tolist()
+    assert fixed == [True, True, False, True, True]
+    assert info["stats_changed"] == 0.0 and info["errors_fixed_in_solve"] == 0.8
+    # the preserved samples keep their decisions, nearly all with the asked margin (a soft guard:
+    # the given-up error still pulls at the few class-0 samples nearest to it)
+    z0, z = x @ theta0.T, x @ theta.T
+    pred = z0.argmax(1)
+    m0 = (z0[:, 1] - z0[:, 0]).abs()
+    m = torch.where(pred == 1, z[:, 1] - z[:, 0], z[:, 0] - z[:, 1])
+    assert (m > 0).all() and float((m < torch.clamp(m0, max=0.5) - 0.05).double().mean()) < 0.05
+    # with no weight on the guard, the fifth error is fixed too, at the cost of class-0 samples
+    loose, info = HeadGuardedEditor(head_margin=1.0, head_keep_weight=1e-6).solve(theta0, x, xe, y)
+    assert ((xe @ loose.T).argmax(1) == y).all() and info["stats_changed"] > 0.05
+
+
+def test_guarded_head_edit_on_a_trained_model_is_deterministic_and_leaves_the_input_alone(trained):
+    from vitedit.editing import HeadGuardedEditor, head_features
+
+    model, cfg, ft, imgs, labels, wrong = trained
+    data = edit_set(ft, imgs, labels, wrong[:6])
+    before = snapshot(model)
+    ed = HeadGuardedEditor(head_margin=1.0, head_keep_margin=0.5, head_keep_weight=10.0)
+    a, b = ed.edit(model, cfg, data), ed.edit(model, cfg, data)
+    assert same(before, snapshot(model))
+    assert same(snapshot(a.model), snapshot(b.model))
+    body = {k: v for k, v in snapshot(a.model).items() if not k.startswith("head.")}
+    assert same(body, {k: v for k, v in before.items() if not k.startswith("head.")})
+    f = head_features(model, data.stats_images, cfg)
+    moved = float((a.model.head(f).argmax(1) != model.head(f).argmax(1)).float().mean())
+    assert moved == pytest.approx(a.info["stats_changed"]) and moved <= 0.05
+    assert a.info["errors_fixed_in_solve"] == pytest.approx(float(a.log["fixed"].mean()))

@@ -106,6 +106,7 @@ def test_cli_edit_method_keeps_the_other_notebooks_methods():
         "head",
         "head_closed_form",
         "head_nullspace",
+        "head_guarded",
         "baseline_retrain",
         "baseline_finetune",
     ]

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,13 @@ def write_spec(folder, name, **kw):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     return tmp_path_factory.mktemp("ckpt")
+
+
+def seeded(sweep_dir, swept):
+    """A new sweep folder holding the shared stages (split, training, locate) that ``swept`` ran:
+    the tests of failure, interruption and executors need experiments, not those stages again."""
+    shutil.copytree(swept[0] / "sw" / "shared", sweep_dir / "shared", symlinks=True)
+    return sweep_dir
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +245,7 @@ def test_wandb_offline_logs_the_original_metric_names(swept):
 @pytest.mark.skipif(
     torch.cuda.is_available(), reason="needs a machine without CUDA to make 'cuda' fail"
 )
-def test_a_failing_experiment_is_recorded_and_the_others_finish(tmp_path, ckpt, retina_path):
+def test_a_failing_experiment_is_recorded_and_the_others_finish(tmp_path, ckpt, retina_path, swept):
     spec = write_spec(
         tmp_path,
         "fail",
@@ -245,8 +253,13 @@ def test_a_failing_experiment_is_recorded_and_the_others_finish(tmp_path, ckpt, 
         baselines=False,
         grid={"device": ["cpu", "cuda"]},
     )
-    r = run_sweep(spec, tmp_path / "sw", ckpt, retina_path, "--wandb")
+    sw = seeded(tmp_path / "sw", swept)
+    r = run_sweep(spec, sw, ckpt, retina_path, "--wandb", "--parallel", "2")
     assert r.returncode == 1 and "failed" in r.stdout, r.stdout + r.stderr
+    (shared,) = (sw / "shared").iterdir()  # reused as it was, not run again
+    assert (shared / "status.json").read_text() == (
+        swept[0] / "sw" / "shared" / shared.name / "status.json"
+    ).read_text()
     s = pd.read_csv(tmp_path / "sw" / "param_search_summary_retinamnist.csv").set_index(
         "experiment"
     )
@@ -270,7 +283,9 @@ def test_a_failing_experiment_is_recorded_and_the_others_finish(tmp_path, ckpt, 
     assert "no failed experiment" not in (tmp_path / "sw" / "index.html").read_text()
 
 
-def test_a_killed_sweep_resumes_without_redoing_finished_experiments(tmp_path, ckpt, retina_path):
+def test_a_killed_sweep_resumes_without_redoing_finished_experiments(
+    tmp_path, ckpt, retina_path, swept
+):
     spec = write_spec(
         tmp_path,
         "kill",
@@ -278,7 +293,7 @@ def test_a_killed_sweep_resumes_without_redoing_finished_experiments(tmp_path, c
         baselines=False,
         grid={"head_margin": [0.5, 1.0, 2.0]},
     )
-    sw = tmp_path / "sw"
+    sw = seeded(tmp_path / "sw", swept)
     proc = subprocess.Popen(
         sweep_cmd(spec, sw, ckpt, retina_path, "--no-report"),
         stdout=subprocess.PIPE,
@@ -323,7 +338,7 @@ def test_a_killed_sweep_resumes_without_redoing_finished_experiments(tmp_path, c
     assert len(s) == 3 and (s.status == "ok").all()
 
 
-def test_ray_executor_runs_two_experiments_locally(tmp_path, ckpt, retina_path):
+def test_ray_executor_runs_two_experiments_locally(tmp_path, ckpt, retina_path, swept):
     pytest.importorskip("ray")
     spec = write_spec(
         tmp_path,
@@ -332,7 +347,8 @@ def test_ray_executor_runs_two_experiments_locally(tmp_path, ckpt, retina_path):
         baselines=False,
         grid={"head_margin": [0.5, 1.0]},
     )
-    r = run_sweep(spec, tmp_path / "sw", ckpt, retina_path, "--executor", "ray", "--no-report")
+    sw = seeded(tmp_path / "sw", swept)
+    r = run_sweep(spec, sw, ckpt, retina_path, "--executor", "ray", "--no-report")
     assert r.returncode == 0 and "executor: ray" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     s = pd.read_csv(tmp_path / "sw" / "param_search_summary_retinamnist.csv")
     assert len(s) == 2 and (s.status == "ok").all() and set(s.head_margin) == {0.5, 1.0}

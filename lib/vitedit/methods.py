@@ -223,6 +223,16 @@ register(
 )
 register(
     Method(
+        "head_guarded",
+        "vitedit.editing:HeadGuardedEditor",
+        "05_edit_head",
+        ("head_margin", "head_keep_margin", "head_keep_weight", "eval_batch_size"),
+        "classifier head by squared hinges: fix the errors with a margin while every statistics "
+        "sample keeps its decision with a margin (only decisions the edit would flip constrain it)",
+    )
+)
+register(
+    Method(
         "baseline_retrain",
         "vitedit.baselines:RetrainBaseline",
         BASELINE_NOTEBOOK,

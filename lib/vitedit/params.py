@@ -596,6 +596,23 @@ SCHEMA: dict[str, Param] = {
             "only by the verify loop (0: verify on the samples that built it, in-sample)",
             check=_unit,
         ),
+        Param(
+            "head_keep_margin",
+            1.0,
+            "float",
+            "head",
+            "head_guarded: logit margin each statistics sample is asked to keep for its predicted "
+            "class (or the smaller margin it had)",
+            check=_non_negative,
+        ),
+        Param(
+            "head_keep_weight",
+            1.0,
+            "float",
+            "head",
+            "head_guarded: weight of a statistics sample's kept margin against an error's fix",
+            check=_positive,
+        ),
         # --- evaluation and baselines --------------------------------------------------------
         Param(
             "bootstrap_samples",
@@ -637,7 +654,7 @@ SCHEMA: dict[str, Param] = {
             "str_list",
             "run",
             "the methods and baselines to run (vitedit.methods.REGISTRY); each notebook runs its own: "
-            "04 alphaedit/memit/alphaedit_noproj, 05 head/head_closed_form/head_nullspace, "
+            "04 alphaedit/memit/alphaedit_noproj, 05 head/head_closed_form/head_nullspace/head_guarded, "
             "07 baseline_retrain/baseline_finetune",
             choices=tuple(methods_mod.names()),
         ),
