@@ -461,8 +461,8 @@ def test_guarded_head_edit_fixes_what_it_can_without_flipping_guarded_decisions(
         dtype=torch.float64,
     )
     y = torch.ones(5, dtype=torch.long)
-    theta, info = HeadGuardedEditor(
-        head_margin=1.0, head_keep_margin=0.5, head_keep_weight=10.0
+    theta, info = HeadGuardedEditor(  # the guard alone (no pull)
+        head_margin=1.0, head_keep_margin=0.5, head_keep_weight=10.0, head_keep_pull=0.0
     ).solve(theta0, x, xe, y)
     fixed = ((xe @ theta.T).argmax(1) == y).tolist()
     assert fixed == [True, True, False, True, True]
@@ -475,8 +475,17 @@ def test_guarded_head_edit_fixes_what_it_can_without_flipping_guarded_decisions(
     m = torch.where(pred == 1, z[:, 1] - z[:, 0], z[:, 0] - z[:, 1])
     assert (m > 0).all() and float((m < torch.clamp(m0, max=0.5) - 0.05).double().mean()) < 0.05
     # with no weight on the guard, the fifth error is fixed too, at the cost of class-0 samples
-    loose, info = HeadGuardedEditor(head_margin=1.0, head_keep_weight=1e-6).solve(theta0, x, xe, y)
+    loose, info = HeadGuardedEditor(
+        head_margin=1.0, head_keep_weight=1e-6, head_keep_pull=0.0
+    ).solve(theta0, x, xe, y)
     assert ((xe @ loose.T).argmax(1) == y).all() and info["stats_changed"] > 0.05
+    # the pull keeps the update small in the statistics samples' directions: the four reachable
+    # errors are fixed along f1 (which the samples barely use), the costly fifth is not
+    pulled, info = HeadGuardedEditor(
+        head_margin=1.0, head_keep_weight=1e-6, head_keep_pull=10.0
+    ).solve(theta0, x, xe, y)
+    assert ((xe @ pulled.T).argmax(1) == y).tolist() == [True, True, False, True, True]
+    assert info["stats_changed"] < 0.05
 
 
 def test_guarded_head_edit_on_a_trained_model_is_deterministic_and_leaves_the_input_alone(trained):

@@ -1132,7 +1132,8 @@ class HeadGuardedEditor:
     Minimises, over ``Θ = [W b]`` from the original head ``Θ0``, with ``z = Θ [f; 1]``:
 
     ``Σ_errors Σ_c≠y relu(head_margin − (z_y − z_c))²``
-    ``+ head_keep_weight · Σ_stats Σ_c≠ŷ relu(t_c − (z_ŷ − z_c))²  +  ρ ‖Θ − Θ0‖²``
+    ``+ head_keep_weight · Σ_stats Σ_c≠ŷ relu(t_c − (z_ŷ − z_c))²``
+    ``+ head_keep_pull · n_errors · mean_stats ‖Δz‖²  +  ρ ‖Θ − Θ0‖²``
 
     where ŷ is a statistics sample's predicted class before the edit and
     ``t_c = min(head_keep_margin, z0_ŷ − z0_c)``: every statistics sample is asked to keep its
@@ -1143,8 +1144,13 @@ class HeadGuardedEditor:
     an edit would actually flip constrain it, so an error whose fix does not cross a preserved
     sample's boundary can be fixed in full. Errors that sit among preserved samples of the class
     they are wrongly given stay unfixed (``head_keep_weight`` sets how much a preserved margin is
-    worth against an error's). ``ρ = 1e-4 · tr(C0)/d`` only makes the solution unique. Squared
-    hinges (smooth), solved by L-BFGS in float64 on the CPU: deterministic, milliseconds.
+    worth against an error's). The guard sees only the statistics samples, and on its own it
+    overfits them: on BloodMNIST s42 it kept all 500 decisions and fixed all 30 errors while 2.5-3.6 %
+    of the held-out FT-Train flipped. ``head_keep_pull`` adds the ridge term of ``head_closed_form``
+    (the mean squared change of the statistics samples' logits, per error): a small change
+    everywhere in the data's directions, which is what carries over to samples the guard never
+    saw. ``ρ = 1e-4 · tr(C0)/d`` only makes the solution unique. Squared hinges (smooth), solved by
+    L-BFGS in float64 on the CPU: deterministic, milliseconds.
     """
 
     name = "head_guarded"
@@ -1154,8 +1160,9 @@ class HeadGuardedEditor:
     def __init__(
         self,
         head_margin: float = 1.0,
-        head_keep_margin: float = 1.0,
+        head_keep_margin: float = 0.5,
         head_keep_weight: float = 1.0,
+        head_keep_pull: float = 10.0,
         eval_batch_size: int = 256,
     ):
         self.margin, self.keep_margin, self.keep_weight = (
@@ -1163,7 +1170,7 @@ class HeadGuardedEditor:
             head_keep_margin,
             head_keep_weight,
         )
-        self.batch_size = eval_batch_size
+        self.pull, self.batch_size = head_keep_pull, eval_batch_size
 
     def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
         device = torch.device(device)
@@ -1227,9 +1234,11 @@ class HeadGuardedEditor:
             ze, z = xe @ theta.T, x @ theta.T
             ge = torch.relu(self.margin - (ze.gather(1, y[:, None]) - ze))[err_mask]
             gk = torch.relu(keep_t - (z.gather(1, pred[:, None]) - z))[keep_mask]
+            pull = ((z - z0) ** 2).sum() / len(x) * len(xe)
             return (
                 (ge**2).sum()
                 + self.keep_weight * (gk**2).sum()
+                + self.pull * pull
                 + rho * ((theta - theta0) ** 2).sum()
             )
 

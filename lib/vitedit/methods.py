@@ -226,9 +226,15 @@ register(
         "head_guarded",
         "vitedit.editing:HeadGuardedEditor",
         "05_edit_head",
-        ("head_margin", "head_keep_margin", "head_keep_weight", "eval_batch_size"),
+        (
+            "head_margin",
+            "head_keep_margin",
+            "head_keep_weight",
+            "head_keep_pull",
+            "eval_batch_size",
+        ),
         "classifier head by squared hinges: fix the errors with a margin while every statistics "
-        "sample keeps its decision with a margin (only decisions the edit would flip constrain it)",
+        "sample keeps its decision with a margin, plus a ridge pull on their logits",
     )
 )
 register(

@@ -598,7 +598,7 @@ SCHEMA: dict[str, Param] = {
         ),
         Param(
             "head_keep_margin",
-            1.0,
+            0.5,
             "float",
             "head",
             "head_guarded: logit margin each statistics sample is asked to keep for its predicted "
@@ -612,6 +612,14 @@ SCHEMA: dict[str, Param] = {
             "head",
             "head_guarded: weight of a statistics sample's kept margin against an error's fix",
             check=_positive,
+        ),
+        Param(
+            "head_keep_pull",
+            10.0,
+            "float",
+            "head",
+            "head_guarded: weight of the statistics samples' mean squared logit change (per error)",
+            check=_non_negative,
         ),
         # --- evaluation and baselines --------------------------------------------------------
         Param(
