@@ -610,8 +610,9 @@ SCHEMA: dict[str, Param] = {
             1.0,
             "float",
             "head",
-            "head_guarded: weight of a statistics sample's kept margin against an error's fix",
-            check=_positive,
+            "head_guarded: weight of a statistics sample's kept margin against an error's fix "
+            "(0: no guard, the ablation)",
+            check=_non_negative,
         ),
         Param(
             "head_keep_pull",
