@@ -130,6 +130,7 @@ def test_full_run_writes_every_artifact(study):
         "head",
         "head_closed_form",
         "head_nullspace",
+        "head_guarded",
         "baseline_retrain",
         "baseline_finetune",
     }

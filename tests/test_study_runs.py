@@ -110,8 +110,14 @@ def test_liver_data_runs_through_the_study(tmp_path):
         tmp_path / "ckpt",
         "--run-name",
         "liver",
+        "--set",  # one method of each editing notebook: the data format is what is tested here
+        "methods=[alphaedit,head_closed_form,baseline_finetune]",
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    st = runs.status(tmp_path / "runs" / "liver")
+    assert len(st) == 7 and all(v["status"] == "ok" for v in st.values()), st
+    metrics = json.loads((tmp_path / "runs" / "liver" / "metrics.json").read_text())["methods"]
+    assert set(metrics) == {"alphaedit", "head_closed_form", "baseline_finetune"}
     counts = pd.read_csv(tmp_path / "runs" / "liver" / "data_split_info.csv")
     assert counts["total"].sum() == 40 and list(counts.columns[2:4]) == [
         "class_0_F0-F2",
