@@ -783,6 +783,26 @@ def head_features(
     return models.predict_pre_logits(model, images, cfg, batch_size, device)
 
 
+def head_keys(
+    model, cfg, data: EditData, batch_size: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's inputs ``[f; 1]`` (float64) of the statistics samples and of the errors: the keys
+    of the head editors that solve over weight and bias together."""
+
+    def keys(images):
+        f = head_features(model, images, cfg, batch_size, device)
+        return torch.cat([f, torch.ones(len(f), 1)], 1).double()
+
+    return keys(data.stats_images), keys(data.images)
+
+
+def set_head(model, theta: torch.Tensor) -> None:
+    """Write ``theta`` = ``[W b]`` (C, d+1) into ``model.head``."""
+    with torch.no_grad():
+        model.head.weight.copy_(theta[:, :-1].float())
+        model.head.bias.copy_(theta[:, -1].float())
+
+
 def fisher_diagonal(
     head: torch.nn.Linear, feats: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -991,10 +1011,7 @@ class HeadNullspaceEditor:
             return unchanged(edited, info)
         p_before = predict_probs(edited, data.images, cfg, self.batch_size, device)
         t0 = time.perf_counter()
-        f_stats = head_features(edited, data.stats_images, cfg, self.batch_size, device)
-        f_err = head_features(edited, data.images, cfg, self.batch_size, device)
-        keys = torch.cat([f_stats, torch.ones(len(f_stats), 1)], 1).double()
-        xe = torch.cat([f_err, torch.ones(len(f_err), 1)], 1).double()
+        keys, xe = head_keys(edited, cfg, data, self.batch_size, device)
         x, xv = self._split_statistics(keys)  # P's keys, and the keys the verify loop checks
         moment = x.T @ x / len(x)
         proj, pinfo = null_space_projection(moment, self.threshold, "relative")
@@ -1022,10 +1039,7 @@ class HeadNullspaceEditor:
             kept, delta, scale = self._backoff(theta0, xv, xe, y, kept, delta, solve)
         elif self.budget > 0:
             scale = self._verify(theta0, delta, xv)
-        theta = theta0 + scale * delta
-        with torch.no_grad():
-            edited.head.weight.copy_(theta[:, :-1].float())
-            edited.head.bias.copy_(theta[:, -1].float())
+        set_head(edited, theta0 + scale * delta)
         edited.to(device)
         edit_seconds = time.perf_counter() - t1
 
@@ -1180,19 +1194,14 @@ class HeadGuardedEditor:
             return unchanged(edited, info)
         p_before = predict_probs(edited, data.images, cfg, self.batch_size, device)
         t0 = time.perf_counter()
-        f_stats = head_features(edited, data.stats_images, cfg, self.batch_size, device)
-        f_err = head_features(edited, data.images, cfg, self.batch_size, device)
-        x = torch.cat([f_stats, torch.ones(len(f_stats), 1)], 1).double()
-        xe = torch.cat([f_err, torch.ones(len(f_err), 1)], 1).double()
+        x, xe = head_keys(edited, cfg, data, self.batch_size, device)
         stats_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         head = edited.head.cpu().float()
         theta0 = torch.cat([head.weight.detach(), head.bias.detach()[:, None]], 1).double()
         y = torch.as_tensor(np.asarray(data.labels, dtype=np.int64))
         theta, stats = self.solve(theta0, x, xe, y)
-        with torch.no_grad():
-            edited.head.weight.copy_(theta[:, :-1].float())
-            edited.head.bias.copy_(theta[:, -1].float())
+        set_head(edited, theta)
         edited.to(device)
         edit_seconds = time.perf_counter() - t1
         delta = theta - theta0
