@@ -444,3 +444,21 @@ def test_run_warnings_name_broken_preservation_and_test_losses(tmp_path):
     assert any("above the bound" in x for x in w) and any("falls by 30.0%" in x for x in w)
     assert any("only 40 held-out" in x for x in w)
     assert "Warnings" in report.warnings_html(w) and report.warnings_html([]) == ""
+
+
+def test_an_ablation_in_a_methods_grid_is_its_own_row():
+    """head_guarded's grid holds its no-guard ablation (head_keep_weight 0): reported as
+    head_guarded[no_guard], never as one more try of head_guarded."""
+    s = fake_summary()
+    s = s[s.method == "a"].copy()
+    s["method"] = "head_guarded"
+    s["head_keep_weight"] = 1.0
+    abl = s.copy()
+    abl["head_keep_weight"] = 0.0
+    abl["config_id"] = abl.config_id + "_0"
+    abl["experiment"] = abl.experiment + "_0"
+    abl["edit_fix_ratio"] = abl.edit_fix_ratio + 0.1  # it would win if it were folded in
+    pts = budget.operating_points(pd.concat([s, abl], ignore_index=True))
+    assert set(pts.method) == {"head_guarded", "head_guarded[no_guard]"}
+    guarded = pts[pts.method == "head_guarded"]
+    assert not guarded.config_id.str.endswith("_0").any()

@@ -75,8 +75,13 @@ def t_half_width(values: Sequence[float], level: float = 0.95) -> float:
 # ever judged on other errors than the ones it is ranked with. Those the sweep varies become groups.
 SHARED_GROUPS = SHARED_KEYS
 # a layer ranking that a sweep compares as an option is reported as its own row ("alphaedit
-# [region_max]"), not folded into the method's grid (which would give the method more tries)
-VARIANTS = {"rank_scope": ("region_max",)}
+# [region_max]"), not folded into the method's grid (which would give the method more tries); so is
+# an ablation run in a method's grid ("head_guarded[no_guard]": head_keep_weight 0)
+# parameter -> {value as a string: the row's label}
+VARIANTS = {
+    "rank_scope": {"region_max": "region_max"},
+    "head_keep_weight": {"0.0": "no_guard", "0": "no_guard"},
+}
 
 
 def group_keys(summary: pd.DataFrame) -> list[str]:
@@ -100,12 +105,11 @@ def _with_groups(summary: pd.DataFrame) -> pd.DataFrame:
             out[k] = out[k].astype(object).where(out[k].notna(), None).astype(str)
     if "edit_selection" in out.columns:
         out["edit_selection"] = out.edit_selection.replace({"None": "first", "nan": "first"})
-    for k, values in VARIANTS.items():
+    for k, labels in VARIANTS.items():
         if k in out.columns and "method" in out.columns:
-            hit = out[k].astype(str).isin(values)
-            out.loc[hit, "method"] = (
-                out.loc[hit, "method"] + "[" + out.loc[hit, k].astype(str) + "]"
-            )
+            value = out[k].astype(str)
+            hit = value.isin(list(labels))
+            out.loc[hit, "method"] = out.loc[hit, "method"] + "[" + value[hit].map(labels) + "]"
     out.attrs["_grouped"] = True
     return out
 

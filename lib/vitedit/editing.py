@@ -1163,7 +1163,7 @@ class HeadGuardedEditor:
     of the held-out FT-Train flipped. ``head_keep_pull`` adds the ridge term of ``head_closed_form``
     (the mean squared change of the statistics samples' logits, per error): a small change
     everywhere in the data's directions, which is what carries over to samples the guard never
-    saw. ``ρ = 1e-4 · tr(C0)/d`` only makes the solution unique. Squared hinges (smooth), solved by
+    saw. ``ρ = 1e-4 · tr(C0)/(d+1)`` only makes the solution unique. Squared hinges (smooth), solved by
     L-BFGS in float64 on the CPU: deterministic, milliseconds.
     """
 
@@ -1173,7 +1173,7 @@ class HeadGuardedEditor:
 
     def __init__(
         self,
-        head_margin: float = 1.0,
+        head_margin: float = 0.5,
         head_keep_margin: float = 0.5,
         head_keep_weight: float = 1.0,
         head_keep_pull: float = 10.0,
@@ -1228,6 +1228,10 @@ class HeadGuardedEditor:
     def solve(self, theta0: torch.Tensor, x: torch.Tensor, xe: torch.Tensor, y: torch.Tensor):
         """(Θ, figures): the guarded edit of head ``theta0`` (C, d+1) for the keys ``xe`` (errors,
         true classes ``y``), the statistics keys ``x`` guarding their current decisions."""
+        if len(x) == 0:
+            raise EditError(
+                "head_guarded needs statistics samples (projection_samples >= 1 of FT-Train)"
+            )
         z0 = x @ theta0.T
         pred = z0.argmax(1)
         rows = torch.arange(len(x))
@@ -1269,14 +1273,24 @@ class HeadGuardedEditor:
 
         with torch.enable_grad():
             opt.step(closure)
+            grad_norm = float(torch.autograd.grad(loss_fn(), theta)[0].norm())
+        state = opt.state[opt._params[0]]
         theta = theta.detach()
         with torch.no_grad():
             changed = float(((x @ theta.T).argmax(1) != pred).double().mean())
             fixed = float(((xe @ theta.T).argmax(1) == y).double().mean())
+        iters = int(state.get("n_iter", 0))
         return theta, {
             "stats_changed": changed,  # share of statistics samples whose decision moved
             "errors_fixed_in_solve": fixed,
             "final_loss": float(loss_fn()),
+            "solver_iterations": iters,
+            "solver_evaluations": int(state.get("func_evals", 0)),
+            "solver_grad_norm": grad_norm,
+            # stopped by its tolerances, not by the iteration / evaluation caps
+            "solver_converged": bool(
+                iters < self.MAX_ITER and state.get("func_evals", 0) < self.MAX_ITER * 5 // 4
+            ),
         }
 
 
