@@ -342,22 +342,27 @@ def test_head_nullspace_verify_loop_meets_its_prediction_change_budget(trained):
     assert changed(kept.model) <= 0.02 and kept.info["scale"] < 1
 
 
-def test_per_sample_backoff_gives_up_the_error_that_would_move_preserved_decisions():
-    from vitedit.editing import HeadNullspaceEditor, alphaedit_update, margin_targets
-
+def two_class_geometry():
+    """(preserved keys x, head theta0, error keys xe, their labels y) of a two-class head: the
+    preserved keys [f0, f1, 1] are split by f0 and barely use f1; four errors are reachable along
+    f1 and one (index 2) sits inside class 0's preserved samples."""
     g = torch.Generator().manual_seed(0)
-    # preserved keys [f0, f1, 1]: two classes split by f0, f1 ~ 0 (a direction they do not use)
     f0 = torch.cat([torch.full((100,), -1.0), torch.full((100,), 1.0)]) + 0.3 * torch.randn(
         200, generator=g
     )
     x = torch.stack([f0, 0.05 * torch.randn(200, generator=g), torch.ones(200)], 1).double()
     theta0 = torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
-    # four errors reachable along f1, and one (index 2) inside class 0's preserved samples
     xe = torch.tensor(
         [[-0.8, 3.0, 1], [-0.8, 2.9, 1], [-1.0, 0.0, 1], [-0.8, 3.1, 1], [-0.8, 3.05, 1]],
         dtype=torch.float64,
     )
-    y = torch.ones(5, dtype=torch.long)
+    return x, theta0, xe, torch.ones(5, dtype=torch.long)
+
+
+def test_per_sample_backoff_gives_up_the_error_that_would_move_preserved_decisions():
+    from vitedit.editing import HeadNullspaceEditor, alphaedit_update, margin_targets
+
+    x, theta0, xe, y = two_class_geometry()
     logits = xe @ theta0.T
     target = margin_targets(logits, y, 1.0)
     eye = torch.eye(3, dtype=torch.float64)
@@ -450,17 +455,7 @@ def test_guarded_head_edit_fixes_what_it_can_without_flipping_guarded_decisions(
     would have to trade them off."""
     from vitedit.editing import HeadGuardedEditor
 
-    g = torch.Generator().manual_seed(0)
-    f0 = torch.cat([torch.full((100,), -1.0), torch.full((100,), 1.0)]) + 0.3 * torch.randn(
-        200, generator=g
-    )
-    x = torch.stack([f0, 0.05 * torch.randn(200, generator=g), torch.ones(200)], 1).double()
-    theta0 = torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
-    xe = torch.tensor(
-        [[-0.8, 3.0, 1], [-0.8, 2.9, 1], [-1.0, 0.0, 1], [-0.8, 3.1, 1], [-0.8, 3.05, 1]],
-        dtype=torch.float64,
-    )
-    y = torch.ones(5, dtype=torch.long)
+    x, theta0, xe, y = two_class_geometry()
     theta, info = HeadGuardedEditor(  # the guard alone (no pull)
         head_margin=1.0, head_keep_margin=0.5, head_keep_weight=10.0, head_keep_pull=0.0
     ).solve(theta0, x, xe, y)
