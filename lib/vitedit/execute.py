@@ -42,30 +42,38 @@ def short_error(e: BaseException) -> str:
     return f"{name}: {value}"[:500]
 
 
-def preflight(p: dict, log=print) -> None:
-    """Everything that can be checked before a run folder exists: the model config's layers against
-    the tracing choices, and the data file (existence, MD5, labels)."""
+def _check_model(p: dict) -> None:
     # lazy: locate and models import torch and timm (about 5 s on 2 cores); `vitedit --help` and
-    # parameter errors answer without them
+    # parameter and data errors answer without them
     from . import locate, models
 
     n_layers = models.depth(p["model"])
     locate.check_choices(p["trace_kinds"], p["trace_scopes"], n_layers, p["edit_layers"] or [])
+
+
+def preflight(p: dict, log=print) -> None:
+    """Everything that can be checked before a run folder exists: the data file (existence, MD5,
+    labels) and the model config's layers against the tracing choices. The data comes first (numpy
+    only: its errors answer in a second), unless it may be downloaded: nothing is fetched for a
+    run whose model settings are refused."""
+    if p["download"]:
+        _check_model(p)
     info = datasets.dataset_info(p["dataset"])
     if info.source == "liver":
         datasets.load(p, log=log)
-        return
-    path = datasets.locate_medmnist(
-        p["dataset"], p["size"], p.get("data_path"), p["download"], log=log
-    )
-    datasets.check_medmnist_file(path, p["dataset"], p["size"], p["verify_md5"])
-    with np.load(path) as f:
-        for s in datasets.SPLITS:
-            datasets.check_labels(f[f"{s}_labels"], info.n_classes, f"{path} '{s}_labels'")
-    if p["download"] and not p.get("data_path"):
-        p["data_path"] = str(
-            path
-        )  # the notebooks load the file found here, and never download again
+    else:
+        path = datasets.locate_medmnist(
+            p["dataset"], p["size"], p.get("data_path"), p["download"], log=log
+        )
+        datasets.check_medmnist_file(path, p["dataset"], p["size"], p["verify_md5"])
+        with np.load(path) as f:
+            for s in datasets.SPLITS:
+                datasets.check_labels(f[f"{s}_labels"], info.n_classes, f"{path} '{s}_labels'")
+        if p["download"] and not p.get("data_path"):
+            # the notebooks load the file found here, and never download again
+            p["data_path"] = str(path)
+    if not p["download"]:
+        _check_model(p)
 
 
 def papermill(src: Path, out: Path, parameters: Mapping[str, Any], progress: bool = False) -> None:
