@@ -335,3 +335,31 @@ def test_prerequisites_and_dependants_come_from_one_graph():
     folder = runs.RunFolder("/nonexistent")
     assert cli.notebooks_to_run("eval", folder) == [*runs.NOTEBOOKS[:5], "06_evaluate"]
     assert cli.notebooks_to_run("baseline1", folder) == [*runs.NOTEBOOKS[:3], "07_baselines"]
+
+
+def test_preflight_checks_the_data_first_unless_it_may_download(tmp_path, monkeypatch):
+    """The data's errors come before torch and timm are imported (a second, not ~10 s); with
+    ``download`` the model settings are checked first, so nothing is fetched for a refused run."""
+    from vitedit import execute
+
+    calls = []
+
+    def bad_model(p):
+        calls.append(p["model"])
+        raise params.ParamError("bad model")
+
+    monkeypatch.setattr(execute, "_check_model", bad_model)
+    p = params.resolve({"dataset": "retinamnist", "data_path": str(tmp_path / "nowhere")})
+    with pytest.raises(datasets.DataError):
+        execute.preflight(dict(p), log=lambda *a: None)
+    assert calls == []  # refused on the data alone
+    monkeypatch.setattr(
+        datasets, "locate_medmnist", lambda *a, **k: pytest.fail("fetched before the model check")
+    )
+    with pytest.raises(params.ParamError, match="bad model"):
+        execute.preflight(dict(p, download=True, data_path=None), log=lambda *a: None)
+    assert not (tmp_path / "nowhere").exists()
+    liver = dict(p, dataset="liver4", data_path=None, download=True)  # never downloaded: data first
+    with pytest.raises(datasets.DataError, match="needs data_path"):
+        execute.preflight(liver, log=lambda *a: None)
+    assert len(calls) == 1  # the download case only

@@ -38,6 +38,15 @@ def prepared(tmp_path_factory, ckpt, retina_path):
     return tmp / "sw"
 
 
+def reused(sw, prepared, *outputs):
+    """The seeded shared stages were reused as they were: nothing of them ran again."""
+    (shared,) = (sw / "shared").iterdir()
+    same = (shared / "status.json").read_text() == (
+        prepared / "shared" / shared.name / "status.json"
+    ).read_text()
+    return same and not any("shared stages:" in out for out in outputs)
+
+
 def seeded(sweep_dir, prepared):
     """A new sweep folder holding the shared stages (split, training) that ``prepared`` ran: the
     tests of failure, interruption and executors need experiments, not those stages again."""
@@ -61,10 +70,7 @@ def test_a_failing_experiment_is_recorded_and_the_others_finish(
     sw = seeded(tmp_path / "sw", prepared)
     r = run_sweep(spec, sw, ckpt, retina_path, "--wandb", "--parallel", "2")
     assert r.returncode == 1 and "failed" in r.stdout, r.stdout + r.stderr
-    (shared,) = (sw / "shared").iterdir()  # reused as it was, not run again
-    assert (shared / "status.json").read_text() == (
-        prepared / "shared" / shared.name / "status.json"
-    ).read_text()
+    assert reused(sw, prepared, r.stdout)
     s = pd.read_csv(tmp_path / "sw" / "param_search_summary_retinamnist.csv").set_index(
         "experiment"
     )
@@ -99,6 +105,8 @@ def test_a_killed_sweep_resumes_without_redoing_finished_experiments(
         grid={"head_margin": [0.5, 1.0]},
     )
     sw = seeded(tmp_path / "sw", prepared)
+    # one worker (the default): the second experiment starts only after the first is done, and
+    # takes two notebooks (> 10 s) against the 1 s poll below, so the kill lands before it ends
     proc = subprocess.Popen(
         sweep_cmd(spec, sw, ckpt, retina_path, "--no-report"),
         stdout=subprocess.PIPE,
@@ -137,6 +145,7 @@ def test_a_killed_sweep_resumes_without_redoing_finished_experiments(
     assert r.returncode == 0 and f"{2 - n_done} to run, {n_done} already done" in r.stdout, (
         r.stdout + r.stderr
     )
+    assert reused(sw, prepared, out, r.stdout)
     for d, text in done.items():
         assert (d / "status.json").read_text() == text  # not redone
     s = pd.read_csv(sw / "param_search_summary_retinamnist.csv")
@@ -155,6 +164,7 @@ def test_ray_executor_runs_two_experiments_locally(tmp_path, ckpt, retina_path, 
     sw = seeded(tmp_path / "sw", prepared)
     r = run_sweep(spec, sw, ckpt, retina_path, "--executor", "ray", "--no-report")
     assert r.returncode == 0 and "executor: ray" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert reused(sw, prepared, r.stdout)
     s = pd.read_csv(tmp_path / "sw" / "param_search_summary_retinamnist.csv")
     assert len(s) == 2 and (s.status == "ok").all() and set(s.head_margin) == {0.5, 1.0}
 

@@ -56,9 +56,10 @@ def preflight(p: dict, log=print) -> None:
     labels) and the model config's layers against the tracing choices. The data comes first (numpy
     only: its errors answer in a second), unless it may be downloaded: nothing is fetched for a
     run whose model settings are refused."""
-    if p["download"]:
+    info = datasets.dataset_info(p["dataset"])  # a name: nothing to fetch
+    fetch = p["download"] and info.source != "liver"  # liver data is never downloaded
+    if fetch:
         _check_model(p)
-    info = datasets.dataset_info(p["dataset"])
     if info.source == "liver":
         datasets.load(p, log=log)
     else:
@@ -72,7 +73,7 @@ def preflight(p: dict, log=print) -> None:
         if p["download"] and not p.get("data_path"):
             # the notebooks load the file found here, and never download again
             p["data_path"] = str(path)
-    if not p["download"]:
+    if not fetch:
         _check_model(p)
 
 
