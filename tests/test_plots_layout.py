@@ -382,3 +382,22 @@ def test_other_figures_have_axis_labels_and_titles():
     ):
         assert_labelled(fig)
         plt.close(fig)
+
+
+def test_trade_off_plots_take_more_methods_than_there_are_colours():
+    """The benchmark's rows (methods, their variants, both baselines) outnumber the palette: the
+    plots reuse colours instead of failing (a 12-row BloodMNIST sweep report did)."""
+    methods = [f"m{i}" for i in range(len(plots.METHOD_COLORS) + 3)]
+    settings = pd.DataFrame(
+        {
+            "method": methods,
+            "proj_regression_rate": np.linspace(0, 0.1, len(methods)),
+            "edit_fix_ratio": np.linspace(0.1, 1, len(methods)),
+            "status": "ok",
+            "config_id": methods,
+        }
+    )
+    points = settings.assign(budget=0.05)
+    plt.close(plots.budget_curves(settings, points))
+    plt.close(plots.sweep_pareto(settings))
+    assert len(set(plots.method_colors(methods).values())) == len(plots.METHOD_COLORS)

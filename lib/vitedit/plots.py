@@ -166,7 +166,21 @@ METHOD_COLORS = (
     "tab:cyan",
     "navy",
     "gold",
+    "black",
+    "teal",
+    "maroon",
+    "darkviolet",
+    "sienna",
+    "slategray",
 )
+
+
+def method_colors(methods) -> dict:
+    """A colour per method, in order; more methods than colours reuse them (never a KeyError: the
+    benchmark's variants, e.g. ``alphaedit[region_max]``, add rows to the registered methods)."""
+    return {m: METHOD_COLORS[i % len(METHOD_COLORS)] for i, m in enumerate(methods)}
+
+
 IDENTITY = ("block", "all")  # restoring every token's block output: the clean state, IE/TE = 1
 IDENTITY_TOLERANCE = 1e-4
 
@@ -810,7 +824,7 @@ def sweep_pareto(
     ok = summary[summary.status == "ok"]
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
     methods = list(dict.fromkeys(ok.method))
-    colors = dict(zip(methods, METHOD_COLORS))
+    colors = method_colors(methods)
     for m in methods:
         g = ok[ok.method == m]
         ax.scatter(
@@ -847,7 +861,7 @@ def budget_curves(
     chosen on FT-Val at each regression budget are starred (their budget in the legend)."""
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     methods = list(dict.fromkeys(settings.method))
-    colors = dict(zip(methods, METHOD_COLORS))
+    colors = method_colors(methods)
     markers = dict(zip(sorted(points.budget.unique()) if len(points) else [], "*PX^v"))
     for m in methods:
         g = settings[settings.method == m]
