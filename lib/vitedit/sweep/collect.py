@@ -67,7 +67,10 @@ def summary_row(folder: Path) -> dict:
         "config_id": job["config_id"],
         "index": job["index"],
     }
-    for k in dict.fromkeys(PARAM_COLUMNS + list(job.get("searched", []))):
+    # the shared keys always: a sweep folder filled by several invocations (one error selection
+    # each) must keep its runs apart even when no single spec varied them
+    keys = PARAM_COLUMNS + list(methods_mod.SHARED_KEYS) + list(job.get("searched", []))
+    for k in dict.fromkeys(keys):
         if k != "seed":
             v = p.get(k) if (k in rel or k in NON_SEMANTIC) else None
             row[k] = fmt(v) if isinstance(v, list) else v
