@@ -408,3 +408,23 @@ def test_key_energy_reads_every_null_space_edit_and_skips_older_records(tmp_path
     hd = ke[ke.method == "head_nullspace"].iloc[0]
     assert hd.threshold == 1e-2 and hd.preserved_energy_editable == pytest.approx(0.001)
     assert benchmark.key_energy(pd.DataFrame()).empty
+
+
+def test_a_group_run_on_fewer_seeds_is_judged_on_its_own_seeds():
+    """The pair mode ran on one seed beside a 3-seed first mode: its settings are complete for
+    their group (an operating point each), not 'none within budget' for lack of the other seeds."""
+    first = _summary(old=False)
+    pair = first[first.seed == 0].assign(
+        edit_selection="pair",
+        experiment=lambda d: d.experiment + "_pair",
+        config_id=lambda d: d.config_id + "_pair",
+    )
+    points = budget.operating_points(pd.concat([first, pair], ignore_index=True))
+    p = points[points.edit_selection == "pair"]
+    assert len(p) and (p.config_id != "").all() and (p.n_seeds == 1).all()
+    f = points[points.edit_selection == "first"]
+    assert (f.config_id != "").all() and (f.n_seeds == 3).all()
+    # a setting missing a seed inside its own group is still not eligible
+    short = pd.concat([first[~((first.method == "head") & (first.seed == 2))], pair])
+    pts = budget.operating_points(short)
+    assert (pts[(pts.method == "head") & (pts.edit_selection == "first")].config_id == "").all()

@@ -145,13 +145,17 @@ def operating_points(
     ok = summary[summary.status == "ok"] if "status" in summary else summary
     keys = group_keys(summary)
     rows = []
-    seeds_of = ok.groupby("dataset").seed.nunique() if "seed" in ok else None
+    # the seeds each group (dataset and shared choice, e.g. edit_selection) was run on: a group
+    # may have fewer seeds than its dataset's other groups (the pair mode on one seed)
+    seeds_of = ok.groupby(keys, dropna=False).seed.nunique() if "seed" in ok else None
     for vals, g in table.groupby([*keys, "method"], sort=False):
         group = dict(zip([*keys, "method"], vals))
         ds = group["dataset"]
-        # a setting is judged only on every seed: one that failed on some seeds would be judged
-        # on the lucky ones
-        complete = g[g.n_seeds >= (seeds_of[ds] if seeds_of is not None else 1)]
+        gkey = tuple(vals[: len(keys)]) if len(keys) > 1 else vals[0]
+        # a setting is judged only on every seed of its group: one that failed on some seeds
+        # would be judged on the lucky ones
+        need = int(seeds_of.get(gkey, 1)) if seeds_of is not None else 1
+        complete = g[g.n_seeds >= need]
         for budget in budgets:
             row = {**group, "budget": budget, "n_settings": len(g)}
             row["n_incomplete"] = len(g) - len(complete)
