@@ -1,4 +1,5 @@
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 from pathlib import Path
@@ -12,6 +13,22 @@ from vitedit.datasets import Data, DatasetInfo
 ROOT = paths.project_root()
 SHARED = ROOT.parent / "shared" / "data" / "retinamnist.npz"
 RETINA_MD5 = "bd4c0672f1bba3e3a89f0e4e876791e4"
+
+
+def pytest_configure(config):
+    """One share of the cores per pytest-xdist worker, for torch here and in every child process.
+
+    `make test` runs TEST_WORKERS workers, each starting notebook kernels and CLI subprocesses (they
+    inherit OMP_NUM_THREADS). With torch's default (a thread per core) in each, the cores are
+    oversubscribed and torch's small-matrix work waits on the other threads: the batched-tracer
+    test took 38 s with 2 threads beside one busy process, 0.3 s with 1. A value set outside wins.
+    """
+    if not hasattr(config, "workerinput"):
+        return  # the controller (its children are the workers) or a run without xdist
+    workers = config.workerinput["workercount"]
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

@@ -401,3 +401,38 @@ def test_trade_off_plots_take_more_methods_than_there_are_colours():
     plt.close(plots.budget_curves(settings, points))
     plt.close(plots.sweep_pareto(settings))
     assert len(set(plots.method_colors(methods).values())) == len(plots.METHOD_COLORS)
+
+
+# --------------------------------------------------------------------------- display in a kernel
+def test_a_saved_figure_is_shown_as_the_file_it_saved(tmp_path):
+    """The notebooks show each figure as the PNG the plot function saved, not drawn a second time
+    (drawing is most of a figure's cost); the shown image is that file, at the kernel's size."""
+    fig = confusion_figure()
+    assert plots._show_saved_png(fig) is None  # not saved: the kernel draws it itself
+    fig = plots.confusion_matrices(
+        {"alphaedit": {"confusion": (BEFORE, AFTER)}}, NAMES, tmp_path / "cm.png"
+    )
+    data, meta = plots._show_saved_png(fig)
+    assert data == (tmp_path / "cm.png").read_bytes()
+    width = int.from_bytes(data[16:20], "big")
+    assert meta == {"width": round(width * fig.dpi / plots.SAVE_DPI)}
+
+
+def test_the_kernel_display_hook_uses_the_saved_file_and_falls_back_to_drawing(tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+    from matplotlib.figure import Figure
+
+    shell = InteractiveShell.instance()
+    try:
+        fmt = shell.display_formatter.formatters["image/png"]
+        fmt.for_type(Figure, lambda fig: b"drawn")  # the inline backend's drawing, stood in for
+        plots._register_saved_png_display()
+        plots._register_saved_png_display()  # once only: the second call wraps nothing
+        saved = plots.confusion_matrices(
+            {"alphaedit": {"confusion": (BEFORE, AFTER)}}, NAMES, tmp_path / "cm.png"
+        )
+        data, meta = fmt(saved)
+        assert data == (tmp_path / "cm.png").read_bytes() and meta["width"] > 0
+        assert fmt(confusion_figure()) == b"drawn"
+    finally:
+        InteractiveShell.clear_instance()
