@@ -2,6 +2,9 @@
 numbers, one colour meaning "better" in the difference maps, no overlapping labels, shared colour
 scales, and compact tables instead of raw dumps. Synthetic data only (no model, no training)."""
 
+import io
+from types import SimpleNamespace
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -404,35 +407,49 @@ def test_trade_off_plots_take_more_methods_than_there_are_colours():
 
 
 # --------------------------------------------------------------------------- display in a kernel
+def _drawn_width(fig) -> int:
+    """The width in pixels of the figure as a kernel's inline backend draws it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi, bbox_inches="tight")
+    return int.from_bytes(buf.getvalue()[16:20], "big")
+
+
+def _saved_confusion(path):
+    return plots.confusion_matrices({"alphaedit": {"confusion": (BEFORE, AFTER)}}, NAMES, path)
+
+
 def test_a_saved_figure_is_shown_as_the_file_it_saved(tmp_path):
     """The notebooks show each figure as the PNG the plot function saved, not drawn a second time
     (drawing is most of a figure's cost); the shown image is that file, at the kernel's size."""
-    fig = confusion_figure()
-    assert plots._show_saved_png(fig) is None  # not saved: the kernel draws it itself
-    fig = plots.confusion_matrices(
-        {"alphaedit": {"confusion": (BEFORE, AFTER)}}, NAMES, tmp_path / "cm.png"
-    )
+    assert plots._show_saved_png(confusion_figure()) is None  # not saved: the kernel draws it
+    fig = _saved_confusion(tmp_path / "cm.png")
     data, meta = plots._show_saved_png(fig)
     assert data == (tmp_path / "cm.png").read_bytes()
-    width = int.from_bytes(data[16:20], "big")
-    assert meta == {"width": round(width * fig.dpi / plots.SAVE_DPI)}
+    assert abs(meta["width"] / _drawn_width(fig) - 1) < 0.01 and set(meta) == {"width"}
+    fig.axes[0].set_title("changed after saving")  # the file is stale: draw the figure
+    assert plots._show_saved_png(fig) is None
+    pdf = plots.confusion_matrices(
+        {"alphaedit": {"confusion": (BEFORE, AFTER)}}, NAMES, tmp_path / "cm.pdf"
+    )
+    assert plots._show_saved_png(pdf) is None
 
 
-def test_the_kernel_display_hook_uses_the_saved_file_and_falls_back_to_drawing(tmp_path):
-    from IPython.core.interactiveshell import InteractiveShell
+def test_the_kernel_display_hook_uses_the_saved_file_and_falls_back_to_drawing(
+    tmp_path, monkeypatch
+):
+    import IPython
+    from IPython.core.formatters import DisplayFormatter
     from matplotlib.figure import Figure
 
-    shell = InteractiveShell.instance()
-    try:
-        fmt = shell.display_formatter.formatters["image/png"]
-        fmt.for_type(Figure, lambda fig: b"drawn")  # the inline backend's drawing, stood in for
-        plots._register_saved_png_display()
-        plots._register_saved_png_display()  # once only: the second call wraps nothing
-        saved = plots.confusion_matrices(
-            {"alphaedit": {"confusion": (BEFORE, AFTER)}}, NAMES, tmp_path / "cm.png"
-        )
-        data, meta = fmt(saved)
-        assert data == (tmp_path / "cm.png").read_bytes() and meta["width"] > 0
-        assert fmt(confusion_figure()) == b"drawn"
-    finally:
-        InteractiveShell.clear_instance()
+    shell = SimpleNamespace(display_formatter=DisplayFormatter())  # a kernel's, without a kernel
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    fmt = shell.display_formatter.formatters["image/png"]
+    assert plots._register_saved_png_display() is None  # no Figure formatter yet: nothing to wrap
+    fmt.for_type(Figure, lambda fig: b"drawn")  # the inline backend's drawing, stood in for
+    plots._register_saved_png_display()
+    wrapped = fmt.lookup_by_type(Figure)
+    plots._register_saved_png_display()  # once only: a second call does not wrap the wrapper
+    assert fmt.lookup_by_type(Figure) is wrapped
+    data, meta = fmt(_saved_confusion(tmp_path / "cm.png"))
+    assert data == (tmp_path / "cm.png").read_bytes() and meta["width"] > 0
+    assert fmt(confusion_figure()) == b"drawn"

@@ -29,6 +29,7 @@ def _save(fig, path: Path | None):
         fig.savefig(path, dpi=SAVE_DPI, bbox_inches="tight")
         if Path(path).suffix.lower() == ".png":
             fig._vitedit_png = Path(path).read_bytes()  # shown as saved: see _show_saved_png
+            fig.stale = False  # any change to the figure from here on sets it again
     return fig
 
 
@@ -37,7 +38,7 @@ def _show_saved_png(fig):
     kernel would have drawn it), instead of drawing it a second time: drawing is most of a plot's
     cost (8-method confusion matrices: seconds per draw). None: the kernel's own drawing."""
     data = getattr(fig, "_vitedit_png", None)
-    if data is None:
+    if data is None or fig.stale:  # not saved here, or changed since it was saved
         return None
     width = int.from_bytes(data[16:20], "big")  # PNG IHDR: the width in pixels
     # the width only: a page that narrows the image to fit keeps its aspect ratio
