@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 # difference maps: one colour means "better" everywhere (green), "worse" red, no change white
@@ -48,18 +49,16 @@ def _show_saved_png(fig):
 def _register_saved_png_display() -> None:
     """In a kernel with the inline backend: figures saved by :func:`_save` display as saved."""
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # lazy: optional, there in a notebook kernel only
     except ImportError:
         return
     ip = get_ipython()
     if ip is None or not hasattr(ip, "display_formatter"):
         return
-    from matplotlib.figure import Figure
-
     if "inline" in matplotlib.get_backend():
         # matplotlib loads its backend at the first figure; loading it now makes the inline
         # backend register its figure formatter first, so that ours wraps it (not the reverse)
-        import matplotlib_inline.backend_inline  # noqa: F401
+        import matplotlib_inline.backend_inline  # noqa: F401  # lazy: a kernel's backend only
     fmt = ip.display_formatter.formatters["image/png"]
     try:
         draw = fmt.lookup_by_type(Figure)  # the inline backend's own drawing
