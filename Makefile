@@ -29,8 +29,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
+# the library's bytecode, written once here: with PYTHONDONTWRITEBYTECODE set (as on the reference
+# machine) every notebook kernel and CLI process would otherwise compile lib/ again (~2 s each)
 setup: $(VENV)/.installed
 	@mkdir -p data checkpoints reports
+	@$(BIN)/python -m compileall -q lib
 	@for f in $(SHARED_FILES); do \
 		if [ -f $(SHARED_DIR)/$$f ] && [ ! -e data/$$f ]; then \
 			ln -s "$$(realpath $(SHARED_DIR)/$$f)" data/$$f && echo "linked data/$$f -> $(SHARED_DIR)/$$f"; fi; done
