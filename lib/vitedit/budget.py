@@ -154,7 +154,7 @@ def operating_points(
         gkey = tuple(vals[: len(keys)]) if len(keys) > 1 else vals[0]
         # a setting is judged only on every seed of its group: one that failed on some seeds
         # would be judged on the lucky ones
-        need = int(seeds_of.get(gkey, 1)) if seeds_of is not None else 1
+        need = int(seeds_of[gkey]) if seeds_of is not None else 1  # every group has ok runs
         complete = g[g.n_seeds >= need]
         for budget in budgets:
             row = {**group, "budget": budget, "n_settings": len(g)}
