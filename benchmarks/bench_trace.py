@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from vitedit import locate, models, params, train
+from vitedit import checkpoints, locate, models, params
 
 
 def main():
@@ -32,8 +32,8 @@ def main():
     args = ap.parse_args()
     p = params.defaults()
     if args.checkpoint:
-        model, meta = train.load_checkpoint(args.checkpoint)
-        cfg = train.model_config_of(meta)
+        model, meta = checkpoints.load_checkpoint(args.checkpoint)
+        cfg = checkpoints.model_config_of(meta)
     else:
         torch.manual_seed(0)
         cfg = models.get_config(p["model"])

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from vitedit import datasets, editing, evaluation, locate, models, params, splits, train
+from vitedit import datasets, editors, evaluation, models, params, selection, splits, train
 
 
 def main():
@@ -66,7 +66,8 @@ def main():
         n = len(split.indices["ft_train"])
         t1 = time.perf_counter()
         imgs = split.images(data, "test")
-        models.predict_logits(r.model, imgs, cfg, 256, device)
+        runner = models.Runner(cfg, p["eval_batch_size"], device)
+        runner.logits(r.model, imgs)
         infer = time.perf_counter() - t1
         print(
             json.dumps(
@@ -84,16 +85,19 @@ def main():
             flush=True,
         )
         model = r.model.to(device)
-        y, pred, _ = evaluation.predictions(model, data, split, "edit_discovery", cfg, 256, device)
-        errors = locate.select_errors(y, pred, p["max_edits"])
-        pos = editing.stats_positions(
+        ev = evaluation.Evaluator.from_params(p, data, split, runner)
+        y, pred, _ = evaluation.predictions(ev, model, "edit_discovery")
+        errors = selection.select_errors(y, pred, p["max_edits"])
+        pos = editors.stats_positions(
             len(split.indices["ft_train"]), p["projection_samples"], p["seed"]
         )
-        es = editing.edit_data(data, split, pos, errors)
+        es = editors.edit_data(data, split, pos, errors)
         layers = list(range(len(model.blocks) - 3, len(model.blocks)))
-        ed = editing.AlphaEdit(layers, cache_dir=tmp, cache_key={"gpu_check": True})
-        first = ed.edit(model, cfg, es, device)  # computes the statistics
-        second = ed.edit(model, cfg, es, device)  # finds them cached
+        # the study's AlphaEdit settings (the schema's defaults), statistics cached in tmp
+        cache = editors.StatsCache(tmp, {"gpu_check": True})
+        ed = editors.build("alphaedit", p, layers=layers, stats_cache=cache)
+        first = ed.edit(model, runner, es)  # computes the statistics
+        second = ed.edit(model, runner, es)  # finds them cached
         print(
             json.dumps(
                 {

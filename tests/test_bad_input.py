@@ -9,7 +9,19 @@ import pytest
 import torch
 import yaml
 
-from vitedit import cli, datasets, evaluation, nb, params, runs, splits, stages, sweep, train
+from vitedit import (
+    checkpoints,
+    cli,
+    datasets,
+    evaluation,
+    nb,
+    params,
+    runs,
+    splits,
+    stages,
+    sweep,
+    train,
+)
 from vitedit.params import ParamError
 
 from conftest import ROOT, make_liver, make_npz, synthetic_data, toy_params
@@ -163,7 +175,7 @@ def test_evaluation_skips_the_edits_of_a_stale_notebook(tmp_path, trained_toy):
         torch.device("cpu"),
         model,
         result.meta,
-        train.model_config_of(result.meta),
+        checkpoints.model_config_of(result.meta),
         ref,
     )
     stages.run_methods(ctx, stages.select_edits(ctx), "05_edit_head")
@@ -174,7 +186,7 @@ def test_evaluation_skips_the_edits_of_a_stale_notebook(tmp_path, trained_toy):
     ev = stages.evaluate_edits(ctx)
     assert ev.evals == {} and set(ev.skipped) == {"head", "head_closed_form"}
     assert "stale" in ev.skipped["head"]
-    assert not set(evaluation.load_metrics(run_dir).get("method", [])) & set(
+    assert not set(comparison.load_metrics(run_dir).get("method", [])) & set(
         ev.skipped
     )  # no stale rows
 
@@ -182,11 +194,11 @@ def test_evaluation_skips_the_edits_of_a_stale_notebook(tmp_path, trained_toy):
 # 6-7. checkpoints: truncated files, read-only stores ----------------------------------------
 def test_a_truncated_checkpoint_is_named_as_corrupt(tmp_path, trained_toy):
     p, data, split, _ = trained_toy
-    ckpt = train.checkpoint_path(p, train.checkpoint_fields(p, data, split, torch.device("cpu")))
+    ckpt = checkpoints.checkpoint_path(p, checkpoints.checkpoint_fields(p, data, split, torch.device("cpu")))
     bad = tmp_path / ckpt.name
     bad.write_bytes(ckpt.read_bytes()[:1000])
-    with pytest.raises(train.CheckpointError, match=rf"{bad.name}.*corrupt.*delete it"):
-        train.load_checkpoint(bad)
+    with pytest.raises(checkpoints.CheckpointError, match=rf"{bad.name}.*corrupt.*delete it"):
+        checkpoints.load_checkpoint(bad)
 
 
 def test_an_existing_checkpoint_is_read_without_taking_the_lock(tmp_path, trained_toy, monkeypatch):
@@ -303,9 +315,9 @@ def test_more_paths_that_must_be_messages(tmp_path, capsys):
 def test_a_corrupt_resume_file_is_named(tmp_path, trained_toy):
     p, data, split, _ = trained_toy
     q = dict(p, checkpoint_dir=str(tmp_path), resume=True, epochs=1)
-    ckpt = train.checkpoint_path(q, train.checkpoint_fields(q, data, split, torch.device("cpu")))
+    ckpt = checkpoints.checkpoint_path(q, checkpoints.checkpoint_fields(q, data, split, torch.device("cpu")))
     ckpt.with_suffix(".resume.pt").write_bytes(b"not a torch file")
-    with pytest.raises(train.CheckpointError, match=r"resume.*corrupt"):
+    with pytest.raises(checkpoints.CheckpointError, match=r"resume.*corrupt"):
         train.fit(q, data, split, progress=False, log=lambda *a: None)
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vitedit import budget, editing, locate, methods, models, params, report, train
+from vitedit import budget, checkpoints, editing, locate, methods, models, params, report
 from vitedit.editing import AlphaEdit, EditData, EditError
 
 from conftest import ROOT, make_liver
@@ -366,7 +366,7 @@ def test_liver_checkpoints_differ_by_split_seed(tmp_path):
             "checkpoint_dir": str(tmp_path),
         }
         out[seed] = (
-            train.checkpoint_path(p, train.checkpoint_fields(p, data, split, torch.device("cpu"))),
+            checkpoints.checkpoint_path(p, checkpoints.checkpoint_fields(p, data, split, torch.device("cpu"))),
             data,
         )
     assert out[0][0] != out[1][0]

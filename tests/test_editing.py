@@ -1,11 +1,27 @@
+"""The editors (:mod:`vitedit.editors`): their solves on synthetic keys, and each editor on a
+trained model's real activations. Editors are built through the registry (``editors.build``):
+the schema gives every setting a test does not name."""
+
 import numpy as np
 import pytest
 import torch
 
-from vitedit import editing, models, train
-from vitedit.editing import AlphaEdit, EditData, HeadEditor
+from vitedit import checkpoints, editors, methods, models
+from vitedit.editors import EditData, records, solve, statistics
+from vitedit.editors.head import HeadFeatures
+from vitedit.editors.head_gradient import fisher_diagonal
 
 from conftest import tiny_vit
+
+RUNNER = models.Runner(models.get_config("vit_tiny_test"), 256, "cpu")
+
+
+def build(name, **given):
+    """The registered method's editor with the schema's settings but ``given`` (statistics not
+    cached)."""
+    if methods.get(name).uses_layers:
+        given.setdefault("stats_cache", None)
+    return editors.build(name, **given)
 
 
 def low_rank_keys(d=24, rank=6, n=400, seed=0):
@@ -19,7 +35,7 @@ def low_rank_keys(d=24, rank=6, n=400, seed=0):
 def test_projection_is_symmetric_idempotent_and_spans_the_null_space():
     k0 = low_rank_keys()
     moment = k0 @ k0.T / k0.shape[1]
-    p, info = editing.null_space_projection(moment, threshold=1e-8, rule="absolute")
+    p, info = solve.null_space_projection(moment, threshold=1e-8, rule="absolute")
     assert info["kept_dim"] == 24 - 6
     assert torch.allclose(p, p.T, atol=1e-12) and torch.allclose(p @ p, p, atol=1e-10)
     assert (p @ k0).abs().max() < 1e-8 * k0.abs().max()  # annihilates the preserved keys
@@ -29,7 +45,7 @@ def test_relative_null_space_keeps_the_bottom_energy():
     ev = torch.tensor([1e-3, 1e-2, 0.1, 1.0, 10.0], dtype=torch.float64)
     q, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))
     moment = q @ torch.diag(ev) @ q.T
-    _, info = editing.null_space_projection(moment, 0.02, rule="energy")
+    _, info = solve.null_space_projection(moment, 0.02, rule="energy")
     assert info["kept_dim"] == 3  # 0.111 / 11.111 = 1% of the energy; adding 1.0 would exceed 2%
 
 
@@ -37,24 +53,47 @@ def test_alphaedit_update_leaves_preserved_keys_alone():
     torch.manual_seed(0)
     d, out = 24, 10
     k0 = low_rank_keys(d)
-    p, _ = editing.null_space_projection(k0 @ k0.T / k0.shape[1], 1e-8, rule="absolute")
+    p, _ = solve.null_space_projection(k0 @ k0.T / k0.shape[1], 1e-8, rule="absolute")
     w = torch.randn(out, d, dtype=torch.float64)
     keys = torch.randn(d, 5, dtype=torch.float64)  # new keys, partly outside the preserved span
     resid = torch.randn(out, 5, dtype=torch.float64)
-    dw = editing.alphaedit_update(resid, keys, p, L2=1e-6)
+    l2 = 1e-6
+    dw = solve.alphaedit_update(resid, keys, p, L2=l2)
     ratio = (dw @ k0).norm(dim=0) / (w @ k0).norm(dim=0)
     assert ratio.max() <= 1e-3
-    assert (dw @ keys - resid).norm() < (
-        resid.norm()
-    )  # and it still moves the edited keys toward the targets
+    # it is the solution, not a step toward it: ΔW = ΔW P, and the gradient of
+    # ||ΔW K - R||² + L2 ||ΔW||² vanishes inside the editable subspace (range of P)
+    assert (dw - dw @ p).norm() <= 1e-6 * dw.norm()  # float64, L2 = 1e-6: conditioning
+    grad = (dw @ keys - resid) @ keys.T @ p + l2 * dw
+    assert grad.norm() <= 1e-6 * (resid @ keys.T).norm()  # a half step leaves ~0.5
+    assert (dw @ keys - resid).norm() < 0.9 * resid.norm()  # the keys' editable part is used
 
 
-def test_memit_update_with_tiny_l2_reaches_the_targets():
+def test_the_p_equals_i_solve_with_tiny_l2_reaches_the_targets():
+    """The ablation's solve (alphaedit_noproj: P = I, a ridge, no C0): exact when n <= d."""
     torch.manual_seed(1)
     keys = torch.randn(24, 5, dtype=torch.float64)
     resid = torch.randn(10, 5, dtype=torch.float64)
-    dw = editing.alphaedit_update(resid, keys, torch.eye(24, dtype=torch.float64), L2=1e-10)
-    assert torch.allclose(dw @ keys, resid, atol=1e-6)  # least squares: exact when n <= d
+    dw = solve.alphaedit_update(resid, keys, torch.eye(24, dtype=torch.float64), L2=1e-10)
+    assert torch.allclose(dw @ keys, resid, atol=1e-6)
+
+
+def test_memits_solve_is_covariance_weighted_least_squares():
+    """MEMIT: ΔW = R Kᵀ (K Kᵀ + λ C0)⁻¹ (no projection, no ridge); a large λ keeps the preserved
+    keys' outputs where they were, a small one reaches the targets."""
+    torch.manual_seed(5)
+    k0 = torch.randn(24, 400, dtype=torch.float64)  # preserved keys spanning every direction
+    c0 = k0 @ k0.T / k0.shape[1]
+    keys, resid = torch.randn(24, 4, dtype=torch.float64), torch.randn(10, 4, dtype=torch.float64)
+    eye = torch.eye(24, dtype=torch.float64)
+    for lam in (1e-3, 1e3):
+        dw = solve.alphaedit_update(resid, keys, eye, L2=0.0, preserved=lam * c0)
+        want = resid @ keys.T @ torch.linalg.inv(keys @ keys.T + lam * c0)
+        assert torch.allclose(dw, want, atol=1e-8)
+    small = solve.alphaedit_update(resid, keys, eye, L2=0.0, preserved=1e-6 * c0)
+    large = solve.alphaedit_update(resid, keys, eye, L2=0.0, preserved=1e3 * c0)
+    assert torch.allclose(small @ keys, resid, atol=1e-4)  # λ -> 0: the targets are reached
+    assert (large @ k0).norm() < 0.05 * (small @ k0).norm()  # λ large: preserved outputs stay
 
 
 def test_sequential_batches_protect_earlier_edits():
@@ -62,8 +101,8 @@ def test_sequential_batches_protect_earlier_edits():
     eye = torch.eye(24, dtype=torch.float64)
     k1, r1 = torch.randn(24, 4, dtype=torch.float64), torch.randn(10, 4, dtype=torch.float64)
     k2, r2 = torch.randn(24, 4, dtype=torch.float64), torch.randn(10, 4, dtype=torch.float64)
-    dw1 = editing.alphaedit_update(r1, k1, eye, L2=1e-8)
-    dw2 = editing.alphaedit_update(r2, k2, eye, prev_cov=k1 @ k1.T, L2=1e-8)
+    dw1 = solve.alphaedit_update(r1, k1, eye, L2=1e-8)
+    dw2 = solve.alphaedit_update(r2, k2, eye, prev_cov=k1 @ k1.T, L2=1e-8)
     assert (dw2 @ k1).norm() < 1e-3 * (
         dw1 @ k1
     ).norm()  # the second batch barely moves the first's keys
@@ -86,21 +125,22 @@ def test_streamed_second_moment_matches_a_direct_computation(toy_model):
         ("all", direct_all),
         ("cls+all", direct_cls + direct_all),
     ):
-        got, n = editing.key_second_moment(m, imgs, cfg, 1, "mlp", scope, batch_size=7)
+        runner = models.Runner(cfg, 7, "cpu")
+        got, n = statistics.key_second_moment(m, runner, imgs, (1, "mlp"), scope)
         assert n == len(imgs) and torch.allclose(got, want, atol=1e-10), scope
 
 
 def test_statistics_are_cached_per_checkpoint_and_samples(tmp_path, toy_model):
     m, cfg, imgs = toy_model
-    a, cached_a = editing.cached_second_moment(
-        m, imgs, cfg, 1, "mlp", "cls", tmp_path, {"ckpt": "x", "pos": [1]}
-    )
-    b, cached_b = editing.cached_second_moment(
-        m, imgs, cfg, 1, "mlp", "cls", tmp_path, {"ckpt": "x", "pos": [1]}
-    )
-    _, cached_c = editing.cached_second_moment(
-        m, imgs, cfg, 1, "mlp", "cls", tmp_path, {"ckpt": "y", "pos": [1]}
-    )
+    runner = models.Runner(cfg, 256, "cpu")
+
+    def moment(key):
+        cache = statistics.StatsCache(tmp_path, key)
+        return statistics.cached_second_moment(m, runner, imgs, (1, "mlp"), "cls", cache)
+
+    a, cached_a = moment({"ckpt": "x", "pos": [1]})
+    b, cached_b = moment({"ckpt": "x", "pos": [1]})
+    _, cached_c = moment({"ckpt": "y", "pos": [1]})
     assert (cached_a, cached_b, cached_c) == (False, True, False) and torch.equal(a, b)
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
@@ -119,7 +159,7 @@ def trained(trained_toy):
     pred = models.predict_logits(model, imgs, cfg).argmax(1).numpy()
     wrong = np.flatnonzero(pred != labels)
     ft = split.images(data, "ft_train")
-    return model, cfg, ft, imgs, labels, wrong
+    return model, RUNNER, ft, imgs, labels, wrong
 
 
 def edit_set(ft, imgs, labels, positions):
@@ -141,21 +181,23 @@ def test_an_edit_flips_a_chosen_error_and_leaves_the_input_model_alone(trained, 
     model, cfg, ft, imgs, labels, wrong = trained
     assert len(wrong) > 0, "the toy model should make some mistakes"
     before = snapshot(model)
-    ed = AlphaEdit(  # strong settings (absolute rules, the original's target) to flip one error
-        [2, 3],
-        null_space=null_space,
-        nullspace_threshold=1e-3,
-        nullspace_rule="absolute",
+    strong = dict(  # strong settings (absolute rules, the original's target) to flip one error
+        layers=[2, 3],
         L2=1e-3,
         L2_rule="absolute",
         clamp_norm_factor=4.0,
         v_weight_decay=1e-3,
         v_num_grad_steps=40,
     )
+    if null_space:
+        ed = build("alphaedit", **strong, nullspace_threshold=1e-3, nullspace_rule="absolute")
+    else:
+        ed = build("alphaedit_noproj", **strong)
     res = ed.edit(model, cfg, edit_set(ft, imgs, labels, wrong[:1]))
     assert same(before, snapshot(model))  # the input model is untouched
     assert bool(res.log.fixed.iloc[0]) and res.log.pred_after.iloc[0] == labels[wrong[0]]
-    assert list(res.log.columns[:9]) == editing.LOG_COLUMNS and "update_norm_L2.mlp" in res.log
+    assert list(res.log.columns[:9]) == editors.LOG_COLUMNS and "update_norm_L2.mlp" in res.log
+    assert res.info["method"] == ("alphaedit" if null_space else "alphaedit_noproj")
     changed = {k for k, v in res.model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"blocks.2.mlp.fc2.weight", "blocks.3.mlp.fc2.weight"}
     kept = res.info["layer_info"]["L2.mlp"]["kept_dim"]
@@ -164,7 +206,8 @@ def test_an_edit_flips_a_chosen_error_and_leaves_the_input_model_alone(trained, 
 
 def test_attention_projection_can_be_edited_too(trained):
     model, cfg, ft, imgs, labels, wrong = trained
-    res = AlphaEdit([3], edit_modules=["mlp", "attn"]).edit(
+    acting = dict(nullspace_threshold=1e-2, L2=1.0)  # a null space at both modules
+    res = build("alphaedit", layers=[3], edit_modules=["mlp", "attn"], **acting).edit(
         model, cfg, edit_set(ft, imgs, labels, wrong[:2])
     )
     changed = {
@@ -173,20 +216,11 @@ def test_attention_projection_can_be_edited_too(trained):
     assert changed == {"blocks.3.mlp.fc2.weight", "blocks.3.attn.proj.weight"}
 
 
-@pytest.mark.parametrize(
-    "editor",
-    [
-        AlphaEdit([1, 2]),
-        AlphaEdit([1], null_space=False),
-        editing.MEMIT([1]),
-        HeadEditor(),
-        HeadEditor(closed_form=True),
-        editing.HeadNullspaceEditor(),
-    ],
-    ids=lambda e: e.name,
-)
-def test_editing_zero_errors_returns_the_model_unchanged(trained, editor):
+@pytest.mark.parametrize("name", methods.names(baselines=False))
+def test_editing_zero_errors_returns_the_model_unchanged(trained, name):
+    """Every registered editor, given no error, returns the model as it was and says so."""
     model, cfg, ft, imgs, labels, _ = trained
+    editor = build(name, layers=[1, 2]) if methods.get(name).uses_layers else build(name)
     res = editor.edit(model, cfg, edit_set(ft, imgs, labels, np.array([], dtype=int)))
     assert (
         same(snapshot(model), snapshot(res.model))
@@ -195,17 +229,14 @@ def test_editing_zero_errors_returns_the_model_unchanged(trained, editor):
     )
 
 
-@pytest.mark.parametrize("closed_form", [False, True])
-def test_head_editing_leaves_the_backbone_bit_identical(trained, closed_form):
+@pytest.mark.parametrize("name", ["head", "head_closed_form"])
+def test_head_editing_leaves_the_backbone_bit_identical(trained, name):
     model, cfg, ft, imgs, labels, wrong = trained
-    ed = HeadEditor(
-        closed_form=closed_form,
-        head_steps=100,
-        head_lr=0.05,
-        ewc_lambda=1.0,
-        head_error_weight=50.0,
-        head_margin=2.0,
-    )
+    weak = {  # weakly regularised
+        "head": dict(head_steps=100, head_lr=0.05, ewc_lambda=1.0),
+        "head_closed_form": dict(head_error_weight=50.0, head_margin=2.0),
+    }
+    ed = build(name, **weak[name])
     res = ed.edit(model, cfg, edit_set(ft, imgs, labels, wrong[:3]))
     before, after = snapshot(model), snapshot(res.model)
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("head."))
@@ -217,7 +248,7 @@ def test_fisher_diagonal_matches_brute_force():
     torch.manual_seed(3)
     head = torch.nn.Linear(6, 4)
     feats = torch.randn(30, 6)
-    fw, fb = editing.fisher_diagonal(head, feats)
+    fw, fb = fisher_diagonal(head.weight.detach(), head.bias.detach(), feats)
     bw, bb = torch.zeros_like(head.weight), torch.zeros_like(head.bias)
     for (
         f
@@ -234,37 +265,39 @@ def test_fisher_diagonal_matches_brute_force():
 
 def test_closed_form_keeps_ft_train_logits_when_errors_weigh_nothing():
     torch.manual_seed(4)
-    ed = HeadEditor(closed_form=True, ridge_lambda=1e-6, head_error_weight=1e-9)
-    w0, b0 = torch.randn(3, 5), torch.randn(3)
-    fs, fe = torch.randn(40, 5), torch.randn(4, 5)
-    w, b = ed._ridge(w0, b0, fs, fe, torch.tensor([0, 1, 2, 0]))
-    assert torch.allclose(fs @ w.T + b, fs @ w0.T + b0, atol=1e-4)
-    w, b = HeadEditor(
-        closed_form=True, ridge_lambda=1e-6, head_error_weight=1e6, head_margin=1.0
-    )._ridge(w0, b0, fs, fe, torch.tensor([0, 1, 2, 0]))
-    assert ((fe @ w.T + b).argmax(1) == torch.tensor([0, 1, 2, 0])).all()
+    theta0 = torch.randn(3, 6, dtype=torch.float64)  # [W b]
+    feats = HeadFeatures(torch.randn(40, 5), torch.randn(4, 5))
+    y = np.array([0, 1, 2, 0])
+    data = EditData(None, None, None, y, np.arange(4))
+    ed = build("head_closed_form", ridge_lambda=1e-6, head_error_weight=1e-9)
+    theta = ed.solve(theta0, feats, data).theta
+    xs, xe = feats.stats_keys, feats.error_keys
+    assert torch.allclose(xs @ theta.T, xs @ theta0.T, atol=1e-4)
+    strong = build("head_closed_form", ridge_lambda=1e-6, head_error_weight=1e6, head_margin=1.0)
+    theta = strong.solve(theta0, feats, data).theta
+    assert ((xe @ theta.T).argmax(1) == torch.as_tensor(y)).all()
 
 
 def test_stats_positions_are_seeded_and_always_leave_a_held_out_share():
-    a = editing.stats_positions(100, 30, 0)
-    assert len(a) == 30 and np.array_equal(a, editing.stats_positions(100, 30, 0))
-    assert not np.array_equal(a, editing.stats_positions(100, 30, 1))
+    a = editors.stats_positions(100, 30, 0)
+    assert len(a) == 30 and np.array_equal(a, editors.stats_positions(100, 30, 0))
+    assert not np.array_equal(a, editors.stats_positions(100, 30, 1))
     # 'all' and more samples than FT-Train holds: every sample but the held-out minimum (20 %)
     for samples in ("all", 500, 81):
-        pos = editing.stats_positions(100, samples, 0)
+        pos = editors.stats_positions(100, samples, 0)
         assert len(pos) == 80 and len(np.unique(pos)) == 80, samples
-    assert len(editing.stats_positions(3, "all", 0)) == 2  # at least one sample held out
+    assert len(editors.stats_positions(3, "all", 0)) == 2  # at least one sample held out
 
 
 def test_edited_checkpoint_is_recorded_in_the_run_and_reloads(tmp_path, trained):
     model, cfg, ft, imgs, labels, wrong = trained
-    res = HeadEditor(closed_form=True).edit(model, cfg, edit_set(ft, imgs, labels, wrong[:2]))
+    res = build("head_closed_form").edit(model, cfg, edit_set(ft, imgs, labels, wrong[:2]))
     base = tmp_path / "base.pt"
     torch.save({"x": 1}, base)
-    rec = editing.record(
+    rec = records.record(
         tmp_path,
         res,
-        {"path": str(base), "sha256": train.sha256_file(base)},
+        {"path": str(base), "sha256": checkpoints.sha256_file(base)},
         {"a": 1},
         edit_set(ft, imgs, labels, wrong[:2]),
     )
@@ -272,7 +305,7 @@ def test_edited_checkpoint_is_recorded_in_the_run_and_reloads(tmp_path, trained)
         "stats_positions"
     ] == list(range(60))
     assert (tmp_path / "edits" / "head_closed_form.json").is_file()
-    other = editing.record(
+    other = records.record(
         tmp_path,
         res,
         {"path": str(base), "sha256": "0" * 64},
@@ -286,15 +319,15 @@ def test_head_nullspace_changes_only_the_null_space_part_of_real_keys(trained):
     """The invariant on a trained model's real activations: the head's update acts on a key only
     through its component in the null space of the preserved keys (ΔΘ (I − P) k = 0), so a
     preserved key's logits move by at most what its (small) null-space part allows."""
-    from vitedit.editing import HeadNullspaceEditor, head_features, null_space_projection
-
-    model, cfg, ft, imgs, labels, wrong = trained
+    model, runner, ft, imgs, labels, wrong = trained
     data = edit_set(ft, imgs, labels, wrong[:4])
-    res = HeadNullspaceEditor(head_nullspace_threshold=1e-2, head_L2=1e-2).edit(model, cfg, data)
+    res = build("head_nullspace", head_nullspace_threshold=1e-2, head_L2=1e-2).edit(
+        model, runner, data
+    )
     before, after = snapshot(model), snapshot(res.model)
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("head."))
-    x = torch.cat([head_features(model, data.stats_images, cfg), torch.ones(60, 1)], 1).double()
-    proj, info = null_space_projection(x.T @ x / len(x), 1e-2, "relative")
+    x = torch.cat([runner.pre_logits(model, data.stats_images), torch.ones(60, 1)], 1).double()
+    proj, info = solve.null_space_projection(x.T @ x / len(x), 1e-2, "relative")
     delta = torch.cat(
         [
             after["head.weight"] - before["head.weight"],
@@ -313,27 +346,24 @@ def test_head_features_are_what_the_evaluation_reads(trained):
     """A head editor solves on the features the evaluation's cached path applies the head to: the
     same batches, no autograd graph, and the model's train/eval mode left as it was."""
     from vitedit import models
-    from vitedit.editing import head_features
 
-    model, cfg, ft, imgs, labels, wrong = trained
+    model, runner, ft, imgs, labels, wrong = trained
     model.train()
-    f = head_features(model, imgs[:70], cfg, batch_size=32)
+    f = models.Runner(runner.cfg, 32, "cpu").pre_logits(model, imgs[:70])
     assert model.training and not f.requires_grad and f.dtype == torch.float32
     assert torch.equal(
-        models.head_logits(model, f, 32), models.predict_logits(model, imgs[:70], cfg, 32)
+        models.head_logits(model, f, 32), models.predict_logits(model, imgs[:70], runner.cfg, 32)
     )
     model.eval()
 
 
 def test_head_nullspace_verify_loop_meets_its_prediction_change_budget(trained):
-    from vitedit.editing import HeadNullspaceEditor, head_features
-
-    model, cfg, ft, imgs, labels, wrong = trained
+    model, runner, ft, imgs, labels, wrong = trained
     data = edit_set(ft, imgs, labels, wrong[:4])
     loose = dict(head_nullspace_threshold=0.9, head_L2=1e-4, head_margin=5.0)  # a strong edit
-    free = HeadNullspaceEditor(**loose, head_verify_budget=0.0).edit(model, cfg, data)
-    kept = HeadNullspaceEditor(**loose, head_verify_budget=0.02).edit(model, cfg, data)
-    f = head_features(model, data.stats_images, cfg)
+    free = build("head_nullspace", **loose, head_verify_budget=0.0).edit(model, runner, data)
+    kept = build("head_nullspace", **loose, head_verify_budget=0.02).edit(model, runner, data)
+    f = runner.pre_logits(model, data.stats_images)
 
     def changed(m):
         return float((m.head(f).argmax(1) != model.head(f).argmax(1)).float().mean())
@@ -360,40 +390,36 @@ def two_class_geometry():
 
 
 def test_per_sample_backoff_gives_up_the_error_that_would_move_preserved_decisions():
-    from vitedit.editing import HeadNullspaceEditor, alphaedit_update, margin_targets
-
     x, theta0, xe, y = two_class_geometry()
     logits = xe @ theta0.T
-    target = margin_targets(logits, y, 1.0)
+    target = solve.margin_targets(logits, y, 1.0)
     eye = torch.eye(3, dtype=torch.float64)
 
-    def solve(rows):
+    def solve_rows(rows):
         if not len(rows):
             return torch.zeros_like(theta0)
         r = torch.as_tensor(rows)
-        return alphaedit_update((target[r] - logits[r]).T, xe[r].T, eye, L2=1e-3)
+        return solve.alphaedit_update((target[r] - logits[r]).T, xe[r].T, eye, L2=1e-3)
 
     def fixed(delta, scale):
         return (xe @ (theta0 + scale * delta).T).argmax(1) == y
 
-    ed = HeadNullspaceEditor(head_verify_budget=0.05, head_verify_backoff="sample")
-    full = solve(np.arange(5))
+    ed = build("head_nullspace", head_verify_budget=0.05, head_verify_backoff="sample")
+    full = solve_rows(np.arange(5))
     assert ed._changed(theta0, full, x) > 0.05  # fixing all five flips many class-0 samples
     scale_only = ed._verify(theta0, full, x)
     assert fixed(full, scale_only).sum() == 0  # scaled back to the budget, it fixes none
-    kept, delta, scale = ed._backoff(theta0, x, xe, y, np.arange(5), full, solve)
+    kept, delta, scale = ed._backoff(theta0, x, xe, y, np.arange(5), full, solve_rows)
     assert list(kept) == [0, 1, 3, 4]  # exactly the harmful error is given up
     assert ed._changed(theta0, delta, x, scale) <= 0.05
     assert fixed(delta, scale)[[0, 1, 3, 4]].all()  # the others are fixed
 
 
 def test_head_nullspace_per_sample_backoff_meets_the_budget_on_a_trained_model(trained):
-    from vitedit.editing import HeadNullspaceEditor, head_features
-
-    model, cfg, ft, imgs, labels, wrong = trained
+    model, runner, ft, imgs, labels, wrong = trained
     data = edit_set(ft, imgs, labels, wrong[:6])
     loose = dict(head_nullspace_threshold=0.9, head_L2=1e-4, head_margin=5.0)  # a strong edit
-    f = head_features(model, data.stats_images, cfg)
+    f = runner.pre_logits(model, data.stats_images)
 
     def changed(m):
         return float((m.head(f).argmax(1) != model.head(f).argmax(1)).float().mean())
@@ -401,49 +427,49 @@ def test_head_nullspace_per_sample_backoff_meets_the_budget_on_a_trained_model(t
     def n_fixed(res):
         return int(res.log["fixed"].sum())
 
-    free = HeadNullspaceEditor(**loose, head_verify_budget=0.0).edit(model, cfg, data)
+    free = build("head_nullspace", **loose, head_verify_budget=0.0).edit(model, runner, data)
     assert changed(free.model) > 0.02 and free.info["dropped_errors"] == 0
-    scaled = HeadNullspaceEditor(**loose, head_verify_budget=0.02).edit(model, cfg, data)
-    res = HeadNullspaceEditor(**loose, head_verify_budget=0.02, head_verify_backoff="sample").edit(
-        model, cfg, data
-    )
+    scaled = build("head_nullspace", **loose, head_verify_budget=0.02).edit(model, runner, data)
+    res = build(
+        "head_nullspace", **loose, head_verify_budget=0.02, head_verify_backoff="sample"
+    ).edit(model, runner, data)
     assert changed(res.model) <= 0.02 and res.info["verify_backoff"] == "sample"
     assert len(res.info["dropped_positions"]) == res.info["dropped_errors"]
     assert set(res.info["dropped_positions"]) <= set(np.asarray(data.positions).tolist())
     assert n_fixed(res) >= n_fixed(scaled)  # the scaled full set is on its path
     with pytest.raises(ValueError, match="head_verify_backoff"):
-        HeadNullspaceEditor(head_verify_backoff="halve")
+        build("head_nullspace", head_verify_backoff="halve")
 
 
 def test_head_nullspace_verify_holdout_keeps_its_samples_out_of_the_null_space(trained):
-    from vitedit.editing import HeadNullspaceEditor, head_features
-
     keys = torch.randn(40, 5, dtype=torch.float64)
-    ed = HeadNullspaceEditor(head_verify_budget=0.01, head_verify_holdout=0.25)
-    build, verify = ed._split_statistics(keys)
-    assert (len(build), len(verify)) == (30, 10)
+    ed = build("head_nullspace", head_verify_budget=0.01, head_verify_holdout=0.25)
+    built, verify = ed._split_statistics(keys)
+    assert (len(built), len(verify)) == (30, 10)
     rows = {tuple(r.tolist()) for r in keys}
-    b, v = {tuple(r.tolist()) for r in build}, {tuple(r.tolist()) for r in verify}
+    b, v = {tuple(r.tolist()) for r in built}, {tuple(r.tolist()) for r in verify}
     assert not b & v and b | v == rows  # disjoint, and every statistics sample on one side
     again = ed._split_statistics(keys)
-    assert torch.equal(again[0], build) and torch.equal(again[1], verify)  # deterministic
-    same = HeadNullspaceEditor(head_verify_budget=0.01)._split_statistics(keys)
+    assert torch.equal(again[0], built) and torch.equal(again[1], verify)  # deterministic
+    same = build("head_nullspace", head_verify_budget=0.01)._split_statistics(keys)
     assert same[0] is keys and same[1] is keys  # 0: in-sample, as before
-    off = HeadNullspaceEditor(head_verify_budget=0.0, head_verify_holdout=0.5)._split_statistics(
-        keys
-    )
+    off = build(
+        "head_nullspace", head_verify_budget=0.0, head_verify_holdout=0.5
+    )._split_statistics(keys)
     assert off[0] is keys  # no verify loop: P keeps every sample
 
-    model, cfg, ft, imgs, labels, wrong = trained
+    model, runner, ft, imgs, labels, wrong = trained
     data = edit_set(ft, imgs, labels, wrong[:4])
     loose = dict(head_nullspace_threshold=0.9, head_L2=1e-4, head_margin=5.0)
-    res = HeadNullspaceEditor(**loose, head_verify_budget=0.05, head_verify_holdout=0.5).edit(
-        model, cfg, data
+    res = build("head_nullspace", **loose, head_verify_budget=0.05, head_verify_holdout=0.5).edit(
+        model, runner, data
     )
     n = len(data.stats_images)
     assert res.info["verify_samples"] == round(0.5 * n) and not res.info["verify_in_sample"]
-    f = head_features(model, data.stats_images, cfg)
-    _, fv = ed.__class__(head_verify_budget=0.05, head_verify_holdout=0.5)._split_statistics(f)
+    f = runner.pre_logits(model, data.stats_images)
+    _, fv = build(
+        "head_nullspace", head_verify_budget=0.05, head_verify_holdout=0.5
+    )._split_statistics(f)
     moved = (res.model.head(fv).argmax(1) != model.head(fv).argmax(1)).float().mean()
     assert moved <= 0.05 + 1e-9  # the budget holds on the samples kept out of P
 
@@ -453,12 +479,14 @@ def test_guarded_head_edit_fixes_what_it_can_without_flipping_guarded_decisions(
     inside class 0's preserved samples. The guarded edit fixes the four, gives up the fifth, and
     keeps every preserved decision; a ridge pull toward the old logits (head_closed_form's rule)
     would have to trade them off."""
-    from vitedit.editing import HeadGuardedEditor
-
     x, theta0, xe, y = two_class_geometry()
-    theta, info = HeadGuardedEditor(  # the guard alone (no pull)
-        head_margin=1.0, head_keep_margin=0.5, head_keep_weight=10.0, head_keep_pull=0.0
-    ).solve(theta0, x, xe, y)
+    theta, info = build(
+        "head_guarded",  # the guard alone (no pull)
+        head_margin=1.0,
+        head_keep_margin=0.5,
+        head_keep_weight=10.0,
+        head_keep_pull=0.0,
+    ).optimise(theta0, x, xe, y)
     fixed = ((xe @ theta.T).argmax(1) == y).tolist()
     assert fixed == [True, True, False, True, True]
     assert info["stats_changed"] == 0.0 and info["errors_fixed_in_solve"] == 0.8
@@ -471,38 +499,36 @@ def test_guarded_head_edit_fixes_what_it_can_without_flipping_guarded_decisions(
     m = torch.where(pred == 1, z[:, 1] - z[:, 0], z[:, 0] - z[:, 1])
     assert (m > 0).all() and float((m < torch.clamp(m0, max=0.5) - 0.05).double().mean()) < 0.05
     # with no weight on the guard, the fifth error is fixed too, at the cost of class-0 samples
-    loose, info = HeadGuardedEditor(
-        head_margin=1.0, head_keep_weight=0.0, head_keep_pull=0.0
-    ).solve(theta0, x, xe, y)
+    loose, info = build(
+        "head_guarded", head_margin=1.0, head_keep_weight=0.0, head_keep_pull=0.0
+    ).optimise(theta0, x, xe, y)
     assert ((xe @ loose.T).argmax(1) == y).all() and info["stats_changed"] > 0.05
     # the pull keeps the update small in the statistics samples' directions: the four reachable
     # errors are fixed along f1 (which the samples barely use), the costly fifth is not
-    pulled, info = HeadGuardedEditor(
-        head_margin=1.0, head_keep_weight=1e-6, head_keep_pull=10.0
-    ).solve(theta0, x, xe, y)
+    pulled, info = build(
+        "head_guarded", head_margin=1.0, head_keep_weight=1e-6, head_keep_pull=10.0
+    ).optimise(theta0, x, xe, y)
     assert ((xe @ pulled.T).argmax(1) == y).tolist() == [True, True, False, True, True]
     assert info["stats_changed"] < 0.05
     # nothing to fix: the head stays as it was (a sample is never asked for more margin than it
     # had, so the guard is already satisfied at the original head)
-    still, info = HeadGuardedEditor(head_margin=0.5, head_keep_margin=5.0).solve(
+    still, info = build("head_guarded", head_margin=0.5, head_keep_margin=5.0).optimise(
         theta0, x, xe[:1], torch.zeros(1, dtype=torch.long)
     )
     assert torch.allclose(still, theta0, atol=1e-8) and info["final_loss"] < 1e-12
 
 
 def test_guarded_head_edit_on_a_trained_model_is_deterministic_and_leaves_the_input_alone(trained):
-    from vitedit.editing import HeadGuardedEditor, head_features
-
-    model, cfg, ft, imgs, labels, wrong = trained
+    model, runner, ft, imgs, labels, wrong = trained
     data = edit_set(ft, imgs, labels, wrong[:6])
     before = snapshot(model)
-    ed = HeadGuardedEditor(head_margin=1.0, head_keep_margin=0.5, head_keep_weight=10.0)
-    a, b = ed.edit(model, cfg, data), ed.edit(model, cfg, data)
+    ed = build("head_guarded", head_margin=1.0, head_keep_margin=0.5, head_keep_weight=10.0)
+    a, b = ed.edit(model, runner, data), ed.edit(model, runner, data)
     assert same(before, snapshot(model))
     assert same(snapshot(a.model), snapshot(b.model))
     body = {k: v for k, v in snapshot(a.model).items() if not k.startswith("head.")}
     assert same(body, {k: v for k, v in before.items() if not k.startswith("head.")})
-    f = head_features(model, data.stats_images, cfg)
+    f = runner.pre_logits(model, data.stats_images)
     moved = float((a.model.head(f).argmax(1) != model.head(f).argmax(1)).float().mean())
     assert moved == pytest.approx(a.info["stats_changed"]) and moved <= 0.05
     assert a.info["errors_fixed_in_solve"] == pytest.approx(float(a.log["fixed"].mean()))

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vitedit import baselines, editing, evaluation, models, splits, train
+from vitedit import baselines, checkpoints, editing, evaluation, models, splits, train
 
 from conftest import synthetic_data, toy_params
 
@@ -58,19 +58,19 @@ def test_identical_models_change_nothing_and_held_out_excludes_the_statistics(se
 def test_summary_keeps_the_original_metric_names(setup):
     p, data, split, model, cfg, errors, stats_pos = setup
     ev = evaluation.four_level("same", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
-    m = evaluation.summary_metrics(ev, 1.0, 2.0)
+    m = comparison.summary_metrics(ev, 1.0, 2.0)
     assert set(SUMMARY_KEYS) <= set(m) and m["edit_time_seconds"] == 1.0
 
 
 def test_comparison_files_have_stable_schemas_and_merge_methods(tmp_path, setup):
     p, data, split, model, cfg, errors, stats_pos = setup
     ev = evaluation.four_level("a", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
-    evaluation.write_comparison(
-        tmp_path, {"a": ev}, {"a": evaluation.summary_metrics(ev, 1.0, 1.0)}
+    comparison.write_comparison(
+        tmp_path, {"a": ev}, {"a": comparison.summary_metrics(ev, 1.0, 1.0)}
     )
     ev_b = evaluation.four_level("b", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
-    evaluation.write_comparison(
-        tmp_path, {"b": ev_b}, {"b": evaluation.summary_metrics(ev_b, 1.0, 1.0)}
+    comparison.write_comparison(
+        tmp_path, {"b": ev_b}, {"b": comparison.summary_metrics(ev_b, 1.0, 1.0)}
     )
     test = pd.read_csv(tmp_path / "comparative_evaluation_test_set.csv")
     assert list(test.method) == ["a", "b"]
@@ -147,7 +147,7 @@ def test_the_before_model_is_the_selected_checkpoint_not_the_last_epoch(tmp_path
         "this recipe must select an earlier epoch for the test to mean anything"
     )
     train.record_in_run(tmp_path, r, split)
-    before, _ = train.load_run_model(tmp_path, split)
+    before, _ = checkpoints.load_run_model(tmp_path, split)
     cfg = models.get_config("vit_tiny_test")
     val = train.evaluate(
         before, split.images(data, "ft_val"), split.labels(data, "ft_val"), cfg, 64, "cpu"
@@ -180,10 +180,10 @@ def test_selection_level_is_ft_val_and_matches_direct_transitions(setup):
         va["acc_delta"] == pytest.approx(t["acc_after"] - t["acc_before"])
         and va["correct_to_wrong"] == t["correct_to_wrong"]
     )
-    m = evaluation.summary_metrics(ev, 1.0, 1.0)
+    m = comparison.summary_metrics(ev, 1.0, 1.0)
     assert m["val_regression_rate"] == pytest.approx(t["regression_rate"])
     assert m["val_net_fixed"] == t["wrong_to_correct"] - t["correct_to_wrong"]
-    assert not any(k.startswith("test_") for k in evaluation.SELECTION_METRICS)
+    assert not any(k.startswith("test_") for k in columns.SELECTION_METRICS)
 
 
 def test_baseline_summary_csv_is_ok_with_metrics_or_skipped_with_reason(tmp_path):
@@ -233,8 +233,8 @@ def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setu
     imgs = split.view(data, "test")
     for m in (model, head_edit, layer_edit):
         full = models.predict_probs(m, imgs, cfg, 64).numpy()
-        assert np.array_equal(evaluation._np_probs(m, imgs, cfg, 64, "cpu", tmp_path), full)
-    key = evaluation.prediction_key
+        assert np.array_equal(predcache.cached_probs(m, imgs, cfg, 64, "cpu", tmp_path), full)
+    key = predcache.prediction_key
     assert key(model, imgs, cfg, 256, "cpu") != key(head_edit, imgs, cfg, 256, "cpu")
     assert key(model, imgs, cfg, 256, "cpu", "head.") == key(
         head_edit, imgs, cfg, 256, "cpu", "head."

@@ -160,7 +160,7 @@ def test_layer_selection_priority():
 def test_zero_errors_is_a_normal_outcome(tiny, tmp_path):
     m, cfg, _ = tiny
     y = np.array([0, 1, 2])
-    positions = locate.select_errors(y, y.copy(), 50)
+    positions = selection.select_errors(y, y.copy(), 50)
     assert positions.size == 0
     imp = locate.trace_errors(
         m,
@@ -185,8 +185,8 @@ def test_zero_errors_is_a_normal_outcome(tiny, tmp_path):
 def test_select_errors_is_deterministic_and_capped():
     y = np.array([0, 1, 1, 0, 2, 2])
     p = np.array([1, 1, 0, 0, 0, 2])
-    assert locate.select_errors(y, p, 2).tolist() == [0, 2]
-    assert locate.select_errors(y, p, None).tolist() == [0, 2, 4]
+    assert selection.select_errors(y, p, 2).tolist() == [0, 2]
+    assert selection.select_errors(y, p, None).tolist() == [0, 2, 4]
 
 
 def test_noise_scale_estimate_matches_a_direct_computation(tiny):

@@ -93,16 +93,16 @@ def test_region_ranking_needs_the_region_trace():
 def test_pair_selection_takes_the_most_frequent_confusion_deterministically():
     y = np.array([0, 0, 1, 2, 2, 2, 1, 2, 0])
     p = np.array([1, 1, 1, 0, 0, 1, 0, 0, 2])
-    assert locate.confusion_pairs(y, p)[:2] == [(2, 0, 3), (0, 1, 2)]
-    pos, pair = locate.select_pair_errors(y, p, 2)
+    assert selection.confusion_pairs(y, p)[:2] == [(2, 0, 3), (0, 1, 2)]
+    pos, pair = selection.select_pair_errors(y, p, 2)
     assert pair == (2, 0) and pos.tolist() == [3, 4]  # set order, capped at max_edits
-    pos, pair = locate.select_pair_errors(y, p, None, [0, 1])
+    pos, pair = selection.select_pair_errors(y, p, None, [0, 1])
     assert pair == (0, 1) and pos.tolist() == [0, 1]
     with pytest.raises(LocateError, match="outside"):
-        locate.select_pair_errors(y, p, None, [0, 9], n_classes=3)
+        selection.select_pair_errors(y, p, None, [0, 9], n_classes=3)
     with pytest.raises(LocateError, match="two different"):
-        locate.select_pair_errors(y, p, None, [1, 1])
-    assert locate.select_pair_errors(y, y, 5)[1] is None  # no errors: nothing to edit
+        selection.select_pair_errors(y, p, None, [1, 1])
+    assert selection.select_pair_errors(y, y, 5)[1] is None  # no errors: nothing to edit
     with pytest.raises(ParamError, match="edit_selection: pair"):
         params.resolve({"edit_pair": [0, 1]})
 

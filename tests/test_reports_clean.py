@@ -10,7 +10,17 @@ import nbformat
 import pandas as pd
 import pytest
 
-from vitedit import alerts, benchmark, cli, clihelp, execute, progress, report, runs, train
+from vitedit import (
+    alerts,
+    benchmark,
+    checkpoints,
+    cli,
+    clihelp,
+    execute,
+    progress,
+    report,
+    runs,
+)
 from vitedit.sweep import cli as sweep_cli
 from vitedit.sweep import report as sweep_report
 from vitedit.sweep.run import lock_sweep
@@ -238,7 +248,7 @@ def test_locks_are_portable_and_exclusive(tmp_path):
     assert r.returncode != 0 and "another process is running the sweep" in r.stderr
     again = lock_sweep(tmp_path)  # released: the next sweep may run
     again.release()
-    with train.file_lock(tmp_path / "ckpt.pt"):
+    with checkpoints.file_lock(tmp_path / "ckpt.pt"):
         assert (tmp_path / "ckpt.pt.lock").exists()
 
 

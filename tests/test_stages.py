@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vitedit import editing, evaluation, locate, methods, models, stages, train
+from vitedit import checkpoints, editing, evaluation, locate, methods, models, stages, train
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_evaluate_edits_evaluates_every_recorded_edit_and_refuses_another_base(c
     stages.run_methods(ctx, stages.select_edits(ctx), "05_edit_head")
     ev = stages.evaluate_edits(ctx)
     assert set(ev.evals) == {"head", "head_closed_form"} and set(ev.table.method) == set(ev.evals)
-    metrics = evaluation.load_metrics(ctx.run_dir)
+    metrics = comparison.load_metrics(ctx.run_dir)
     assert set(metrics.method) == {"head", "head_closed_form"}
     assert set(pd.read_csv(ctx.run_dir / "per_class_test_accuracy.csv").method) == set(ev.evals)
     assert len(ev.level("test_set")) == 2
@@ -113,7 +113,7 @@ def test_run_baselines_records_and_evaluates_like_the_edit_methods(ctx):
         and "progress" not in rec["settings"]
     )
     assert (ctx.run_dir / "baseline_finetune_errors_summary.csv").is_file()
-    assert "baseline_finetune" in set(evaluation.load_metrics(ctx.run_dir).method)
+    assert "baseline_finetune" in set(comparison.load_metrics(ctx.run_dir).method)
 
 
 def test_a_baseline_with_nothing_to_train_on_is_recorded_skipped(ctx):
@@ -187,7 +187,7 @@ def test_load_context_and_trace_on_a_run_folder(trained_toy, tmp_path, monkeypat
     )
     ctx = stages.load_context(nb.Run("03_locate", run_dir, q))
     assert (
-        ctx.base_ref["sha256"] == train.run_checkpoint_ref(run_dir)["sha256"]
+        ctx.base_ref["sha256"] == checkpoints.run_checkpoint_ref(run_dir)["sha256"]
         and "blocks" in ctx.description
     )
     err = stages.find_errors(ctx)

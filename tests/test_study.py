@@ -10,7 +10,7 @@ from urllib.parse import unquote
 import pandas as pd
 import pytest
 
-from vitedit import runs, train
+from vitedit import checkpoints, runs
 
 from conftest import ROOT
 
@@ -149,7 +149,7 @@ def test_full_run_writes_every_artifact(study):
     ref = json.loads((run / "checkpoint.json").read_text())
     assert (
         ref["path"].startswith(str(tmp / "ckpt"))
-        and train.sha256_file(ref["path"]) == ref["sha256"]
+        and checkpoints.sha256_file(ref["path"]) == ref["sha256"]
     )
     html = (run / "02_train.html").read_text()
     assert "data:image/png;base64" in html and "nb.start(" not in html  # figures in, code input out
@@ -186,7 +186,7 @@ def test_full_run_writes_every_artifact(study):
     for rec in edits.values():
         assert (
             rec["checkpoint"].startswith(str(run / "edited"))
-            and train.sha256_file(rec["checkpoint"]) == rec["sha256"]
+            and checkpoints.sha256_file(rec["checkpoint"]) == rec["sha256"]
         )
     summary = pd.read_csv(run / "edit_summary.csv")
     n_ft = json.loads((run / "split_meta.json").read_text())["sizes"]["ft_train"]

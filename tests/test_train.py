@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitedit import params, splits, train
+from vitedit import checkpoints, params, splits, train
 from vitedit.train import CheckpointError
 
 
@@ -75,11 +75,11 @@ def test_identical_settings_reuse_the_checkpoint_and_others_do_not(tmp_path, toy
         (P(tmp_path, epochs=2), s),
         (P(tmp_path, augment_flips=False), s),
     ]:
-        fields = train.checkpoint_fields(p, toy, split, torch.device("cpu"))
-        names.add(train.checkpoint_path(p, fields).name)
+        fields = checkpoints.checkpoint_fields(p, toy, split, torch.device("cpu"))
+        names.add(checkpoints.checkpoint_path(p, fields).name)
     assert len(names) == 6
     # a parameter added later is left out of the name at its default: earlier checkpoints stay valid
-    default = train.checkpoint_fields(P(tmp_path), toy, s, torch.device("cpu"))
+    default = checkpoints.checkpoint_fields(P(tmp_path), toy, s, torch.device("cpu"))
     assert "augment_flips" not in default["train"]
 
 
@@ -112,7 +112,7 @@ def test_selected_model_is_the_best_validation_epoch(tmp_path, toy):
     assert ev["acc"] == pytest.approx(best.val_acc) and ev["loss"] == pytest.approx(
         best.val_loss, rel=1e-4
     )
-    reloaded, meta = train.load_checkpoint(r.checkpoint)
+    reloaded, meta = checkpoints.load_checkpoint(r.checkpoint)
     for k, v in reloaded.state_dict().items():
         assert torch.equal(v, r.model.state_dict()[k])
 
@@ -157,24 +157,24 @@ def test_run_reference_refuses_changed_or_foreign_checkpoints(tmp_path, toy):
     run = tmp_path / "run"
     run.mkdir()
     train.record_in_run(run, r, s)
-    model, meta = train.load_run_model(run, s)
+    model, meta = checkpoints.load_run_model(run, s)
     assert meta["best_epoch"] == r.meta["best_epoch"]
     with pytest.raises(CheckpointError, match="split"):
-        train.load_run_model(run, splits.make_split(toy, 0.8, 5))
+        checkpoints.load_run_model(run, splits.make_split(toy, 0.8, 5))
     with pytest.raises(CheckpointError, match="train"):
-        train.load_run_model(run, s, params=P(tmp_path, epochs=4))
-    train.load_run_model(run, s, params=P(tmp_path))
+        checkpoints.load_run_model(run, s, params=P(tmp_path, epochs=4))
+    checkpoints.load_run_model(run, s, params=P(tmp_path))
     with pytest.raises(CheckpointError, match="train"):
-        train.load_run_model(run, s, params=P(tmp_path, augment_flips=False))
+        checkpoints.load_run_model(run, s, params=P(tmp_path, augment_flips=False))
     # a recipe without flips is recorded as such and accepted by its own stages
     r = train.fit(P(tmp_path, augment_flips=False), toy, s, False, log=quiet)
     train.record_in_run(run, r, s)
-    train.load_run_model(run, s, params=P(tmp_path, augment_flips=False))
+    checkpoints.load_run_model(run, s, params=P(tmp_path, augment_flips=False))
     with pytest.raises(CheckpointError, match="train"):
-        train.load_run_model(run, s, params=P(tmp_path))
-    ref = json.loads((run / train.CHECKPOINT_REF).read_text())
+        checkpoints.load_run_model(run, s, params=P(tmp_path))
+    ref = json.loads((run / checkpoints.CHECKPOINT_REF).read_text())
     torch.save({"tampered": True}, ref["path"])
     with pytest.raises(CheckpointError, match="sha256"):
-        train.load_run_model(run, s)
+        checkpoints.load_run_model(run, s)
     with pytest.raises(CheckpointError, match="02_train"):
-        train.load_run_model(tmp_path / "nothing")
+        checkpoints.load_run_model(tmp_path / "nothing")

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import methods
 from .columns import (
     FIX_RATE_WARN,
     HELDOUT_REGRESSION_WARN,
@@ -24,11 +25,11 @@ from .columns import (
     UPDATE_NORM_WARN,
 )
 
-# why a method may lose accuracy on purpose
-WHY = {
-    "alphaedit_noproj": " (the ablation runs AlphaEdit's solve and L2 without the projection P, "
-    "to show what the null space prevents)",
-}
+
+def why(name: str) -> str:
+    """Why a method may lose accuracy on purpose (its registry note), in parentheses."""
+    m = methods.REGISTRY.get(name)
+    return f" ({m.loss_note})" if m is not None and m.loss_note else ""
 
 
 def _num(v: Any) -> float | None:
@@ -103,14 +104,14 @@ def record_alerts(
             + (f", 95% CI of the change up to {hi:+.3f}" if hi is not None else "")
             + (f", McNemar p = {p:.2g}" if p is not None else "")
             + ")"
-            + WHY.get(name, "")
+            + why(name)
         )
     vd, val_hi = _num(m.get("val_acc_delta")), val_delta_ci_high(m)
     if vd is not None and vd < -TEST_LOSS_WARN and (val_hi is None or val_hi < 0):
         n_val = _num(m.get("val_total"))
         of = f" ({round(-vd * n_val)} of {int(n_val)} samples" if n_val else " ("
         ci = f", 95% CI of the change up to {val_hi:+.3f})" if val_hi is not None else ")"
-        out.append(f"{name}: FT-Val accuracy falls by {-vd:.1%}{of}{ci}" + WHY.get(name, ""))
+        out.append(f"{name}: FT-Val accuracy falls by {-vd:.1%}{of}{ci}" + why(name))
     if fix is not None and fix < FIX_RATE_WARN:
         count = f" ({int(fixed)} of {int(total)})" if fixed is not None and total else ""
         out.append(

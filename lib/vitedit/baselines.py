@@ -1,4 +1,4 @@
-"""The two baselines, through the editors' interface (``edit(model, cfg, EditData) -> EditResult``).
+"""The two baselines, through the editors' interface (``edit(model, runner, EditData) -> EditResult``).
 
 - :class:`RetrainBaseline` (baseline 1): FT-Train plus the error samples, trained from the same
   initialisation as the original model (the same seed's scratch init or the same pretrained
@@ -25,14 +25,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import models, paths, train
+from . import paths, train
 from .datasets import Data
-from .editing import LOG_COLUMNS, EditData, EditResult, _log
-from .models import predict_probs
+from .editors.base import LOG_COLUMNS, EditData, Editor, EditResult, edit_log
+from .models import Runner
 from .splits import Split
 
 
-def _skipped(model, name: str, reason: str) -> EditResult:
+def _skipped(model, name: str | None, reason: str) -> EditResult:
     return EditResult(
         copy.deepcopy(model),
         pd.DataFrame(columns=LOG_COLUMNS),
@@ -55,30 +55,30 @@ def with_errors_in_training(split: Split, error_official_index: np.ndarray) -> S
     return Split(idx, split.seed, split.ft_train_ratio, split.dataset)
 
 
-class RetrainBaseline:
-    name = "baseline_retrain"
-
+class RetrainBaseline(Editor):
     def __init__(
         self,
+        *,
         params: Mapping[str, Any],
         data: Data,
         split: Split,
-        retrain_epochs: int | None = None,
-        progress: bool = False,
+        retrain_epochs: int | None,
+        progress: bool,
     ):
         # the original model's recipe; only the number of epochs may differ (None: the same)
         epochs = params["epochs"] if retrain_epochs is None else retrain_epochs
         self.params = dict(params, epochs=epochs, resume=False)
         self.data, self.split, self.progress = data, split, progress
 
-    def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
+    def edit(self, model, runner: Runner, data: EditData) -> EditResult:
         if len(data.labels) == 0:
             return _skipped(model, self.name, "no errors to add to the training set")
         if data.official_index is None:
             raise ValueError(
                 "RetrainBaseline needs the errors' official-train positions (EditData.official_index)"
             )
-        p_before = predict_probs(model, data.images, cfg, device=device)
+        info = self.start(data)
+        p_before = runner.probs(model, data.images)
         split = with_errors_in_training(self.split, np.asarray(data.official_index))
         t0 = time.perf_counter()
         result = train.fit(
@@ -87,15 +87,15 @@ class RetrainBaseline:
         seconds = time.perf_counter() - t0
         if result.reused:  # the time it took to train, recorded then (not the time to load it)
             seconds = float(sum(row.get("seconds", np.nan) for row in result.meta["history"]))
-        log = _log(p_before, predict_probs(result.model, data.images, cfg, device=device), data)
+        log = edit_log(p_before, runner.probs(result.model, data.images), data)
         log["edit_seconds"] = seconds
         return EditResult(
-            result.model.to(device).eval(),
+            result.model.to(runner.device).eval(),
             log,
             {
-                "method": self.name,
+                "method": info["method"],
                 "status": "ok",
-                "n_edits": int(len(data.labels)),
+                "n_edits": info["n_edits"],
                 "edit_seconds": seconds,
                 "stats_seconds": 0.0,
                 "epochs": self.params["epochs"],
@@ -107,51 +107,52 @@ class RetrainBaseline:
         )
 
 
-class FinetuneErrorsBaseline:
-    name = "baseline_finetune"
-
+class FinetuneErrorsBaseline(Editor):
     batch_size = 32  # error samples per step (at most max_edits of them)
     weight_decay = 0.0
 
-    def __init__(self, baseline_lr: float = 1e-5, baseline_epochs: int = 10, seed: int = 0):
-        self.lr, self.epochs, self.seed = baseline_lr, baseline_epochs, seed
+    def __init__(self, *, baseline_lr: float, baseline_epochs: int, seed: int):
+        self.baseline_lr, self.baseline_epochs, self.seed = baseline_lr, baseline_epochs, seed
 
-    def edit(self, model, cfg, data: EditData, device="cpu") -> EditResult:
+    def edit(self, model, runner: Runner, data: EditData) -> EditResult:
         if len(data.labels) == 0:
             return _skipped(model, self.name, "no error samples to fine-tune on")
-        device = torch.device(device)
+        info = self.start(data)
+        device = runner.device
         tuned = copy.deepcopy(model).to(device)
-        p_before = predict_probs(tuned, data.images, cfg, device=device)
+        p_before = runner.probs(tuned, data.images)
         torch.manual_seed(self.seed)
         g = torch.Generator().manual_seed(self.seed)
-        opt = torch.optim.AdamW(tuned.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(
+            tuned.parameters(), lr=self.baseline_lr, weight_decay=self.weight_decay
+        )
         y_all = np.asarray(data.labels, dtype=np.int64)
         t0 = time.perf_counter()
         tuned.train()
-        for _ in range(self.epochs):
+        for _ in range(self.baseline_epochs):
             perm = torch.randperm(len(y_all), generator=g).numpy()
-            for sl in models.iter_batches(len(perm), self.batch_size):
-                idx = perm[sl]
-                x = models.preprocess(data.images[idx], cfg, device)
+            for start in range(0, len(perm), self.batch_size):
+                idx = perm[start : start + self.batch_size]
+                x = runner.inputs(data.images[idx])
                 loss = F.cross_entropy(tuned(x).float(), torch.as_tensor(y_all[idx], device=device))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
         tuned.eval()
         seconds = time.perf_counter() - t0
-        log = _log(p_before, predict_probs(tuned, data.images, cfg, device=device), data)
+        log = edit_log(p_before, runner.probs(tuned, data.images), data)
         log["edit_seconds"] = seconds
         return EditResult(
             tuned,
             log,
             {
-                "method": self.name,
+                "method": info["method"],
                 "status": "ok",
-                "n_edits": int(len(y_all)),
+                "n_edits": info["n_edits"],
                 "edit_seconds": seconds,
                 "stats_seconds": 0.0,
-                "epochs": self.epochs,
-                "lr": self.lr,
+                "epochs": self.baseline_epochs,
+                "lr": self.baseline_lr,
             },
         )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import budget
+from . import budget, methods
 from .sweep.report import BENCHMARK_NOTEBOOK as REPORT_NOTEBOOK  # noqa: F401 (rendered by the sweep)
 from .sweep.report import report_context
 
@@ -159,7 +159,7 @@ def times(summary: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     keys = [k for k in budget.group_keys(points) if k in ok.columns]
     ok = budget._with_groups(ok) if len(ok) else ok
     retrain = (
-        ok[ok.method == "baseline_retrain"].groupby(keys).edit_time_seconds.mean()
+        ok[ok.method == methods.by_alias("retrain").name].groupby(keys).edit_time_seconds.mean()
         if len(ok)
         else pd.Series(dtype=float)
     )
@@ -296,11 +296,9 @@ def report_warnings(summary: pd.DataFrame, points: pd.DataFrame) -> list[str]:
     return out
 
 
-# the null-space methods and the parameter that sets their preserved subspace
-NULL_SPACE_METHODS = {
-    "alphaedit": "nullspace_threshold",
-    "head_nullspace": "head_nullspace_threshold",
-}
+def null_space_methods() -> dict[str, str]:
+    """The null-space methods and the parameter that sets their preserved subspace (registry)."""
+    return {m.name: m.null_space_key for m in methods.REGISTRY.values() if m.null_space_key}
 
 
 def key_energy(summary: pd.DataFrame) -> pd.DataFrame:
@@ -326,7 +324,8 @@ def key_energy(summary: pd.DataFrame) -> pd.DataFrame:
     ]
     if not len(summary) or "run_dir" not in summary:
         return pd.DataFrame(columns=cols)
-    ok = summary[(summary.status == "ok") & summary.method.isin(list(NULL_SPACE_METHODS))]
+    key_of = null_space_methods()
+    ok = summary[(summary.status == "ok") & summary.method.isin(list(key_of))]
     rows = []
     for _, r in ok.iterrows():
         f = Path(str(r.run_dir)) / "edits" / f"{r.method}.json"
@@ -345,9 +344,7 @@ def key_energy(summary: pd.DataFrame) -> pd.DataFrame:
                     "method": r.method,
                     # the edit's own record: the summary lists only the searched parameters
                     "threshold": float(
-                        (rec.get("settings") or {}).get(
-                            NULL_SPACE_METHODS[r.method], r.get(NULL_SPACE_METHODS[r.method])
-                        )
+                        (rec.get("settings") or {}).get(key_of[r.method], r.get(key_of[r.method]))
                     ),
                     "layer": layer,
                     "kept_dim": li.get("kept_dim", np.nan),

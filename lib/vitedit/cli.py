@@ -31,10 +31,10 @@ STAGE_NOTEBOOK = {
 }
 STAGES = [*STAGE_NOTEBOOK, "full"]
 CLI_OWNED = ("run_dir",)  # parameters the CLI sets itself (from --runs-dir / --run-name)
-BASELINE_OF = {
-    "baseline1": "baseline_retrain",
-    "baseline2": "baseline_finetune",
-}  # the original's stage names
+# the original system's --stage names of the baselines (declared in the method registry)
+BASELINE_OF = {m.cli_stage: m.name for m in methods.REGISTRY.values() if m.cli_stage}
+# the original's flags that select one method (--closed-form: head_closed_form)
+FLAG_OF = {m.cli_flag: m.name for m in methods.REGISTRY.values() if m.cli_flag}
 # options that map 1:1 to parameters (option dest -> parameter)
 OPTION_PARAMS = [
     "dataset",
@@ -80,10 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--stage",
         choices=STAGES,
         default="full",
-        help="data: 01_split; train: 02_train; locate: 03_locate; edit: 04 (alphaedit, memit, "
-        "alphaedit_noproj) or 05 (head) by --edit-method; eval: 06; baseline1 / baseline2: 07 "
-        "(retrain / fine-tune on "
-        "errors); earlier notebooks not yet done in the run folder run first; full: every notebook",
+        help="data: 01_split; train: 02_train; locate: 03_locate; edit: the notebook of "
+        "--edit-method ("
+        + methods.by_notebook_text()
+        + "); eval: 06; "
+        + " / ".join(BASELINE_OF)
+        + ": 07 with "
+        + " / ".join(BASELINE_OF.values())
+        + "; earlier notebooks not yet done in the run folder run first; full: every notebook",
     )
     ap.add_argument(
         "--params",
@@ -150,9 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--edit-method",
         choices=methods.names(baselines=False),
         help="--stage edit: which registered method (default: every method of 04); "
-        "'head' with --closed-form is head_closed_form",
+        + "; ".join(f"{flag} selects {name}" for flag, name in FLAG_OF.items()),
     )
-    g.add_argument("--closed-form", action="store_true", help="head editing in closed form (ridge)")
+    for flag, name in FLAG_OF.items():
+        g.add_argument(flag, action="store_true", help=f"the original's flag for {name}")
     g.add_argument("--max-edits", type=int, help="Edit-Discovery errors to edit (30)")
     g.add_argument(
         "--edit-selection",
@@ -261,11 +266,20 @@ def resolve_params(args: argparse.Namespace, stored: dict | None = None) -> dict
 
 
 def chosen_method(args: argparse.Namespace) -> str | None:
-    """The one method a call asks for (``--edit-method``, ``--closed-form``, ``--stage baseline1/2``)."""
-    if args.closed_form and args.edit_method not in (None, "head", "head_closed_form"):
-        raise params_mod.ParamError("--closed-form applies to --edit-method head")
-    if args.closed_form:
-        return "head_closed_form"
+    """The one method a call asks for (``--edit-method``, a registered method's flag such as
+    ``--closed-form``, ``--stage baseline1/2``). A flag applies to its own method's notebook."""
+    for flag, name in FLAG_OF.items():
+        if getattr(args, flag.lstrip("-").replace("-", "_")):
+            given = args.edit_method
+            if (
+                given is not None
+                and given != name
+                and (methods.get(given).notebook != methods.get(name).notebook)
+            ):
+                raise params_mod.ParamError(
+                    f"{flag} applies to the methods of {methods.get(name).notebook}, not {given}"
+                )
+            return name
     if args.stage in BASELINE_OF:
         return BASELINE_OF[args.stage]
     return args.edit_method
@@ -339,9 +353,9 @@ def _update_reports_index(run_dir: Path) -> None:
 
 def run_seeds(args: argparse.Namespace) -> int:
     """One complete run per seed under a parent folder, then the statistics across seeds."""
-    # lazy: evaluation imports torch, timm and scikit-learn (about 5 s on 2 cores), which
+    # lazy: comparison and paired import pandas and scipy (about 1 s on 2 cores), which
     # `vitedit --help` and refused parameters do not need
-    from . import evaluation
+    from . import comparison, paired
 
     runs_dir = (
         paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else paths.resolve(runs.RUNS_DIR)
@@ -364,10 +378,10 @@ def run_seeds(args: argparse.Namespace) -> int:
             False,
         )
         codes[seed] = run(one)
-    tables = {s: evaluation.load_metrics(parent / f"seed-{s}") for s, c in codes.items() if c == 0}
-    agg = evaluation.aggregate_seeds(tables)
+    tables = {s: comparison.load_metrics(parent / f"seed-{s}") for s, c in codes.items() if c == 0}
+    agg = paired.aggregate_seeds(tables)
     agg.to_csv(parent / "seeds_summary.csv", index=False)
-    report.write_seeds_index(parent, codes, evaluation.seeds_table(agg) if len(agg) else None)
+    report.write_seeds_index(parent, codes, paired.seeds_table(agg) if len(agg) else None)
     failed = [s for s, c in codes.items() if c != 0]
     print(
         f"seeds summary: {parent / 'seeds_summary.csv'}"

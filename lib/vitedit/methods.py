@@ -5,9 +5,11 @@ keyword names are the schema keys themselves), which notebook runs it, and what 
 on. The CLI's choices, the ``methods`` parameter, the sweep's tables and folder names, and the
 notebooks' loops all read this registry (compare ROME's ``ALG_DICT`` and timm's ``register_model``).
 
-Adding a method = one editor class (``edit(model, cfg, EditData, device) -> EditResult``) + one
+Adding a method = one editor module in :mod:`vitedit.editors` (a class with
+``edit(model, runner, EditData) -> EditResult``; a head editor implements only its ``solve``) + one
 :func:`register` call below + its tests; ``tests/test_methods.py`` fails when an editor's keyword is
-not a schema key or a method's schema key is not a keyword of its editor.
+not a schema key or a method's schema key is not a keyword of its editor, and runs every registered
+method through the editor interface.
 
 This module imports neither torch nor the editors: the CLI and the sweep read it without paying for
 torch (about 2 s per process); :attr:`Method.editor_class` imports the editor when it is needed.
@@ -29,8 +31,8 @@ SHARED_KEYS = ("max_edits", "edit_selection", "edit_pair", "projection_samples")
 # keyword arguments the stage passes to an editor besides schema keys (not parameters of the study)
 CONTEXT_ARGS = {
     "layers": "edit layers chosen from the tracing result (03_locate)",
-    "cache_dir": "folder of the cached key statistics (<checkpoint_dir>/stats)",
-    "cache_key": "what the cached statistics depend on (the base checkpoint's sha256)",
+    "stats_cache": "where the key statistics are cached and what they depend on "
+    "(<checkpoint_dir>/stats, the base checkpoint's sha256)",
     "params": "the run's full parameters (the retrain baseline trains with the original recipe)",
     "data": "the dataset (the retrain baseline trains on it)",
     "split": "the 4-set split (the retrain baseline trains on FT-Train plus the errors)",
@@ -57,6 +59,13 @@ class Method:
     name_keys: Mapping[str, str] = field(
         default_factory=dict
     )  # parameter -> its label in sweep folder names
+    # parameter -> (other parameter, value): without effect while the other has that value, so
+    # left out of content hashes then (a grid over both plans each distinct edit once)
+    inactive_when: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
+    null_space_key: str | None = None  # the parameter that sets its preserved subspace, if any
+    cli_stage: str | None = None  # the original CLI's --stage value that runs it alone
+    cli_flag: str | None = None  # the original CLI's flag that selects it (e.g. --closed-form)
+    loss_note: str = ""  # why it may lose accuracy on purpose (said beside an accuracy warning)
 
     @property
     def is_baseline(self) -> bool:
@@ -82,13 +91,17 @@ class Method:
         return {**{k: p[k] for k in self.params}, **self.fixed}
 
     def build(self, p: Mapping[str, Any], **context: Any):
-        """The editor, configured from the parameters ``p`` and the stage's ``context``."""
+        """The editor, configured from the parameters ``p`` (a run's, every key resolved: the
+        schema is the only source of defaults) and the stage's ``context``; it carries this
+        method's name."""
         unknown = set(context) - set(self.context)
         if unknown:
             raise TypeError(
                 f"{self.name}: unexpected context {sorted(unknown)}; it takes {list(self.context)}"
             )
-        return self.editor_class(**self.kwargs(p), **context)
+        editor = self.editor_class(**self.kwargs(p), **context)
+        editor.name = self.name
+        return editor
 
 
 REGISTRY: dict[str, Method] = {}
@@ -118,6 +131,12 @@ def names(notebook: str | None = None, baselines: bool | None = None) -> list[st
     ]
 
 
+def by_notebook_text() -> str:
+    """The registered methods per notebook, in words (help texts)."""
+    notebooks = dict.fromkeys(m.notebook for m in REGISTRY.values())
+    return "; ".join(f"{nb[:2]} {', '.join(names(nb))}" for nb in notebooks)
+
+
 def by_alias(alias: str) -> Method:
     for m in REGISTRY.values():
         if alias in (m.alias, m.name):
@@ -133,38 +152,33 @@ _TARGET_KEYS = (
     "v_weight_decay_rule",
     "clamp_norm_factor",
 )
-_RUN_KEYS = ("edit_modules", "stats_scope", "edit_batch_size", "eval_batch_size", "progress")
+_RUN_KEYS = ("edit_modules", "stats_scope", "edit_batch_size", "progress")
+_LAYER_CONTEXT = ("layers", "stats_cache")
 
 register(
     Method(
         "alphaedit",
-        "vitedit.editing:AlphaEdit",
+        "vitedit.editors.alphaedit:AlphaEdit",
         "04_edit_alphaedit",
-        (
-            "nullspace_threshold",
-            "nullspace_rule",
-            "L2",
-            "L2_rule",
-            *_RUN_KEYS,
-            *_TARGET_KEYS,
-        ),
+        ("nullspace_threshold", "nullspace_rule", "L2", "L2_rule", *_RUN_KEYS, *_TARGET_KEYS),
         "AlphaEdit: null-space-projected MEMIT-style update of the traced layers' MLP output "
         "(Fang et al. 2025)",
         fixed={"null_space": True},
-        context=("layers", "cache_dir", "cache_key"),
+        context=_LAYER_CONTEXT,
         uses_layers=True,
         name_keys={"nullspace_threshold": "thresh", "L2": "L2"},
+        null_space_key="nullspace_threshold",
     )
 )
 register(
     Method(
         "memit",
-        "vitedit.editing:MEMIT",
+        "vitedit.editors.memit:MEMIT",
         "04_edit_alphaedit",
         ("mom2_update_weight", *_RUN_KEYS, *_TARGET_KEYS),
         "MEMIT: covariance-weighted least squares (K Kᵀ + λ·C0)⁻¹ with C0 the preserved keys' second "
         "moment (Meng et al. 2023)",
-        context=("layers", "cache_dir", "cache_key"),
+        context=_LAYER_CONTEXT,
         uses_layers=True,
         name_keys={"mom2_update_weight": "mom2w"},
     )
@@ -172,41 +186,42 @@ register(
 register(
     Method(
         "alphaedit_noproj",
-        "vitedit.editing:AlphaEdit",
+        "vitedit.editors.alphaedit:AlphaEdit",
         "04_edit_alphaedit",
         ("L2", "L2_rule", *_RUN_KEYS, *_TARGET_KEYS),
         "ablation: AlphaEdit's solve with P = I and no C0 term (plain ridge least squares; not "
         "MEMIT): what the null space buys",
-        fixed={"null_space": False},
-        context=("layers", "cache_dir", "cache_key"),
+        fixed={"null_space": False, "nullspace_threshold": None, "nullspace_rule": None},
+        context=_LAYER_CONTEXT,
         uses_layers=True,
         name_keys={"L2": "L2"},
+        loss_note="the ablation runs AlphaEdit's solve and L2 without the projection P, to show "
+        "what the null space prevents",
     )
 )
 register(
     Method(
         "head",
-        "vitedit.editing:HeadEditor",
+        "vitedit.editors.head_gradient:HeadGradientEditor",
         "05_edit_head",
-        ("head_lr", "head_steps", "ewc_lambda", "eval_batch_size"),
+        ("head_lr", "head_steps", "ewc_lambda"),
         "classifier head by gradient with an EWC penalty",
-        fixed={"closed_form": False},
     )
 )
 register(
     Method(
         "head_closed_form",
-        "vitedit.editing:HeadEditor",
+        "vitedit.editors.head_closed_form:HeadClosedFormEditor",
         "05_edit_head",
-        ("ridge_lambda", "head_margin", "head_error_weight", "eval_batch_size"),
+        ("ridge_lambda", "head_margin", "head_error_weight"),
         "classifier head in closed form (ridge toward the original head, margin targets)",
-        fixed={"closed_form": True},
+        cli_flag="--closed-form",
     )
 )
 register(
     Method(
         "head_nullspace",
-        "vitedit.editing:HeadNullspaceEditor",
+        "vitedit.editors.head_nullspace:HeadNullspaceEditor",
         "05_edit_head",
         (
             "head_nullspace_threshold",
@@ -215,24 +230,22 @@ register(
             "head_verify_budget",
             "head_verify_backoff",
             "head_verify_holdout",
-            "eval_batch_size",
         ),
         "classifier head in closed form inside the null space of the FT-Train keys (AlphaEdit's "
         "projection at the head), optionally scaled back to a prediction-change budget",
+        inactive_when={
+            "head_verify_backoff": ("head_verify_budget", 0.0),
+            "head_verify_holdout": ("head_verify_budget", 0.0),
+        },
+        null_space_key="head_nullspace_threshold",
     )
 )
 register(
     Method(
         "head_guarded",
-        "vitedit.editing:HeadGuardedEditor",
+        "vitedit.editors.head_guarded:HeadGuardedEditor",
         "05_edit_head",
-        (
-            "head_margin",
-            "head_keep_margin",
-            "head_keep_weight",
-            "head_keep_pull",
-            "eval_batch_size",
-        ),
+        ("head_margin", "head_keep_margin", "head_keep_weight", "head_keep_pull"),
         "classifier head by squared hinges: fix the errors with a margin while every statistics "
         "sample keeps its decision with a margin, plus a ridge pull on their logits",
     )
@@ -246,6 +259,7 @@ register(
         "baseline 1: retrain on FT-Train plus the errors from the original initialisation",
         context=("params", "data", "split"),
         alias="retrain",
+        cli_stage="baseline1",
     )
 )
 register(
@@ -256,5 +270,6 @@ register(
         ("baseline_lr", "baseline_epochs", "seed"),
         "baseline 2: fine-tune the model on the errors only",
         alias="finetune",
+        cli_stage="baseline2",
     )
 )

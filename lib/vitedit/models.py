@@ -273,6 +273,39 @@ def predict_probs(
     return torch.softmax(predict_logits(model, images, cfg, batch_size, device), -1)
 
 
+@dataclass(frozen=True)
+class Runner:
+    """How models are run on raw images: the preprocessing config, the inference batch size and the
+    device, passed as one object (editors, evaluation and tracing take a runner instead of the
+    three). Its methods are :func:`predict_logits` and its siblings with these three filled in."""
+
+    cfg: ModelConfig
+    batch_size: int
+    device: torch.device
+
+    def __post_init__(self):
+        object.__setattr__(self, "device", torch.device(self.device))
+
+    def inputs(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Raw images as the model's input on the device (:func:`preprocess`)."""
+        return preprocess(images, self.cfg, self.device)
+
+    def batches(self, n: int) -> Iterator[slice]:
+        return iter_batches(n, self.batch_size)
+
+    def autocast(self):
+        return autocast(self.device)
+
+    def logits(self, model, images, progress: bool = False, desc: str = "predict") -> torch.Tensor:
+        return predict_logits(model, images, self.cfg, self.batch_size, self.device, progress, desc)
+
+    def probs(self, model, images) -> torch.Tensor:
+        return predict_probs(model, images, self.cfg, self.batch_size, self.device)
+
+    def pre_logits(self, model, images) -> torch.Tensor:
+        return predict_pre_logits(model, images, self.cfg, self.batch_size, self.device)
+
+
 def save_atomic(obj, path) -> None:
     """``torch.save`` so that ``path`` is either the old file or the complete new one."""
     buf = io.BytesIO()

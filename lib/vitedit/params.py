@@ -661,13 +661,13 @@ SCHEMA: dict[str, Param] = {
         # --- run ----------------------------------------------------------------------------
         Param(
             "methods",
-            methods_mod.names(),
+            None,
             "str_list",
             "run",
-            "the methods and baselines to run (vitedit.methods.REGISTRY); each notebook runs its own: "
-            "04 alphaedit/memit/alphaedit_noproj, 05 head/head_closed_form/head_nullspace/head_guarded, "
-            "07 baseline_retrain/baseline_finetune",
+            "the registered methods and baselines to run (vitedit.methods.REGISTRY; none: every "
+            "one); each notebook runs its own: " + methods_mod.by_notebook_text(),
             choices=tuple(methods_mod.names()),
+            optional=True,
         ),
         Param(
             "device",

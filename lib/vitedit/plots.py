@@ -567,6 +567,19 @@ def eigen_spectra(layer_info: dict, threshold: float | None = None, path: Path |
     return _save(fig, path)
 
 
+def layer_spectra(results: dict, figure) -> None:
+    """Notebook 04's spectra: the first layer edit (in registry order) that recorded its key
+    spectra, and, when it projects (its layers record a null-space cut), its null-space
+    dimensions. ``figure(name)`` gives a figure's path in the run folder."""
+    for res in results.values():
+        info = res.info.get("layer_info")
+        if info and all("eigenvalues" in v for v in info.values()):
+            if any("eigenvalue_cut" in v for v in info.values()):
+                nullspace_dims(info, path=figure("nullspace_dims.png"))
+            eigen_spectra(info, path=figure("eigen_spectra.png"))  # dashed: the cut
+            return
+
+
 def update_norms(table: pd.DataFrame, path: Path | None = None):
     """Frobenius norm of each layer's update relative to its weight norm, per method."""
     fig, ax = plt.subplots(figsize=(6, 3))

@@ -1,53 +1,37 @@
-"""Fine-tuning on FT-Train with early stopping on FT-Val, content-addressed checkpoints.
-
-The checkpoint name encodes everything that determined its weights (dataset, data file,
-split, model config, weights source, seed, training hyper-parameters, precision), so a run
-with another seed or ratio can never pick up a model that saw its Edit-Discovery samples.
-"""
+"""Fine-tuning on FT-Train with early stopping on FT-Val, into a content-addressed checkpoint
+(:mod:`vitedit.checkpoints`: its name encodes everything that determined its weights)."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
-import pickle
 import time
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import filelock
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from . import models, paths
+from .checkpoints import (
+    CHECKPOINT_REF,
+    CheckpointError,
+    canonical,
+    checkpoint_fields,
+    checkpoint_path,
+    file_lock,
+    load_checkpoint,
+    read_torch,
+    sha256_file,
+)
 from .datasets import Data
-from .params import digest
 from .progress import bar as progress_bar
 from .splits import Split
-
-RECIPE_VERSION = 1  # bump when the training loop changes what weights a key produces
-TRAIN_KEYS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "warmup_frac",
-    "label_smoothing",
-    "drop_path",
-    "augment",
-    "patience",
-)
-CHECKPOINT_REF = "checkpoint.json"
-
-
-class CheckpointError(ValueError):
-    pass
 
 
 class TrainingError(RuntimeError):
@@ -61,67 +45,6 @@ class TrainResult:
     checkpoint: Path
     meta: dict
     reused: bool
-
-
-# --------------------------------------------------------------------------- keys
-def checkpoint_fields(
-    params: Mapping[str, Any], data: Data, split: Split, device: torch.device
-) -> dict:
-    cfg = models.get_config(params["model"])
-    pretrained = (
-        cfg.pretrained_default if params.get("pretrained") is None else params["pretrained"]
-    )
-    weights = None
-    if pretrained:
-        weights = "timm-hub"
-        if params.get("weights_path"):
-            weights = "file-sha256:" + sha256_file(paths.resolve(params["weights_path"]))
-    fields = {}
-    if str(data.info.name).startswith("liver"):
-        # the liver data's official train/val/test split is drawn with this seed: neither the data
-        # MD5 nor the FT-Train/Edit-Discovery digest sees it
-        fields["liver_split_seed"] = params["liver_split_seed"]
-    return _canon(
-        {
-            **fields,
-            "recipe": RECIPE_VERSION,
-            "dataset": data.info.name,
-            "size": params.get("size"),
-            "data_md5": data.md5,
-            "split": split.digest,
-            "seed": params["seed"],
-            "ft_train_ratio": params["ft_train_ratio"],
-            "model": cfg.to_dict(),
-            "weights": weights,
-            "precision": "bf16" if device.type == "cuda" else "fp32",
-            "train": train_fields(params),
-        }
-    )
-
-
-def train_fields(params: Mapping[str, Any]) -> dict:
-    """The training recipe a checkpoint records (its name's hash, and what a run's stages check)."""
-    return {
-        **{k: params[k] for k in TRAIN_KEYS},
-        # added later: only when off, so that earlier checkpoints keep their names
-        **({"augment_flips": False} if not params.get("augment_flips", True) else {}),
-    }
-
-
-def _canon(obj: Any) -> Any:
-    """JSON-normal form (tuples -> lists), so stored and fresh fields compare equal."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
-def checkpoint_path(params: Mapping[str, Any], fields: dict) -> Path:
-    ratio = f"{fields['ft_train_ratio']:g}"
-    data = f"{fields['dataset']}{fields['size'] or ''}"
-    name = f"{data}_{params['model']}_s{fields['seed']}_r{ratio}_{digest(fields)}.pt"
-    return paths.resolve(params.get("checkpoint_dir") or "checkpoints") / name
-
-
-def sha256_file(path: Path) -> str:
-    return paths.file_hash(path, "sha256")
 
 
 # --------------------------------------------------------------------------- pieces
@@ -184,56 +107,6 @@ def improved(val: dict, best: dict | None, min_loss_delta: float = 1e-4) -> bool
     return val["loss"] < best["val_loss"] - min_loss_delta
 
 
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive lock on ``<path>.lock`` while the block runs (one writer of ``path`` at a time;
-    ``filelock`` works on Linux, macOS and Windows, unlike ``fcntl``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(path.with_name(path.name + ".lock")):
-        yield
-
-
-def read_torch(path: Path, what: str, fix: str, device="cpu", weights_only: bool = False) -> Any:
-    """``torch.load`` of one of the project's own files; a file that cannot be read is named as
-    corrupt with ``fix`` (a truncated or overwritten file fails inside torch with an error that
-    names no path)."""
-    try:
-        return torch.load(path, map_location=device, weights_only=weights_only)
-    except (
-        RuntimeError,
-        OSError,
-        EOFError,
-        ValueError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as e:
-        if "out of memory" in str(e):  # not the file's fault
-            raise
-        raise CheckpointError(
-            f"{what} {path} is corrupt or truncated ({type(e).__name__}: {str(e)[:120]}); {fix}"
-        ) from None
-
-
-def load_checkpoint(path: Path, device="cpu") -> tuple[torch.nn.Module, dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    blob = read_torch(
-        path,
-        "checkpoint",
-        "delete it and rerun 02_train (CLI: --stage train), which trains it again",
-        device,
-    )
-    if not isinstance(blob, dict) or "state_dict" not in blob or "fields" not in blob:
-        raise CheckpointError(f"{path} is not a vitedit checkpoint")
-    cfg = model_config_of(blob)
-    model = models.build_model(cfg, blob["num_classes"], pretrained=False)
-    model.load_state_dict(blob["state_dict"])
-    model.eval()
-    meta = {k: v for k, v in blob.items() if k != "state_dict"}
-    return model.to(device), meta
-
-
 # --------------------------------------------------------------------------- training
 def fit(
     params: Mapping[str, Any],
@@ -264,7 +137,7 @@ def fit(
 
 def _reuse(ckpt: Path, fields: dict, device, log) -> TrainResult:
     model, meta = load_checkpoint(ckpt, device)
-    if _canon(meta["fields"]) != fields:
+    if canonical(meta["fields"]) != fields:
         raise CheckpointError(
             f"{ckpt} was trained under other settings than its name says; delete it"
         )
@@ -305,7 +178,7 @@ def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -
     state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0}
     if params.get("resume") and resume_file.is_file():
         r = read_torch(resume_file, "resume file", "delete it to train from the start", device)
-        if _canon(r["fields"]) == fields:
+        if canonical(r["fields"]) == fields:
             model.load_state_dict(r["model"])
             opt.load_state_dict(r["opt"])
             sched.load_state_dict(r["sched"])
@@ -442,54 +315,3 @@ def record_in_run(run_dir: Path, result: TrainResult, split: Split) -> dict:
     }
     paths.atomic_write_text(Path(run_dir) / CHECKPOINT_REF, json.dumps(ref, indent=2, default=str))
     return ref
-
-
-def run_checkpoint_ref(run_dir: Path) -> dict:
-    """The ``checkpoint.json`` of a run (path and sha256 of the model it trained)."""
-    f = Path(run_dir) / CHECKPOINT_REF
-    if not f.is_file():
-        raise CheckpointError(
-            f"{run_dir} has no {CHECKPOINT_REF}: run notebook 02_train (CLI: --stage train) first"
-        )
-    return json.loads(f.read_text())
-
-
-def model_config_of(meta: Mapping[str, Any]) -> models.ModelConfig:
-    """The model config a checkpoint was trained with (from its metadata)."""
-    return models.ModelConfig(**meta["fields"]["model"])
-
-
-def load_run_model(
-    run_dir: Path, split: Split | None = None, device="cpu", params: Mapping[str, Any] | None = None
-) -> tuple[torch.nn.Module, dict]:
-    """The model this run trained; refused if the file changed, belongs to another split, or
-    (given ``params``) was trained with another dataset, seed, ratio, model config or recipe."""
-    ref = run_checkpoint_ref(run_dir)
-    path = Path(ref["path"])
-    if not path.is_file():
-        raise CheckpointError(f"the checkpoint this run trained ({path}) is gone; rerun 02_train")
-    if sha256_file(path) != ref["sha256"]:
-        raise CheckpointError(
-            f"{path} differs from the checkpoint this run trained (sha256 mismatch); rerun 02_train"
-        )
-    if split is not None and ref["split"] != split.digest:
-        raise CheckpointError(
-            f"{path} was trained on split {ref['split']} but this run's split is {split.digest}"
-        )
-    if params is not None:
-        f = ref["fields"]
-        want = {
-            "dataset": params["dataset"],
-            "seed": params["seed"],
-            "ft_train_ratio": params["ft_train_ratio"],
-            "model": _canon(models.get_config(params["model"]).to_dict()),
-            "train": train_fields(params),
-        }
-        diffs = [k for k, v in want.items() if _canon(f.get(k)) != _canon(v)]
-        if diffs:
-            raise CheckpointError(
-                f"the checkpoint of {run_dir} was trained with other {', '.join(diffs)} than this "
-                f"stage's parameters; rerun 02_train or use the run's parameters"
-            )
-    model, meta = load_checkpoint(path, device)
-    return model, meta

@@ -25,21 +25,22 @@ HASH_NEUTRAL = {
     "head_verify_backoff": "scale",
     "head_verify_holdout": 0.0,
 }
-# parameters that have no effect while another one has a given value: left out of the hash then, so
-# that a grid over both plans each distinct edit once (head_nullspace without a verify budget never
-# backs off)
-INACTIVE_WHEN = {
-    "head_verify_backoff": ("head_verify_budget", 0.0),
-    "head_verify_holdout": ("head_verify_budget", 0.0),
-}
+
+
+def inactive_when() -> dict[str, tuple[str, Any]]:
+    """Parameters without effect while another has a given value (declared by the methods in the
+    registry): left out of the hash then, so that a grid over both plans each distinct edit once."""
+    return {k: v for m in methods_mod.REGISTRY.values() for k, v in m.inactive_when.items()}
 
 
 def content_key(p: Mapping[str, Any], keys: Iterable[str]) -> dict:
     """The values of ``keys`` that identify a result (hash-neutral defaults and parameters without
     effect left out)."""
 
+    inactive = inactive_when()
+
     def idle(k: str) -> bool:
-        other, value = INACTIVE_WHEN.get(k, (None, None))
+        other, value = inactive.get(k, (None, None))
         return other is not None and p.get(other) == value
 
     return {

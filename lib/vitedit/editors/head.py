@@ -1,0 +1,113 @@
+"""What the classifier-head editors share: the head's inputs, and an ``edit()`` that does the
+common work (copy the model, read the features of the statistics samples and of the errors, write
+the new head, record timings, norms and the log), so each head editor implements only its
+:meth:`HeadEditor.solve`. The backbone stays bit-identical; only ``model.head`` (weight and bias)
+changes. Every head editor works on ``Θ = [W b]`` (classes × (features + 1)).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models import Runner
+from .base import EditData, Editor, EditResult, edit_log, unchanged
+
+
+@dataclass
+class HeadFeatures:
+    """Pre-logit features (float32, what ``model.head`` reads) of the statistics samples and of
+    the errors, by the batches and precision of the evaluation (:meth:`Runner.pre_logits`)."""
+
+    stats: torch.Tensor
+    errors: torch.Tensor
+
+    @staticmethod
+    def keys(f: torch.Tensor) -> torch.Tensor:
+        """The head's inputs ``[f; 1]`` (float64): the keys of an update of ``[W b]``."""
+        return torch.cat([f, torch.ones(len(f), 1)], 1).double()
+
+    @property
+    def stats_keys(self) -> torch.Tensor:
+        return self.keys(self.stats)
+
+    @property
+    def error_keys(self) -> torch.Tensor:
+        return self.keys(self.errors)
+
+
+@dataclass
+class HeadUpdate:
+    """A head editor's answer: the new head ``theta`` and the update ``delta`` (both
+    classes × (features + 1), in the solver's precision) and what the solver records."""
+
+    theta: torch.Tensor
+    delta: torch.Tensor
+    info: dict = field(default_factory=dict)
+
+
+def head_parameters(model) -> torch.Tensor:
+    """``Θ0 = [W b]`` (float64) of ``model.head``."""
+    head = model.head
+    return torch.cat([head.weight.detach(), head.bias.detach()[:, None]], 1).double().cpu()
+
+
+def set_head(model, theta: torch.Tensor) -> None:
+    """Write ``theta`` = ``[W b]`` (C, d+1) into ``model.head``."""
+    with torch.no_grad():
+        model.head.weight.copy_(theta[:, :-1].float())
+        model.head.bias.copy_(theta[:, -1].float())
+
+
+class HeadEditor(Editor):
+    """The common ``edit()`` of the head editors; a subclass implements :meth:`solve`."""
+
+    def solve(self, theta0: torch.Tensor, feats: HeadFeatures, data: EditData) -> HeadUpdate:
+        raise NotImplementedError
+
+    def edit(self, model, runner: Runner, data: EditData) -> EditResult:
+        edited = copy.deepcopy(model).to(runner.device).eval()
+        info = {
+            **self.start(data),
+            "params_changed": int(edited.head.weight.numel() + edited.head.bias.numel()),
+        }
+        if len(data.labels) == 0:
+            return unchanged(edited, info)
+        p_before = runner.probs(edited, data.images)
+        t0 = time.perf_counter()
+        feats = HeadFeatures(
+            runner.pre_logits(edited, data.stats_images), runner.pre_logits(edited, data.images)
+        )
+        stats_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        theta0 = head_parameters(edited)
+        step = self.solve(theta0, feats, data)
+        set_head(edited, step.theta)
+        edit_seconds = time.perf_counter() - t1
+        delta = step.delta.double()  # norms in float64, whatever the solver's precision
+        update_norm = float(delta.norm())
+        head_info = step.info.pop("layer_info", {})
+        info.update(
+            {
+                "edit_seconds": edit_seconds,
+                "stats_seconds": stats_seconds,
+                **step.info,
+                "update_norm_weight": float(delta[:, :-1].norm()),
+                "update_norm_bias": float(delta[:, -1].norm()),
+                # the same figures as the layer edits' (alerts: the update against the weights)
+                "layer_info": {
+                    "head": {
+                        **head_info,
+                        "update_norm": update_norm,
+                        "weight_norm": float(theta0.norm()),
+                    }
+                },
+            }
+        )
+        log = edit_log(p_before, runner.probs(edited, data.images), data)
+        log["update_norm_head"] = update_norm
+        log["edit_seconds"] = edit_seconds
+        return EditResult(edited, log, info)

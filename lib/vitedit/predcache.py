@@ -1,0 +1,96 @@
+"""Models' predictions cached by content (``<checkpoint_dir>/predictions``; safe to delete): the
+base model is evaluated once per checkpoint and set, not once per experiment, and a head edit is
+evaluated from the cached pre-logit features without a backbone pass."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+
+from . import models
+from .models import Runner
+from .paths import atomic_write_bytes
+
+# part of every cache key: raise it when preprocessing or the forward pass changes
+CACHE_VERSION = 1
+
+
+def prediction_key(model, images: np.ndarray, runner: Runner, skip: str | None = None) -> str:
+    """What determines a model's outputs on ``images``: its weights (those whose name starts with
+    ``skip`` left out), the images' bytes, the model config, the batch size (fp32 blocking), the
+    device type and the torch version."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        if skip and name.startswith(skip):
+            continue
+        a = t.detach().cpu().contiguous()
+        h.update(f"{name}|{a.dtype}|{tuple(a.shape)}".encode())
+        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    first = np.asarray(images[:1])
+    shape = (len(images), *first.shape[1:])
+    h.update(f"{first.dtype}|{shape}|{runner.cfg!r}|{runner.batch_size}|skip={skip}".encode())
+    dev = runner.device
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else ""
+    h.update(f"{CACHE_VERSION}|{dev.type}|{gpu}|{torch.__version__}|{timm.__version__}".encode())
+    for sl in models.iter_batches(len(images), 4096):  # a view is never materialised whole
+        h.update(np.ascontiguousarray(images[sl]).tobytes())
+    return h.hexdigest()
+
+
+def _cached(path: Path, compute, rows: int) -> np.ndarray:
+    """``path``'s array, or ``compute()`` written there atomically. Content-keyed, so parallel
+    writers write the same bytes. A file that cannot be read or has the wrong shape (a killed
+    writer) is recomputed; a failed write (full disk, read-only folder) costs the cache, not the
+    result."""
+    if path.exists():
+        try:
+            arr = np.load(path)
+            if arr.ndim == 2 and len(arr) == rows and arr.dtype == np.float32:
+                return arr
+        except (OSError, ValueError, EOFError):
+            pass
+    arr = np.asarray(compute(), dtype=np.float32)
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+    return arr
+
+
+def _has_linear_head(model) -> bool:
+    return hasattr(model, "forward_head") and isinstance(
+        getattr(model, "head", None), torch.nn.Linear
+    )
+
+
+def cached_probs(model, images, runner: Runner, cache_dir: Path | None) -> np.ndarray:
+    """Probabilities of ``model`` on ``images``. With ``cache_dir`` (on the CPU, for a model with a
+    linear head): the pre-logit features are cached by the backbone's weights and the images, and
+    the head is applied to them by the same batches (bit-identical to a full pass in fp32). The base
+    model's features are then computed once per set, not once per experiment, a head edit is
+    evaluated without a backbone pass, and notebook 06 reads the FT-Train features that 04
+    computed. Other models (or CUDA's bf16): the probabilities are cached by the whole model."""
+    if cache_dir is None:
+        return runner.probs(model, images).numpy()
+    cache_dir = Path(cache_dir)
+    if runner.device.type == "cpu" and _has_linear_head(model):
+        key = prediction_key(model, images, runner, skip="head.")
+        feats = _cached(
+            cache_dir / f"{key}.features.npy",
+            lambda: runner.pre_logits(model, images).numpy(),
+            len(images),
+        )
+        logits = models.head_logits(model, torch.from_numpy(feats), runner.batch_size)
+        return torch.softmax(logits, -1).numpy()
+    key = prediction_key(model, images, runner)
+    return _cached(
+        cache_dir / f"{key}.npy", lambda: runner.probs(model, images).numpy(), len(images)
+    )
