@@ -12,8 +12,9 @@ import yaml
 from vitedit import (
     checkpoints,
     cli,
+    comparison,
     datasets,
-    evaluation,
+    models,
     nb,
     params,
     runs,
@@ -194,7 +195,9 @@ def test_evaluation_skips_the_edits_of_a_stale_notebook(tmp_path, trained_toy):
 # 6-7. checkpoints: truncated files, read-only stores ----------------------------------------
 def test_a_truncated_checkpoint_is_named_as_corrupt(tmp_path, trained_toy):
     p, data, split, _ = trained_toy
-    ckpt = checkpoints.checkpoint_path(p, checkpoints.checkpoint_fields(p, data, split, torch.device("cpu")))
+    ckpt = checkpoints.checkpoint_path(
+        p, checkpoints.checkpoint_fields(p, data, split, torch.device("cpu"))
+    )
     bad = tmp_path / ckpt.name
     bad.write_bytes(ckpt.read_bytes()[:1000])
     with pytest.raises(checkpoints.CheckpointError, match=rf"{bad.name}.*corrupt.*delete it"):
@@ -315,27 +318,31 @@ def test_more_paths_that_must_be_messages(tmp_path, capsys):
 def test_a_corrupt_resume_file_is_named(tmp_path, trained_toy):
     p, data, split, _ = trained_toy
     q = dict(p, checkpoint_dir=str(tmp_path), resume=True, epochs=1)
-    ckpt = checkpoints.checkpoint_path(q, checkpoints.checkpoint_fields(q, data, split, torch.device("cpu")))
+    ckpt = checkpoints.checkpoint_path(
+        q, checkpoints.checkpoint_fields(q, data, split, torch.device("cpu"))
+    )
     ckpt.with_suffix(".resume.pt").write_bytes(b"not a torch file")
     with pytest.raises(checkpoints.CheckpointError, match=r"resume.*corrupt"):
         train.fit(q, data, split, progress=False, log=lambda *a: None)
 
 
 def test_a_read_only_statistics_cache_is_computed_without_caching(tmp_path, monkeypatch):
-    from vitedit import editing
+    from vitedit.editors import statistics
 
     from conftest import tiny_vit
 
     model, cfg, imgs = tiny_vit(6)
+    runner = models.Runner(cfg, 256, "cpu")
 
     def no_lock(path):
         raise PermissionError(f"read-only store: cannot create {path}.lock")
 
-    monkeypatch.setattr(train, "file_lock", no_lock)
-    moment, cached = editing.cached_second_moment(
-        model, imgs, cfg, 1, "mlp", "cls", tmp_path, {"k": 1}
+    monkeypatch.setattr(checkpoints, "file_lock", no_lock)
+    cache = statistics.StatsCache(tmp_path, {"k": 1})
+    moment, cached = statistics.cached_second_moment(
+        model, runner, imgs, (1, "mlp"), "cls", cache
     )
-    direct = editing.key_second_moment(model, imgs, cfg, 1, "mlp", "cls")[0]
+    direct = statistics.key_second_moment(model, runner, imgs, (1, "mlp"), "cls")[0]
     assert not cached and torch.equal(moment, direct) and not list(tmp_path.glob("*.pt"))
 
 

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from vitedit import budget, checkpoints, editing, locate, methods, models, params, report
-from vitedit.editing import AlphaEdit, EditData, EditError
+from vitedit import budget, checkpoints, editors, locate, methods, models, params, report
+from vitedit.columns import PRESERVATION_BOUND
+from vitedit.editors import EditData, EditError, preservation, records, solve, statistics
 
 from conftest import ROOT, make_liver
 
@@ -31,20 +32,21 @@ def spectrum(evals, seed=0):
 
 def test_relative_null_space_is_scale_free_and_absolute_is_not():
     m = spectrum([1e-6, 1e-4, 1e-2, 1.0, 3.0])
-    rel = editing.null_space_projection(m, 1e-3, "relative")[1]["kept_dim"]
+    rel = solve.null_space_projection(m, 1e-3, "relative")[1]["kept_dim"]
     assert rel == 2  # below 1e-3 x 3 = 3e-3
     for scale in (1e-3, 1e3):
-        assert editing.null_space_projection(m * scale, 1e-3, "relative")[1]["kept_dim"] == rel
-    assert editing.null_space_projection(m * 1e3, 1e-3, "absolute")[1]["kept_dim"] == 0
+        assert solve.null_space_projection(m * scale, 1e-3, "relative")[1]["kept_dim"] == rel
+    assert solve.null_space_projection(m * 1e3, 1e-3, "absolute")[1]["kept_dim"] == 0
     with pytest.raises(EditError, match="unknown null-space rule"):
-        editing.null_space_projection(m, 1e-3, "bogus")
+        solve.null_space_projection(m, 1e-3, "bogus")
 
 
 def test_l2_zero_is_refused_before_anything_runs():
+    unchecked = {**params.defaults(), "L2": 0.0, "mom2_update_weight": 0.0}  # past the schema
     with pytest.raises(EditError, match="L2 = 0.*singular"):
-        AlphaEdit([1], L2=0.0)
+        methods.get("alphaedit").build(unchecked, layers=[1], stats_cache=None)
     with pytest.raises(EditError, match="singular"):
-        editing.alphaedit_update(
+        solve.alphaedit_update(
             torch.randn(4, 2, dtype=torch.float64),
             torch.randn(6, 2, dtype=torch.float64),
             torch.eye(6, dtype=torch.float64),
@@ -53,7 +55,7 @@ def test_l2_zero_is_refused_before_anything_runs():
     with pytest.raises(params.ParamError, match="L2.*> 0"):
         params.validate({"L2": 0})
     with pytest.raises(EditError, match="mom2_update_weight"):
-        editing.MEMIT([1], mom2_update_weight=0.0)
+        methods.get("memit").build(unchecked, layers=[1], stats_cache=None)
 
 
 def test_memit_solves_covariance_weighted_least_squares():
@@ -63,17 +65,17 @@ def test_memit_solves_covariance_weighted_least_squares():
     k0 = torch.randn(12, 300, generator=g, dtype=torch.float64)
     c0 = k0 @ k0.T / 300
     lam = 50.0
-    dw = editing.alphaedit_update(r, k, torch.eye(12, dtype=torch.float64), None, 0.0, lam * c0)
+    dw = solve.alphaedit_update(r, k, torch.eye(12, dtype=torch.float64), None, 0.0, lam * c0)
     want = r @ k.T @ torch.linalg.inv(k @ k.T + lam * c0)  # Meng et al. 2023, eq. 14
     assert torch.allclose(dw, want, atol=1e-10)
-    noproj = editing.alphaedit_update(r, k, torch.eye(12, dtype=torch.float64), None, 1e-6)
+    noproj = solve.alphaedit_update(r, k, torch.eye(12, dtype=torch.float64), None, 1e-6)
     assert not torch.allclose(dw, noproj, atol=1e-3)  # the P = I ablation is not MEMIT
 
 
 def test_methods_are_named_for_what_they_are():
-    assert methods.get("memit").editor == "vitedit.editing:MEMIT"
+    assert methods.get("memit").editor == "vitedit.editors.memit:MEMIT"
     assert "mom2_update_weight" in methods.get("memit").params
-    assert methods.get("alphaedit_noproj").fixed == {"null_space": False}
+    assert methods.get("alphaedit_noproj").fixed["null_space"] is False
     assert "not MEMIT" in methods.get("alphaedit_noproj").description
     d = params.defaults()
     assert (d["clamp_norm_factor"], d["v_weight_decay"]) == (0.75, 0.5)  # MEMIT/AlphaEdit hparams
@@ -92,12 +94,13 @@ def trained_edit_set(trained_toy):
     assert len(wrong), "the toy model should make mistakes"
     ft = split.images(data, "ft_train")
     es = EditData(ft[:60], np.arange(60), imgs[wrong], labels[wrong], wrong, None, ft[60:])
-    return model, cfg, es
+    return model, models.Runner(cfg, 256, "cpu"), es
 
 
 def build(name, **over):
-    p = {**params.defaults(), "progress": False, **over}
-    return methods.get(name).build(p, layers=[1, 2], cache_dir=None, cache_key={})
+    """The registered editor with the schema's settings but ``over``, on layers 1 and 2."""
+    context = {"layers": [1, 2], "stats_cache": None} if methods.get(name).uses_layers else {}
+    return editors.build(name, progress=False, **context, **over)
 
 
 def test_alphaedit_defaults_preserve_the_trained_models_keys(trained_edit_set):
@@ -109,8 +112,8 @@ def test_alphaedit_defaults_preserve_the_trained_models_keys(trained_edit_set):
     for li in per_layer.values():
         assert li["preservation_insample_n_keys"] > 0 and li["preservation_heldout_n_keys"] > 0
         assert 0 <= li["preservation_insample_median"] <= li["preservation_insample_p95"]
-    assert pres["insample_median_max"] <= editing.PRESERVATION_BOUND, pres
-    assert pres["heldout_median_max"] <= 5 * editing.PRESERVATION_BOUND, pres
+    assert pres["insample_median_max"] <= PRESERVATION_BOUND, pres
+    assert pres["heldout_median_max"] <= 5 * PRESERVATION_BOUND, pres
     assert pres["exceeds_bound"] is False
 
 
@@ -118,9 +121,9 @@ def test_the_original_settings_break_the_bound_and_are_flagged(trained_edit_set)
     model, cfg, es = trained_edit_set
     original = params.load_yaml(PARAMS_DIR / "original.yaml")
     res = build("alphaedit", **original).edit(model, cfg, es)
-    assert res.info["preservation"]["insample_median_max"] > editing.PRESERVATION_BOUND
+    assert res.info["preservation"]["insample_median_max"] > PRESERVATION_BOUND
     assert res.info["preservation"]["exceeds_bound"] is True
-    assert "above the bound" in editing.preservation_warnings({"alphaedit": res})[0]
+    assert "above the bound" in records.preservation_warnings({"alphaedit": res})[0]
     # the ablation reports its error but promises nothing, so it is not flagged
     res = build("alphaedit_noproj", L2=1e-4, L2_rule="absolute").edit(model, cfg, es)
     assert res.info["preservation"]["exceeds_bound"] is None
@@ -130,11 +133,13 @@ def test_the_original_settings_break_the_bound_and_are_flagged(trained_edit_set)
 def test_preservation_error_is_zero_for_no_change_and_exact_for_a_known_one(trained_edit_set):
     model, cfg, es = trained_edit_set
     w = model.blocks[1].mlp.fc2.weight.detach().double()
-    zero = editing.preservation_error(
-        model, {(1, "mlp"): torch.zeros_like(w)}, es.stats_images, cfg
+    zero = preservation.preservation_error(
+        model, cfg, {(1, "mlp"): torch.zeros_like(w)}, es.stats_images, "cls+all"
     )
     assert zero["L1.mlp"]["median"] == 0 and zero["L1.mlp"]["n_keys"] == 60 * 17  # 16 patches + CLS
-    half = editing.preservation_error(model, {(1, "mlp"): 0.5 * w}, es.stats_images, cfg, "cls")
+    half = preservation.preservation_error(
+        model, cfg, {(1, "mlp"): 0.5 * w}, es.stats_images, "cls"
+    )
     assert half["L1.mlp"]["n_keys"] == 60
     assert (
         abs(half["L1.mlp"]["median"] - 0.5) < 1e-5 and abs(half["L1.mlp"]["frobenius"] - 0.5) < 1e-5
@@ -153,8 +158,9 @@ def test_evaluation_and_edits_share_one_precision(monkeypatch, trained_edit_set)
     callers = set()
     real = models.autocast
 
-    def spy(device):
-        callers.add(inspect.stack()[1].function)
+    def spy(device):  # the caller, past Runner.autocast (the runner's way to the same context)
+        frames = [f.function for f in inspect.stack()[1:3]]
+        callers.add(frames[1] if frames[0] == "autocast" else frames[0])
         return real(device)
 
     monkeypatch.setattr(models, "autocast", spy)
@@ -168,14 +174,14 @@ def test_l2_and_the_target_are_calibrated(trained_edit_set):
     model, cfg, es = trained_edit_set
     ed = build("alphaedit", L2=2.0)
     res = ed.edit(model, cfg, es)
-    moment, _ = editing.key_second_moment(model, es.stats_images, cfg, 1, "mlp", "cls+all")
+    moment, _ = statistics.key_second_moment(model, cfg, es.stats_images, (1, "mlp"), "cls+all")
     li = res.info["layer_info"]["L1.mlp"]
     assert abs(li["L2_effective"] - 2.0 * float(torch.trace(moment)) / moment.shape[0]) < 1e-9
-    x = models.preprocess(es.images, cfg)
+    x = cfg.inputs(es.images)
     y = torch.as_tensor(es.labels, dtype=torch.long)
     with torch.enable_grad():
         z, h = build("alphaedit", clamp_norm_factor=0.3, v_weight_decay=0.0).target_states(
-            model, x, y
+            model, cfg, x, y
         )
     ratio = (z - h).norm(dim=1) / h.norm(dim=1)
     assert ratio.max() <= 0.3 + 1e-5 and ratio.max() > 0.1  # clamped, and it does move
@@ -184,7 +190,7 @@ def test_l2_and_the_target_are_calibrated(trained_edit_set):
 def test_memit_editor_uses_lambda_c0_and_no_carry_over(trained_edit_set):
     model, cfg, es = trained_edit_set
     ed = build("memit", mom2_update_weight=1e8)
-    assert isinstance(ed, editing.MEMIT) and ed.accumulates() is False and ed.name == "memit"
+    assert isinstance(ed, editors.MEMIT) and ed.accumulates is False and ed.name == "memit"
     res = ed.edit(model, cfg, es)
     li = res.info["layer_info"]["L1.mlp"]
     assert li["mom2_update_weight"] == 1e8 and li["kept_dim"] == li["dim"]
@@ -366,7 +372,9 @@ def test_liver_checkpoints_differ_by_split_seed(tmp_path):
             "checkpoint_dir": str(tmp_path),
         }
         out[seed] = (
-            checkpoints.checkpoint_path(p, checkpoints.checkpoint_fields(p, data, split, torch.device("cpu"))),
+            checkpoints.checkpoint_path(
+                p, checkpoints.checkpoint_fields(p, data, split, torch.device("cpu"))
+            ),
             data,
         )
     assert out[0][0] != out[1][0]
@@ -378,9 +386,17 @@ def test_retrain_defaults_to_the_original_epochs_and_reports_recorded_time(tmp_p
 
     p, data, split, model = trained_toy
     q = {**p, "checkpoint_dir": str(tmp_path), "epochs": 2}
-    assert RetrainBaseline(q, data, split).params["epochs"] == 2
-    assert RetrainBaseline(q, data, split, retrain_epochs=1).params["epochs"] == 1
-    cfg = models.get_config("vit_tiny_test")
+
+    def retrain(epochs=None):
+        ed = RetrainBaseline(
+            params=q, data=data, split=split, retrain_epochs=epochs, progress=False
+        )
+        ed.name = "baseline_retrain"
+        return ed
+
+    assert retrain().params["epochs"] == 2
+    assert retrain(1).params["epochs"] == 1
+    cfg = models.Runner(models.get_config("vit_tiny_test"), 256, "cpu")
     ed = split.images(data, "edit_discovery")[:2]
     es = EditData(
         ed,
@@ -390,8 +406,8 @@ def test_retrain_defaults_to_the_original_epochs_and_reports_recorded_time(tmp_p
         np.arange(2),
         split.indices["edit_discovery"][:2],
     )
-    first = RetrainBaseline(q, data, split).edit(model, cfg, es)
-    again = RetrainBaseline(q, data, split).edit(model, cfg, es)
+    first = retrain().edit(model, cfg, es)
+    again = retrain().edit(model, cfg, es)
     assert first.info["reused"] is False and again.info["reused"] is True
     blob = torch.load(first.info["checkpoint"], weights_only=False)
     recorded = sum(r["seconds"] for r in blob["history"])

@@ -6,7 +6,18 @@ import pandas as pd
 import pytest
 import torch
 
-from vitedit import baselines, checkpoints, editing, evaluation, models, splits, train
+from vitedit import (
+    baselines,
+    checkpoints,
+    columns,
+    comparison,
+    editors,
+    evaluation,
+    models,
+    predcache,
+    splits,
+    train,
+)
 
 from conftest import synthetic_data, toy_params
 
@@ -31,18 +42,17 @@ SUMMARY_KEYS = [
 @pytest.fixture(scope="module")
 def setup(trained_toy):
     p, data, split, model = trained_toy
-    cfg = models.get_config("vit_tiny_test")
-    y, pred, _ = evaluation.predictions(model, data, split, "edit_discovery", cfg)
+    runner = models.Runner(models.get_config("vit_tiny_test"), 256, "cpu")
+    ev = evaluation.Evaluator(data, split, runner, None, 0, 50)
+    y, pred, _ = evaluation.predictions(ev, model, "edit_discovery")
     errors = np.flatnonzero(y != pred)[:5]
-    stats_pos = editing.stats_positions(len(split.indices["ft_train"]), 40, 0)
-    return p, data, split, model, cfg, errors, stats_pos
+    stats_pos = editors.stats_positions(len(split.indices["ft_train"]), 40, 0)
+    return p, data, split, model, ev, errors, stats_pos
 
 
 def test_identical_models_change_nothing_and_held_out_excludes_the_statistics(setup):
-    p, data, split, model, cfg, errors, stats_pos = setup
-    ev = evaluation.four_level(
-        "same", model, model, data, split, errors, stats_pos, cfg, n_boot=100
-    )
+    p, data, split, model, ev0, errors, stats_pos = setup
+    ev = evaluation.four_level(ev0, "same", model, model, errors, stats_pos)
     lv = ev["levels"]
     n_ft = len(split.indices["ft_train"])
     assert (
@@ -56,19 +66,19 @@ def test_identical_models_change_nothing_and_held_out_excludes_the_statistics(se
 
 
 def test_summary_keeps_the_original_metric_names(setup):
-    p, data, split, model, cfg, errors, stats_pos = setup
-    ev = evaluation.four_level("same", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
+    p, data, split, model, ev0, errors, stats_pos = setup
+    ev = evaluation.four_level(ev0, "same", model, model, errors, stats_pos)
     m = comparison.summary_metrics(ev, 1.0, 2.0)
     assert set(SUMMARY_KEYS) <= set(m) and m["edit_time_seconds"] == 1.0
 
 
 def test_comparison_files_have_stable_schemas_and_merge_methods(tmp_path, setup):
-    p, data, split, model, cfg, errors, stats_pos = setup
-    ev = evaluation.four_level("a", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
+    p, data, split, model, ev0, errors, stats_pos = setup
+    ev = evaluation.four_level(ev0, "a", model, model, errors, stats_pos)
     comparison.write_comparison(
         tmp_path, {"a": ev}, {"a": comparison.summary_metrics(ev, 1.0, 1.0)}
     )
-    ev_b = evaluation.four_level("b", model, model, data, split, errors, stats_pos, cfg, n_boot=50)
+    ev_b = evaluation.four_level(ev0, "b", model, model, errors, stats_pos)
     comparison.write_comparison(
         tmp_path, {"b": ev_b}, {"b": comparison.summary_metrics(ev_b, 1.0, 1.0)}
     )
@@ -105,18 +115,16 @@ def test_comparison_files_have_stable_schemas_and_merge_methods(tmp_path, setup)
 
 
 def test_baselines_with_nothing_to_train_are_skipped(setup):
-    p, data, split, model, cfg, _, stats_pos = setup
-    empty = editing.edit_data(data, split, stats_pos, np.array([], dtype=int))
-    for b in (
-        baselines.RetrainBaseline(p, data, split, 1),
-        baselines.FinetuneErrorsBaseline(baseline_epochs=1),
-    ):
-        res = b.edit(model, cfg, empty)
+    p, data, split, model, ev0, _, stats_pos = setup
+    empty = editors.edit_data(data, split, stats_pos, np.array([], dtype=int))
+    for name in ("baseline_retrain", "baseline_finetune"):
+        b = editors.build(name, p, params=p, data=data, split=split, baseline_epochs=1)
+        res = b.edit(model, ev0.runner, empty)
         assert res.info["status"] == "skipped" and res.info["reason"] and res.log.empty
 
 
 def test_retrain_adds_exactly_the_errors_to_ft_train(setup):
-    p, data, split, model, cfg, errors, stats_pos = setup
+    p, data, split, model, ev0, errors, stats_pos = setup
     official = split.indices["edit_discovery"][errors]
     s2 = baselines.with_errors_in_training(split, official)
     assert set(s2.indices["ft_train"]) == set(split.indices["ft_train"]) | set(official)
@@ -125,12 +133,11 @@ def test_retrain_adds_exactly_the_errors_to_ft_train(setup):
 
 
 def test_finetune_baseline_moves_toward_the_errors_and_leaves_the_input_alone(setup):
-    p, data, split, model, cfg, errors, stats_pos = setup
+    p, data, split, model, ev0, errors, stats_pos = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    es = editing.edit_data(data, split, stats_pos, errors)
-    res = baselines.FinetuneErrorsBaseline(baseline_lr=1e-2, baseline_epochs=20, seed=0).edit(
-        model, cfg, es
-    )
+    es = editors.edit_data(data, split, stats_pos, errors)
+    tune = editors.build("baseline_finetune", baseline_lr=1e-2, baseline_epochs=20, seed=0)
+    res = tune.edit(model, ev0.runner, es)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert res.log.p_true_after.mean() > res.log.p_true_before.mean()
 
@@ -160,17 +167,15 @@ def test_the_before_model_is_the_selected_checkpoint_not_the_last_epoch(tmp_path
 
 def test_selection_level_is_ft_val_and_matches_direct_transitions(setup):
     """Level 5 (what a sweep selects on) is computed on FT-Val, never on Test."""
-    p, data, split, model, cfg, errors, stats_pos = setup
+    p, data, split, model, ev0, errors, stats_pos = setup
     other = copy.deepcopy(model)
     with torch.no_grad():
         other.head.bias[0] += 3.0  # push everything toward class 0: FT-Val predictions change
-    ev = evaluation.four_level(
-        "biased", model, other, data, split, errors, stats_pos, cfg, n_boot=50
-    )
+    ev = evaluation.four_level(ev0, "biased", model, other, errors, stats_pos)
     va = ev["levels"]["val_set"]
     y = split.labels(data, "ft_val")
-    pb = models.predict_probs(model, split.images(data, "ft_val"), cfg).numpy().argmax(1)
-    pa = models.predict_probs(other, split.images(data, "ft_val"), cfg).numpy().argmax(1)
+    pb = ev0.runner.probs(model, split.images(data, "ft_val")).numpy().argmax(1)
+    pa = ev0.runner.probs(other, split.images(data, "ft_val")).numpy().argmax(1)
     t = evaluation.transitions(y, pb, pa)
     assert (
         va["total"] == len(split.indices["ft_val"])
@@ -206,7 +211,7 @@ def test_baseline_summary_csv_is_ok_with_metrics_or_skipped_with_reason(tmp_path
 
 
 def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setup):
-    p, data, split, model, cfg, errors, stats_pos = setup
+    p, data, split, model, ev0, errors, stats_pos = setup
     head_edit = copy.deepcopy(model)
     with torch.no_grad():
         head_edit.head.bias[0] += 5.0  # another head on the same backbone
@@ -215,9 +220,8 @@ def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setu
         next(layer_edit.blocks[0].parameters()).add_(0.05)  # another backbone
 
     def run(edited, cache):
-        return evaluation.four_level(
-            "m", model, edited, data, split, errors, stats_pos, cfg, n_boot=50, cache_dir=cache
-        )["levels"]
+        ev = evaluation.Evaluator(data, split, ev0.runner, cache, 0, 50)
+        return evaluation.four_level(ev, "m", model, edited, errors, stats_pos)["levels"]
 
     plain = run(head_edit, None)
     assert run(head_edit, tmp_path) == plain
@@ -231,22 +235,18 @@ def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setu
     assert len(list(tmp_path.glob("*.features.npy"))) == 10  # a new backbone: its own features
     # bit for bit what a full forward pass gives (same batches, fp32)
     imgs = split.view(data, "test")
+    small = models.Runner(ev0.runner.cfg, 64, "cpu")
     for m in (model, head_edit, layer_edit):
-        full = models.predict_probs(m, imgs, cfg, 64).numpy()
-        assert np.array_equal(predcache.cached_probs(m, imgs, cfg, 64, "cpu", tmp_path), full)
+        full = small.probs(m, imgs).numpy()
+        assert np.array_equal(predcache.cached_probs(m, imgs, small, tmp_path), full)
     key = predcache.prediction_key
-    assert key(model, imgs, cfg, 256, "cpu") != key(head_edit, imgs, cfg, 256, "cpu")
-    assert key(model, imgs, cfg, 256, "cpu", "head.") == key(
-        head_edit, imgs, cfg, 256, "cpu", "head."
-    )
-    assert key(model, imgs, cfg, 256, "cpu", "head.") != key(
-        layer_edit, imgs, cfg, 256, "cpu", "head."
-    )
+    r = ev0.runner
+    assert key(model, imgs, r) != key(head_edit, imgs, r)
+    assert key(model, imgs, r, "head.") == key(head_edit, imgs, r, "head.")
+    assert key(model, imgs, r, "head.") != key(layer_edit, imgs, r, "head.")
     pixel = np.array(imgs[: len(imgs)])
     pixel.flat[0] ^= 1  # one pixel, same shape: the images' bytes are in the key
-    assert key(model, pixel, cfg, 256, "cpu") != key(
-        model, np.array(imgs[: len(imgs)]), cfg, 256, "cpu"
-    )
+    assert key(model, pixel, r) != key(model, np.array(imgs[: len(imgs)]), r)
     # a truncated or empty file (a killed writer) is recomputed and written back, not read
     files[0].write_bytes(b"\x93NUMPY")
     files[1].write_bytes(b"")

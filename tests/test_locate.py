@@ -3,10 +3,22 @@ import pandas as pd
 import pytest
 import torch
 
-from vitedit import locate, models
-from vitedit.locate import LocateError, Restoration
+from vitedit import locate, models, params, selection
+from vitedit.locate import LocateError, Restoration, tracing
 
 from conftest import tiny_vit
+
+LAYER_KEYS = ("edit_layers", "num_edit_layers", "no_astra_layers", "rank_kind", "rank_scope")
+
+
+def choose(stats, n_layers, **given):
+    """``locate.choose_edit_layers`` with the schema's defaults but ``given``."""
+    d = params.defaults()
+    return locate.choose_edit_layers(stats, n_layers, **{**{k: d[k] for k in LAYER_KEYS}, **given})
+
+
+def runner_of(cfg, batch_size=256):
+    return models.Runner(cfg, batch_size, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +58,7 @@ def test_restoring_nothing_is_the_corrupted_run_and_everything_the_clean_run(tin
     out = locate.trace_sample(m, x, [everything, attn_mlp_all], noise)
     assert torch.allclose(out["restored"][0], out["clean"], atol=1e-6)
     # a manual corrupted run (no restoration) equals the tracer's corrupted probabilities
-    with locate.hooks([(m.patch_embed, locate._noise_hook(noise))]), torch.no_grad():
+    with tracing.hooks([(m.patch_embed, tracing._noise_hook(noise))]), torch.no_grad():
         manual = torch.softmax(m(x.expand(len(noise), -1, -1, -1)), -1).mean(0)
     assert torch.allclose(manual, out["corrupted"], atol=1e-6)
 
@@ -54,7 +66,7 @@ def test_restoring_nothing_is_the_corrupted_run_and_everything_the_clean_run(tin
 def test_noise_touches_patch_positions_only(tiny):
     m, _, x = tiny
     seen = {}
-    with locate.hooks([(m.patch_embed, locate._noise_hook(noise_for(m, a=1)))]):
+    with tracing.hooks([(m.patch_embed, tracing._noise_hook(noise_for(m, a=1)))]):
         h = m.blocks[0].register_forward_pre_hook(lambda mod, inp: seen.setdefault("in", inp[0]))
         with torch.no_grad():
             m(x)
@@ -90,7 +102,7 @@ def test_windows_follow_rome():
     [
         lambda: locate.restorations(4, ["mlps"]),
         lambda: locate.restorations(4, ["mlp"], ["token"]),
-        lambda: locate.choose_edit_layers(pd.DataFrame(), 12, edit_layers=[3, 12]),
+        lambda: choose(pd.DataFrame(), 12, edit_layers=[3, 12]),
         lambda: locate.check_choices([], [], 12, [-1]),
     ],
 )
@@ -143,17 +155,15 @@ def test_small_total_effects_are_counted_and_left_out():
 
 def test_layer_selection_priority():
     stats = locate.layer_statistics(effects([0.5, 0.4]))
-    explicit = locate.choose_edit_layers(stats, 4, edit_layers=[0, 1])
+    explicit = choose(stats, 4, edit_layers=[0, 1])
     assert (explicit["layers"], explicit["source"]) == ([0, 1], "explicit")
-    traced = locate.choose_edit_layers(stats, 4, num_edit_layers=2)
+    traced = choose(stats, 4, num_edit_layers=2)
     assert traced["source"] == "tracing" and traced["layers"] == [2, 3]
-    off = locate.choose_edit_layers(stats, 4, no_astra_layers=True)
+    off = choose(stats, 4, no_astra_layers=True)
     assert (off["layers"], off["source"]) == ([1, 2, 3], "default")
-    none = locate.choose_edit_layers(locate.layer_statistics(pd.DataFrame()), 12)
+    none = choose(locate.layer_statistics(pd.DataFrame()), 12)
     assert none["layers"] == [9, 10, 11] and none["source"] == "default"
-    attn = locate.choose_edit_layers(
-        stats, 4, rank_kind="attn"
-    )  # no attn traced: falls back, says why
+    attn = choose(stats, 4, rank_kind="attn")  # no attn traced: falls back, says why
     assert attn["source"] == "default" and "attn" in attn["reason"]
 
 
@@ -162,21 +172,23 @@ def test_zero_errors_is_a_normal_outcome(tiny, tmp_path):
     y = np.array([0, 1, 2])
     positions = selection.select_errors(y, y.copy(), 50)
     assert positions.size == 0
-    imp = locate.trace_errors(
-        m,
-        cfg,
-        np.zeros((3, 28, 28, 3), np.uint8),
-        y,
-        y,
-        positions,
-        locate.restorations(4),
-        noise_for(m),
-    )
+    samples = locate.Traced(np.zeros((3, 28, 28, 3), np.uint8), y, y, positions)
+    setup = locate.TraceSetup(locate.restorations(4), noise_for(m), 0.05, 2048)
+    imp = locate.trace_errors(m, runner_of(cfg), samples, setup)
     assert imp.empty and list(imp.columns) == locate.IMPORTANCE_COLUMNS
     stats = locate.layer_statistics(imp)
     assert stats.empty and list(stats.columns) == locate.STATISTICS_COLUMNS
-    choice = locate.choose_edit_layers(stats, 4)
-    summary = locate.summarize(imp, 0, 3, 1.0, 12, choice, 0.1)
+    choice = choose(stats, 4)
+    summary = locate.summarize(
+        imp,
+        n_errors_total=0,
+        n_set=3,
+        noise_std=1.0,
+        n_restorations=12,
+        choice=choice,
+        seconds=0.1,
+        n_layers=4,
+    )
     assert summary["n_errors"] == 0 and "nothing to edit" in summary["message"]
     locate.save_edit_layers(tmp_path, choice)
     assert locate.load_edit_layers(tmp_path)["layers"] == [1, 2, 3]
@@ -194,7 +206,7 @@ def test_noise_scale_estimate_matches_a_direct_computation(tiny):
     imgs = np.random.default_rng(1).integers(0, 255, (10, 28, 28, 3), dtype=np.uint8)
     with torch.no_grad():
         direct = m.patch_embed(models.preprocess(imgs, cfg)).double().std(unbiased=False).item()
-    assert locate.patch_embedding_std(m, imgs, cfg, batch_size=3) == pytest.approx(direct, rel=1e-6)
+    assert locate.patch_embedding_std(m, runner_of(cfg, 3), imgs) == pytest.approx(direct, rel=1e-6)
 
 
 def test_patch_attribution_finds_the_patch_that_matters():
@@ -212,14 +224,16 @@ def test_patch_attribution_finds_the_patch_that_matters():
             return torch.stack([torch.zeros_like(v), 4 * v], 1)
 
     img = np.full((28, 28, 3), 255, np.uint8)
-    coef = locate.patch_attribution(OnePatch(), cfg, img, target=1, n_masks=64, seed=0, alpha=1e-4)
+    coef = locate.patch_attribution(
+        OnePatch(), runner_of(cfg), img, 1, n_masks=64, keep_prob=0.5, alpha=1e-4, seed=0
+    )
     assert coef.shape == (4, 4) and np.unravel_index(np.argmax(coef), coef.shape) == (1, 2)
     assert np.abs(np.delete(coef.ravel(), 1 * 4 + 2)).max() < 0.1 * coef.max()
 
 
 def test_cls_only_last_block_matches_the_full_block(tiny):
     m, _, x = tiny
-    assert locate._cls_only_ok(m)
+    assert tracing._cls_only_ok(m)
     with torch.no_grad():
         h = m.norm_pre(m._pos_embed(m.patch_embed(x.expand(3, -1, -1, -1)))) + torch.randn(
             3, 17, 32
@@ -242,7 +256,7 @@ def test_corrupted_view_embeds_back_to_the_noise(tiny):
     w = m.patch_embed.proj.weight.reshape(m.embed_dim, -1).double()
     pix = torch.randn(m.patch_embed.num_patches, w.shape[1], dtype=torch.float64) * 0.01
     noise = (pix @ w.T).float()  # a noise that lies in the range of the patch embedding
-    view = locate.corrupted_view(m, cfg, img, noise)
+    view = locate.corrupted_view(m, runner_of(cfg), img, noise)
     mean, std = torch.tensor(cfg.mean).view(1, 3, 1, 1), torch.tensor(cfg.std).view(1, 3, 1, 1)
     x_view = (torch.from_numpy(view).permute(2, 0, 1)[None] - mean) / std
     with torch.no_grad():

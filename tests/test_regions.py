@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitedit import evaluation, locate, models, params
+from vitedit import evaluation, locate, models, params, selection
 from vitedit.locate import LocateError
 from vitedit.params import ParamError
+from vitedit.selection import SelectionError
 
 from conftest import tiny_vit
 
@@ -77,7 +78,11 @@ def test_region_max_ranks_the_layer_where_one_region_carries_the_decision():
     best = locate.region_max_effects(imp)
     assert set(best.scope) == {locate.REGION_MAX} and len(best) == 9  # per sample and layer
     stats = locate.layer_statistics(pd.concat([imp, best]))
-    choice = locate.choose_edit_layers(stats, 3, num_edit_layers=1, rank_scope=locate.REGION_MAX)
+    d = params.defaults()
+    keys = ("edit_layers", "no_astra_layers", "rank_kind")
+    choice = locate.choose_edit_layers(
+        stats, 3, num_edit_layers=1, rank_scope=locate.REGION_MAX, **{k: d[k] for k in keys}
+    )
     assert choice["layers"] == [1]  # two of three errors peak at layer 1 (CLS is left out)
     table = locate.region_grid_table(imp)
     assert list(table.index) == locate.region_scopes(2) and list(table.columns) == [0, 1, 2]
@@ -98,9 +103,9 @@ def test_pair_selection_takes_the_most_frequent_confusion_deterministically():
     assert pair == (2, 0) and pos.tolist() == [3, 4]  # set order, capped at max_edits
     pos, pair = selection.select_pair_errors(y, p, None, [0, 1])
     assert pair == (0, 1) and pos.tolist() == [0, 1]
-    with pytest.raises(LocateError, match="outside"):
+    with pytest.raises(SelectionError, match="outside"):
         selection.select_pair_errors(y, p, None, [0, 9], n_classes=3)
-    with pytest.raises(LocateError, match="two different"):
+    with pytest.raises(SelectionError, match="two different"):
         selection.select_pair_errors(y, p, None, [1, 1])
     assert selection.select_pair_errors(y, y, 5)[1] is None  # no errors: nothing to edit
     with pytest.raises(ParamError, match="edit_selection: pair"):

@@ -76,7 +76,7 @@ def test_extreme_ratio_leaving_an_empty_set_is_refused(toy):
 
 
 def test_views_read_only_the_images_asked_for_and_match_the_copies():
-    from vitedit import editing
+    from vitedit import editors
     from vitedit.splits import ImageView
 
     data = synthetic_data(n_train=60, n_val=10, n_test=10)
@@ -96,7 +96,7 @@ def test_views_read_only_the_images_asked_for_and_match_the_copies():
 
     type(split).images = spy
     try:
-        ed = editing.edit_data(data, split, np.arange(10), np.array([0, 2]), heldout_keys=5)
+        ed = editors.edit_data(data, split, np.arange(10), np.array([0, 2]), heldout_keys=5)
     finally:
         type(split).images = orig
     assert calls == []  # never the whole of FT-Train or Edit-Discovery

@@ -7,7 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from vitedit import checkpoints, editing, evaluation, locate, methods, models, stages, train
+from vitedit import (
+    checkpoints,
+    comparison,
+    editors,
+    evaluation,
+    locate,
+    methods,
+    models,
+    stages,
+    train,
+)
 
 
 @pytest.fixture
@@ -29,17 +39,25 @@ def ctx(trained_toy, tmp_path):
     )
     cfg = models.get_config("vit_tiny_test")
     return stages.Context(
-        run_dir, p, data, split, torch.device("cpu"), model, result.meta, cfg, ref
+        run_dir=run_dir,
+        params=p,
+        data=data,
+        split=split,
+        device=torch.device("cpu"),
+        model=model,
+        meta=result.meta,
+        cfg=cfg,
+        base_ref=ref,
     )
 
 
 def test_select_edits_takes_the_first_errors_and_seeded_statistics_samples(ctx):
     sel = stages.select_edits(ctx)
-    y, pred, _ = evaluation.predictions(ctx.model, ctx.data, ctx.split, "edit_discovery", ctx.cfg)
+    y, pred, _ = evaluation.predictions(ctx.evaluator, ctx.model, "edit_discovery")
     assert np.array_equal(sel.errors, np.flatnonzero(y != pred)[:4]) and len(sel.errors) == 4
     n_ft = len(ctx.split.indices["ft_train"])
     assert np.array_equal(
-        sel.stats_positions, editing.stats_positions(n_ft, 40, ctx.params["seed"])
+        sel.stats_positions, editors.stats_positions(n_ft, 40, ctx.params["seed"])
     )
     assert (
         np.array_equal(sel.edit_set.labels, y[sel.errors])
@@ -77,14 +95,11 @@ def test_run_methods_runs_only_the_selected_methods_of_its_notebook_and_records_
 def test_run_methods_builds_editors_from_the_params_under_their_names(ctx):
     ctx.params.update(methods=["head_closed_form"], head_margin=7.5, head_error_weight=1e4)
     out = stages.run_methods(ctx, stages.select_edits(ctx), "05_edit_head")
-    direct = editing.HeadEditor(
-        closed_form=True,
-        ridge_lambda=ctx.params["ridge_lambda"],
-        head_margin=7.5,
-        head_error_weight=1e4,
-        eval_batch_size=64,
+    direct = editors.HeadClosedFormEditor(
+        ridge_lambda=ctx.params["ridge_lambda"], head_margin=7.5, head_error_weight=1e4
     )
-    ref = direct.edit(ctx.model, ctx.cfg, stages.select_edits(ctx).edit_set)
+    direct.name = "head_closed_form"
+    ref = direct.edit(ctx.model, ctx.runner, stages.select_edits(ctx).edit_set)
     got = out.results["head_closed_form"].model.head.weight
     assert torch.equal(got, ref.model.head.weight)
 
@@ -99,7 +114,7 @@ def test_evaluate_edits_evaluates_every_recorded_edit_and_refuses_another_base(c
     assert set(pd.read_csv(ctx.run_dir / "per_class_test_accuracy.csv").method) == set(ev.evals)
     assert len(ev.level("test_set")) == 2
     ctx.base_ref = dict(ctx.base_ref, sha256="0" * 64)
-    with pytest.raises(editing.EditError, match="another checkpoint"):
+    with pytest.raises(editors.EditError, match="another checkpoint"):
         stages.evaluate_edits(ctx)
 
 
@@ -120,12 +135,12 @@ def test_a_baseline_with_nothing_to_train_on_is_recorded_skipped(ctx):
     ctx.params.update(methods=["baseline_finetune"])
     sel = stages.select_edits(ctx)
     empty = stages.Selection(
-        sel.labels,
-        sel.labels,
-        sel.errors[:0],
-        sel.stats_positions,
-        editing.edit_data(ctx.data, ctx.split, sel.stats_positions, sel.errors[:0]),
-        sel.n_ft_train,
+        labels=sel.labels,
+        pred=sel.labels,
+        errors=sel.errors[:0],
+        stats_positions=sel.stats_positions,
+        edit_set=editors.edit_data(ctx.data, ctx.split, sel.stats_positions, sel.errors[:0]),
+        n_ft_train=sel.n_ft_train,
     )
     ev = stages.run_baselines(ctx, empty)
     assert ev.evals == {} and "baseline_finetune" in ev.skipped
@@ -143,11 +158,11 @@ def test_a_newly_registered_method_runs_records_and_evaluates_under_its_own_name
     and the method sharing its editor class is not overwritten."""
     new = methods.Method(
         "head_wide",
-        "vitedit.editing:HeadEditor",
+        "vitedit.editors.head_closed_form:HeadClosedFormEditor",
         "05_edit_head",
-        ("ridge_lambda", "head_margin", "eval_batch_size"),
+        ("ridge_lambda", "head_margin"),
         "test method",
-        fixed={"closed_form": True},
+        fixed={"head_error_weight": 10.0},
     )
     monkeypatch.setitem(methods.REGISTRY, "head_wide", new)
     ctx.params.update(methods=["head_closed_form", "head_wide"], head_margin=3.0)
@@ -191,7 +206,7 @@ def test_load_context_and_trace_on_a_run_folder(trained_toy, tmp_path, monkeypat
         and "blocks" in ctx.description
     )
     err = stages.find_errors(ctx)
-    y, pred, _ = evaluation.predictions(ctx.model, data, split, "edit_discovery", ctx.cfg)
+    y, pred, _ = evaluation.predictions(ctx.evaluator, ctx.model, "edit_discovery")
     assert np.array_equal(err.all, np.flatnonzero(y != pred)) and np.array_equal(
         err.traced, err.all[:3]
     )

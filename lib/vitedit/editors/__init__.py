@@ -68,14 +68,14 @@ __all__ = [
 ]
 
 
-def build(name: str, params: dict[str, Any] | None = None, **given: Any) -> Editor:
+def build(name: str, run_params: dict[str, Any] | None = None, /, **given: Any) -> Editor:
     """The registered method ``name``'s editor, as a run builds it: its settings from the schema's
-    defaults, then ``params``, then the schema keys in ``given`` (validated like a run's); the
-    method's context arguments (``layers``, ``stats_cache``, ...) from ``given``."""
+    defaults, then ``run_params``, then the schema keys in ``given`` (validated like a run's); the
+    method's context arguments (``layers``, ``stats_cache``, ``params``, ...) from ``given``."""
     m = methods.get(name)
-    context = {k: v for k, v in given.items() if k in methods.CONTEXT_ARGS}
+    context = {k: v for k, v in given.items() if k in m.context}  # others: another method's
     overrides = {k: v for k, v in given.items() if k not in methods.CONTEXT_ARGS}
-    p = params_mod.resolve(params or {}, overrides)
+    p = params_mod.resolve(run_params or {}, overrides)
     if "stats_cache" in m.context:
         context.setdefault("stats_cache", None)
     return m.build(p, **context)
