@@ -1,4 +1,5 @@
-"""The package's structure: no import cycles between its modules, small modules, imports at the top.
+"""The package's structure: no import cycles between its modules, small modules, imports at the top,
+no call that passes a long list of positional arguments.
 
 Run ``python -m pytest tests/test_architecture.py -q`` (or ``ruff check``) to see the structure hold;
 ``python tests/test_architecture.py`` prints the import graph.
@@ -11,6 +12,9 @@ from conftest import ROOT
 
 PKG = ROOT / "lib" / "vitedit"
 MAX_SWEEP_MODULE_LINES = 300
+MAX_MODULE_LINES = 400
+DATA_TABLES = {"schema.py"}  # the parameter schema: one entry per parameter, no logic
+MAX_POSITIONAL_ARGS = 7  # more: pass an object (models.Runner, evaluation.Evaluator) or keywords
 
 
 def module_name(path: Path) -> str:
@@ -84,13 +88,14 @@ def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycles_even_through_function_level_imports():
     g = graph()
-    # a package's __init__ re-exports its submodules; the submodules must not import the package back
+    # a package's __init__ re-exports its submodules; the submodules must not import it back
+    packages = {module_name(f) for f in PKG.rglob("__init__.py")} - {"vitedit"}
     for name, deps in g.items():
-        if name.startswith("vitedit.sweep."):
-            assert "vitedit.sweep" not in deps, f"{name} imports its own package's __init__"
+        for pkg in packages:
+            if name.startswith(pkg + "."):
+                assert pkg not in deps, f"{name} imports its own package's __init__"
     g = {
-        k: {d for d in v if not (k == "vitedit.sweep" and d.startswith("vitedit.sweep."))}
-        for k, v in g.items()
+        k: {d for d in v if not (k in packages and d.startswith(k + "."))} for k, v in g.items()
     }
     assert find_cycle(g) is None, f"import cycle: {' -> '.join(find_cycle(g))}"
 
@@ -104,6 +109,39 @@ def test_sweep_package_modules_stay_small():
     sizes = {f.name: len(f.read_text().splitlines()) for f in (PKG / "sweep").glob("*.py")}
     big = {k: v for k, v in sizes.items() if v > MAX_SWEEP_MODULE_LINES}
     assert not big, f"sweep modules over {MAX_SWEEP_MODULE_LINES} lines: {big}"
+
+
+def test_every_module_stays_small():
+    """One concept per module: none over MAX_MODULE_LINES lines, data tables apart."""
+    sizes = {
+        str(f.relative_to(PKG)): len(f.read_text().splitlines())
+        for f in PKG.rglob("*.py")
+        if f.name not in DATA_TABLES
+    }
+    big = {k: v for k, v in sizes.items() if v > MAX_MODULE_LINES}
+    assert not big, f"modules over {MAX_MODULE_LINES} lines (split them by concept): {big}"
+
+
+def long_positional_calls(path: Path, root: Path = PKG) -> list[str]:
+    """Calls in ``path`` that pass more than MAX_POSITIONAL_ARGS positional arguments."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and len(node.args) > MAX_POSITIONAL_ARGS:
+            out.append(f"{path.relative_to(root)}:{node.lineno} {ast.unparse(node.func)}")
+    return out
+
+
+def test_no_call_passes_a_long_list_of_positional_arguments():
+    """The same (model, images, config, batch size, device) group threaded through every call was
+    what made 8-13 positional arguments common; an object or keywords say what each one is."""
+    found = [c for f in sorted(PKG.rglob("*.py")) for c in long_positional_calls(f)]
+    assert not found, f"calls with > {MAX_POSITIONAL_ARGS} positional arguments: {found}"
+
+
+def test_the_positional_check_finds_a_long_call(tmp_path):
+    f = tmp_path / "probe.py"
+    f.write_text("f(1, 2, 3, 4, 5, 6, 7, 8)\ng(1, 2)\nh(*range(9))\n")
+    assert long_positional_calls(f, tmp_path) == ["probe.py:1 f"]
 
 
 def test_function_level_imports_say_why():

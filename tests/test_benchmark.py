@@ -40,7 +40,7 @@ def test_benchmark_spec_covers_every_method_and_dataset_with_a_strength_grid():
     assert ORIGINAL_MEDMNIST | set(datasets.LIVER_VARIANTS) <= set(spec["datasets"])
     assert set(benchmark.RESNET18_28) == ORIGINAL_MEDMNIST  # the reference beside each base model
     for m in methods.names():
-        if m == "baseline_retrain":  # one recipe: the original training on FT-Train + errors
+        if m == methods.by_alias("retrain").name:  # one recipe: the original training + errors
             continue
         grid = spec["method_grids"][m]
         assert np.prod([len(v) for v in grid.values()]) >= 3, m  # a strength grid, not a point
@@ -61,7 +61,7 @@ def test_benchmark_runs_what_is_here_and_says_what_it_skips(tmp_path, capsys, mo
     monkeypatch.setenv(datasets.DATA_ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)  # no data/ folder of the project's
     spec = load_spec(SPEC)
-    monkeypatch.setattr(datasets, "search_roots", lambda data_path=None: [tmp_path])
+    monkeypatch.setattr(datasets.medmnist_files, "search_roots", lambda data_path=None: [tmp_path])
     out = restrict_datasets(dict(spec), _args())
     assert out["datasets"] == ["bloodmnist"]
     said = capsys.readouterr().out
@@ -71,7 +71,7 @@ def test_benchmark_runs_what_is_here_and_says_what_it_skips(tmp_path, capsys, mo
     assert every["per_dataset"]["liver4"]["set"]["data_path"] == "/data/liver"
     with pytest.raises(SweepError, match="not in the spec"):
         restrict_datasets(dict(spec), _args(datasets=["chestmnist"]))
-    monkeypatch.setattr(datasets, "search_roots", lambda data_path=None: [tmp_path / "none"])
+    monkeypatch.setattr(datasets.medmnist_files, "search_roots", lambda data_path=None: [tmp_path / "none"])
     with pytest.raises(SweepError, match="none of the benchmark's datasets"):
         restrict_datasets(dict(spec), _args())
 

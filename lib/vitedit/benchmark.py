@@ -1,10 +1,7 @@
 """The cross-dataset benchmark's report (notebook 09): base models beside the MedMNIST reference,
 the dataset x method headline at each regression budget, edit against retrain time, the
 confusion-pair generalisation, and a generated "what this shows" per dataset that names a winner
-only where the 95 % CIs over seeds separate.
-
-Reads a sweep folder only (``budget.csv``, ``param_search_summary_*.csv``, the shared stages'
-records); importable without torch.
+only where the 95 % CIs over seeds separate. Reads a sweep folder only; importable without torch.
 """
 
 from __future__ import annotations

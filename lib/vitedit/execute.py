@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from . import datasets, methods, paths, report, runs
+from . import datasets, methods, nb, paths, report, runs
+from . import params as params_mod
 from . import progress as progress_mod
 
 KERNEL = "python3"
@@ -126,15 +127,27 @@ def record_failure(folder: Path, stage: str, error: str, **extra: Any) -> None:
     report.write_run_index(folder)
 
 
+def stage_parameters(name: str, run_dir: Path, p: dict) -> dict:
+    """What papermill passes to notebook ``name``: the parameters its cell declares, and every
+    parameter through a file of this execution (``<run>/notebooks/<name>.params.yaml``, read by
+    the notebook's ``params_file``), so that a notebook need not declare a parameter to receive
+    it (its cell shows the ones it is about; a new method's parameter reaches it unlisted)."""
+    declared = set(notebook_parameters(name)) | {"run_dir"}
+    given = {k: v for k, v in p.items() if k in declared}
+    if nb.PARAMS_FILE in declared:
+        f = Path(run_dir) / "notebooks" / f"{name}.params.yaml"
+        paths.atomic_write_text(f, params_mod.dump_yaml(p))
+        given[nb.PARAMS_FILE] = str(f)
+    return given
+
+
 def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
     """Execute one notebook into the run folder and render its HTML; record the outcome.
 
-    The notebook receives the parameters its parameters cell declares (it fills the rest with
-    the run's stored parameters and the schema's defaults and validates everything itself).
+    The notebook receives every parameter (:func:`stage_parameters`) and validates them itself.
     """
     src = notebook_path(name)
-    declared = set(notebook_parameters(name)) | {"run_dir"}
-    given = {k: v for k, v in p.items() if k in declared}
+    given = stage_parameters(name, run_dir, p)
     out_nb, out_html = run_dir / "notebooks" / f"{name}.ipynb", run_dir / f"{name}.html"
     t0 = time.perf_counter()
     log(f"[{name}] executing {src} -> {out_nb}")

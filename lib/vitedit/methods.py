@@ -66,6 +66,9 @@ class Method:
     cli_stage: str | None = None  # the original CLI's --stage value that runs it alone
     cli_flag: str | None = None  # the original CLI's flag that selects it (e.g. --closed-form)
     loss_note: str = ""  # why it may lose accuracy on purpose (said beside an accuracy warning)
+    # its strength grid: what a sweep with ``method_grids: registered`` (the benchmark) searches;
+    # chosen on the design seeds (reports/benchmark/findings.md, "Strength grids")
+    grid: Mapping[str, list] = field(default_factory=dict)
 
     @property
     def is_baseline(self) -> bool:
@@ -168,6 +171,11 @@ register(
         uses_layers=True,
         name_keys={"nullspace_threshold": "thresh", "L2": "L2"},
         null_space_key="nullspace_threshold",
+        grid={
+            "nullspace_threshold": [1e-6, 1e-4],
+            "L2": [0.3, 1.0, 3.0],
+            "rank_scope": ["all", "region_max"],  # edit layers from the mlp or token x layer trace
+        },
     )
 )
 register(
@@ -181,6 +189,7 @@ register(
         context=_LAYER_CONTEXT,
         uses_layers=True,
         name_keys={"mom2_update_weight": "mom2w"},
+        grid={"mom2_update_weight": [300.0, 3000.0, 30000.0]},
     )
 )
 register(
@@ -197,6 +206,7 @@ register(
         name_keys={"L2": "L2"},
         loss_note="the ablation runs AlphaEdit's solve and L2 without the projection P, to show "
         "what the null space prevents",
+        grid={"L2": [1.0, 10.0, 100.0]},
     )
 )
 register(
@@ -206,6 +216,7 @@ register(
         "05_edit_head",
         ("head_lr", "head_steps", "ewc_lambda"),
         "classifier head by gradient with an EWC penalty",
+        grid={"ewc_lambda": [3.0, 30.0, 300.0], "head_lr": [1e-2]},
     )
 )
 register(
@@ -216,6 +227,7 @@ register(
         ("ridge_lambda", "head_margin", "head_error_weight"),
         "classifier head in closed form (ridge toward the original head, margin targets)",
         cli_flag="--closed-form",
+        grid={"head_margin": [0.5, 1.0, 3.0]},
     )
 )
 register(
@@ -238,6 +250,12 @@ register(
             "head_verify_holdout": ("head_verify_budget", 0.0),
         },
         null_space_key="head_nullspace_threshold",
+        grid={
+            "head_L2": [1e-2, 1e-1],
+            "head_verify_budget": [0.0, 0.01],
+            "head_verify_backoff": ["scale", "sample"],
+            "head_verify_holdout": [0.0, 0.5],
+        },
     )
 )
 register(
@@ -248,6 +266,11 @@ register(
         ("head_margin", "head_keep_margin", "head_keep_weight", "head_keep_pull"),
         "classifier head by squared hinges: fix the errors with a margin while every statistics "
         "sample keeps its decision with a margin, plus a ridge pull on their logits",
+        grid={
+            "head_keep_pull": [3.0, 10.0, 30.0],
+            "head_margin": [0.5, 1.0],
+            "head_keep_weight": [0.0, 1.0],  # 0: the guard's ablation (the pull alone)
+        },
     )
 )
 register(
@@ -271,5 +294,6 @@ register(
         "baseline 2: fine-tune the model on the errors only",
         alias="finetune",
         cli_stage="baseline2",
+        grid={"baseline_lr": [1e-5, 1e-4, 1e-3]},
     )
 )

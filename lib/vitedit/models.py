@@ -190,7 +190,9 @@ def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
 
 
 @torch.no_grad()
-def _batched(model, images, cfg, batch_size, device, forward, width: int, progress=False, desc=""):
+def _batched(
+    model, images, cfg, batch_size, device, *, forward, width: int, progress=False, desc=""
+):
     """``forward(model, x)`` (float32, on the CPU) over ``images`` in batches, in eval mode and the
     inference precision; (0, ``width``) for no images."""
     device = torch.device(device)
@@ -218,7 +220,15 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits (float32, on the CPU) of ``model`` on raw ``images``, in eval mode."""
     return _batched(
-        model, images, cfg, batch_size, device, lambda m, x: m(x), model.num_classes, progress, desc
+        model,
+        images,
+        cfg,
+        batch_size,
+        device,
+        forward=lambda m, x: m(x),
+        width=model.num_classes,
+        progress=progress,
+        desc=desc,
     )
 
 
@@ -237,8 +247,8 @@ def predict_pre_logits(
         cfg,
         batch_size,
         device,
-        lambda m, x: m.forward_head(m.forward_features(x), pre_logits=True),
-        model.head.in_features,
+        forward=lambda m, x: m.forward_head(m.forward_features(x), pre_logits=True),
+        width=model.head.in_features,
     )
 
 

@@ -132,7 +132,17 @@ def fit(
     with file_lock(ckpt):
         if ckpt.is_file():  # another process trained it while this one waited
             return _reuse(ckpt, fields, device, log)
-        return _train(params, data, split, fields, ckpt, device, progress, on_batch, log)
+        return _train(
+            params,
+            data,
+            split,
+            fields,
+            ckpt,
+            device=device,
+            progress=progress,
+            on_batch=on_batch,
+            log=log,
+        )
 
 
 def _reuse(ckpt: Path, fields: dict, device, log) -> TrainResult:
@@ -145,7 +155,7 @@ def _reuse(ckpt: Path, fields: dict, device, log) -> TrainResult:
     return TrainResult(model, pd.DataFrame(meta["history"]), ckpt, meta, True)
 
 
-def _train(params, data, split, fields, ckpt, device, progress, on_batch, log) -> TrainResult:
+def _train(params, data, split, fields, ckpt, *, device, progress, on_batch, log) -> TrainResult:
     cfg = models.get_config(params["model"])
     seed = params["seed"]
     epochs, bs = params["epochs"], params["batch_size"]

@@ -1,7 +1,8 @@
 """Locate: causal tracing of the errors (ROME-style), and the layers it hands to editing.
 
 - :mod:`.restorations` — what a trace restores (kind, layers, token scope or patch region);
-- :mod:`.tracing` — the batched tracer, its reference, the effects table, ``trace_errors``;
+- :mod:`.tracing` — the batched tracer and its one-restoration-per-pass reference;
+- :mod:`.effects` — the effects table of every traced error (``trace_errors``);
 - :mod:`.layers` — per-layer statistics, the choice of edit layers and its separation, 03's records;
 - :mod:`.attribution` — ASTRA's patch attribution and the picture of a noisy copy.
 
@@ -9,6 +10,7 @@ The names below are the package's interface (``locate.trace_errors``, ``locate.l
 """
 
 from .attribution import corrupted_view, patch_attribution
+from .effects import IMPORTANCE_COLUMNS, Traced, TraceSetup, effects_table, trace_errors
 from .layers import (
     EDIT_LAYERS_FILE,
     STATISTICS_COLUMNS,
@@ -42,18 +44,13 @@ from .restorations import (
     window_layers,
 )
 from .tracing import (
-    IMPORTANCE_COLUMNS,
-    Traced,
-    TraceSetup,
     clean_run,
     corrupted_run,
-    effects_table,
     forward_from,
     last_block_cls,
     make_noise,
     patch_embedding_std,
     restored_output,
-    trace_errors,
     trace_reference,
     trace_sample,
 )

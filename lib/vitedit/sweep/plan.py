@@ -193,14 +193,14 @@ def _add(out: dict, method: str, p: dict, point: dict, prep: Prep, grid, searche
     if methods_mod.get(method).uses_layers:
         prep.needs_locate = True
     out[eid] = Experiment(
-        len(out),
-        eid,
-        cid,
-        experiment_name(method, p, searched, eid),
-        method,
-        method_params(method, p),
-        prep,
-        point,
+        index=len(out),
+        id=eid,
+        config_id=cid,
+        name=experiment_name(method, p, searched, eid),
+        method=method,
+        params=method_params(method, p),
+        prep=prep,
+        point=point,
     )
 
 

@@ -97,7 +97,9 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
         )
     if not methods and not bl:
         raise SweepError("the sweep runs nothing: give 'methods' and/or 'baselines'")
-    method_grids = check_method_grids(spec.get("method_grids") or {}, [*methods, *bl])
+    method_grids = check_method_grids(
+        registered_grids(spec.get("method_grids"), [*methods, *bl]), [*methods, *bl]
+    )
     selection = check_selection({**DEFAULT_SELECTION, **(spec.get("selection") or {})})
     ds_list, per_dataset = check_datasets(spec, clean_grid)
     return {
@@ -134,11 +136,27 @@ def check_grid(grid: Any, where: str) -> dict:
     return clean
 
 
+REGISTERED = "registered"  # method_grids: every run method's grid as declared in the registry
+
+
+def registered_grids(grids: Any, run: list[str]) -> Any:
+    """``method_grids: registered``: each method's strength grid as the registry declares it
+    (:attr:`vitedit.methods.Method.grid`); any other value is the spec's own."""
+    if grids != REGISTERED:
+        return grids or {}
+    aliases = baseline_aliases()
+    chosen = {name: methods_mod.get(aliases.get(name, name)) for name in run}
+    return {name: dict(m.grid) for name, m in chosen.items() if m.grid}
+
+
 def check_method_grids(grids: Any, run: list[str]) -> dict[str, dict]:
     """``method_grids``: a strength grid per method (name or baseline alias), crossed with the common
     grid for that method only; a key that does not change the method's result is refused."""
     if not isinstance(grids, dict):
-        raise SweepError("'method_grids' must map method names to grids")
+        raise SweepError(
+            f"'method_grids' must map method names to grids, or be '{REGISTERED}' (each method's "
+            f"registered strength grid)"
+        )
     aliases = baseline_aliases()
     out = {}
     for name, grid in grids.items():
@@ -195,7 +213,11 @@ def check_selection(sel: Mapping[str, Any]) -> dict:
 
 def searched_params(spec: Mapping[str, Any]) -> list[str]:
     """The parameters a spec varies: grid keys with several values, and ``seed`` for several seeds."""
-    grids = [spec.get("grid") or {}, *(spec.get("method_grids") or {}).values()]
+    method_grids = spec.get("method_grids") or {}
+    grids = [
+        spec.get("grid") or {},
+        *(method_grids.values() if isinstance(method_grids, dict) else []),
+    ]
     searched = list(dict.fromkeys(k for g in grids for k, v in g.items() if len(v) > 1))
     return searched + (["seed"] if len(spec.get("seeds") or []) > 1 else [])
 
@@ -240,7 +262,8 @@ def spec_from_args(args: argparse.Namespace) -> dict:
         spec["baselines"] = list(baselines)
     if args.no_baselines:
         spec["baselines"] = False
-    if args.methods or args.no_baselines or baselines:  # the left-out methods' grids go too
+    if (args.methods or args.no_baselines or baselines) and spec.get("method_grids") != REGISTERED:
+        # the left-out methods' grids go too
         run = set(as_list(spec.get("methods", edit_methods())))
         bl = spec.get("baselines", list(baseline_aliases()))
         run |= set() if bl is False or bl is None else set(as_list(bl))
