@@ -165,6 +165,7 @@ def trained_toy(tmp_path_factory):
 # order, by number of tests, started them last)
 LONGEST_FIRST = (
     "test_study.py",
+    "test_adding_a_method.py",
     "test_sweep_resilience.py",
     "test_study_runs.py",
     "test_benchmark.py",

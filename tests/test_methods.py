@@ -18,8 +18,8 @@ EDITOR_STAGES = {"edit", "head", "baseline"}
 @pytest.mark.parametrize("name", list(methods.REGISTRY))
 def test_editor_keywords_are_schema_keys_and_back(name):
     m = methods.get(name)
-    sig = inspect.signature(m.editor_class.__init__).parameters
-    taken = {k for k in sig if k != "self"}
+    sig = m.editor_keywords
+    taken = set(sig)
     unknown = taken - set(SCHEMA) - set(m.fixed) - set(methods.CONTEXT_ARGS)
     assert not unknown, f"{m.editor} takes {unknown}: neither schema keys nor context arguments"
     assert set(m.params) <= taken, (

@@ -3,7 +3,7 @@ import json
 import pytest
 import yaml
 
-from vitedit import methods, params, runs
+from vitedit import params, runs
 from vitedit.params import ParamError
 
 from conftest import ROOT

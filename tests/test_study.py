@@ -10,7 +10,7 @@ from urllib.parse import unquote
 import pandas as pd
 import pytest
 
-from vitedit import checkpoints, runs
+from vitedit import checkpoints, methods, runs
 
 from conftest import ROOT
 
@@ -82,12 +82,7 @@ def test_full_run_writes_every_artifact(study):
         "head_edit_log.csv",
         "edit_summary.csv",
         "head_edit_summary.csv",
-        "edits/alphaedit.json",
-        "edits/memit.json",
-        "edits/alphaedit_noproj.json",
-        "edits/head.json",
-        "edits/head_closed_form.json",
-        "edits/head_nullspace.json",
+        *(f"edits/{m}.json" for m in methods.names()),  # every registered method, from the registry
         "06_evaluate.html",
         "07_baselines.html",
         "comparative_evaluation_edit_samples.csv",
@@ -123,19 +118,9 @@ def test_full_run_writes_every_artifact(study):
         ]
     ), st
     metrics = json.loads((run / "metrics.json").read_text())["methods"]
-    assert set(metrics) == {
-        "alphaedit",
-        "memit",
-        "alphaedit_noproj",
-        "head",
-        "head_closed_form",
-        "head_nullspace",
-        "head_guarded",
-        "baseline_retrain",
-        "baseline_finetune",
-    }
+    assert set(metrics) == set(methods.names())
     # the preservation error on the real images' keys is recorded for every projection edit
-    for m in ("alphaedit", "memit", "alphaedit_noproj"):
+    for m in (n for n in methods.names() if methods.get(n).uses_layers):
         assert 0 <= metrics[m]["preservation_insample"] < 10, metrics[m]
         assert 0 <= metrics[m]["preservation_heldout"] < 10, metrics[m]
     test_rows = pd.read_csv(run / "comparative_evaluation_test_set.csv")

@@ -18,6 +18,7 @@ torch (about 2 s per process); :attr:`Method.editor_class` imports the editor wh
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,20 @@ class Method:
     def inherits(self) -> list[str]:
         """The shared stages an experiment starts from."""
         return ["01_split", "02_train"] + (["03_locate"] if self.uses_layers else [])
+
+    @property
+    def editor_keywords(self) -> dict[str, inspect.Parameter]:
+        """The editor's keyword arguments, through ``**kwargs`` passed on to a base class (the
+        layer editors' shared settings live in :class:`vitedit.editors.layer.LayerEditor`)."""
+        out: dict[str, inspect.Parameter] = {}
+        for cls in self.editor_class.__mro__:
+            if "__init__" not in vars(cls):
+                continue
+            sig = inspect.signature(vars(cls)["__init__"]).parameters
+            out.update({k: v for k, v in sig.items() if k != "self" and v.kind != v.VAR_KEYWORD})
+            if not any(v.kind == v.VAR_KEYWORD for v in sig.values()):
+                break
+        return out
 
     @property
     def editor_class(self) -> type:

@@ -10,14 +10,13 @@ threshold or rule: the registry passes None for both).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from .base import EditError
 from .layer import LayerEditor
 from .solve import L2_RULES, NULLSPACE_RULES, key_scale, null_space_projection
-from .statistics import StatsCache
 
 
 class AlphaEdit(LayerEditor):
@@ -26,22 +25,12 @@ class AlphaEdit(LayerEditor):
     def __init__(
         self,
         *,
-        layers: Sequence[int],
         null_space: bool,
         nullspace_threshold: float | None,
         nullspace_rule: str | None,
         L2: float,
         L2_rule: str,
-        edit_modules: Sequence[str],
-        stats_scope: str,
-        v_lr: float,
-        v_num_grad_steps: int,
-        v_weight_decay: float,
-        v_weight_decay_rule: str,
-        clamp_norm_factor: float,
-        edit_batch_size: int | None,
-        stats_cache: StatsCache | None,
-        progress: bool,
+        **shared: Any,
     ):
         if null_space and (nullspace_threshold is None or nullspace_rule not in NULLSPACE_RULES):
             raise EditError(
@@ -55,19 +44,7 @@ class AlphaEdit(LayerEditor):
                 f"L2 = {L2} makes the AlphaEdit solve singular (the edit keys span at most "
                 f"max_edits directions); set L2 > 0 (relative to tr(C0)/d with L2_rule relative)"
             )
-        super().__init__(
-            layers=layers,
-            edit_modules=edit_modules,
-            stats_scope=stats_scope,
-            v_lr=v_lr,
-            v_num_grad_steps=v_num_grad_steps,
-            v_weight_decay=v_weight_decay,
-            v_weight_decay_rule=v_weight_decay_rule,
-            clamp_norm_factor=clamp_norm_factor,
-            edit_batch_size=edit_batch_size,
-            stats_cache=stats_cache,
-            progress=progress,
-        )
+        super().__init__(**shared)  # layers, the target and the statistics: LayerEditor
         self.null_space = null_space
         self.nullspace_threshold, self.nullspace_rule = nullspace_threshold, nullspace_rule
         self.L2, self.L2_rule = L2, L2_rule

@@ -9,50 +9,27 @@ compare λ across scopes with that in mind.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from .base import EditError
 from .layer import LayerEditor
 from .solve import key_scale
-from .statistics import StatsCache
 
 
 class MEMIT(LayerEditor):
     def __init__(
         self,
         *,
-        layers: Sequence[int],
         mom2_update_weight: float,
-        edit_modules: Sequence[str],
-        stats_scope: str,
-        v_lr: float,
-        v_num_grad_steps: int,
-        v_weight_decay: float,
-        v_weight_decay_rule: str,
-        clamp_norm_factor: float,
-        edit_batch_size: int | None,
-        stats_cache: StatsCache | None,
-        progress: bool,
+        **shared: Any,
     ):
         if not mom2_update_weight > 0:
             raise EditError(
                 f"mom2_update_weight = {mom2_update_weight} leaves MEMIT's solve singular; set it > 0"
             )
-        super().__init__(
-            layers=layers,
-            edit_modules=edit_modules,
-            stats_scope=stats_scope,
-            v_lr=v_lr,
-            v_num_grad_steps=v_num_grad_steps,
-            v_weight_decay=v_weight_decay,
-            v_weight_decay_rule=v_weight_decay_rule,
-            clamp_norm_factor=clamp_norm_factor,
-            edit_batch_size=edit_batch_size,
-            stats_cache=stats_cache,
-            progress=progress,
-        )
+        super().__init__(**shared)  # layers, the target and the statistics: LayerEditor
         self.mom2_update_weight = mom2_update_weight
 
     def solve_terms(self, moment: torch.Tensor):
