@@ -26,7 +26,9 @@ def main():
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     given = dict(params.parse_assignment(s) for s in args.set)
-    run = nb.start("04_edit_alphaedit", {"run_dir": str(Path(args.run_dir).resolve()), **given}, set())
+    run = nb.start(
+        "04_edit_alphaedit", {"run_dir": str(Path(args.run_dir).resolve()), **given}, set()
+    )
     ctx = stages.load_context(run)
     sel = stages.select_edits(ctx)
     for name in args.methods:

@@ -43,7 +43,9 @@ def main(argv):
         t0 = time.perf_counter()
         r = train.fit(p, data, split, progress=False, log=lambda *a: None)
         total = time.perf_counter() - t0
-    acc = evaluation.set_accuracy_table(r.model, data, split, models.get_config(p["model"]))
+    runner = models.Runner(models.get_config(p["model"]), p["eval_batch_size"], "cpu")
+    ev = evaluation.Evaluator.from_params(p, data, split, runner)
+    acc = evaluation.set_accuracy_table(ev, r.model)
     if curve:
         h = r.history.copy()
         h["wall_seconds"] = h.seconds.cumsum()

@@ -19,7 +19,17 @@ from pathlib import Path
 
 import pandas as pd
 
-SKIP_WORDS = ("seconds", "time", "duration", "checkpoint", "sha256", "run_dir", "path", "html", "file")
+SKIP_WORDS = (
+    "seconds",
+    "time",
+    "duration",
+    "checkpoint",
+    "sha256",
+    "run_dir",
+    "path",
+    "html",
+    "file",
+)
 
 
 def skipped(key: str) -> bool:
@@ -101,7 +111,7 @@ def main(argv=None) -> int:
         if f.parts[0] not in ("notebooks",)
         and f.name not in ("status.json", "plan.json", "job.json")
     ]
-    n_values, differing = 0, 0
+    differing = 0
     for rel in files:
         fa, fb = before / rel, after / rel
         if not fa.is_file() or not fb.is_file():

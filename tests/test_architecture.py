@@ -94,9 +94,7 @@ def test_no_import_cycles_even_through_function_level_imports():
         for pkg in packages:
             if name.startswith(pkg + "."):
                 assert pkg not in deps, f"{name} imports its own package's __init__"
-    g = {
-        k: {d for d in v if not (k in packages and d.startswith(k + "."))} for k, v in g.items()
-    }
+    g = {k: {d for d in v if not (k in packages and d.startswith(k + "."))} for k, v in g.items()}
     assert find_cycle(g) is None, f"import cycle: {' -> '.join(find_cycle(g))}"
 
 

@@ -339,9 +339,7 @@ def test_a_read_only_statistics_cache_is_computed_without_caching(tmp_path, monk
 
     monkeypatch.setattr(checkpoints, "file_lock", no_lock)
     cache = statistics.StatsCache(tmp_path, {"k": 1})
-    moment, cached = statistics.cached_second_moment(
-        model, runner, imgs, (1, "mlp"), "cls", cache
-    )
+    moment, cached = statistics.cached_second_moment(model, runner, imgs, (1, "mlp"), "cls", cache)
     direct = statistics.key_second_moment(model, runner, imgs, (1, "mlp"), "cls")[0]
     assert not cached and torch.equal(moment, direct) and not list(tmp_path.glob("*.pt"))
 

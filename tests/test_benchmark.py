@@ -71,7 +71,9 @@ def test_benchmark_runs_what_is_here_and_says_what_it_skips(tmp_path, capsys, mo
     assert every["per_dataset"]["liver4"]["set"]["data_path"] == "/data/liver"
     with pytest.raises(SweepError, match="not in the spec"):
         restrict_datasets(dict(spec), _args(datasets=["chestmnist"]))
-    monkeypatch.setattr(datasets.medmnist_files, "search_roots", lambda data_path=None: [tmp_path / "none"])
+    monkeypatch.setattr(
+        datasets.medmnist_files, "search_roots", lambda data_path=None: [tmp_path / "none"]
+    )
     with pytest.raises(SweepError, match="none of the benchmark's datasets"):
         restrict_datasets(dict(spec), _args())
 

@@ -421,7 +421,9 @@ def _saved_confusion(path):
 def test_a_saved_figure_is_shown_as_the_file_it_saved(tmp_path):
     """The notebooks show each figure as the PNG the plot function saved, not drawn a second time
     (drawing is most of a figure's cost); the shown image is that file, at the kernel's size."""
-    assert plots.common._show_saved_png(confusion_figure()) is None  # not saved: the kernel draws it
+    assert (
+        plots.common._show_saved_png(confusion_figure()) is None
+    )  # not saved: the kernel draws it
     fig = _saved_confusion(tmp_path / "cm.png")
     data, meta = plots.common._show_saved_png(fig)
     assert data == (tmp_path / "cm.png").read_bytes()
@@ -444,7 +446,9 @@ def test_the_kernel_display_hook_uses_the_saved_file_and_falls_back_to_drawing(
     shell = SimpleNamespace(display_formatter=DisplayFormatter())  # a kernel's, without a kernel
     monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
     fmt = shell.display_formatter.formatters["image/png"]
-    assert plots.common._register_saved_png_display() is None  # no Figure formatter yet: nothing to wrap
+    assert (
+        plots.common._register_saved_png_display() is None
+    )  # no Figure formatter yet: nothing to wrap
     fmt.for_type(Figure, lambda fig: b"drawn")  # the inline backend's drawing, stood in for
     plots.common._register_saved_png_display()
     wrapped = fmt.lookup_by_type(Figure)

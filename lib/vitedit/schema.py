@@ -554,7 +554,7 @@ SCHEMA: dict[str, Param] = {
             check=_positive,
         ),
         # default 1 %: unchecked (0), the closed form rewrites the head (measured on the default
-        # RetinaMNIST study: reports/benchmark/findings.md, "Operating points"); scaled back to <= 1 %
+        # RetinaMNIST study: reports/benchmark/findings.md, "The verify loop"); scaled back to <= 1 %
         # changed predictions on the statistics samples it stays an edit (by construction)
         Param(
             "head_verify_budget",

@@ -71,7 +71,7 @@ def confusion_matrices(evals: dict, label_names=None, path: Path | None = None):
         return im
 
     # one colour bar per scale (the scales are shared), not one per panel: fewer artists for
-    # constrained layout (8 methods: 13.0 -> 10.9 s to lay out and save, on a loaded machine)
+    # constrained layout to place (its cost measured in the issue-23 closing note)
     count_im = counts(axes[0, 0], before, "before the edit (all methods)")
     change_im = None
     for i, m in enumerate(methods):
