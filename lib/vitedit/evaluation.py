@@ -101,19 +101,40 @@ def transitions(y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray) 
     }
 
 
-def ft_train_stability(ev: Evaluator, before, after, stats_positions: np.ndarray) -> dict:
-    """Transitions on FT-Train held out from the editing statistics (``heldout_*``) and, labelled
-    apart, on the samples that built them (``insample_*``)."""
-    imgs, y = ev.view("ft_train"), ev.labels("ft_train")
+def ft_train_positions(ev: Evaluator, stats_positions: np.ndarray) -> dict[str, np.ndarray]:
+    """FT-Train positions held out from the editing statistics, and those that built them."""
+    n = len(ev.split.indices["ft_train"])
     stats_positions = np.asarray(stats_positions, dtype=int)
+    return {"heldout": np.setdiff1d(np.arange(n), stats_positions), "insample": stats_positions}
+
+
+def set_probs(
+    ev: Evaluator, model, stats_positions: np.ndarray, sets=None
+) -> dict[str, np.ndarray]:
+    """``model``'s probabilities on what the evaluation reads (through the prediction cache):
+    Edit-Discovery, FT-Train held out and in-sample, Test and FT-Val (``sets``: some of them)."""
+    ft = ft_train_positions(ev, stats_positions)
+    images = {
+        "edit_discovery": lambda: ev.view("edit_discovery"),
+        "ft_train_heldout": lambda: ev.view("ft_train").take(ft["heldout"]),
+        "ft_train_insample": lambda: ev.view("ft_train").take(ft["insample"]),
+        "test": lambda: ev.view("test"),
+        "ft_val": lambda: ev.view("ft_val"),
+    }
+    return {k: ev.probs(model, f()) for k, f in images.items() if sets is None or k in sets}
+
+
+def ft_train_stability(
+    ev: Evaluator, before: dict, after: dict, stats_positions: np.ndarray
+) -> dict:
+    """Transitions on FT-Train held out from the editing statistics (``heldout_*``) and, labelled
+    apart, on the samples that built them (``insample_*``), from the two models' probabilities
+    (:func:`set_probs`)."""
+    y = ev.labels("ft_train")
     row = {}
-    for name, pos in (
-        ("heldout", np.setdiff1d(np.arange(len(y)), stats_positions)),
-        ("insample", stats_positions),
-    ):
-        pb = ev.probs(before, imgs.take(pos)).argmax(1)
-        pa = ev.probs(after, imgs.take(pos)).argmax(1)
-        t = transitions(y[pos], pb, pa)
+    for name, pos in ft_train_positions(ev, stats_positions).items():
+        key = f"ft_train_{name}"
+        t = transitions(y[pos], before[key].argmax(1), after[key].argmax(1))
         row.update(
             {
                 f"{name}_n": t["n"],
@@ -131,7 +152,13 @@ def edit_summary(
 ) -> dict:
     """Fix rate on the edited errors, and stability on FT-Train held out from the editing statistics
     (the samples that built P / Fisher / ridge are reported apart, labelled in-sample)."""
-    ft = ft_train_stability(ev, model_before, result.model, stats_positions)
+    sets = ("ft_train_heldout", "ft_train_insample")
+    ft = ft_train_stability(
+        ev,
+        set_probs(ev, model_before, stats_positions, sets),
+        set_probs(ev, result.model, stats_positions, sets),
+        stats_positions,
+    )
     row = {
         "method": method,
         "n_edits": int(len(result.log)),
@@ -208,65 +235,55 @@ def four_level(
        configuration on these (and on levels 1, 2, 4), never on Test.
     Returns ``{"levels": {level: row}, "confusion": (before, after), "per_class": DataFrame}``.
     """
-    probs = ev.probs
-    data, split = ev.data, ev.split
-    n_cls = data.info.n_classes
-    ed_imgs, ed_y = split.view(data, "edit_discovery"), split.labels(data, "edit_discovery")
-    edited_positions = np.asarray(edited_positions, dtype=int)
-    pb_ed, pa_ed = (
-        probs(before, ed_imgs),
-        probs(after, ed_imgs),
+    return levels(
+        ev,
+        method,
+        set_probs(ev, before, stats_positions),
+        set_probs(ev, after, stats_positions),
+        edited_positions,
+        stats_positions,
     )
-    levels: dict[str, dict] = {}
+
+
+def levels(
+    ev: Evaluator,
+    method: str,
+    before: dict[str, np.ndarray],
+    after: dict[str, np.ndarray],
+    edited_positions: np.ndarray,
+    stats_positions: np.ndarray,
+) -> dict:
+    """:func:`four_level` from the two models' probabilities (:func:`set_probs`): however they
+    were computed, every method and grid point is judged by this one function."""
+    data = ev.data
+    n_cls = data.info.n_classes
+    ed_y = ev.labels("edit_discovery")
+    edited_positions = np.asarray(edited_positions, dtype=int)
+    pb_ed, pa_ed = before["edit_discovery"], after["edit_discovery"]
+    out: dict[str, dict] = {}
     t = transitions(
         ed_y[edited_positions], pb_ed[edited_positions].argmax(1), pa_ed[edited_positions].argmax(1)
     )
-    levels["edit_samples"] = {
+    out["edit_samples"] = {
         "method": method,
         "total": t["n"],
         "num_fixed": t["wrong_to_correct"],
         "fix_rate": t["fix_rate"],
         "broken": t["correct_to_wrong"],
     }
-    levels["projection_samples"] = {
+    out["projection_samples"] = {
         "method": method,
         **ft_train_stability(ev, before, after, stats_positions),
     }
-    te_imgs, te_y = split.view(data, "test"), split.labels(data, "test")
-    pb, pa = (
-        probs(before, te_imgs),
-        probs(after, te_imgs),
-    )
+    te_y = ev.labels("test")
+    pb, pa = before["test"], after["test"]
     yb, ya = pb.argmax(1), pa.argmax(1)
-    tr = transitions(te_y, yb, ya)
-    mc = mcnemar_exact(yb == te_y, ya == te_y)
-    lo, hi = bootstrap_delta_ci(yb == te_y, ya == te_y, ev.n_boot, ev.seed)
-    gen = pair_generalisation(
+    out["test_set"] = level_test(ev, method, te_y, pb, pa) | pair_generalisation(
         ed_y[edited_positions], pb_ed[edited_positions].argmax(1), te_y, yb, ya
     )
-    levels["test_set"] = {
-        "method": method,
-        "total": tr["n"],
-        "acc_before": tr["acc_before"],
-        "acc_after": tr["acc_after"],
-        "acc_delta": tr["acc_after"] - tr["acc_before"],
-        "delta_ci_low": lo,
-        "delta_ci_high": hi,
-        "correct_to_wrong": tr["correct_to_wrong"],
-        "wrong_to_correct": tr["wrong_to_correct"],
-        "mcnemar_p": mc["p_value"],
-        "stability": tr["stability"],
-        "f1_macro_before": macro_f1(te_y, yb, n_cls),
-        "f1_macro_after": macro_f1(te_y, ya, n_cls),
-        "auc_before": auc(te_y, pb),
-        "auc_after": auc(te_y, pa),
-        # what always answering the largest Test class scores: an edited model below it is broken
-        "majority_share": float(np.bincount(te_y, minlength=n_cls).max() / max(len(te_y), 1)),
-        **gen,
-    }
     rest = np.setdiff1d(np.arange(len(ed_y)), edited_positions)
     tr = transitions(ed_y[rest], pb_ed[rest].argmax(1), pa_ed[rest].argmax(1))
-    levels["edit_discovery_set"] = {
+    out["edit_discovery_set"] = {
         "method": method,
         "total": tr["n"],
         "acc_before": tr["acc_before"],
@@ -276,11 +293,8 @@ def four_level(
         "fix_rate": tr["fix_rate"],
         "stability": tr["stability"],
     }
-    va_imgs, va_y = split.view(data, "ft_val"), split.labels(data, "ft_val")
-    vb = probs(before, va_imgs).argmax(1)
-    va = probs(after, va_imgs).argmax(1)
-    tr = transitions(va_y, vb, va)
-    levels["val_set"] = {
+    tr = transitions(ev.labels("ft_val"), before["ft_val"].argmax(1), after["ft_val"].argmax(1))
+    out["val_set"] = {
         "method": method,
         "total": tr["n"],
         "acc_before": tr["acc_before"],
@@ -309,4 +323,33 @@ def four_level(
         }
     )
     per_class["acc_change"] = per_class.acc_after - per_class.acc_before
-    return {"levels": levels, "confusion": cm, "per_class": per_class}
+    return {"levels": out, "confusion": cm, "per_class": per_class}
+
+
+def level_test(ev: Evaluator, method: str, y: np.ndarray, pb: np.ndarray, pa: np.ndarray) -> dict:
+    """Level 3, Test: accuracy before / after / delta with the bootstrap CI of the paired change,
+    transitions, exact McNemar p, macro-F1 and AUC, and the majority class's share."""
+    n_cls = ev.data.info.n_classes
+    yb, ya = pb.argmax(1), pa.argmax(1)
+    tr = transitions(y, yb, ya)
+    mc = mcnemar_exact(yb == y, ya == y)
+    lo, hi = bootstrap_delta_ci(yb == y, ya == y, ev.n_boot, ev.seed)
+    return {
+        "method": method,
+        "total": tr["n"],
+        "acc_before": tr["acc_before"],
+        "acc_after": tr["acc_after"],
+        "acc_delta": tr["acc_after"] - tr["acc_before"],
+        "delta_ci_low": lo,
+        "delta_ci_high": hi,
+        "correct_to_wrong": tr["correct_to_wrong"],
+        "wrong_to_correct": tr["wrong_to_correct"],
+        "mcnemar_p": mc["p_value"],
+        "stability": tr["stability"],
+        "f1_macro_before": macro_f1(y, yb, n_cls),
+        "f1_macro_after": macro_f1(y, ya, n_cls),
+        "auc_before": auc(y, pb),
+        "auc_after": auc(y, pa),
+        # what always answering the largest Test class scores: an edited model below it is broken
+        "majority_share": float(np.bincount(y, minlength=n_cls).max() / max(len(y), 1)),
+    }
