@@ -75,9 +75,8 @@ def test_build_passes_parameters_under_their_schema_names():
 def test_an_editor_built_outside_the_registry_has_no_name_and_is_refused(trained_toy):
     """The name comes from the registry only: a hand-built editor cannot record a result."""
     _, data, split, model = trained_toy
-    ed = methods.get("head_closed_form").editor_class(
-        ridge_lambda=10.0, head_margin=0.5, head_error_weight=10.0
-    )
+    m = methods.get("head_closed_form")
+    ed = m.editor_class(**{k: params.defaults()[k] for k in m.params})
     runner = models.Runner(models.get_config("vit_tiny_test"), 64, "cpu")
     with pytest.raises(editors.EditError, match="registry"):
         ed.edit(model, runner, _edit_set(data, split, model))

@@ -79,9 +79,7 @@ def test_run_methods_runs_only_the_selected_methods_of_its_notebook_and_records_
         "edit_selection": "first",
         "edit_pair": None,
         "projection_samples": 40,
-        "ridge_lambda": ctx.params["ridge_lambda"],
-        "head_margin": ctx.params["head_margin"],
-        "head_error_weight": ctx.params["head_error_weight"],
+        **{k: ctx.params[k] for k in methods.get("head_closed_form").params},
         "seed": 0,
     }
     assert rec["edited_positions"] == sel.errors.tolist()
@@ -96,7 +94,7 @@ def test_run_methods_builds_editors_from_the_params_under_their_names(ctx):
     ctx.params.update(methods=["head_closed_form"], head_margin=7.5, head_error_weight=1e4)
     out = stages.run_methods(ctx, stages.select_edits(ctx), "05_edit_head")
     direct = editors.HeadClosedFormEditor(
-        ridge_lambda=ctx.params["ridge_lambda"], head_margin=7.5, head_error_weight=1e4
+        **{k: ctx.params[k] for k in methods.get("head_closed_form").params}
     )
     direct.name = "head_closed_form"
     ref = direct.edit(ctx.model, ctx.runner, stages.select_edits(ctx).edit_set)
@@ -160,7 +158,7 @@ def test_a_newly_registered_method_runs_records_and_evaluates_under_its_own_name
         "head_wide",
         "vitedit.editors.head_closed_form:HeadClosedFormEditor",
         "05_edit_head",
-        ("ridge_lambda", "head_margin"),
+        tuple(k for k in methods.get("head_closed_form").params if k != "head_error_weight"),
         "test method",
         fixed={"head_error_weight": 10.0},
     )
