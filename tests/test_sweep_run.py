@@ -6,6 +6,7 @@ import re
 
 import pandas as pd
 import pytest
+import yaml
 
 from vitedit import columns, report, runs, sweep
 
@@ -90,6 +91,39 @@ def test_summary_has_the_documented_columns_and_every_experiment(swept):
     }
     sel = pd.read_csv(tmp / "sw" / "selection.csv")
     assert sel.method.is_unique and s.selected.sum() == 3
+
+
+# what differs between any two runs of the same experiment: where it ran and how long it took
+RUN_COLUMNS = ("job_seconds", "papermill_overhead_seconds", "run_dir", "report", "wall_seconds")
+
+
+def test_the_in_process_path_gives_the_same_summary_as_the_notebooks(swept, ckpt, retina_path):
+    """The benchmark's fast path (one process per dataset x seed, no notebooks; issue 26): every
+    figure of every experiment as the notebooks compute it, from the same shared checkpoint."""
+    tmp, spec, _ = swept
+    fast = tmp / "fast"
+    fast.mkdir()
+    blob = yaml.safe_load(spec.read_text())
+    fast_spec = write_spec(fast, blob.pop("name"), **{**blob, "in_process": True})
+    r = run_sweep(fast_spec, fast / "sw", ckpt, retina_path, "--no-report")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    slow = pd.read_csv(tmp / "sw" / "param_search_summary_retinamnist.csv")
+    got = pd.read_csv(fast / "sw" / "param_search_summary_retinamnist.csv")
+    assert list(got.columns) == list(slow.columns) and len(got) == len(slow) == 5
+    keep = [c for c in slow.columns if c not in RUN_COLUMNS and "seconds" not in c]
+    key = ["method", "config_id"]
+    pd.testing.assert_frame_equal(
+        got[keep].sort_values(key).reset_index(drop=True),
+        slow[keep].sort_values(key).reset_index(drop=True),
+        check_exact=True,
+    )
+    one = next(
+        d
+        for d in sweep.experiment_folders(fast / "sw")
+        if (d / "edits" / "alphaedit.json").is_file()
+    )
+    st = runs.status(one)
+    assert st["04_edit_alphaedit"]["fast_path"] and st["06_evaluate"]["status"] == "ok"
 
 
 def test_training_and_statistics_run_once_for_a_grid_of_edit_settings(swept, ckpt):

@@ -16,7 +16,7 @@ import copy
 import sys
 from pathlib import Path
 
-from . import clihelp, datasets, execute, methods, paths, report, runs
+from . import clihelp, datasets, execute, methods, paths, report, runs, threads
 from . import params as params_mod
 
 NOTEBOOKS = runs.NOTEBOOKS  # the study's order
@@ -311,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
             else None
         )
         p = resolve_params(args, runs.RunFolder(existing).params if existing else None)
+        threads.apply(p["num_threads"])  # this process and the kernels it starts
         execute.preflight(p)
         run_dir = existing or runs.new_run_dir(
             runs_dir, args.run_name, p["dataset"], args.timestamp

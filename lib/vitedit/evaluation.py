@@ -20,12 +20,16 @@ from .models import Runner
 from .paired import auc, bootstrap_delta_ci, macro_f1, mcnemar_exact, per_class_accuracy
 from .predcache import cached_probs
 from .splits import SET_LABEL, SETS, Split
+from .statecache import StateCache
 
 
 @dataclass(frozen=True)
 class Evaluator:
     """The sets a run evaluates on and how: data, 4-set split, runner, prediction cache (None: no
-    cache), and the bootstrap of Test's paired accuracy change (its seed and resamples)."""
+    cache), and the bootstrap of Test's paired accuracy change (its seed and resamples).
+    ``states`` (the benchmark's in-process path): the base model's hidden states in memory, so
+    that a layer edit runs only the blocks from its lowest edited one (identical probabilities,
+    :mod:`vitedit.statecache`)."""
 
     data: Data
     split: Split
@@ -33,6 +37,7 @@ class Evaluator:
     cache_dir: Path | None
     seed: int
     n_boot: int
+    states: StateCache | None = None
 
     @classmethod
     def from_params(
@@ -43,6 +48,10 @@ class Evaluator:
 
     def probs(self, model, images) -> np.ndarray:
         """``model``'s probabilities on ``images``, through the prediction cache."""
+        if self.states is not None:
+            probs = self.states.probs(model, images)
+            if probs is not None:
+                return probs
         return cached_probs(model, images, self.runner, self.cache_dir)
 
     def view(self, name: str, positions=None):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import datasets, methods, nb, paths, report, runs
+from . import datasets, methods, nb, paths, report, runs, threads
 from . import params as params_mod
 from . import progress as progress_mod
 
@@ -78,14 +78,21 @@ def preflight(p: dict, log=print) -> None:
         _check_model(p)
 
 
-def papermill(src: Path, out: Path, parameters: Mapping[str, Any], progress: bool = False) -> None:
+def papermill(
+    src: Path,
+    out: Path,
+    parameters: Mapping[str, Any],
+    progress: bool = False,
+    num_threads: int | None = None,
+) -> None:
     """Execute ``src`` into ``out``; the kernel is stopped at once after the last cell (a graceful
     shutdown waits ~2.5 s per notebook).
 
     With ``progress`` the kernel writes one line per training epoch and per tenth of a loop to the
     console (``vitedit.progress``; the HTML report keeps the last line of each); papermill's own
     cell counter is off, and the kernel's transport warning ("running over TCP without
-    encryption", a local kernel of our own) is silenced by its log level."""
+    encryption", a local kernel of our own) is silenced by its log level. ``num_threads`` reaches
+    every thread pool of the kernel (exported before it starts: :mod:`vitedit.threads`)."""
     import papermill as pm  # lazy: ~2.5 s (see notebook_parameters)
 
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
@@ -93,17 +100,18 @@ def papermill(src: Path, out: Path, parameters: Mapping[str, Any], progress: boo
     before = os.environ.get(progress_mod.ENV)
     os.environ[progress_mod.ENV] = "1"  # inherited by the kernel only for this execution
     try:
-        pm.execute_notebook(
-            str(src),
-            str(out),
-            parameters=dict(parameters),
-            kernel_name=KERNEL,
-            cwd=str(src.parent),
-            progress_bar=False,
-            log_output=False,
-            shutdown_kernel="immediate",
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
+        with threads.exported(num_threads):
+            pm.execute_notebook(
+                str(src),
+                str(out),
+                parameters=dict(parameters),
+                kernel_name=KERNEL,
+                cwd=str(src.parent),
+                progress_bar=False,
+                log_output=False,
+                shutdown_kernel="immediate",
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
     finally:
         if before is None:
             os.environ.pop(progress_mod.ENV, None)
@@ -152,7 +160,9 @@ def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
     t0 = time.perf_counter()
     log(f"[{name}] executing {src} -> {out_nb}")
     try:
-        papermill(src, out_nb, given, progress=p.get("progress", True))
+        papermill(
+            src, out_nb, given, progress=p.get("progress", True), num_threads=p.get("num_threads")
+        )
     except BaseException as e:  # includes KeyboardInterrupt: never leave 'running' or 'ok' behind
         record_failure(run_dir, name, short_error(e), seconds=round(time.perf_counter() - t0, 1))
         raise

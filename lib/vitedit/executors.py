@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from . import threads
 
 
 @dataclass
@@ -145,10 +146,9 @@ class LocalExecutor:
     def _env(self, slot: int) -> dict:
         if self.gpus:
             return {"CUDA_VISIBLE_DEVICES": self.gpus[slot % len(self.gpus)]}
-        env = {}
         if self.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.workers))
-        return env
+            return threads.environment(max(1, (os.cpu_count() or 1) // self.workers))
+        return {}
 
     def map(self, jobs: Iterable[str]) -> Iterator[JobResult]:
         """Run the jobs; yield each result as it finishes."""

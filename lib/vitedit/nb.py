@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import params as params_mod
-from . import paths, runs
+from . import paths, runs, threads
 
 # timm and medmnist import tqdm.auto, which in a kernel without ipywidgets warns "IProgress not
 # found" with the virtualenv's absolute path in every report; our own bars never use tqdm.auto
@@ -62,6 +62,8 @@ class Run:
         return self.dir / "figures" / name
 
     def finish(self, **extra: Any) -> None:
+        # the threads torch used: num_threads, when set, reached the kernel (vitedit.threads)
+        extra.setdefault("torch_threads", threads.in_use())
         runs.RunFolder(self.dir).set_status(self.stage, "ok", **extra)
         print(f"{self.stage} done; outputs in the run folder {self.dir.name}/")
 
@@ -125,6 +127,7 @@ def start(stage: str, ns: Mapping[str, Any], before: set[str]) -> Run:
     ):  # parameters this notebook does not declare come from the run (e.g. training's, in 03)
         p = params_mod.resolve(stored, given)
     p["run_dir"] = str(run_dir)
+    threads.apply(p["num_threads"])  # a kernel started by hand in JupyterLab too
     return Run(stage, run_dir, p)
 
 

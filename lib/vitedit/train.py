@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import models, paths
+from . import models, paths, threads
 from .checkpoints import (
     CHECKPOINT_REF,
     CheckpointError,
@@ -121,8 +121,7 @@ def fit(
     ``on_batch`` receives the official-train positions of every training batch (for audits).
     """
     device = models.resolve_device(params.get("device", "auto"))
-    if params.get("num_threads"):
-        torch.set_num_threads(params["num_threads"])
+    threads.apply(params.get("num_threads"))
     fields = checkpoint_fields(params, data, split, device)
     ckpt = checkpoint_path(params, fields)
     if (

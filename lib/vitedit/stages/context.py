@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import checkpoints, datasets, evaluation, locate, models, paths, splits
+from ..statecache import StateCache
 
 
 @dataclass
@@ -22,6 +24,8 @@ class Context:
     meta: dict
     cfg: models.ModelConfig
     base_ref: dict
+    # the base model's hidden states in memory (the benchmark's in-process path; None: none)
+    states: StateCache | None = None
 
     def edit_layers(self) -> dict:
         return locate.load_edit_layers(self.run_dir)
@@ -45,8 +49,11 @@ class Context:
 
     @property
     def evaluator(self) -> evaluation.Evaluator:
-        return evaluation.Evaluator.from_params(
-            self.params, self.data, self.split, self.runner, self.prediction_cache
+        return dataclasses.replace(
+            evaluation.Evaluator.from_params(
+                self.params, self.data, self.split, self.runner, self.prediction_cache
+            ),
+            states=self.states,
         )
 
 

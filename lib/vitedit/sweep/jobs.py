@@ -92,6 +92,10 @@ def execute_job(job_file: str | Path) -> int:
     """Run one job (``vitedit-sweep exec``): a prep's notebooks, or an experiment's."""
     job_file = Path(job_file)
     job = json.loads(job_file.read_text())
+    if job["kind"] == "unit":  # lazy: the in-process path imports torch and the editors
+        from .inprocess import execute_unit
+
+        return execute_unit(job_file)
     folder = Path(job["folder"])
     run = RunFolder(folder)
     p = job["params"]
@@ -151,11 +155,14 @@ def write_timing(folder: Path, job: dict, seconds: float) -> None:
     paths.atomic_write_text(folder / "timing.json", json.dumps(blob, indent=2))
 
 
-def settle(folder: Path, notebooks: Sequence[str], result) -> None:
+def settle(folder: Path, notebooks: Sequence[str], result, alone: bool = True) -> None:
     """After a job ended: a timeout or a dead worker becomes a recorded failure with its error and
-    the notebook that was running; nothing is left 'running'."""
+    the notebook that was running; nothing is left 'running'. ``alone``: the job ran this
+    experiment only (not a unit of several), so its wall time is the experiment's."""
     timing = folder / "timing.json"
-    if timing.is_file():  # the wall time as the sweep saw it (process start and imports included)
+    if (
+        timing.is_file() and alone
+    ):  # the wall time as the sweep saw it (process start and imports included)
         t = json.loads(timing.read_text())
         t["wall_seconds"] = result.seconds
         paths.atomic_write_text(timing, json.dumps(t, indent=2))

@@ -19,6 +19,8 @@ from .jobs import job_blob, mark_interrupted, materialize, settle, write_job
 from .plan import Experiment
 from .spec import SweepError, searched_params
 
+UNIT_FILE = "unit.json"  # a shared stage folder's in-process job: its experiments' job files
+
 
 def lock_sweep(sweep_dir: Path) -> filelock.BaseFileLock:
     """The sweep folder's lock (portable: ``filelock``, not ``fcntl``); a second process is refused."""
@@ -128,6 +130,23 @@ def _prepare(
     return write_job(folder, blob)
 
 
+def unit_jobs(files: dict[str, Experiment], sweep_dir: Path) -> dict[str, list[str]]:
+    """The experiments' job files grouped by shared stage folder (dataset x seed): one unit job
+    each (``<shared folder>/unit.json``), run in one process (:mod:`vitedit.sweep.inprocess`). The
+    head methods run before the layer methods and the baselines (cheapest first)."""
+    groups: dict[Path, list[str]] = {}
+    for f, e in files.items():
+        groups.setdefault(e.prep.folder(sweep_dir), []).append(f)
+    order = {nb: i for i, nb in enumerate(("05_edit_head", "04_edit_alphaedit", "07_baselines"))}
+    units = {}
+    for folder, jobs in groups.items():
+        jobs.sort(key=lambda f: order.get(files[f].notebooks[0], len(order)))
+        unit = folder / UNIT_FILE
+        paths.atomic_write_text(unit, json.dumps({"kind": "unit", "jobs": jobs}, indent=2))
+        units[str(unit)] = jobs
+    return units
+
+
 def run_sweep(
     spec: dict,
     exps: Sequence[Experiment],
@@ -160,17 +179,20 @@ def run_sweep(
         log(
             f"experiments: {len(files)} to run, {counts['skipped_done']} already done"
             + (f", {counts['failed']} could not start" if counts["failed"] else "")
+            + (" (in process, one job per dataset and seed)" if spec.get("in_process") else "")
         )
+        units = unit_jobs(files, sweep_dir) if spec.get("in_process") else {f: [f] for f in files}
         for res in tqdm(
-            executor.map(files), total=len(files), desc="experiments", disable=not progress
+            executor.map(units), total=len(units), desc="experiments", disable=not progress
         ):
-            e = files[res.job]
-            settle(e.folder(sweep_dir), e.notebooks, res)
-            run = RunFolder(e.folder(sweep_dir))
-            ok = run.all_ok(e.notebooks)
-            counts["ok" if ok else "failed"] += 1
-            if not ok:
-                log(f"failed: {e.name}: {run.first_error()}")
+            for f in units[res.job]:
+                e = files[f]
+                settle(e.folder(sweep_dir), e.notebooks, res, alone=len(units[res.job]) == 1)
+                run = RunFolder(e.folder(sweep_dir))
+                ok = run.all_ok(e.notebooks)
+                counts["ok" if ok else "failed"] += 1
+                if not ok:
+                    log(f"failed: {e.name}: {run.first_error()}")
     except (
         KeyboardInterrupt
     ):  # killed: what finished stays; what was running is marked, and redone on rerun

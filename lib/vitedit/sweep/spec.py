@@ -29,6 +29,7 @@ SPEC_KEYS = {
     "selection",
     "datasets",
     "per_dataset",
+    "in_process",
 }
 DEFAULT_SELECTION = {
     "metric": "val_acc_delta",
@@ -102,6 +103,9 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
     )
     selection = check_selection({**DEFAULT_SELECTION, **(spec.get("selection") or {})})
     ds_list, per_dataset = check_datasets(spec, clean_grid)
+    in_process = spec.get("in_process", False)
+    if not isinstance(in_process, bool):
+        raise SweepError(f"in_process must be true or false, not {in_process!r}")
     return {
         "name": name,
         "description": spec.get("description", ""),
@@ -115,6 +119,9 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
         "selection": selection,
         "datasets": ds_list,
         "per_dataset": per_dataset,
+        # true: the experiments of a (dataset, seed) run in one process, without notebooks
+        # (vitedit.sweep.inprocess); false: each in its own process through its notebooks
+        "in_process": in_process,
         "source": spec.get("_source"),
     }
 

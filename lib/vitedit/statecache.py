@@ -1,0 +1,128 @@
+"""An edited model evaluated from the base model's hidden states (the benchmark's fast path).
+
+An edit of layers ``L1 < L2 < ...`` leaves the patch embedding and blocks ``0 .. L1-1`` as they
+were, so on any image the hidden states entering block ``L1`` are the base model's. A
+:class:`StateCache` keeps them in memory, per image set and by the batches of
+:meth:`vitedit.models.Runner.probs`, and runs only blocks ``L1 ..`` of the edited model: the same
+operations on the same tensors as a full forward pass, so the probabilities are identical bit for
+bit (``tests/test_statecache.py`` checks it on every kind of edit). A grid over one layer set then
+costs its upper blocks, not the whole network. (A head edit, or the base model itself, is served
+by :mod:`vitedit.predcache`'s cached pre-logit features.) Which block an edit starts at is read
+from the weights themselves (:func:`first_changed_block`), so no method has to say it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from . import models
+from .locate.tracing import forward_from
+from .models import Runner
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the wanted hidden state is read."""
+
+
+def block_of(name: str, n_blocks: int) -> int:
+    """The first block a parameter's change reaches: ``blocks.i.*`` -> i; the final norm and the
+    head -> ``n_blocks`` (after every block); anything else (embeddings, tokens) -> 0."""
+    if name.startswith("blocks."):
+        return int(name.split(".")[1])
+    if name.split(".")[0] in ("norm", "fc_norm", "head", "head_drop"):
+        return n_blocks
+    return 0
+
+
+def first_changed_block(base, model) -> int | None:
+    """The lowest block whose input differs between ``base`` and ``model`` on every image (0 when
+    the embeddings changed); ``n_blocks`` when only the final norm / head changed or nothing did;
+    None when the two are not the same architecture."""
+    a, b = base.state_dict(), model.state_dict()
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        return None
+    n = len(base.blocks)
+    changed = [block_of(k, n) for k in a if not torch.equal(a[k], b[k].to(a[k].device))]
+    return min(changed, default=n)
+
+
+def images_key(images: np.ndarray) -> str:
+    """The content of an image set (its shape, dtype and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    arr = np.asarray(images[:1])
+    h.update(f"{arr.dtype}|{(len(images), *arr.shape[1:])}".encode())
+    for sl in models.iter_batches(len(images), 4096):
+        h.update(np.ascontiguousarray(images[sl]).tobytes())
+    return h.hexdigest()
+
+
+class StateCache:
+    """The base model's hidden states entering one block, per image set, in memory.
+
+    Only the states of the block last asked for are kept (a grid visits one layer set after
+    another), so memory is one block's states of the evaluated sets. ``probs(model, images)``
+    returns None when the model is not an edit of the base's blocks (another architecture, an edit
+    of the embeddings, or of nothing but the final norm and head); the caller then runs the model
+    another way (:func:`vitedit.predcache.cached_probs`).
+    """
+
+    def __init__(self, base, runner: Runner):
+        self.base, self.runner = base.eval(), runner
+        self.block: int | None = None
+        self.states: dict[str, list[torch.Tensor]] = {}
+        self.hits = self.misses = 0
+
+    def _states(self, images: np.ndarray, block: int) -> list[torch.Tensor]:
+        """The base model's hidden states entering ``block``, batch by batch as
+        :meth:`Runner.probs` runs them."""
+        if block != self.block:
+            self.block, self.states = block, {}
+        key = images_key(images)
+        if key in self.states:
+            self.hits += 1
+            return self.states[key]
+        self.misses += 1
+        grab: dict[str, torch.Tensor] = {}
+
+        def keep(module, args):
+            grab["h"] = args[0].detach()
+            raise _Stop
+
+        handle = self.base.blocks[block].register_forward_pre_hook(keep)
+        out = []
+        try:
+            for sl in self.runner.batches(len(images)):
+                x = self.runner.inputs(images[sl])
+                with torch.no_grad(), self.runner.autocast():
+                    try:
+                        self.base(x)
+                    except _Stop:
+                        pass
+                out.append(grab.pop("h"))
+        finally:
+            handle.remove()
+        self.states[key] = out
+        return out
+
+    def probs(self, model, images: np.ndarray) -> np.ndarray | None:
+        """``model``'s probabilities on ``images`` from the base's hidden states at the first block
+        the edit changed (None: run the model whole)."""
+        block = first_changed_block(self.base, model)
+        if block is None or not 0 < block < len(self.base.blocks):
+            return None
+        n_cls = model.num_classes
+        if len(images) == 0:
+            return np.zeros((0, n_cls), dtype=np.float32)
+        was_training = model.training
+        model.eval()
+        try:
+            logits = []
+            for h in self._states(images, block):
+                with torch.no_grad(), self.runner.autocast():
+                    logits.append(forward_from(model, h, block).float().cpu())
+        finally:
+            model.train(was_training)
+        return torch.softmax(torch.cat(logits), -1).numpy()

@@ -1,0 +1,138 @@
+"""The benchmark's fast path: one process runs all the experiments of a (dataset, seed).
+
+Per experiment, today's path starts a process and two papermill kernels (≈ 14 s of imports and
+starts), loads the data and the model, selects the errors with a full pass over Edit-Discovery and
+evaluates the edited model with full passes over every set. A *unit* job
+(``{"kind": "unit", "jobs": [experiment job files]}``) runs them in one process instead: the data,
+split and base model are loaded once per shared stage folder, the errors are selected once per
+selection setting, the base model's predictions and pre-logit features come from the prediction
+cache, and a layer edit is evaluated from the base model's hidden states at its lowest edited
+block (:class:`vitedit.statecache.StateCache`, identical probabilities). Each experiment still
+calls the library functions its notebooks call (:data:`STEPS`: ``stages.select_edits``,
+``stages.run_methods``, ``stages.evaluate_edits``, ``stages.run_baselines``, and what
+``run.finish`` records), so its run folder holds the same records, CSVs and ``metrics.json``; only
+the executed notebooks and their HTML pages are missing (``fast_path: true`` in its status): the
+chosen configurations are rendered by their notebooks afterwards (``vitedit-sweep run
+--render-chosen``). ``tests/test_inprocess.py`` compares a sweep's summary both ways.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import checkpoints, execute, nb, report, splits, stages
+from ..runs import RunFolder
+from ..statecache import StateCache
+from . import wandb_log
+from .jobs import materialize, write_timing
+
+# the parameters that choose the edited errors and statistics samples (stages.select_edits)
+SELECTION_KEYS = ("edit_selection", "max_edits", "edit_pair", "projection_samples", "seed")
+
+
+class Unit:
+    """What the experiments of one process share: per shared stage folder the data, the base model
+    (loaded once, sha256-checked for every experiment) and its hidden states; per selection
+    setting the selected errors."""
+
+    def __init__(self):
+        self.bases: dict[str, stages.Context] = {}
+        self.selections: dict[tuple, stages.Selection] = {}
+
+    def context(self, run: nb.Run) -> stages.Context:
+        """The experiment's context: its own folder and parameters, the shared data and model."""
+        ref = checkpoints.run_checkpoint_ref(run.dir)
+        base = self.bases.get(ref["sha256"])
+        if base is None:
+            base = stages.load_context(run)
+            base.states = StateCache(base.model, base.runner)
+            self.bases[ref["sha256"]] = base
+        split = splits.load(run.dir, expect=run.params, data=base.data)
+        return dataclasses.replace(base, run_dir=run.dir, params=run.params, split=split)
+
+    def selection(self, ctx: stages.Context) -> stages.Selection:
+        key = (ctx.base_ref["sha256"], *(json.dumps(ctx.params[k]) for k in SELECTION_KEYS))
+        if key not in self.selections:
+            self.selections[key] = stages.select_edits(ctx)
+        return self.selections[key]
+
+
+def _edit(unit: Unit, ctx: stages.Context, run: nb.Run) -> dict:
+    sel = unit.selection(ctx)
+    out = stages.run_methods(ctx, sel, run.stage)
+    return dict(methods=list(out.results), n_edits=int(len(sel.errors)), fix_rate=out.fix_rates())
+
+
+def _evaluate(unit: Unit, ctx: stages.Context, run: nb.Run) -> dict:
+    return dict(methods=list(stages.evaluate_edits(ctx).evals))
+
+
+def _baselines(unit: Unit, ctx: stages.Context, run: nb.Run) -> dict:
+    ev = stages.run_baselines(ctx, unit.selection(ctx))
+    return dict(methods=list(ev.evals), skipped=ev.skipped)
+
+
+# notebook -> its library calls, returning what the notebook's run.finish(...) records
+STEPS: dict[str, Callable[[Unit, stages.Context, nb.Run], dict]] = {
+    "04_edit_alphaedit": _edit,
+    "05_edit_head": _edit,
+    "06_evaluate": _evaluate,
+    "07_baselines": _baselines,
+}
+
+
+def run_experiment(unit: Unit, job: dict) -> None:
+    """One experiment's notebooks, in this process; each recorded as a notebook records it."""
+    folder, p = Path(job["folder"]), job["params"]
+    run_folder = RunFolder(folder)
+    if not run_folder.all_ok(job["inherit"]):
+        materialize(folder, Path(job["prep_dir"]), p, job["inherit"])
+    for name in job["notebooks"]:
+        if run_folder.is_ok(name):
+            continue
+        t0 = time.perf_counter()
+        run = nb.Run(name, folder, {**p, "run_dir": str(folder)})
+        try:
+            ctx = unit.context(run)
+            run.begin()
+            extra = STEPS[name](unit, ctx, run)
+        except BaseException as e:  # recorded like a notebook's failure, never hidden
+            execute.record_failure(
+                folder, name, execute.short_error(e), seconds=round(time.perf_counter() - t0, 1)
+            )
+            raise
+        run_folder.set_status(
+            name,
+            "ok",
+            **extra,
+            fast_path=True,
+            seconds=round(time.perf_counter() - t0, 2),
+            warnings=execute.stage_warnings(folder, name),
+        )
+    report.write_run_index(folder)
+
+
+def execute_unit(job_file: str | Path) -> int:
+    """Run a unit job (``vitedit-sweep exec``): its experiments in order; a failed one is recorded
+    and the others go on. Exit status 1 when any failed."""
+    unit_job = json.loads(Path(job_file).read_text())
+    unit, rc = Unit(), 0
+    for f in unit_job["jobs"]:
+        job = json.loads(Path(f).read_text())
+        folder = Path(job["folder"])
+        RunFolder(folder).clear_status("sweep")
+        t0 = time.perf_counter()
+        try:
+            run_experiment(unit, job)
+        except Exception as e:
+            print(f"error: {job['name']}: {execute.short_error(e)}", file=sys.stderr)
+            rc = 1
+        write_timing(folder, job, time.perf_counter() - t0)
+        if job.get("wandb"):
+            wandb_log.log_experiment(job, folder)
+    return rc
