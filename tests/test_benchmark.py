@@ -223,6 +223,7 @@ def tiny_benchmark(tmp_path_factory, retina_path):
                     "bloodmnist": {"set": {"edit_selection": "pair"}},
                 },
                 "method_grids": {"alphaedit": {"rank_scope": ["all", "region_max"]}},
+                "in_process": True,  # as the benchmark runs: the fast path, chosen points rendered
             }
         )
     )
@@ -282,6 +283,11 @@ def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(
     for run in s.run_dir:  # every run is linked
         assert os.path.relpath(Path(run) / "index.html", sw) in page
     assert "benchmark.html" in (sw / "index.html").read_text()
+    # the fast path ran every point; the chosen one per (dataset, method) is rendered by notebooks
+    st = {Path(d): runs.status(d)["04_edit_alphaedit"] for d in s.run_dir}
+    rendered = {d for d in st if (d / "04_edit_alphaedit.html").is_file()}
+    assert rendered == {Path(d) for d in s[s.selected].run_dir} and len(rendered) == 2
+    assert all(bool(v.get("fast_path")) == (d not in rendered) for d, v in st.items())
     ctx = benchmark.context(sw)
     assert set(ctx["base"].dataset) == {"retinamnist", "bloodmnist"}
     assert (ctx["shared_records"].train_minutes > 0).all()

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_vit
 from vitedit import editors, methods, models, params, statecache
+
+from conftest import tiny_vit
 
 
 def _edited(model, where: str):

@@ -58,7 +58,7 @@ def test_a_kernel_started_for_a_stage_has_num_threads_in_every_pool(tmp_path, mo
         nbformat.v4.new_code_cell(
             "import json, os, torch\n"
             "print(json.dumps({'torch': torch.get_num_threads(),"
-            " 'env': {k: os.environ.get(k) for k in %r}}))" % (threads.POOL_VARIABLES,)
+            f" 'env': {{k: os.environ.get(k) for k in {threads.POOL_VARIABLES!r}}}}}))"
         ),
     ]
     nbformat.write(book, src)

@@ -7,6 +7,7 @@ terms (:meth:`LayerEditor.solve_terms`) and says whether earlier batches' keys s
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -220,6 +221,31 @@ class LayerEditor(Editor):
         )
         return EditResult(edited, log, info)
 
+    def _targets(self, edited, runner: Runner, x, y, images: np.ndarray, first: bool):
+        """The target states of a batch (:meth:`target_states`). The first batch starts from the
+        base model, so its targets depend only on the errors, the last edited layer and the
+        ``v_*`` settings: they are kept in the statistics cache and a grid over the other settings
+        (L2, thresholds, ...) computes them once."""
+
+        def compute():
+            with torch.enable_grad():
+                return self.target_states(edited, runner, x, y)[0]
+
+        if not first or self.stats_cache is None:
+            return compute()
+        key = (
+            self.layers[-1],
+            self.v_lr,
+            self.v_num_grad_steps,
+            self.v_weight_decay,
+            self.v_weight_decay_rule,
+            self.clamp_norm_factor,
+            images.shape,
+            hashlib.blake2b(np.ascontiguousarray(images).tobytes(), digest_size=16).hexdigest(),
+            tuple(y.tolist()),
+        )
+        return self.stats_cache.target(key, compute)
+
     def _solve_batches(self, edited, runner: Runner, data: EditData, terms: dict, batch_of):
         """Edit ``edited`` in place batch by batch; the summed update per target, and per target the
         share of each error's key energy in P's range."""
@@ -236,8 +262,7 @@ class LayerEditor(Editor):
             y = torch.as_tensor(
                 np.asarray(data.labels)[sel], dtype=torch.long, device=runner.device
             )
-            with torch.enable_grad():
-                z, _ = self.target_states(edited, runner, x, y)
+            z = self._targets(edited, runner, x, y, data.images[sel], first=b == 0)
             for i, target in enumerate(targets):
                 h_cur = self.cls_states(edited, runner, x, self.layers[-1])
                 resid = ((z - h_cur) / (len(targets) - i)).T  # (D, n): MEMIT's spreading

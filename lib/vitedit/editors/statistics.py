@@ -83,10 +83,20 @@ def key_second_moment(
 @dataclass(frozen=True)
 class StatsCache:
     """Where key statistics are cached (``<checkpoint_dir>/stats``) and what they depend on besides
-    the layer, module, scope and samples (the base checkpoint's sha256)."""
+    the layer, module, scope and samples (the base checkpoint's sha256); and, in memory, the error
+    targets this object's editors computed on that checkpoint (:meth:`target`): the in-process
+    benchmark keeps one cache per checkpoint, so a grid over a layer set's strengths optimises
+    each error's target once (the notebooks build a new cache per edit)."""
 
     folder: Path
     key: dict = field(default_factory=dict)
+    targets: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def target(self, key: tuple, compute):
+        """``compute()``'s result for ``key``, computed once per cache object."""
+        if key not in self.targets:
+            self.targets[key] = compute()
+        return self.targets[key]
 
 
 def cached_second_moment(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoints, datasets, evaluation, locate, models, paths, splits
+from ..editors.statistics import StatsCache
 from ..statecache import StateCache
 
 
@@ -24,8 +25,10 @@ class Context:
     meta: dict
     cfg: models.ModelConfig
     base_ref: dict
-    # the base model's hidden states in memory (the benchmark's in-process path; None: none)
+    # the benchmark's in-process path (None in a notebook): the base model's hidden states in
+    # memory, and one statistics cache for every edit (its error targets computed once)
     states: StateCache | None = None
+    stats_cache: StatsCache | None = None
 
     def edit_layers(self) -> dict:
         return locate.load_edit_layers(self.run_dir)

@@ -84,14 +84,20 @@ def selected_methods(p: dict, notebook: str) -> list[methods.Method]:
     return [methods.get(n) for n in methods.names(notebook) if wanted is None or n in wanted]
 
 
+def stats_cache_of(ctx: Context) -> StatsCache:
+    """The key statistics cache of the run's checkpoint (``<checkpoint_dir>/stats``): the
+    context's own when it has one (the in-process path's, shared by all its edits), else a new one."""
+    return ctx.stats_cache or StatsCache(
+        paths.resolve(ctx.params["checkpoint_dir"]) / "stats",
+        {"checkpoint": ctx.base_ref["sha256"]},
+    )
+
+
 def editor_context(method: methods.Method, ctx: Context) -> dict[str, Any]:
     """The non-parameter arguments ``method``'s editor takes (:data:`vitedit.methods.CONTEXT_ARGS`)."""
     available = {
         "layers": lambda: ctx.edit_layers()["layers"],
-        "stats_cache": lambda: StatsCache(
-            paths.resolve(ctx.params["checkpoint_dir"]) / "stats",
-            {"checkpoint": ctx.base_ref["sha256"]},
-        ),
+        "stats_cache": lambda: stats_cache_of(ctx),
         "params": lambda: ctx.params,
         "data": lambda: ctx.data,
         "split": lambda: ctx.split,

@@ -18,7 +18,7 @@ from .. import clihelp, datasets, executors, paths, report
 from .. import params as params_mod
 from ..runs import RunFolder
 from .collect import collect
-from .jobs import execute_job
+from .dispatch import execute
 from .plan import expand, select_slice
 from .report import render_report
 from .run import preflight, run_sweep
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.SIGTERM, _terminate
         )  # a killed sweep takes its running jobs down with it
     if args.command == "exec":
-        return execute_job(args.job)
+        return execute(args.job)
     if args.command == "trial":
         try:
             argv = trial_argv(args)

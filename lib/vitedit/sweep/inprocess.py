@@ -25,11 +25,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import checkpoints, execute, nb, report, splits, stages
-from ..runs import RunFolder
+import pandas as pd
+
+from .. import checkpoints, execute, nb, paths, report, splits, stages
+from ..runs import JOB_FILE, RunFolder
+from ..stages.edit import stats_cache_of
 from ..statecache import StateCache
 from . import wandb_log
-from .jobs import materialize, write_timing
+from .jobs import materialize
 
 # the parameters that choose the edited errors and statistics samples (stages.select_edits)
 SELECTION_KEYS = ("edit_selection", "max_edits", "edit_pair", "projection_samples", "seed")
@@ -51,6 +54,7 @@ class Unit:
         if base is None:
             base = stages.load_context(run)
             base.states = StateCache(base.model, base.runner)
+            base.stats_cache = stats_cache_of(base)
             self.bases[ref["sha256"]] = base
         split = splits.load(run.dir, expect=run.params, data=base.data)
         return dataclasses.replace(base, run_dir=run.dir, params=run.params, split=split)
@@ -132,7 +136,51 @@ def execute_unit(job_file: str | Path) -> int:
         except Exception as e:
             print(f"error: {job['name']}: {execute.short_error(e)}", file=sys.stderr)
             rc = 1
-        write_timing(folder, job, time.perf_counter() - t0)
+        seconds = round(time.perf_counter() - t0, 2)
+        timing = {"job_seconds": seconds, "cells_seconds": seconds, "setup_cells_seconds": 0.0}
+        timing.update(overhead_seconds=0.0, in_process=True)  # no process, no kernel of its own
+        paths.atomic_write_text(folder / "timing.json", json.dumps(timing, indent=2))
         if job.get("wandb"):
             wandb_log.log_experiment(job, folder)
     return rc
+
+
+def render_chosen(sweep_dir: Path, summary: pd.DataFrame, log=print) -> list[str]:
+    """The chosen configuration of each (dataset, method) of an in-process sweep run again through
+    its notebooks at its first seed, for its HTML report (the other points and seeds keep their
+    records and run index only). Each notebook recomputes its edit, so this also checks the fast
+    path: the differences between the figures the two paths wrote are returned (as warnings) and
+    the notebooks' figures are kept."""
+    problems = []
+    chosen = summary[summary.selected.astype(bool)].sort_values("seed")
+    for row in chosen.drop_duplicates(["dataset", "method"]).itertuples():
+        folder = Path(row.run_dir)
+        job = json.loads((folder / JOB_FILE).read_text())
+        status = RunFolder(folder).status()
+        if not any(status.get(n, {}).get("fast_path") for n in job["notebooks"]):
+            continue  # rendered already
+        fast = _metrics(folder)
+        for name in job["notebooks"]:
+            execute.run_notebook(name, folder, job["params"], log=lambda *a: None)
+        differ = sorted(
+            k for k, v in fast.items() if json.dumps(v) != json.dumps(_metrics(folder).get(k))
+        )
+        if differ:
+            problems.append(
+                f"{job['name']}: its notebooks computed other figures than the in-process path "
+                f"({', '.join(differ[:5])}); the notebooks' are kept"
+            )
+        log(f"rendered {job['name']}: {folder / 'index.html'}")
+    return problems
+
+
+def _metrics(folder: Path) -> dict:
+    """Every method's figures in ``metrics.json``, timings left out (they differ between runs)."""
+    f = folder / "metrics.json"
+    methods = json.loads(f.read_text())["methods"] if f.is_file() else {}
+    return {
+        f"{m}.{k}": v
+        for m, row in methods.items()
+        for k, v in row.items()
+        if "seconds" not in k and "time" not in k
+    }

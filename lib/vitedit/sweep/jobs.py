@@ -92,10 +92,6 @@ def execute_job(job_file: str | Path) -> int:
     """Run one job (``vitedit-sweep exec``): a prep's notebooks, or an experiment's."""
     job_file = Path(job_file)
     job = json.loads(job_file.read_text())
-    if job["kind"] == "unit":  # lazy: the in-process path imports torch and the editors
-        from .inprocess import execute_unit
-
-        return execute_unit(job_file)
     folder = Path(job["folder"])
     run = RunFolder(folder)
     p = job["params"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import budget, execute, report
-from .collect import read_spec
+from .collect import collect, read_spec
 from .spec import DEFAULT_SELECTION, check_selection, searched_params
 
 REPORT_NOTEBOOK = "08_sweep_report"
@@ -27,11 +27,18 @@ TIMING_COLUMNS = [
 def render_report(sweep_dir: str | Path, log=print) -> Path:
     """Execute notebook 08 (the sweep's summary) into the sweep folder; its HTML is ``index.html``."""
     sweep_dir = Path(sweep_dir)
+    problems = []
+    if read_spec(sweep_dir).get("in_process"):  # the chosen points' notebooks, for their pages
+        from .inprocess import render_chosen  # lazy: torch and the editors, for this path only
+
+        problems = render_chosen(sweep_dir, report_context(sweep_dir)["summary"], log)
+        if problems:  # the notebooks' figures are kept: the summary is rebuilt from them
+            collect(sweep_dir)
     out_nb = sweep_dir / "notebooks" / f"{REPORT_NOTEBOOK}.ipynb"
     execute.papermill(execute.notebook_path(REPORT_NOTEBOOK), out_nb, {"sweep_dir": str(sweep_dir)})
     ctx = report_context(sweep_dir)
     page = report.render_html(
-        out_nb, sweep_dir / "index.html", sweep_warnings(ctx["summary"], ctx["chosen"])
+        out_nb, sweep_dir / "index.html", problems + sweep_warnings(ctx["summary"], ctx["chosen"])
     )
     log(f"sweep report: {page}")
     if read_spec(sweep_dir).get("datasets"):  # a benchmark: the cross-dataset page too

@@ -166,6 +166,7 @@ def run_sweep(
         )
         counts = {"ok": 0, "failed": 0, "skipped_done": 0}
         failed_preps = _run_preps(spec, preps, sweep_dir, executor, log, progress)
+        counts["shared_seconds"] = round(time.perf_counter() - t0, 1)
         files = {}
         for e in exps:
             if RunFolder(e.folder(sweep_dir)).all_ok(e.notebooks):
@@ -203,6 +204,7 @@ def run_sweep(
     finally:
         lock.release()
     counts["seconds"] = round(time.perf_counter() - t0, 1)
+    counts["experiments_seconds"] = round(counts["seconds"] - counts.get("shared_seconds", 0), 1)
     log_file = (
         sweep_dir / "sweep_log.json"
     )  # one entry per invocation (a resumed sweep has several)

@@ -103,9 +103,8 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
     )
     selection = check_selection({**DEFAULT_SELECTION, **(spec.get("selection") or {})})
     ds_list, per_dataset = check_datasets(spec, clean_grid)
-    in_process = spec.get("in_process", False)
-    if not isinstance(in_process, bool):
-        raise SweepError(f"in_process must be true or false, not {in_process!r}")
+    if not isinstance(spec.get("in_process", False), bool):
+        raise SweepError(f"in_process must be true or false, not {spec['in_process']!r}")
     return {
         "name": name,
         "description": spec.get("description", ""),
@@ -121,7 +120,7 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
         "per_dataset": per_dataset,
         # true: the experiments of a (dataset, seed) run in one process, without notebooks
         # (vitedit.sweep.inprocess); false: each in its own process through its notebooks
-        "in_process": in_process,
+        "in_process": spec.get("in_process", False),
         "source": spec.get("_source"),
     }
 
