@@ -146,14 +146,14 @@ def execute_unit(job_file: str | Path) -> int:
 
 
 def render_chosen(sweep_dir: Path, summary: pd.DataFrame, log=print) -> list[str]:
-    """The chosen configuration of each (dataset, method) of an in-process sweep run again through
-    its notebooks at its first seed, for its HTML report (the other points and seeds keep their
+    """Each chosen configuration of an in-process sweep (one per dataset and method or budget row,
+    ``selection.csv``) run again through its notebooks at its first seed, for its HTML report (the other points and seeds keep their
     records and run index only). Each notebook recomputes its edit, so this also checks the fast
     path: the differences between the figures the two paths wrote are returned (as warnings) and
     the notebooks' figures are kept."""
     problems = []
     chosen = summary[summary.selected.astype(bool)].sort_values("seed")
-    for row in chosen.drop_duplicates(["dataset", "method"]).itertuples():
+    for row in chosen.drop_duplicates("config_id").itertuples():  # a config_id spans the seeds
         folder = Path(row.run_dir)
         job = json.loads((folder / JOB_FILE).read_text())
         status = RunFolder(folder).status()
