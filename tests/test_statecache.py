@@ -48,8 +48,13 @@ def test_an_edit_evaluated_from_the_cached_states_equals_a_full_forward_pass(whe
     got = cache.probs(edited, imgs)
     want = runner.probs(edited, imgs).numpy()
     assert got.dtype == want.dtype and np.array_equal(got, want)
-    again = cache.probs(_edited(model, where), imgs)  # a second grid point: states reused
-    assert np.array_equal(again, want) and cache.hits == 1 and cache.misses == 1
+    assert np.array_equal(cache.probs(edited, imgs), want)  # the same model again: kept result
+    second = _edited(model, where)  # a second grid point at the same block: states reused
+    with torch.no_grad():
+        second.blocks[3].mlp.fc2.bias.add_(0.2)
+    again = cache.probs(second, imgs)
+    assert np.array_equal(again, runner.probs(second, imgs).numpy())
+    assert not np.array_equal(again, want) and cache.hits == 1 and cache.misses == 1
 
 
 def test_an_edit_of_the_embeddings_or_the_head_or_another_model_is_left_to_the_caller():
@@ -85,3 +90,15 @@ def test_a_registered_layer_editors_result_evaluates_exactly_from_the_cached_sta
     assert np.array_equal(
         cache.probs(res.model, test_imgs), runner.probs(res.model, test_imgs).numpy()
     )
+
+
+def test_the_caching_runner_computes_a_models_features_once_and_returns_the_same_values():
+    model, cfg, imgs = tiny_vit(20)
+    plain, caching = models.Runner(cfg, 16, "cpu"), statecache.CachingRunner(cfg, 16, "cpu")
+    want = plain.pre_logits(model, imgs)
+    first = caching.pre_logits(model, imgs)
+    first.mul_(0)  # a caller changing its copy changes nothing kept
+    assert torch.equal(caching.pre_logits(_edited(model, "head"), imgs), want)  # head: same key
+    assert len(caching.memo) == 1
+    assert not torch.equal(caching.pre_logits(_edited(model, "block2"), imgs), want)
+    assert len(caching.memo) == 2

@@ -141,8 +141,10 @@ def operating_points(
     within a budget gets a row saying so (``config_id`` empty, figures NaN), never a number.
     """
     summary = _with_groups(summary)
-    table = settings_table(summary)
     ok = summary[summary.status == "ok"] if "status" in summary else summary
+    if ok.empty:  # nothing succeeded: no setting reaches anything
+        return pd.DataFrame()
+    table = settings_table(summary)
     keys = group_keys(summary)
     rows = []
     # the seeds each group (dataset and shared choice, e.g. edit_selection) was run on: a group

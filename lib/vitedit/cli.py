@@ -361,9 +361,12 @@ def run_seeds(args: argparse.Namespace) -> int:
     runs_dir = (
         paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else paths.resolve(runs.RUNS_DIR)
     )
-    try:
+    try:  # every seed and the other parameters checked before the parent folder exists
+        for seed in args.seeds:
+            params_mod.validate({"seed": seed}, where="--seeds")
+        resolve_params(copy.copy(args), None)
         parent = runs.new_run_dir(runs_dir, args.run_name or f"seeds_{runs.timestamp()}")
-    except runs.RunError as e:
+    except (runs.RunError, params_mod.ParamError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ uses; other options keep their own text and get their argparse default appended.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -77,3 +78,14 @@ def undocumented(parser: argparse.ArgumentParser) -> list[str]:
         if not action.help or "default" not in action.help.lower():
             out.append("/".join(action.option_strings))
     return out
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds (``--timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,11 @@ def _coerce(p: Param, value: Any) -> Any:
             f"{p.kind if p.kind != 'choice' else 'one of ' + str(list(p.choices))}, "
             f"got {value!r} ({type(value).__name__}); {p.help}"
         ) from None
+    if kind == "float" and not math.isfinite(value):  # .inf, nan: an edit saves a NaN model
+        raise ParamError(
+            f"parameter '{p.name}' = {value!r} is not a finite number; give a finite value "
+            f"(default {p.default!r}); {p.help}"
+        )
     if p.choices and value not in p.choices:
         raise ParamError(f"parameter '{p.name}' = {value!r} is not one of {list(p.choices)}")
     if p.check is not None:

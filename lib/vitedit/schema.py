@@ -40,6 +40,10 @@ def _non_negative(v):
     return None if v >= 0 else "must be >= 0"
 
 
+def _seed(v):  # numpy's and torch's generators take 0 .. 2**32 - 1
+    return None if 0 <= v < 2**32 else "must lie in 0 .. 4294967295 (numpy's seed range)"
+
+
 def _open_unit(v):
     return None if 0 < v < 1 else "must lie strictly between 0 and 1"
 
@@ -112,7 +116,12 @@ SCHEMA: dict[str, Param] = {
             check=_open_unit,
         ),
         Param(
-            "seed", 42, "int", "data", "seed of the FT-Train/Edit-Discovery split and of training"
+            "seed",
+            42,
+            "int",
+            "data",
+            "seed of the FT-Train/Edit-Discovery split and of training",
+            check=_seed,
         ),
         # --- train ------------------------------------------------------------------------
         Param(

@@ -14,6 +14,7 @@ from the weights themselves (:func:`first_changed_block`), so no method has to s
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ import torch
 from . import models
 from .locate.tracing import forward_from
 from .models import Runner
+from .predcache import prediction_key
+
+KEEP_RESULTS = 32  # probabilities kept per cache: one experiment's sets, before and after
 
 
 class _Stop(Exception):
@@ -59,6 +63,22 @@ def images_key(images: np.ndarray) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class CachingRunner(Runner):
+    """A :class:`~vitedit.models.Runner` that keeps the pre-logit features it computed, by the
+    model's backbone weights and the images (:func:`vitedit.predcache.prediction_key`): a head
+    editor's features of the statistics samples and errors are computed once per unit, not once
+    per grid point. The same tensors as a fresh computation (a copy is returned)."""
+
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def pre_logits(self, model, images) -> torch.Tensor:
+        key = prediction_key(model, images, self, skip="head.")
+        if key not in self.memo:
+            self.memo[key] = super().pre_logits(model, images)
+        return self.memo[key].clone()
+
+
 class StateCache:
     """The base model's hidden states entering one block, per image set, in memory.
 
@@ -73,7 +93,14 @@ class StateCache:
         self.base, self.runner = base.eval(), runner
         self.block: int | None = None
         self.states: dict[str, list[torch.Tensor]] = {}
+        # the last probabilities computed, by model weights and images: an edit's FT-Train sets
+        # are read by its summary (04/05) and again by the 4-level evaluation (06)
+        self.results: dict[str, np.ndarray] = {}
         self.hits = self.misses = 0
+
+    def clear(self) -> None:
+        """Forget the kept states (their memory is freed)."""
+        self.block, self.states, self.results = None, {}, {}
 
     def _states(self, images: np.ndarray, block: int) -> list[torch.Tensor]:
         """The base model's hidden states entering ``block``, batch by batch as
@@ -116,6 +143,9 @@ class StateCache:
         n_cls = model.num_classes
         if len(images) == 0:
             return np.zeros((0, n_cls), dtype=np.float32)
+        key = prediction_key(model, images, self.runner)
+        if key in self.results:
+            return self.results[key].copy()
         was_training = model.training
         model.eval()
         try:
@@ -125,4 +155,8 @@ class StateCache:
                     logits.append(forward_from(model, h, block).float().cpu())
         finally:
             model.train(was_training)
-        return torch.softmax(torch.cat(logits), -1).numpy()
+        probs = torch.softmax(torch.cat(logits), -1).numpy()
+        if len(self.results) >= KEEP_RESULTS:
+            self.results.pop(next(iter(self.results)))
+        self.results[key] = probs
+        return probs.copy()

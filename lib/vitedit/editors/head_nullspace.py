@@ -68,9 +68,12 @@ class HeadNullspaceEditor(HeadEditor):
             if not len(rows):
                 return torch.zeros_like(theta0)
             r = torch.as_tensor(rows)
-            return alphaedit_update(
-                (target[r] - logits[r]).T, xe[r].T, proj, L2=self.head_L2 * key_scale(moment)
-            )
+            try:
+                return alphaedit_update(
+                    (target[r] - logits[r]).T, xe[r].T, proj, L2=self.head_L2 * key_scale(moment)
+                )
+            except EditError as e:  # name this method's own knob
+                raise EditError(f"{self.name}: {e} (head_L2, now {self.head_L2})") from None
 
         kept = np.arange(n)
         delta = solve(kept)

@@ -66,6 +66,7 @@ class LayerEditor(Editor):
     # -- what a subclass says
     projects = False  # a null-space edit: its preservation is promised, its reach is recorded
     accumulates = False  # earlier batches' keys enter later solves (AlphaEdit's Kp Kpᵀ)
+    regulariser = "L2"  # the setting that regularises its solve (named when the solve fails)
 
     def solve_terms(self, moment: torch.Tensor) -> tuple[torch.Tensor, float, Any, dict]:
         """(P, the ridge term, the preserved-key term, what to record) of one target's solve."""
@@ -228,8 +229,22 @@ class LayerEditor(Editor):
         (L2, thresholds, ...) computes them once."""
 
         def compute():
-            with torch.enable_grad():
-                return self.target_states(edited, runner, x, y)[0]
+            knobs = (
+                f"v_lr={self.v_lr}, v_weight_decay={self.v_weight_decay}, "
+                f"clamp_norm_factor={self.clamp_norm_factor}"
+            )
+            try:
+                with torch.enable_grad():
+                    z = self.target_states(edited, runner, x, y)[0]
+            except (
+                RuntimeError
+            ) as e:  # e.g. v_lr beyond float32: "cannot be converted ... overflow"
+                raise EditError(
+                    f"{self.name}: the target optimisation failed ({e}); lower {knobs}"
+                ) from None
+            if not torch.isfinite(z).all():
+                raise EditError(f"{self.name}: the target optimisation diverged; lower {knobs}")
+            return z
 
         if not first or self.stats_cache is None:
             return compute()
@@ -271,7 +286,13 @@ class LayerEditor(Editor):
                 p, l2, preserved = terms[target]
                 kd = k.double().cpu()  # the errors' keys: how much of them the null space can reach
                 reach[target].append((p.double() @ kd).norm(dim=0) ** 2 / kd.norm(dim=0) ** 2)
-                dw = alphaedit_update(resid.cpu(), k.cpu(), p, prev_cov[target], l2, preserved)
+                try:
+                    dw = alphaedit_update(resid.cpu(), k.cpu(), p, prev_cov[target], l2, preserved)
+                except EditError as e:  # name this method's own knob
+                    knob = self.regulariser
+                    raise EditError(
+                        f"{self.name}: {e} ({knob}, now {getattr(self, knob)})"
+                    ) from None
                 with torch.no_grad():
                     lin.weight += dw.to(lin.weight.dtype).to(runner.device)
                 deltas[target] += dw

@@ -19,6 +19,8 @@ from .solve import key_scale
 
 
 class MEMIT(LayerEditor):
+    regulariser = "mom2_update_weight"  # MEMIT's λ on the preserved keys' second moment (no L2)
+
     def __init__(
         self,
         *,

@@ -38,7 +38,10 @@ def record(
 ) -> dict:
     """Save the edited checkpoint in the run folder and ``edits/<method>.json`` describing it:
     the base checkpoint (sha256), settings, info, which FT-Train samples built the statistics and
-    which Edit-Discovery samples were edited (evaluation holds the rest out)."""
+    which Edit-Discovery samples were edited (evaluation holds the rest out). An edited model
+    with a non-finite weight is refused before anything is written (every editor and baseline
+    records through here)."""
+    check_finite(result.model, result.info["method"], settings)
     ckpt = save_edited(run_dir, result, base_ref["sha256"], settings)
     rec = {
         "method": result.info["method"],
@@ -60,6 +63,20 @@ def record(
         json.dumps(rec, indent=2, default=float),
     )
     return rec
+
+
+def check_finite(model, method: str, settings: dict) -> None:
+    """Refuse an edited model whose weights hold inf or NaN, naming the tensors and the settings
+    that made it (a step or strength too large for this model: lower it)."""
+    bad = [
+        k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        shown = ", ".join(f"{k}={v}" for k, v in settings.items() if isinstance(v, int | float))
+        raise EditError(
+            f"{method}: the edit made non-finite weights ({', '.join(bad[:3])}); nothing was saved. "
+            f"A setting is too large for this model; lower its strength or step ({shown})"
+        )
 
 
 def load_edited(run_dir: Path, method: str, device="cpu") -> tuple[torch.nn.Module, dict]:

@@ -80,10 +80,10 @@ def alphaedit_update(
         x = torch.linalg.solve(a, p @ k @ resid.double().T)
     except torch.linalg.LinAlgError as e:
         raise EditError(
-            f"the edit's linear system is singular ({e}); increase L2 (or mom2_update_weight)"
+            f"the edit's linear system is singular ({e}); increase its regulariser"
         ) from None
     if not torch.isfinite(x).all():
-        raise EditError("the edit's solve returned non-finite values; increase L2")
+        raise EditError("the edit's solve returned non-finite values; increase its regulariser")
     return x.T
 
 

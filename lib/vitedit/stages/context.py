@@ -40,7 +40,10 @@ class Context:
 
     @property
     def runner(self) -> models.Runner:
-        """The run's preprocessing config, inference batch size and device."""
+        """The run's preprocessing config, inference batch size and device (the in-process path's
+        runner keeps the features it computed: :class:`vitedit.statecache.CachingRunner`)."""
+        if self.states is not None:
+            return self.states.runner
         return models.Runner(self.cfg, self.params["eval_batch_size"], self.device)
 
     @property

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--continue-from", type=int, default=0, help="skip the first N experiments of the list"
     )
-    r.add_argument("--timeout", type=float, default=7200, help="seconds per experiment")
+    r.add_argument("--timeout", type=clihelp.seconds, default=7200, help="seconds per experiment")
     r.add_argument("--no-baselines", action="store_true", help="no baseline experiments")
     r.add_argument(
         "--baselines",
@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sweep-dir", help=f"sweep folder (default: {SWEEPS_DIR}/<spec name>)")
     t.add_argument("--checkpoint-dir", help="folder of the fine-tuned checkpoints")
     t.add_argument("--data-path", help="data file or folder")
-    t.add_argument("--timeout", type=float, default=7200, help="seconds for the experiment")
+    t.add_argument(
+        "--timeout", type=clihelp.seconds, default=7200, help="seconds for the experiment"
+    )
     t.add_argument("--wandb-project", default="vit-model-editing", help="W&B project")
     t.add_argument("--wandb-entity", help="W&B entity (team or user)")
     e = sub.add_parser("exec")  # internal: one job of a sweep (the executors call it); no help line

@@ -121,6 +121,8 @@ def collect(
     selection = check_selection(selection or spec.get("selection") or DEFAULT_SELECTION)
     df = pd.DataFrame(rows).sort_values(["dataset", "index"]).reset_index(drop=True)
     chosen = select(df, selection)
+    if chosen.empty:  # nothing succeeded: the summary still says what failed, and why
+        chosen = df.iloc[0:0]
     df["selected"] = df.config_id.isin(set(chosen.config_id)) & (df.status == "ok")
     out = {}
     for ds, g in df.groupby("dataset", sort=True):

@@ -27,12 +27,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import checkpoints, execute, nb, paths, report, splits, stages
+from .. import checkpoints, execute, nb, paths, report, splits, stages, threads
+from .. import params as params_mod
 from ..runs import JOB_FILE, RunFolder
 from ..stages.edit import stats_cache_of
-from ..statecache import StateCache
+from ..statecache import CachingRunner, StateCache
 from . import wandb_log
 from .jobs import materialize
+from .spec import SweepError
 
 # the parameters that choose the edited errors and statistics samples (stages.select_edits)
 SELECTION_KEYS = ("edit_selection", "max_edits", "edit_pair", "projection_samples", "seed")
@@ -48,14 +50,18 @@ class Unit:
         self.selections: dict[tuple, stages.Selection] = {}
 
     def context(self, run: nb.Run) -> stages.Context:
-        """The experiment's context: its own folder and parameters, the shared data and model."""
+        """The experiment's context: its own folder and parameters, the shared data and model
+        (shared by the experiments with the same checkpoint and the same way of running it)."""
         ref = checkpoints.run_checkpoint_ref(run.dir)
-        base = self.bases.get(ref["sha256"])
+        p = run.params
+        key = (ref["sha256"], p["eval_batch_size"], p["device"], p["data_path"], p["dataset"])
+        base = self.bases.get(key)
         if base is None:
             base = stages.load_context(run)
-            base.states = StateCache(base.model, base.runner)
+            runner = CachingRunner(base.cfg, p["eval_batch_size"], base.device)
+            base.states = StateCache(base.model, runner)
             base.stats_cache = stats_cache_of(base)
-            self.bases[ref["sha256"]] = base
+            self.bases[key] = base
         split = splits.load(run.dir, expect=run.params, data=base.data)
         return dataclasses.replace(base, run_dir=run.dir, params=run.params, split=split)
 
@@ -92,10 +98,14 @@ STEPS: dict[str, Callable[[Unit, stages.Context, nb.Run], dict]] = {
 
 def run_experiment(unit: Unit, job: dict) -> None:
     """One experiment's notebooks, in this process; each recorded as a notebook records it."""
-    folder, p = Path(job["folder"]), job["params"]
+    folder, p = Path(job["folder"]), params_mod.resolve(job["params"])
     run_folder = RunFolder(folder)
-    if not run_folder.all_ok(job["inherit"]):
-        materialize(folder, Path(job["prep_dir"]), p, job["inherit"])
+    try:
+        if not run_folder.all_ok(job["inherit"]):
+            materialize(folder, Path(job["prep_dir"]), p, job["inherit"])
+    except Exception as e:  # recorded as execute_job records it
+        run_folder.set_status("sweep", "failed", error=execute.short_error(e))
+        raise
     for name in job["notebooks"]:
         if run_folder.is_ok(name):
             continue
@@ -103,6 +113,8 @@ def run_experiment(unit: Unit, job: dict) -> None:
         run = nb.Run(name, folder, {**p, "run_dir": str(folder)})
         try:
             ctx = unit.context(run)
+            if name == "07_baselines" and ctx.states is not None:  # no layer edit comes after
+                ctx.states.clear()
             run.begin()
             extra = STEPS[name](unit, ctx, run)
         except BaseException as e:  # recorded like a notebook's failure, never hidden
@@ -115,6 +127,7 @@ def run_experiment(unit: Unit, job: dict) -> None:
             "ok",
             **extra,
             fast_path=True,
+            torch_threads=threads.in_use(),
             seconds=round(time.perf_counter() - t0, 2),
             warnings=execute.stage_warnings(folder, name),
         )
@@ -126,6 +139,8 @@ def execute_unit(job_file: str | Path) -> int:
     and the others go on. Exit status 1 when any failed."""
     unit_job = json.loads(Path(job_file).read_text())
     unit, rc = Unit(), 0
+    first = json.loads(Path(unit_job["jobs"][0]).read_text()) if unit_job["jobs"] else {}
+    threads.apply(first.get("params", {}).get("num_threads"))  # before torch does any work
     for f in unit_job["jobs"]:
         job = json.loads(Path(f).read_text())
         folder = Path(job["folder"])
@@ -146,12 +161,13 @@ def execute_unit(job_file: str | Path) -> int:
 
 
 def render_chosen(sweep_dir: Path, summary: pd.DataFrame, log=print) -> list[str]:
-    """Each chosen configuration of an in-process sweep (one per dataset and method or budget row,
-    ``selection.csv``) run again through its notebooks at its first seed, for its HTML report (the other points and seeds keep their
-    records and run index only). Each notebook recomputes its edit, so this also checks the fast
-    path: the differences between the figures the two paths wrote are returned (as warnings) and
-    the notebooks' figures are kept."""
-    problems = []
+    """Each chosen configuration of an in-process sweep (``selection.csv``: one per dataset and
+    method) run again through its notebooks at its first seed, for its HTML report (the other
+    points and seeds keep their records and run index only). Each notebook recomputes its edit,
+    so this also checks the fast path: a figure that differs between the two paths is an error
+    (:class:`SweepError`: the fast path is then wrong). A point whose notebooks fail is recorded
+    failed by them and returned as a warning; the others are rendered."""
+    problems, differ = [], []
     chosen = summary[summary.selected.astype(bool)].sort_values("seed")
     for row in chosen.drop_duplicates("config_id").itertuples():  # a config_id spans the seeds
         folder = Path(row.run_dir)
@@ -160,17 +176,23 @@ def render_chosen(sweep_dir: Path, summary: pd.DataFrame, log=print) -> list[str
         if not any(status.get(n, {}).get("fast_path") for n in job["notebooks"]):
             continue  # rendered already
         fast = _metrics(folder)
-        for name in job["notebooks"]:
-            execute.run_notebook(name, folder, job["params"], log=lambda *a: None)
-        differ = sorted(
-            k for k, v in fast.items() if json.dumps(v) != json.dumps(_metrics(folder).get(k))
-        )
-        if differ:
-            problems.append(
-                f"{job['name']}: its notebooks computed other figures than the in-process path "
-                f"({', '.join(differ[:5])}); the notebooks' are kept"
-            )
+        try:
+            for name in job["notebooks"]:
+                execute.run_notebook(name, folder, job["params"], log=lambda *a: None)
+        except Exception as e:
+            problems.append(f"{job['name']}: its notebooks failed ({execute.short_error(e)})")
+            continue
+        rendered = _metrics(folder)
+        keys = sorted(k for k in fast.keys() | rendered.keys() if fast.get(k) != rendered.get(k))
+        if keys:
+            differ.append(f"{job['name']} ({', '.join(keys[:5])})")
         log(f"rendered {job['name']}: {folder / 'index.html'}")
+    if differ:
+        raise SweepError(
+            "the notebooks computed other figures than the in-process path for "
+            + "; ".join(differ)
+            + ": the fast path is wrong here; rerun the sweep without in_process"
+        )
     return problems
 
 
@@ -178,8 +200,8 @@ def _metrics(folder: Path) -> dict:
     """Every method's figures in ``metrics.json``, timings left out (they differ between runs)."""
     f = folder / "metrics.json"
     methods = json.loads(f.read_text())["methods"] if f.is_file() else {}
-    return {
-        f"{m}.{k}": v
+    return {  # JSON text: NaN equals NaN
+        f"{m}.{k}": json.dumps(v)
         for m, row in methods.items()
         for k, v in row.items()
         if "seconds" not in k and "time" not in k

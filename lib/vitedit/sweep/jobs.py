@@ -163,7 +163,7 @@ def settle(folder: Path, notebooks: Sequence[str], result, alone: bool = True) -
         t["wall_seconds"] = result.seconds
         paths.atomic_write_text(timing, json.dumps(t, indent=2))
     run = RunFolder(folder)
-    if result.ok and run.all_ok(notebooks):
+    if run.all_ok(notebooks) and (result.ok or not alone):  # a unit's other experiment failed
         return
     why = (
         f"timeout after {result.seconds:.0f} s (--timeout)"

@@ -32,7 +32,7 @@ def render_report(sweep_dir: str | Path, log=print) -> Path:
         from .inprocess import render_chosen  # lazy: torch and the editors, for this path only
 
         problems = render_chosen(sweep_dir, report_context(sweep_dir)["summary"], log)
-        if problems:  # the notebooks' figures are kept: the summary is rebuilt from them
+        if problems:  # a chosen point's notebooks failed: recorded so in the summary
             collect(sweep_dir)
     out_nb = sweep_dir / "notebooks" / f"{REPORT_NOTEBOOK}.ipynb"
     execute.papermill(execute.notebook_path(REPORT_NOTEBOOK), out_nb, {"sweep_dir": str(sweep_dir)})

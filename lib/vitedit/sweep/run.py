@@ -132,16 +132,18 @@ def _prepare(
 
 def unit_jobs(files: dict[str, Experiment], sweep_dir: Path) -> dict[str, list[str]]:
     """The experiments' job files grouped by shared stage folder (dataset x seed): one unit job
-    each (``<shared folder>/unit.json``), run in one process (:mod:`vitedit.sweep.inprocess`). The
-    head methods run before the layer methods and the baselines (cheapest first)."""
+    each (``<sweep>/units/<shared folder name>/unit.json``, its ``job.log`` beside it), run in one
+    process (:mod:`vitedit.sweep.inprocess`). The head methods run first, then the layer methods
+    in the order of their settings (those sharing a layer choice next to each other: the cached
+    hidden states are kept while they run), then the baselines."""
     groups: dict[Path, list[str]] = {}
     for f, e in files.items():
         groups.setdefault(e.prep.folder(sweep_dir), []).append(f)
     order = {nb: i for i, nb in enumerate(("05_edit_head", "04_edit_alphaedit", "07_baselines"))}
     units = {}
     for folder, jobs in groups.items():
-        jobs.sort(key=lambda f: order.get(files[f].notebooks[0], len(order)))
-        unit = folder / UNIT_FILE
+        jobs.sort(key=lambda f: (order.get(files[f].notebooks[0], len(order)), files[f].name))
+        unit = sweep_dir / "units" / folder.name / UNIT_FILE
         paths.atomic_write_text(unit, json.dumps({"kind": "unit", "jobs": jobs}, indent=2))
         units[str(unit)] = jobs
     return units
@@ -183,6 +185,8 @@ def run_sweep(
             + (" (in process, one job per dataset and seed)" if spec.get("in_process") else "")
         )
         units = unit_jobs(files, sweep_dir) if spec.get("in_process") else {f: [f] for f in files}
+        if spec.get("in_process") and units and executor.timeout:  # --timeout is per experiment
+            executor.timeout *= max(len(jobs) for jobs in units.values())
         for res in tqdm(
             executor.map(units), total=len(units), desc="experiments", disable=not progress
         ):
