@@ -65,11 +65,12 @@ def test_a_seed_outside_numpys_range_is_refused(seed):
 
 
 def test_cli_refuses_a_bad_seed_before_writing(tmp_path, capsys):
-    for args in (["--seed", "-1"], ["--seeds", "-5"]):
-        rc = cli.main(
-            ["--params", TINY, "--runs-dir", str(tmp_path / "runs"), "--stage", "data", *args]
-        )
-        assert rc == 2 and "seed" in capsys.readouterr().err
+    for args in (["--seed", "-1"], ["--seeds", "42", "-5"], ["--seed", str(10**23)]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(
+                ["--params", TINY, "--runs-dir", str(tmp_path / "runs"), "--stage", "data", *args]
+            )
+        assert e.value.code == 2 and "'seed'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
@@ -160,3 +161,73 @@ def test_a_negative_timeout_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         sweep.main(["run", "params/sweeps/benchmark.yaml", "--timeout", "-5", "--dry-run"])
     assert e.value.code == 2 and "positive number of seconds" in capsys.readouterr().err
+
+
+class _Recorder:
+    """An executor that runs nothing and records what it was given."""
+
+    name, workers, timeout = "recorder", 1, None
+
+    def __init__(self):
+        self.jobs = []
+
+    def map(self, jobs):
+        self.jobs += list(jobs)
+        return iter(())
+
+
+def test_a_corrupt_metrics_or_status_file_is_reported_and_redone(tmp_path, retina_path):
+    from vitedit import runs
+    from vitedit.sweep import run as sweep_run
+
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "s",
+                "params": [TINY],
+                "methods": ["head"],
+                "baselines": False,
+                "seeds": [1],
+                "method_grids": {"head": {"ewc_lambda": [1.0, 2.0]}},
+            }
+        )
+    )
+    spec = sweep_spec.check_spec(sweep_spec.load_spec(spec_file))
+    exps = [e for e in sweep.expand(spec) if not e.params.update(data_path=str(retina_path))]
+    assert len(exps) == 2
+    sw = tmp_path / "sw"
+    prep = runs.RunFolder(exps[0].prep.folder(sw))  # the shared stages are done
+    for name in exps[0].prep.notebooks:
+        prep.set_status(name, "ok")
+    for e in exps:  # both finished, as far as their status says
+        assert sweep_run._prepare(e, sw, spec, None, {e.prep.id: "x"}) is None
+        folder = runs.RunFolder(e.folder(sw))
+        folder.clear_status("sweep")
+        for name in [*methods.get(e.method).inherits, *e.notebooks]:
+            folder.set_status(name, "ok")
+    (exps[1].folder(sw) / "metrics.json").write_text('{"methods": {"head": {"edit_fix')  # cut off
+    (exps[0].folder(sw) / "status.json").write_bytes(b"\xff\xfe garbage")
+    (sw / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    (table,) = sweep.collect(sw).values()
+    assert table.error.str.contains("is corrupt").all() and (table.status == "failed").all()
+    rec = _Recorder()
+    sweep_run.run_sweep(spec, exps, sw, rec, log=lambda *a: None, progress=False)
+    redone = [p for p in rec.jobs if "unit" not in p and p.endswith("job.json")]
+    assert len(redone) == 2, rec.jobs  # both experiments are run again
+
+
+def test_ctrl_c_during_a_stage_ends_with_one_line(tmp_path, retina_path, monkeypatch, capsys):
+    from vitedit import execute
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(execute, "run_notebook", interrupted)
+    rc = cli.main(
+        ["--params", TINY, "--runs-dir", str(tmp_path / "runs"), "--data-path", str(retina_path)]
+        + ["--checkpoint-dir", str(tmp_path / "ckpt"), "--stage", "data", "--run-name", "r"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 130 and len(err) == 1 and err[0].startswith("interrupted: 0 of 1 stages")
+    assert "rerun the same command" in err[0] and "Traceback" not in err[0]

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--ft-train-ratio", type=float, help="share of official train used as FT-Train (0.9)"
     )
-    g.add_argument("--seed", type=int, help="seed of the split and of training (42)")
+    g.add_argument("--seed", type=clihelp.seed, help="seed of the split and of training (42)")
     g = ap.add_argument_group("training")
     g.add_argument("--model", help="model config (vit_small_p4_28, vit_base_patch16_224, ...)")
     g.add_argument("--weights-path", help="local pretrained weights file")
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument(
         "--seeds",
-        type=int,
+        type=clihelp.seed,
         nargs="+",
         help="run the stage once per seed (split, training, noise) in <run>/seed-<s>/ and aggregate "
         "metrics.json to mean ± 95%% CI in <run>/seeds_summary.csv",
@@ -333,6 +333,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name in todo:
             execute.run_notebook(name, run_dir, p)
+    except KeyboardInterrupt:  # run_notebook recorded the stage failed: one line, no traceback
+        print(execute.interrupted(run_dir, todo), file=sys.stderr)
+        return 130
     except Exception as e:
         print(
             f"error: stage failed: {execute.short_error(e)}\nsee {run_dir / 'index.html'}",
@@ -361,9 +364,7 @@ def run_seeds(args: argparse.Namespace) -> int:
     runs_dir = (
         paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else paths.resolve(runs.RUNS_DIR)
     )
-    try:  # every seed and the other parameters checked before the parent folder exists
-        for seed in args.seeds:
-            params_mod.validate({"seed": seed}, where="--seeds")
+    try:  # the other parameters checked before the parent folder exists (seeds: argparse)
         resolve_params(copy.copy(args), None)
         parent = runs.new_run_dir(runs_dir, args.run_name or f"seeds_{runs.timestamp()}")
     except (runs.RunError, params_mod.ParamError) as e:
@@ -374,13 +375,8 @@ def run_seeds(args: argparse.Namespace) -> int:
     for seed in args.seeds:
         print(f"=== seed {seed} ===")
         one = copy.copy(args)
-        one.seeds, one.seed, one.runs_dir, one.run_name, one.timestamp = (
-            None,
-            seed,
-            str(parent),
-            f"seed-{seed}",
-            False,
-        )
+        one.seeds, one.seed, one.runs_dir = None, seed, str(parent)
+        one.run_name, one.timestamp = f"seed-{seed}", False
         codes[seed] = run(one)
     tables = {s: comparison.load_metrics(parent / f"seed-{s}") for s, c in codes.items() if c == 0}
     agg = paired.aggregate_seeds(tables)

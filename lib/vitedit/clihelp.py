@@ -89,3 +89,13 @@ def seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
     return value
+
+
+def seed(text: str) -> int:
+    """An argparse type: a seed numpy and torch take (0 .. 2**32 - 1)."""
+    try:
+        return params_mod.validate({"seed": int(text)})["seed"]
+    except (ValueError, params_mod.ParamError) as e:
+        raise argparse.ArgumentTypeError(
+            str(e) if "seed" in str(e) else f"{text!r} is not a seed"
+        ) from None

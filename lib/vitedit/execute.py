@@ -196,3 +196,12 @@ def stage_warnings(run_dir: Path, stage: str) -> list[str]:
     edit_stage = any(m.notebook == stage and not m.is_baseline for m in methods.REGISTRY.values())
     # an edit notebook is judged on the edits it just made, not on metrics of earlier edits
     return report.run_warnings(run_dir, names, evaluated=not edit_stage) if names else []
+
+
+def interrupted(run_dir: Path, todo: list[str]) -> str:
+    """The one line a Ctrl-C during a run ends with: what was kept and how to resume."""
+    done = sum(runs.RunFolder(run_dir).is_ok(n) for n in todo)
+    return (
+        f"interrupted: {done} of {len(todo)} stages finished and kept in {run_dir}; "
+        "rerun the same command to resume"
+    )

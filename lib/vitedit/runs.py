@@ -113,8 +113,31 @@ def stored_params(run_dir: Path) -> dict[str, Any] | None:
 
 
 def status(run_dir: Path) -> dict[str, dict]:
+    """The run's recorded stages; a corrupt ``status.json`` reads as one failure saying so (a
+    sweep then redoes the run: its job clears the entry and runs every stage again)."""
     f = Path(run_dir) / STATUS_FILE
-    return json.loads(f.read_text()) if f.is_file() else {}
+    if not f.is_file():
+        return {}
+    problem = unreadable(f)
+    if problem:
+        return {"sweep": {"status": "failed", "error": f"{problem}; rerun to redo this run"}}
+    return json.loads(f.read_text())
+
+
+def unreadable(f: Path) -> str | None:
+    """Why the JSON object file ``f`` cannot be read (None when it can)."""
+    try:
+        blob = json.loads(Path(f).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{f.name} is corrupt ({type(e).__name__}: {str(e)[:80]})"
+    return None if isinstance(blob, dict) else f"{f.name} is corrupt (not a JSON object)"
+
+
+def corrupt_outputs(run_dir: Path) -> list[str]:
+    """The run's JSON outputs that cannot be read (metrics, timing, edit records)."""
+    folder = Path(run_dir)
+    files = [folder / "metrics.json", folder / "timing.json", *sorted(folder.glob("edits/*.json"))]
+    return [p for p in (unreadable(f) for f in files if f.is_file()) if p]
 
 
 def check_compatible(run_dir: Path, p: Mapping[str, Any], stage_keys: Mapping[str, str]) -> None:

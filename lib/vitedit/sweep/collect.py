@@ -15,7 +15,7 @@ from .. import alerts, budget, paths
 from .. import methods as methods_mod
 from .. import params as params_mod
 from ..columns import ORIGINAL_COLUMNS
-from ..runs import RunFolder, job_folders
+from ..runs import RunFolder, corrupt_outputs, job_folders, unreadable
 from .plan import NON_SEMANTIC, fmt, relevant_keys
 from .spec import DEFAULT_SELECTION, SweepError, check_selection
 
@@ -33,13 +33,16 @@ experiment_folders = job_folders
 
 
 def _metrics(folder: Path, method: str) -> dict | None:
+    """The method's row of ``metrics.json`` (None: none, or the file is corrupt)."""
     f = folder / "metrics.json"
-    return json.loads(f.read_text())["methods"].get(method) if f.is_file() else None
+    if not f.is_file() or unreadable(f):
+        return None
+    return json.loads(f.read_text()).get("methods", {}).get(method)
 
 
 def _timing(folder: Path) -> dict:
     f = folder / "timing.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+    return json.loads(f.read_text()) if f.is_file() and not unreadable(f) else {}
 
 
 def summary_row(folder: Path) -> dict:
@@ -49,8 +52,11 @@ def summary_row(folder: Path) -> dict:
     job = run.job()
     method, p = job["method"], job["params"]
     state = run.state(job["notebooks"])
-    m = _metrics(folder, method) or {}
+    corrupt = corrupt_outputs(folder)
+    m = {} if corrupt else _metrics(folder, method) or {}
     error = run.first_error() if state == "failed" else None
+    if corrupt:  # reported, and redone by the next run of the sweep
+        state, error = "failed", "; ".join(corrupt) + " (rerun the sweep to redo it)"
     skipped = folder / "edits" / f"{method}.json"
     if state == "ok" and not m and skipped.is_file():
         rec = json.loads(skipped.read_text())
@@ -83,9 +89,9 @@ def summary_row(folder: Path) -> dict:
     for c, v in m.items():
         if c not in row and c != "method":
             row[c] = v
-    edit_rec = json.loads(skipped.read_text()) if skipped.is_file() else None
+    edit_rec = json.loads(skipped.read_text()) if skipped.is_file() and not corrupt else None
     row["warnings"] = " | ".join(alerts.record_alerts(method, m, edit_rec)) if m else ""
-    t = _timing(folder)
+    t = {} if corrupt else _timing(folder)
     wall = t.get("wall_seconds", t.get("job_seconds", np.nan))
     cells, setup = t.get("cells_seconds", np.nan), t.get("setup_cells_seconds", np.nan)
     # papermill's share: process, kernel start, notebook I/O, HTML (wall minus every cell); the

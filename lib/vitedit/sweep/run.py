@@ -14,7 +14,7 @@ import yaml
 from tqdm.std import tqdm  # a console bar (tqdm.auto would pick the notebook bar in a kernel)
 
 from .. import execute, methods, paths
-from ..runs import RunFolder
+from ..runs import RunFolder, corrupt_outputs
 from .jobs import job_blob, mark_interrupted, materialize, settle, write_job
 from .plan import Experiment
 from .spec import SweepError, searched_params
@@ -171,7 +171,11 @@ def run_sweep(
         counts["shared_seconds"] = round(time.perf_counter() - t0, 1)
         files = {}
         for e in exps:
-            if RunFolder(e.folder(sweep_dir)).all_ok(e.notebooks):
+            done = RunFolder(e.folder(sweep_dir))
+            corrupt = corrupt_outputs(e.folder(sweep_dir)) if done.all_ok(e.notebooks) else []
+            for name in e.notebooks if corrupt else []:  # redone: its outputs are unreadable
+                done.set_status(name, "stale", reason="; ".join(corrupt))
+            if done.all_ok(e.notebooks):
                 counts["skipped_done"] += 1
                 continue
             job = _prepare(e, sweep_dir, spec, wandb_cfg, failed_preps)
