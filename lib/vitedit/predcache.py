@@ -37,8 +37,21 @@ def prediction_key(model, images: np.ndarray, runner: Runner, skip: str | None =
     dev = runner.device
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else ""
     h.update(f"{CACHE_VERSION}|{dev.type}|{gpu}|{torch.__version__}|{timm.__version__}".encode())
+    _update_with_images(h, images)
+    return h.hexdigest()
+
+
+def _update_with_images(h, images: np.ndarray) -> None:
     for sl in models.iter_batches(len(images), 4096):  # a view is never materialised whole
         h.update(np.ascontiguousarray(images[sl]).tobytes())
+
+
+def images_key(images: np.ndarray) -> str:
+    """The content of an image set alone (its dtype, shape and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    first = np.asarray(images[:1])
+    h.update(f"{first.dtype}|{(len(images), *first.shape[1:])}".encode())
+    _update_with_images(h, images)
     return h.hexdigest()
 
 

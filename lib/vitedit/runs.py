@@ -118,19 +118,26 @@ def status(run_dir: Path) -> dict[str, dict]:
     f = Path(run_dir) / STATUS_FILE
     if not f.is_file():
         return {}
-    problem = unreadable(f)
+    blob, problem = read_object(f)
     if problem:
         return {"sweep": {"status": "failed", "error": f"{problem}; rerun to redo this run"}}
-    return json.loads(f.read_text())
+    return blob
+
+
+def read_object(f: Path) -> tuple[dict | None, str | None]:
+    """The JSON object in ``f``, or None and why it cannot be read (corrupt, not an object)."""
+    try:
+        blob = json.loads(Path(f).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"{Path(f).name} is corrupt ({type(e).__name__}: {str(e)[:80]})"
+    if not isinstance(blob, dict):
+        return None, f"{Path(f).name} is corrupt (not a JSON object)"
+    return blob, None
 
 
 def unreadable(f: Path) -> str | None:
     """Why the JSON object file ``f`` cannot be read (None when it can)."""
-    try:
-        blob = json.loads(Path(f).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"{f.name} is corrupt ({type(e).__name__}: {str(e)[:80]})"
-    return None if isinstance(blob, dict) else f"{f.name} is corrupt (not a JSON object)"
+    return read_object(f)[1]
 
 
 def corrupt_outputs(run_dir: Path) -> list[str]:

@@ -13,16 +13,14 @@ from the weights themselves (:func:`first_changed_block`), so no method has to s
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from . import models
 from .locate.tracing import forward_from
 from .models import Runner
-from .predcache import prediction_key
+from .predcache import images_key, prediction_key
 
 KEEP_RESULTS = 32  # probabilities kept per cache: one experiment's sets, before and after
 
@@ -51,16 +49,6 @@ def first_changed_block(base, model) -> int | None:
     n = len(base.blocks)
     changed = [block_of(k, n) for k in a if not torch.equal(a[k], b[k].to(a[k].device))]
     return min(changed, default=n)
-
-
-def images_key(images: np.ndarray) -> str:
-    """The content of an image set (its shape, dtype and bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    arr = np.asarray(images[:1])
-    h.update(f"{arr.dtype}|{(len(images), *arr.shape[1:])}".encode())
-    for sl in models.iter_batches(len(images), 4096):
-        h.update(np.ascontiguousarray(images[sl]).tobytes())
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ terms (:meth:`LayerEditor.solve_terms`) and says whether earlier batches' keys s
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import Runner
+from ..predcache import images_key
 from .base import EditData, EditError, Editor, EditResult, edit_log, unchanged
 from .preservation import preservation_error, preservation_summary
 from .solve import alphaedit_update
@@ -255,8 +255,7 @@ class LayerEditor(Editor):
             self.v_weight_decay,
             self.v_weight_decay_rule,
             self.clamp_norm_factor,
-            images.shape,
-            hashlib.blake2b(np.ascontiguousarray(images).tobytes(), digest_size=16).hexdigest(),
+            images_key(images),
             tuple(y.tolist()),
         )
         return self.stats_cache.target(key, compute)

@@ -15,7 +15,7 @@ from .. import alerts, budget, paths
 from .. import methods as methods_mod
 from .. import params as params_mod
 from ..columns import ORIGINAL_COLUMNS
-from ..runs import RunFolder, corrupt_outputs, job_folders, unreadable
+from ..runs import RunFolder, corrupt_outputs, job_folders, read_object
 from .plan import NON_SEMANTIC, fmt, relevant_keys
 from .spec import DEFAULT_SELECTION, SweepError, check_selection
 
@@ -35,14 +35,13 @@ experiment_folders = job_folders
 def _metrics(folder: Path, method: str) -> dict | None:
     """The method's row of ``metrics.json`` (None: none, or the file is corrupt)."""
     f = folder / "metrics.json"
-    if not f.is_file() or unreadable(f):
-        return None
-    return json.loads(f.read_text()).get("methods", {}).get(method)
+    blob = read_object(f)[0] if f.is_file() else None
+    return (blob or {}).get("methods", {}).get(method)
 
 
 def _timing(folder: Path) -> dict:
     f = folder / "timing.json"
-    return json.loads(f.read_text()) if f.is_file() and not unreadable(f) else {}
+    return (read_object(f)[0] if f.is_file() else None) or {}
 
 
 def summary_row(folder: Path) -> dict:

@@ -12,8 +12,8 @@ calls the library functions its notebooks call (:data:`STEPS`: ``stages.select_e
 ``stages.run_methods``, ``stages.evaluate_edits``, ``stages.run_baselines``, and what
 ``run.finish`` records), so its run folder holds the same records, CSVs and ``metrics.json``; only
 the executed notebooks and their HTML pages are missing (``fast_path: true`` in its status): the
-chosen configurations are rendered by their notebooks afterwards (``vitedit-sweep run
---render-chosen``). ``tests/test_inprocess.py`` compares a sweep's summary both ways.
+chosen configurations are rendered by their notebooks afterwards, with the sweep report
+(:func:`render_chosen`). ``tests/test_sweep_run.py`` compares a sweep's summary both ways.
 """
 
 from __future__ import annotations

@@ -162,6 +162,7 @@ def run_sweep(
     lock = lock_sweep(sweep_dir)
     t0 = time.perf_counter()
     preps = {e.prep.id: e.prep for e in exps}
+    per_experiment = executor.timeout  # --timeout: a unit gets it once per experiment
     try:
         paths.atomic_write_text(
             sweep_dir / "sweep.yaml", yaml.safe_dump(dict(spec), sort_keys=False)
@@ -189,8 +190,8 @@ def run_sweep(
             + (" (in process, one job per dataset and seed)" if spec.get("in_process") else "")
         )
         units = unit_jobs(files, sweep_dir) if spec.get("in_process") else {f: [f] for f in files}
-        if spec.get("in_process") and units and executor.timeout:  # --timeout is per experiment
-            executor.timeout *= max(len(jobs) for jobs in units.values())
+        if spec.get("in_process") and units and per_experiment:  # --timeout is per experiment
+            executor.timeout = per_experiment * max(len(jobs) for jobs in units.values())
         for res in tqdm(
             executor.map(units), total=len(units), desc="experiments", disable=not progress
         ):
@@ -211,6 +212,7 @@ def run_sweep(
         raise
     finally:
         lock.release()
+        executor.timeout = per_experiment  # the caller's executor as it was
     counts["seconds"] = round(time.perf_counter() - t0, 1)
     counts["experiments_seconds"] = round(counts["seconds"] - counts.get("shared_seconds", 0), 1)
     log_file = (
