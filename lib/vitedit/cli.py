@@ -324,8 +324,19 @@ def run(args: argparse.Namespace) -> int:
     except (params_mod.ParamError, datasets.DataError, runs.RunError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        with runs.writer(run_dir):  # one writer per run folder
+            return _execute(run_dir, folder, p, todo)
+    except runs.RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full disk: said in words, status records the failure
+        print(f"error: {execute.disk_error(e, run_dir)}", file=sys.stderr)
+        return 1
+
+
+def _execute(run_dir: Path, folder: runs.RunFolder, p: dict, todo: list[str]) -> int:
     print(f"run folder: {run_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
     if folder.params is None:
         folder.write_params(p)
     folder.write_plan(todo)
@@ -336,6 +347,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # run_notebook recorded the stage failed: one line, no traceback
         print(execute.interrupted(run_dir, todo), file=sys.stderr)
         return 130
+    except OSError:
+        raise
     except Exception as e:
         print(
             f"error: stage failed: {execute.short_error(e)}\nsee {run_dir / 'index.html'}",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import paths
 from .columns import LEVELS
 from .paths import atomic_write_text
 
@@ -124,9 +125,7 @@ def write_comparison(
     blob = json.loads(f.read_text()) if f.is_file() else {"methods": {}}
     blob["methods"].update(metrics)
     blob.update(extra or {})
-    atomic_write_text(
-        f, json.dumps(blob, indent=2, default=lambda v: None if v is None else float(v))
-    )
+    atomic_write_text(f, paths.json_text(blob, default=lambda v: None if v is None else float(v)))
 
 
 def forget_methods(run_dir, names) -> None:
@@ -145,7 +144,7 @@ def forget_methods(run_dir, names) -> None:
         blob = json.loads(f.read_text())
         if names & set(blob["methods"]):
             blob["methods"] = {k: v for k, v in blob["methods"].items() if k not in names}
-            atomic_write_text(f, json.dumps(blob, indent=2))
+            atomic_write_text(f, paths.json_text(blob))
 
 
 def load_metrics(run_dir) -> pd.DataFrame:

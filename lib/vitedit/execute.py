@@ -8,6 +8,7 @@ its partial report (:func:`record_failure`).
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import datasets, methods, nb, paths, report, runs, threads
+from . import datasets, methods, nb, paths, report, runs, selection, splits, threads
 from . import params as params_mod
 from . import progress as progress_mod
 
@@ -36,6 +37,25 @@ def notebook_parameters(name: str) -> list[str]:
     return list(pm.inspect_notebook(str(notebook_path(name))))
 
 
+# what to do when the run folder cannot be written (errno -> the fix)
+DISK_FIXES = {
+    errno.EROFS: "the folder is on a read-only file system; give a writable --runs-dir",
+    errno.EACCES: "permission denied; give a --runs-dir you can write to",
+    errno.ENOSPC: "the disk is full; free some space (or give --runs-dir on another disk) and "
+    "rerun the same command to resume",
+    errno.EDQUOT: "the disk quota is exceeded; free some space and rerun the same command",
+    errno.ENAMETOOLONG: "the name is too long; choose a shorter --run-name or --runs-dir",
+}
+
+
+def disk_error(e: OSError, run_dir: Path) -> str:
+    """One line for an ``OSError`` while writing a run: what could not be written and the fix."""
+    fix = DISK_FIXES.get(e.errno)
+    if fix is None:
+        return f"stage failed: {short_error(e)}\nsee {Path(run_dir) / 'index.html'}"
+    return f"cannot write {e.filename or run_dir}: {e.strerror}; {fix}"
+
+
 def short_error(e: BaseException) -> str:
     """``Name: message`` of an exception (papermill's cell errors carry the notebook's own)."""
     name = getattr(e, "ename", type(e).__name__)
@@ -50,27 +70,53 @@ def _check_model(p: dict) -> None:
 
     n_layers = models.depth(p["model"])
     locate.check_choices(p["trace_kinds"], p["trace_scopes"], n_layers, p["edit_layers"] or [])
+    side = models.grid_side(p["model"])
+    if p["trace_regions"] and not 1 <= p["trace_regions"] <= side:
+        raise locate.LocateError(
+            f"trace_regions {p['trace_regions']} must be between 1 and the patch grid's side "
+            f"({side} for {p['model']}), or 0 (off)"
+        )
+    models.resolve_device(p["device"])  # cuda asked for on a machine without it
+    folder = paths.resolve(p["checkpoint_dir"])
+    if folder.exists() and not folder.is_dir():
+        raise params_mod.ParamError(
+            f"checkpoint_dir {folder} is a file, not a folder; give a folder for the checkpoints"
+        )
+
+
+def _check_data(p: dict, data: datasets.Data) -> None:
+    """What the data decides before anything runs: the 4 sets are not empty, an ``edit_pair``
+    names two classes of this dataset."""
+    splits.make_split(data, p["ft_train_ratio"], p["seed"])
+    if p.get("edit_pair") is not None:
+        selection.check_pair(p["edit_pair"], data.info.n_classes)
 
 
 def preflight(p: dict, log=print) -> None:
     """Everything that can be checked before a run folder exists: the data file (existence, MD5,
-    labels) and the model config's layers against the tracing choices. The data comes first (numpy
-    only: its errors answer in a second), unless it may be downloaded: nothing is fetched for a
-    run whose model settings are refused."""
+    labels, classes, the 4 sets' sizes, ``edit_pair``), the model config's layers and patch grid
+    against the tracing choices, and the device. The data comes first (numpy only: its errors
+    answer in a second), unless it may be downloaded: nothing is fetched for a run whose model
+    settings are refused."""
     info = datasets.dataset_info(p["dataset"])  # a name: nothing to fetch
     fetch = p["download"] and info.source != "liver"  # liver data is never downloaded
     if fetch:
         _check_model(p)
     if info.source == "liver":
-        datasets.load(p, log=log)
+        _check_data(p, datasets.load(p, log=log))
     else:
         path = datasets.locate_medmnist(
             p["dataset"], p["size"], p.get("data_path"), p["download"], log=log
         )
         datasets.check_medmnist_file(path, p["dataset"], p["size"], p["verify_md5"])
         with np.load(path) as f:
-            for s in datasets.SPLITS:
-                datasets.check_labels(f[f"{s}_labels"], info.n_classes, f"{path} '{s}_labels'")
+            labels = {
+                s: datasets.check_labels(f[f"{s}_labels"], info.n_classes, f"{path} '{s}_labels'")
+                for s in datasets.SPLITS
+            }
+        datasets.check_classes(labels, info.label_names, str(path))
+        _check_data(p, datasets.Data(info, {}, labels, path, ""))  # labels only: no images read
+
         if p["download"] and not p.get("data_path"):
             # the notebooks load the file found here, and never download again
             p["data_path"] = str(path)
@@ -132,7 +178,10 @@ def record_failure(folder: Path, stage: str, error: str, **extra: Any) -> None:
     runs.RunFolder(folder).set_status(
         stage, "failed", error=error, notebook=str(nb_file), html=html, **extra
     )
-    report.write_run_index(folder)
+    try:
+        report.write_run_index(folder)
+    except OSError:  # a full disk: the failure is recorded; the index is refreshed next time
+        pass
 
 
 def stage_parameters(name: str, run_dir: Path, p: dict) -> dict:
@@ -166,13 +215,17 @@ def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
     except BaseException as e:  # includes KeyboardInterrupt: never leave 'running' or 'ok' behind
         record_failure(run_dir, name, short_error(e), seconds=round(time.perf_counter() - t0, 1))
         raise
-    warnings = stage_warnings(run_dir, name)
-    report.render_html(out_nb, out_html, warnings)
     folder = runs.RunFolder(run_dir)
     st = folder.stage(name)
     if st.get("status") != "ok":  # the notebook must have called run.finish()
         folder.set_status(name, "failed", error="notebook ended without recording success")
         raise RuntimeError(f"{name} finished without recording success")
+    try:  # a full disk while rendering: the stage is recorded failed, never left 'ok'
+        warnings = stage_warnings(run_dir, name)
+        report.render_html(out_nb, out_html, warnings)
+    except BaseException as e:
+        folder.set_status(name, "failed", error=short_error(e), notebook=str(out_nb))
+        raise
     folder.set_status(
         name,
         "ok",
@@ -191,7 +244,9 @@ def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
 
 def stage_warnings(run_dir: Path, stage: str) -> list[str]:
     """The warnings (:mod:`vitedit.alerts`) of the methods a stage edits or evaluates: 04/05 their
-    edits, 06 every edit method, 07 the baselines; none for 01-03."""
+    edits, 06 every edit method, 07 the baselines; 01 a class absent from a set; none for 02-03."""
+    if stage == "01_split":  # a class absent from one of the 4 sets
+        return splits.warnings_of(run_dir)
     names = [m.name for m in methods.REGISTRY.values() if stage in m.notebooks]
     edit_stage = any(m.notebook == stage and not m.is_baseline for m in methods.REGISTRY.values())
     # an edit notebook is judged on the edits it just made, not on metrics of earlier edits

@@ -38,6 +38,9 @@ class JobResult:
         return asdict(self)
 
 
+PARENT_ENV = "VITEDIT_PARENT_PID"  # the process that started a job (it must outlive it)
+
+
 def job_command(job_file: str | Path) -> list[str]:
     return [sys.executable, "-m", "vitedit.sweep", "exec", str(job_file)]
 
@@ -51,7 +54,8 @@ def run_job(
 ) -> JobResult:
     """Run one job in its own process group; kill the whole group when ``timeout`` passes.
     ``live`` (a set) holds the running process while it runs, so that a caller can kill it."""
-    env = {**os.environ, **(env or {})}
+    # the job stops when this process dies, even before it could look (sweep.dispatch)
+    env = {**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())}
     cmd = list(command) if command else job_command(job_file)
     log_file = Path(job_file).with_name("job.log")
     t0 = time.perf_counter()

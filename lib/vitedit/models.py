@@ -123,6 +123,18 @@ def depth(config: ModelConfig | str) -> int:
 
 
 @functools.cache
+def grid_side(name: str) -> int:
+    """The side of a registered config's square patch grid (28 px / patch 4 -> 7), on the meta
+    device like :func:`depth`."""
+    cfg = get_config(name)
+    with torch.device("meta"):
+        model = timm.create_model(
+            cfg.timm_name, pretrained=False, **dict(cfg.kwargs, num_classes=2)
+        )
+    return int(model.patch_embed.grid_size[0])
+
+
+@functools.cache
 def _registered_depth(name: str) -> int:
     return _build_depth(get_config(name))
 

@@ -41,6 +41,7 @@ class Run:
     def begin(self) -> Run:
         """Create the folder, refuse parameters that contradict completed stages, record 'running'."""
         folder = runs.RunFolder(self.dir)
+        runs.check_not_busy(self.dir)  # by hand beside a CLI run of the same folder: refused
         folder.check_compatible(self.params, self.stage)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "figures").mkdir(exist_ok=True)

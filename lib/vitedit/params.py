@@ -186,9 +186,21 @@ def load_yaml_text(text: str, what: str) -> Any:
 def read_mapping(path: str | Path, what: str = "parameter file") -> dict[str, Any]:
     """A YAML file holding a mapping (an empty file is an empty mapping); errors name the file."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device or a pipe)"
+        raise ParamError(f"{what} {path} is {kind}; give a YAML file of key: value lines")
     if not path.is_file():
         raise ParamError(f"{what} {path} does not exist")
-    data = load_yaml_text(path.read_text(), f"{what} {path}") or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamError(
+            f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason}; a UTF-16 or binary "
+            "file?); save it as UTF-8 YAML"
+        ) from None
+    except OSError as e:
+        raise ParamError(f"{what} {path} cannot be read ({e.strerror})") from None
+    data = load_yaml_text(text, f"{what} {path}") or {}
     if not isinstance(data, dict):
         raise ParamError(
             f"{what} {path} must hold a mapping of key: value, got {type(data).__name__}"

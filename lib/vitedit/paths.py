@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 PROJECT_ENV = "VITEDIT_HOME"
 
@@ -39,11 +43,45 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or an interrupt leaves no temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def overwrite_in_place(path: Path, data: bytes) -> None:
+    """Rewrite an existing file's bytes where they are (no new file): what a full disk still allows
+    when ``data`` is no longer than the file (a failure recorded over an 'ok' status)."""
+    with open(path, "r+b") as f:
         f.write(data)
+        f.truncate()
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf: an undefined rate, a diverged number) as
+    None, so the JSON written is standard (``NaN``/``Infinity`` are not JSON: browsers, ``jq`` and
+    most readers refuse them)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "ndim"):  # a numpy scalar or array
+        return finite_json(obj.tolist())
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = 2, default=str, **kw: Any) -> str:
+    """The project's JSON outputs: standard JSON (no ``NaN``/``Infinity``: :func:`finite_json`)."""
+    return json.dumps(finite_json(obj), indent=indent, default=default, allow_nan=False, **kw)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

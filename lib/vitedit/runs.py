@@ -4,10 +4,15 @@ executed notebooks and HTML. Nothing is written to a shared fixed filename."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from . import params as params_mod
 from . import paths
@@ -18,6 +23,11 @@ JOB_FILE = "job.json"  # a sweep job's description (what it runs in this folder)
 # the stages the current CLI invocation runs (the run index shows those not started as waiting)
 PLAN_FILE = "plan.json"
 RUNS_DIR = "reports/runs"
+# one writer per run folder: the lock, and who holds it (pid, command, since when)
+WRITER_LOCK = ".writer.lock"
+WRITER_FILE = ".writer.json"
+# set while this process holds a folder's lock: the kernels it starts write there as its agents
+WRITER_ENV = "VITEDIT_WRITER"
 # the study's notebooks in order -> the parameter stage each one owns
 NOTEBOOK_STAGES = {
     "01_split": "data",
@@ -68,6 +78,31 @@ def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+MAX_NAME = 100  # characters of a run name: a file system allows 255 bytes, with room for suffixes
+
+
+def check_run_name(name: str) -> None:
+    """A run name is a plain folder name: no path separator, not hidden, no control characters
+    (a newline would make a folder no shell lists cleanly), at most :data:`MAX_NAME` characters."""
+    bad = (
+        "/" in name
+        or "\\" in name
+        or name.startswith(".")
+        or not name.strip()
+        or any(not c.isprintable() for c in name)
+    )
+    if bad:
+        raise RunError(
+            f"--run-name {name!r} must be a plain folder name (no '/', no leading '.', no "
+            "newline or other control character)"
+        )
+    if len(name) > MAX_NAME:
+        raise RunError(
+            f"--run-name is {len(name)} characters long; use at most {MAX_NAME} (a folder name "
+            "that long fails on most file systems)"
+        )
+
+
 def new_run_dir(
     runs_dir: str | Path = RUNS_DIR,
     run_name: str | None = None,
@@ -81,8 +116,7 @@ def new_run_dir(
             f"--runs-dir {root} is a file, not a folder; give a folder for the run folders"
         )
     if run_name:
-        if "/" in run_name or run_name.startswith("."):
-            raise RunError(f"--run-name {run_name!r} must be a plain folder name")
+        check_run_name(run_name)
         name = f"{run_name}_{timestamp()}" if add_timestamp else run_name
     else:
         name = f"{timestamp()}_{dataset}"
@@ -94,6 +128,66 @@ def new_run_dir(
         k += 1
         path = root / f"{name}-{k}"
     return path
+
+
+def holder(run_dir: Path) -> str:
+    """Who writes ``run_dir`` now, in words (from its ``.writer.json``)."""
+    blob, _ = read_object(Path(run_dir) / WRITER_FILE)
+    if not blob:
+        return "another process"
+    return f"process {blob.get('pid')} ({blob.get('command')!r}, since {blob.get('since')})"
+
+
+@contextmanager
+def writer(run_dir: str | Path, what: str | None = None) -> Iterator[Path]:
+    """Hold ``run_dir``'s writer lock while the block runs: one writer per run folder. A second
+    process is refused at once with a :class:`RunError` naming the holder (two CLI runs with the
+    same ``--run-name``, a sweep resumed while an orphaned worker still writes). Portable
+    (``filelock``); the lock dies with its process, so a killed run never leaves it held."""
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(folder / WRITER_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise RunError(
+            f"run folder {folder} is being written by {holder(folder)}; wait for it to end "
+            "(or stop it), or choose another --run-name"
+        ) from None
+    who = {
+        "pid": os.getpid(),
+        "command": what or " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    before = os.environ.get(WRITER_ENV)
+    try:
+        paths.atomic_write_text(folder / WRITER_FILE, json.dumps(who))
+        os.environ[WRITER_ENV] = str(folder.resolve())
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop(WRITER_ENV, None)
+        else:
+            os.environ[WRITER_ENV] = before
+        (folder / WRITER_FILE).unlink(missing_ok=True)
+        lock.release()
+
+
+def check_not_busy(run_dir: str | Path) -> None:
+    """Refuse to write ``run_dir`` while another process holds its writer lock (a notebook run by
+    hand beside a CLI run of the same folder); a kernel started by the holder is its agent."""
+    folder = Path(run_dir)
+    if not (folder / WRITER_LOCK).is_file() or os.environ.get(WRITER_ENV) == str(folder.resolve()):
+        return
+    lock = filelock.FileLock(folder / WRITER_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise RunError(
+            f"run folder {folder} is being written by {holder(folder)}; wait for it to end, "
+            "or give this notebook another run_dir"
+        ) from None
+    lock.release()
 
 
 def default_run_dir(p: Mapping[str, Any]) -> Path:
@@ -184,7 +278,18 @@ def set_status(run_dir: Path, stage: str, state: str, **extra: Any) -> None:
     st = status(run_dir)
     entry = {"status": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
     st[stage] = entry
-    paths.atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(st, indent=2, default=str))
+    f = Path(run_dir) / STATUS_FILE
+    text = paths.json_text(st)
+    try:
+        paths.atomic_write_text(f, text)
+    except OSError:
+        if state == "ok" or not f.is_file():
+            raise
+        # a full disk: the failure still replaces what the file said (never a stale 'ok'), in
+        # place and compact (shorter than the file it overwrites, so it needs no new space)
+        paths.overwrite_in_place(
+            f, paths.json_text(st, indent=None, separators=(",", ":")).encode()
+        )
 
 
 def clear_status(run_dir: Path, stage: str) -> None:
@@ -192,7 +297,7 @@ def clear_status(run_dir: Path, stage: str) -> None:
     st = status(run_dir)
     if stage in st:
         del st[stage]
-        paths.atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(st, indent=2, default=str))
+        paths.atomic_write_text(Path(run_dir) / STATUS_FILE, paths.json_text(st))
 
 
 class RunFolder:

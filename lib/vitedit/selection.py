@@ -28,6 +28,20 @@ def confusion_pairs(y_true: np.ndarray, y_pred: np.ndarray) -> list[tuple[int, i
     return sorted(out, key=lambda r: (-r[2], r[0], r[1]))
 
 
+def check_pair(pair: Sequence[int], n_classes: int | None = None) -> tuple[int, int]:
+    """An ``edit_pair``: two different class ids of the dataset (true, predicted)."""
+    pair = tuple(int(c) for c in pair)
+    if len(pair) != 2 or pair[0] == pair[1]:
+        raise SelectionError(
+            f"edit_pair must be [true, predicted] with two different class ids, got {list(pair)}"
+        )
+    if n_classes is not None and not all(0 <= c < n_classes for c in pair):
+        raise SelectionError(
+            f"edit_pair {list(pair)} names a class outside 0..{n_classes - 1} of this dataset"
+        )
+    return pair  # type: ignore[return-value]
+
+
 def select_pair_errors(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -38,15 +52,7 @@ def select_pair_errors(
     """The errors of one (true, predicted) pair, in set order, at most ``max_samples``: ``pair``,
     or the most frequent pair (deterministic). Returns the positions and the pair."""
     if pair is not None:
-        pair = tuple(int(c) for c in pair)
-        if len(pair) != 2 or pair[0] == pair[1]:
-            raise SelectionError(
-                f"edit_pair must be [true, predicted] with two different class ids, got {list(pair)}"
-            )
-        if n_classes is not None and not all(0 <= c < n_classes for c in pair):
-            raise SelectionError(
-                f"edit_pair {list(pair)} names a class outside 0..{n_classes - 1} of this dataset"
-            )
+        pair = check_pair(pair, n_classes)
     else:
         pairs = confusion_pairs(y_true, y_pred)
         if not pairs:

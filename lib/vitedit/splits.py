@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .datasets import Data, stratified_partition
-from .paths import atomic_write_bytes, atomic_write_text
+from .paths import atomic_write_bytes, atomic_write_text, json_text
 
 SETS = ("ft_train", "edit_discovery", "ft_val", "test")
 SET_SOURCE = {"ft_train": "train", "edit_discovery": "train", "ft_val": "val", "test": "test"}
@@ -147,6 +147,35 @@ def counts_table(split: Split, data: Data) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# what a class absent from a set costs (said in the data stage's warnings)
+ABSENT_MEANS = {
+    "ft_train": "the model never learns it",
+    "edit_discovery": "none of its errors can be edited or held out",
+    "ft_val": "early stopping and every selection are blind to it",
+    "test": "its accuracy and regressions cannot be measured",
+}
+
+
+def class_warnings(split: Split, data: Data) -> list[str]:
+    """A class with no image in one of the 4 sets, in words (one warning per set)."""
+    out = []
+    for name in SETS:
+        c = np.bincount(split.labels(data, name), minlength=data.info.n_classes)
+        missing = [f"{i} ({data.info.label_names[i]!r})" for i in np.flatnonzero(c == 0)]
+        if missing:
+            out.append(
+                f"{SET_LABEL[name]} has no image of class {', '.join(missing)}: "
+                f"{ABSENT_MEANS[name]}"
+            )
+    return out
+
+
+def warnings_of(run_dir: Path) -> list[str]:
+    """The data stage's warnings recorded with the split (``split_meta.json``)."""
+    f = Path(run_dir) / META_FILE
+    return json.loads(f.read_text()).get("warnings", []) if f.is_file() else []
+
+
 def save(split: Split, run_dir: Path, data: Data) -> None:
     run_dir = Path(run_dir)
     buf = io.BytesIO()
@@ -160,8 +189,9 @@ def save(split: Split, run_dir: Path, data: Data) -> None:
         "data_file": str(data.path),
         "data_md5": data.md5,
         "sizes": {k: int(len(v)) for k, v in split.indices.items()},
+        "warnings": class_warnings(split, data),
     }
-    atomic_write_text(run_dir / META_FILE, json.dumps(meta, indent=2))
+    atomic_write_text(run_dir / META_FILE, json_text(meta))
     atomic_write_text(run_dir / COUNTS_FILE, counts_table(split, data).to_csv(index=False))
 
 

@@ -322,5 +322,5 @@ def record_in_run(run_dir: Path, result: TrainResult, split: Split) -> dict:
         "best_val_acc": result.meta["best_val_acc"],
         "reused": result.reused,
     }
-    paths.atomic_write_text(Path(run_dir) / CHECKPOINT_REF, json.dumps(ref, indent=2, default=str))
+    paths.atomic_write_text(Path(run_dir) / CHECKPOINT_REF, paths.json_text(ref))
     return ref

@@ -25,6 +25,7 @@ from .core import (
     Data,
     DataError,
     DatasetInfo,
+    check_classes,
     dataset_info,
     known_datasets,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Data",
     "DataError",
     "DatasetInfo",
+    "check_classes",
     "check_labels",
     "check_medmnist_file",
     "dataset_info",

@@ -71,6 +71,19 @@ class Data:
         return np.bincount(self.labels[split], minlength=self.info.n_classes)
 
 
+def check_classes(labels: dict[str, np.ndarray], label_names, where: str) -> None:
+    """Refuse labels that hold fewer than two classes across the official splits: there is nothing
+    to classify (every model "classifies all correctly"), nothing to edit."""
+    present = sorted(set().union(*(np.unique(np.asarray(v)).tolist() for v in labels.values())))
+    if len(present) < 2:
+        names = ", ".join(f"{c} ({label_names[c]!r})" for c in present) or "none"
+        raise DataError(
+            f"{where}: the labels hold {len(present)} class ({names}) of the dataset's "
+            f"{len(label_names)}; a classifier needs at least two classes to learn, err and be "
+            "edited. Check that the file is the whole dataset (not one class's slice)"
+        )
+
+
 # --------------------------------------------------------------------------- registry
 @functools.lru_cache(maxsize=1)
 def _medmnist_info() -> dict[str, dict]:

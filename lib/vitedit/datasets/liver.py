@@ -4,6 +4,7 @@ fixed stratified train / val / test partitions (its "official" split)."""
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,15 @@ from typing import Any
 import numpy as np
 
 from .. import paths
-from .core import LIVER_FRACTIONS, LIVER_VARIANTS, SPLITS, Data, DataError, dataset_info
+from .core import (
+    LIVER_FRACTIONS,
+    LIVER_VARIANTS,
+    SPLITS,
+    Data,
+    DataError,
+    check_classes,
+    dataset_info,
+)
 from .medmnist_files import check_labels, md5sum
 
 
@@ -76,8 +85,11 @@ def load_liver(name: str, data_path: str | None, split_seed: int = 0) -> Data:
     try:
         raw_imgs = np.load(folder / "imgs.npy", allow_pickle=True)
         raw_labs = np.load(folder / "labs.npy", allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise DataError(f"cannot read liver data in {folder}: {e}") from None
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
+        raise DataError(
+            f"cannot read the liver data in {folder} ({type(e).__name__}: {str(e)[:100]}): a "
+            "truncated or corrupt imgs.npy / labs.npy? Copy the files again"
+        ) from None
     if raw_imgs.ndim != 1 or raw_imgs.dtype != object:
         raise DataError(
             f"{folder / 'imgs.npy'} is {raw_imgs.dtype} {raw_imgs.shape}; expected a 1-D object "
@@ -92,6 +104,7 @@ def load_liver(name: str, data_path: str | None, split_seed: int = 0) -> Data:
         raise DataError(f"{folder / 'imgs.npy'}: images differ in shape ({sorted(shapes)[:3]}...)")
     images = np.stack(imgs)
     labels = np.asarray(LIVER_VARIANTS[name][1])[stage]
+    check_classes({"all": labels}, info.label_names, f"{folder / 'labs.npy'} as {name}")
     parts = stratified_partition(labels, LIVER_FRACTIONS, split_seed)
     digest = hashlib.md5(
         (md5sum(folder / "imgs.npy") + md5sum(folder / "labs.npy")).encode()

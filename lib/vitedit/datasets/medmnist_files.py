@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
-from .core import MEDMNIST_SIZES, SPLITS, Data, DataError, _medmnist_info, dataset_info
+from .core import (
+    MEDMNIST_SIZES,
+    SPLITS,
+    Data,
+    DataError,
+    _medmnist_info,
+    check_classes,
+    dataset_info,
+)
 
 DATA_ENV = "VITEDIT_DATA_ROOT"
 
@@ -53,6 +61,11 @@ def locate_medmnist(
         p = paths.resolve(data_path)
         if p.is_file():
             return p
+        if p.is_dir():
+            raise DataError(
+                f"data_path {p} is a folder, not a .npz file; give the data file itself, or a "
+                f"folder holding {fname}"
+            )
         raise DataError(
             f"data file {p} does not exist (given as data_path). Fix the path, or leave "
             f"data_path empty to search {', '.join(str(r) for r in search_roots()[0:])}."
@@ -109,7 +122,15 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                         shape, _, dtype = np.lib.format.read_array_header_1_0(f)
                     else:
                         shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                if dtype.hasobject:  # numpy would refuse it later with a message naming no file
+                    raise DataError(
+                        f"{path}: '{member[:-4]}' holds Python objects (dtype object), which are "
+                        "never unpickled from a data file; store numbers (uint8 images, integer "
+                        "labels)"
+                    )
                 out[member[:-4]] = (shape, dtype)
+    except DataError:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError) as e:
         raise DataError(f"{path} is not a readable .npz file ({e}); download it again") from None
     return out
@@ -178,6 +199,11 @@ def _not_uint8(path: Path, key: str, dtype) -> str:
 
 def check_labels(labels: np.ndarray, n_classes: int, where: str) -> np.ndarray:
     labels = np.asarray(labels).reshape(-1)
+    if labels.dtype.kind not in "iubf":
+        raise DataError(
+            f"{where}: labels are {labels.dtype} (e.g. {labels[:3].tolist()}); expected integer "
+            "class indices 0..n-1 (map names to indices first)"
+        )
     if labels.dtype.kind not in "iub":
         frac = ~np.isfinite(labels.astype(float)) | (labels.astype(float) % 1 != 0)
         if frac.any():
@@ -211,4 +237,5 @@ def load_medmnist(
             s: check_labels(f[f"{s}_labels"], info.n_classes, f"{path} '{s}_labels'")
             for s in SPLITS
         }
+    check_classes(labels, info.label_names, str(path))
     return Data(info, images, labels, path, digest)

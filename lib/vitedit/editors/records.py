@@ -60,7 +60,7 @@ def record(
     }
     paths.atomic_write_text(
         Path(run_dir) / EDITS_DIR / f"{result.info['method']}.json",
-        json.dumps(rec, indent=2, default=float),
+        paths.json_text(rec, default=float),
     )
     return rec
 

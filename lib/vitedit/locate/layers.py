@@ -216,7 +216,7 @@ def edit_layers_from(
 
 
 def save_edit_layers(run_dir: Path, choice: dict) -> None:
-    paths.atomic_write_text(Path(run_dir) / EDIT_LAYERS_FILE, json.dumps(choice, indent=2))
+    paths.atomic_write_text(Path(run_dir) / EDIT_LAYERS_FILE, paths.json_text(choice))
 
 
 def load_edit_layers(run_dir: Path) -> dict:
@@ -226,6 +226,25 @@ def load_edit_layers(run_dir: Path) -> dict:
     return json.loads(f.read_text())
 
 
+SWAMPING_RATIO = 30.0  # noise this many times the embeddings' spread leaves no image to restore
+
+
+def noise_advice(noise_ratio: float | None) -> str:
+    """Why most errors' total effect is too small to measure, by the noise's size: noise that
+    swamps the image (every corrupted copy predicts the same, whatever is restored) needs a
+    smaller noise_scale; noise that barely changes the prediction needs a larger one."""
+    if noise_ratio is not None and noise_ratio > SWAMPING_RATIO:
+        return (
+            f": the noise ({noise_ratio:.3g}x the patch embeddings' spread) swamps the images, so "
+            "restoring one layer cannot bring a prediction back; a smaller noise_scale (the "
+            "default is 3) or noise_std makes TE measurable"
+        )
+    return (
+        ": the noise barely changes these predictions; a larger noise_scale (or noise_std) "
+        "makes TE measurable for more of them"
+    )
+
+
 def summarize(
     importance: pd.DataFrame,
     *,
@@ -233,6 +252,7 @@ def summarize(
     n_set: int,
     noise_std: float,
     n_restorations: int,
+    noise_ratio: float | None = None,
     choice: dict,
     seconds: float,
     n_layers: int | None,
@@ -249,12 +269,7 @@ def summarize(
             if n_low_te
             else ""
         )
-        + (
-            ": the noise barely changes these predictions; a larger noise_scale (or noise_std) "
-            "makes TE measurable for more of them"
-            if share > 0.5
-            else ""
-        )
+        + (noise_advice(noise_ratio) if share > 0.5 else "")
     )
     if n_errors_total == 0:
         msg = (
@@ -269,6 +284,7 @@ def summarize(
         "excluded_share": round(share, 4),
         "separation": choice.get("separation"),
         "noise_std": float(noise_std),
+        "noise_ratio": None if noise_ratio is None else round(float(noise_ratio), 4),
         "n_restorations": int(n_restorations),
         "edit_layers": choice["layers"],
         "edit_layers_source": choice["source"],
@@ -279,4 +295,4 @@ def summarize(
 
 
 def save_summary(run_dir: Path, summary: dict) -> None:
-    paths.atomic_write_text(Path(run_dir) / SUMMARY_FILE, json.dumps(summary, indent=2))
+    paths.atomic_write_text(Path(run_dir) / SUMMARY_FILE, paths.json_text(summary))

@@ -21,6 +21,7 @@ class Tracing:
     importance: pd.DataFrame
     stats: pd.DataFrame
     noise_std: float
+    noise_ratio: float | None  # noise std / the patch embeddings' std (noise_scale, in effect)
     noise: Any  # (num_ablations, n_patches, dim) noise added to the patch embeddings
     restores: list
     region_restores: list = field(default_factory=list)  # the token x layer trace (trace_regions)
@@ -54,9 +55,8 @@ def trace(ctx: Context, err: Errors) -> Tracing:
     ft_images = ctx.split.view(
         ctx.data, "ft_train", np.arange(min(p["noise_samples"] or n_ft, n_ft))
     )
-    std = p["noise_std"] or p["noise_scale"] * locate.patch_embedding_std(
-        model, ctx.runner, ft_images
-    )
+    spread = locate.patch_embedding_std(model, ctx.runner, ft_images)
+    std = p["noise_std"] or p["noise_scale"] * spread
     noise = locate.make_noise(
         p["num_ablations"],
         (model.patch_embed.num_patches, model.embed_dim),
@@ -95,6 +95,7 @@ def trace(ctx: Context, err: Errors) -> Tracing:
         importance=importance,
         stats=stats,
         noise_std=float(std),
+        noise_ratio=float(std / spread) if spread else None,
         noise=noise,
         restores=restores,
         region_restores=regions,
@@ -171,6 +172,7 @@ def hand_over_layers(ctx: Context, tr: Tracing, err: Errors, seconds: float) -> 
         n_errors_total=len(err.all),
         n_set=len(err.labels),
         noise_std=tr.noise_std,
+        noise_ratio=tr.noise_ratio,
         n_restorations=len(tr.restores),
         choice=choice,
         seconds=seconds,

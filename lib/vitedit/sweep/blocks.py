@@ -17,7 +17,7 @@ class SweepError(params_mod.ParamError):
     """A benchmark's datasets or per-dataset blocks are invalid (a SweepError to the CLI)."""
 
 
-def _as_list(v) -> list:
+def as_list(v) -> list:
     return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
 
 
@@ -25,7 +25,7 @@ def check_datasets(spec: Mapping[str, Any], grid: Mapping[str, Any]) -> tuple[li
     """``datasets`` (a benchmark: each dataset is a block of the sweep) and ``per_dataset`` (each
     block's own parameter files (the dataset's recipe, e.g. ``params/bloodmnist.yaml``), seeds and
     fixed values, e.g. fewer seeds where training is long)."""
-    ds_list = [str(d) for d in _as_list(spec.get("datasets"))]
+    ds_list = [str(d) for d in as_list(spec.get("datasets"))]
     per = spec.get("per_dataset") or {}
     if not isinstance(per, dict):
         raise SweepError(
@@ -52,8 +52,10 @@ def check_datasets(spec: Mapping[str, Any], grid: Mapping[str, Any]) -> tuple[li
         fixed = params_mod.validate(block.get("set") or {}, where=f"per_dataset '{d}' set")
         if "dataset" in fixed or "run_dir" in fixed:
             raise SweepError(f"per_dataset '{d}' set: dataset and run_dir are the sweep's to set")
-        seeds = [params_mod.validate({"seed": x})["seed"] for x in _as_list(block.get("seeds"))]
-        files = [str(f) for f in _as_list(block.get("params"))]
+        if "seeds" in block and not as_list(block["seeds"]):
+            raise SweepError(f"per_dataset '{d}': 'seeds' is empty; give a seed or remove the key")
+        seeds = [params_mod.validate({"seed": x})["seed"] for x in as_list(block.get("seeds"))]
+        files = [str(f) for f in as_list(block.get("params"))]
         for f in files:
             other = params_mod.load_yaml(f).get("dataset", d)
             if other != d:
@@ -66,7 +68,7 @@ def restrict_datasets(spec: dict, args: argparse.Namespace) -> dict:
     """A benchmark spec runs the datasets that ``--datasets`` names (default: all of its list) and
     that can be had: a MedMNIST file found locally (any with ``--download``), a liver set when
     ``--liver-dir`` gives its folder. Each left-out dataset is said in words."""
-    wanted = [str(d) for d in _as_list(spec.get("datasets"))]
+    wanted = [str(d) for d in as_list(spec.get("datasets"))]
     if args.datasets:
         bad = [d for d in args.datasets if d not in wanted]
         if bad:
@@ -90,7 +92,7 @@ def restrict_datasets(spec: dict, args: argparse.Namespace) -> dict:
             continue
         b = per.get(d, {})
         here = params_mod.resolve(
-            *spec["params"], *_as_list(b.get("params")), spec.get("set") or {}, b.get("set") or {}
+            *spec["params"], *as_list(b.get("params")), spec.get("set") or {}, b.get("set") or {}
         )
         try:
             datasets_mod.locate_medmnist(d, here["size"], here.get("data_path"), False)

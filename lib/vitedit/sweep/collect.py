@@ -150,7 +150,7 @@ def collect(
         }
         paths.atomic_write_text(
             sweep_dir / f"param_search_details_{ds}.json",
-            json.dumps(details, indent=2, default=_json_default),
+            paths.json_text(details, default=_json_default),
         )
         out[ds] = g
     paths.atomic_write_text(sweep_dir / "selection.csv", chosen.to_csv(index=False))

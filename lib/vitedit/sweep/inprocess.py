@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import checkpoints, execute, nb, paths, report, splits, stages, threads
+from .. import checkpoints, execute, nb, paths, report, runs, splits, stages, threads
 from .. import params as params_mod
 from ..runs import JOB_FILE, RunFolder
 from ..stages.edit import stats_cache_of
@@ -144,17 +144,18 @@ def execute_unit(job_file: str | Path) -> int:
     for f in unit_job["jobs"]:
         job = json.loads(Path(f).read_text())
         folder = Path(job["folder"])
-        RunFolder(folder).clear_status("sweep")
         t0 = time.perf_counter()
         try:
-            run_experiment(unit, job)
+            with runs.writer(folder, f"vitedit-sweep exec {job_file}"):  # one writer per folder
+                RunFolder(folder).clear_status("sweep")
+                run_experiment(unit, job)
         except Exception as e:
             print(f"error: {job['name']}: {execute.short_error(e)}", file=sys.stderr)
             rc = 1
         seconds = round(time.perf_counter() - t0, 2)
         timing = {"job_seconds": seconds, "cells_seconds": seconds, "setup_cells_seconds": 0.0}
         timing.update(overhead_seconds=0.0, in_process=True)  # no process, no kernel of its own
-        paths.atomic_write_text(folder / "timing.json", json.dumps(timing, indent=2))
+        paths.atomic_write_text(folder / "timing.json", paths.json_text(timing))
         if job.get("wandb"):
             wandb_log.log_experiment(job, folder)
     return rc

@@ -39,7 +39,7 @@ def job_blob(kind: str, folder: Path, params: dict, notebooks: list[str], **extr
 def write_job(folder: Path, blob: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     f = folder / JOB_FILE
-    paths.atomic_write_text(f, json.dumps(blob, indent=2, default=str))
+    paths.atomic_write_text(f, paths.json_text(blob))
     return f
 
 
@@ -148,7 +148,7 @@ def write_timing(folder: Path, job: dict, seconds: float) -> None:
         "overhead_seconds": round(seconds - cells, 2),
         "notebooks": per,
     }
-    paths.atomic_write_text(folder / "timing.json", json.dumps(blob, indent=2))
+    paths.atomic_write_text(folder / "timing.json", paths.json_text(blob))
 
 
 def settle(folder: Path, notebooks: Sequence[str], result, alone: bool = True) -> None:
@@ -161,7 +161,7 @@ def settle(folder: Path, notebooks: Sequence[str], result, alone: bool = True) -
     ):  # the wall time as the sweep saw it (process start and imports included)
         t = json.loads(timing.read_text())
         t["wall_seconds"] = result.seconds
-        paths.atomic_write_text(timing, json.dumps(t, indent=2))
+        paths.atomic_write_text(timing, paths.json_text(t))
     run = RunFolder(folder)
     if run.all_ok(notebooks) and (result.ok or not alone):  # a unit's other experiment failed
         return

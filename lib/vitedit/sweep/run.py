@@ -14,7 +14,7 @@ import yaml
 from tqdm.std import tqdm  # a console bar (tqdm.auto would pick the notebook bar in a kernel)
 
 from .. import execute, methods, paths
-from ..runs import RunFolder, corrupt_outputs
+from ..runs import WRITER_LOCK, RunError, RunFolder, check_not_busy, corrupt_outputs, holder
 from .jobs import job_blob, mark_interrupted, materialize, settle, write_job
 from .plan import Experiment
 from .spec import SweepError, searched_params
@@ -33,6 +33,31 @@ def lock_sweep(sweep_dir: Path) -> filelock.BaseFileLock:
             f"another process is running the sweep in {sweep_dir}; wait for it, or give another --sweep-dir"
         ) from None
     return lock
+
+
+def wait_for_writers(folders: Sequence[Path], seconds: float = 30.0, poll: float = 1.0) -> None:
+    """Before a (resumed) sweep writes: a folder still held by a live process (the worker of a
+    killed sweep, which stops by itself within seconds: ``dispatch.die_with_parent``) is waited
+    for up to ``seconds``, then refused with a :class:`SweepError` naming the holders."""
+    deadline = time.monotonic() + seconds
+    while True:
+        busy = [f for f in folders if (Path(f) / WRITER_LOCK).is_file() and _busy(Path(f))]
+        if not busy:
+            return
+        if time.monotonic() >= deadline:
+            raise SweepError(
+                f"{len(busy)} run folder(s) of this sweep are still being written by another "
+                f"process: {busy[0]} by {holder(busy[0])}; stop it (or wait), then resume"
+            )
+        time.sleep(poll)
+
+
+def _busy(folder: Path) -> bool:
+    try:
+        check_not_busy(folder)
+    except RunError:
+        return True
+    return False
 
 
 def preflight(exps: Sequence[Experiment]) -> None:
@@ -162,6 +187,13 @@ def run_sweep(
     lock = lock_sweep(sweep_dir)
     t0 = time.perf_counter()
     preps = {e.prep.id: e.prep for e in exps}
+    try:  # a killed sweep's workers: waited for, or refused, before anything is written
+        wait_for_writers(
+            [pr.folder(sweep_dir) for pr in preps.values()] + [e.folder(sweep_dir) for e in exps]
+        )
+    except SweepError:
+        lock.release()
+        raise
     per_experiment = executor.timeout  # --timeout: a unit gets it once per experiment
     try:
         paths.atomic_write_text(
@@ -228,5 +260,5 @@ def run_sweep(
             **counts,
         }
     )
-    paths.atomic_write_text(log_file, json.dumps(history, indent=2))
+    paths.atomic_write_text(log_file, paths.json_text(history))
     return counts

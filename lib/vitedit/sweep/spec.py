@@ -12,7 +12,7 @@ from .. import methods as methods_mod
 from .. import params as params_mod
 from .. import paths
 from ..columns import SELECTION_METRICS
-from .blocks import SweepError, check_datasets, restrict_datasets
+from .blocks import SweepError, as_list, check_datasets, restrict_datasets
 from .keys import LAYER_CHOICE, relevant_keys
 
 SWEEPS_DIR = "reports/sweeps"
@@ -59,10 +59,6 @@ def load_spec(path: str | Path) -> dict:
     return spec
 
 
-def as_list(v) -> list:
-    return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
-
-
 def check_spec(spec: Mapping[str, Any]) -> dict:
     """Validate a spec (unknown keys, grid keys and values, methods, selection); return it normalised."""
     unknown = set(spec) - SPEC_KEYS - {"_source"}
@@ -84,6 +80,8 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
             f"experiment); remove it from {', '.join(owned)}"
         )
     clean_grid = check_grid(spec.get("grid") or {}, "grid")
+    if "seeds" in spec and not as_list(spec["seeds"]):
+        raise SweepError("'seeds' is empty; give at least one seed, or remove the key (seed 42)")
     seeds = [params_mod.validate({"seed": s})["seed"] for s in as_list(spec.get("seeds"))]
     methods = as_list(spec.get("methods", edit_methods()))
     bad = [m for m in methods if m not in edit_methods()]
