@@ -268,7 +268,9 @@ def test_a_worker_stops_when_its_sweep_is_killed(tmp_path):
     )
     parent = subprocess.Popen([sys.executable, "-c", sweep], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
-    os.kill(parent.pid, signal.SIGKILL)  # at once: the worker may not have started watching  # kill -9 of vitedit-sweep
+    os.kill(
+        parent.pid, signal.SIGKILL
+    )  # at once: the worker may not have started watching  # kill -9 of vitedit-sweep
     parent.wait()
     deadline = time.time() + 15
     while time.time() < deadline and not marker.exists():
