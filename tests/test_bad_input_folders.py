@@ -255,8 +255,7 @@ def test_a_worker_stops_when_its_sweep_is_killed(tmp_path):
     worker = (
         f"import sys, time; sys.path.insert(0, {LIB!r})\n"
         "from vitedit.sweep import dispatch\n"
-        "dispatch.die_with_parent(poll=0.1, grace=5)\n"
-        "try:\n    time.sleep(60)\n"
+        "try:\n    dispatch.die_with_parent(poll=0.1, grace=5)\n    time.sleep(60)\n"
         f"except KeyboardInterrupt:\n    open({str(marker)!r}, 'w').write('interrupted')\n"
     )
     sweep = (

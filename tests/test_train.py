@@ -178,3 +178,46 @@ def test_run_reference_refuses_changed_or_foreign_checkpoints(tmp_path, toy):
         checkpoints.load_run_model(run, s)
     with pytest.raises(CheckpointError, match="02_train"):
         checkpoints.load_run_model(tmp_path / "nothing")
+
+
+def test_bf16_training_is_deterministic_named_apart_and_evaluated_with_fused_attention(
+    tmp_path, toy, monkeypatch
+):
+    """``train_precision: bf16`` on the CPU: math attention while training (its bf16 backward is
+    fast), the fused attention back for evaluation, the same weights twice, another checkpoint."""
+    from conftest import toy_params
+
+    split = splits.make_split(toy, 0.8, 0)
+    seen = []
+
+    def on_batch(pos):
+        flags = [m.fused_attn for m in model_ref[0].modules() if hasattr(m, "fused_attn")]
+        seen.append(bool(flags) and any(flags))
+
+    model_ref = [None]
+    real = train.models.build_model
+
+    def build(*a, **k):
+        model_ref[0] = real(*a, **k)
+        return model_ref[0]
+
+    monkeypatch.setattr(train.models, "build_model", build)
+    runs = [
+        train.fit(
+            toy_params(tmp_path / f"c{i}", train_precision="bf16"),
+            toy,
+            split,
+            progress=False,
+            on_batch=on_batch,
+            log=lambda *a: None,
+        )
+        for i in range(2)
+    ]
+    assert seen and not any(seen)  # no fused attention during a bf16 step
+    a, b = (r.model.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(m.fused_attn for m in runs[0].model.modules() if hasattr(m, "fused_attn"))
+    fp32 = checkpoints.checkpoint_fields(toy_params(tmp_path), toy, split, torch.device("cpu"))
+    bf16 = runs[0].meta["fields"]
+    assert (fp32["precision"], bf16["precision"], bf16["attention"]) == ("fp32", "bf16", "math")
+    assert runs[0].checkpoint.name != checkpoints.checkpoint_path(toy_params(tmp_path), fp32).name

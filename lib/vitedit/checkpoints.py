@@ -77,10 +77,24 @@ def checkpoint_fields(
             "ft_train_ratio": params["ft_train_ratio"],
             "model": cfg.to_dict(),
             "weights": weights,
-            "precision": "bf16" if device.type == "cuda" else "fp32",
+            **precision_fields(params, device),
             "train": train_fields(params),
         }
     )
+
+
+def precision(params: Mapping[str, Any], device: torch.device) -> str:
+    """``fp32`` or ``bf16``: ``train_precision``, with ``auto`` bf16 on CUDA only."""
+    choice = params.get("train_precision", "auto")
+    return ("bf16" if device.type == "cuda" else "fp32") if choice == "auto" else choice
+
+
+def precision_fields(params: Mapping[str, Any], device: torch.device) -> dict:
+    """What a checkpoint's name records of its arithmetic: the precision, and on the CPU in bf16
+    the math attention it needs (a different computation from the fused kernel)."""
+    prec = precision(params, device)
+    math_attention = prec == "bf16" and device.type != "cuda"
+    return {"precision": prec, **({"attention": "math"} if math_attention else {})}
 
 
 def train_fields(params: Mapping[str, Any]) -> dict:

@@ -347,25 +347,16 @@ def _execute(run_dir: Path, folder: runs.RunFolder, p: dict, todo: list[str]) ->
     except KeyboardInterrupt:  # run_notebook recorded the stage failed: one line, no traceback
         print(execute.interrupted(run_dir, todo), file=sys.stderr)
         return 130
-    except OSError:
-        raise
-    except Exception as e:
-        print(
-            f"error: stage failed: {execute.short_error(e)}\nsee {run_dir / 'index.html'}",
-            file=sys.stderr,
-        )
+    except Exception as e:  # a disk error is said as one (execute.disk_error)
+        if isinstance(e, OSError):
+            raise
+        print(f"error: stage failed: {execute.short_error(e)}", file=sys.stderr)
+        print(f"see {run_dir / 'index.html'}", file=sys.stderr)
         return 1
     index = report.write_run_index(run_dir)
-    _update_reports_index(run_dir)
+    report.update_reports_index(run_dir)
     print(f"report: {index}")
     return 0
-
-
-def _update_reports_index(run_dir: Path) -> None:
-    """Keep ``reports/index.html`` (every run and sweep) current for runs in the default folder."""
-    reports = paths.resolve("reports")
-    if Path(run_dir).parent == reports / "runs":
-        report.write_reports_index(reports)
 
 
 def run_seeds(args: argparse.Namespace) -> int:
@@ -400,7 +391,7 @@ def run_seeds(args: argparse.Namespace) -> int:
         f"seeds summary: {parent / 'seeds_summary.csv'}"
         + (f" (failed seeds: {failed})" if failed else "")
     )
-    _update_reports_index(parent)
+    report.update_reports_index(parent)
     print(f"report: {parent / 'index.html'}")
     return 1 if failed else 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -146,6 +146,19 @@ def _build_depth(cfg: ModelConfig) -> int:
                 cfg.timm_name, pretrained=False, **dict(cfg.kwargs, num_classes=2)
             ).blocks
         )
+
+
+def use_math_attention(model: torch.nn.Module) -> Callable[[], None]:
+    """Switch timm's attention modules to the explicit (math) computation; returns the undo."""
+    before = {m: m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")}
+    for m in before:
+        m.fused_attn = False
+
+    def restore() -> None:
+        for m, v in before.items():
+            m.fused_attn = v
+
+    return restore
 
 
 def resolve_device(device: str = "auto") -> torch.device:

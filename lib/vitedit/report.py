@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from . import alerts, progress, runs
+from . import alerts, paths, progress, runs
 from .paths import atomic_write_text
 
 
@@ -270,6 +270,13 @@ def write_seeds_index(parent: Path, codes: dict, table=None) -> Path:
 
 def _newest_first(folder: Path) -> list[Path]:
     return sorted(folder.glob("*/"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def update_reports_index(run_dir: Path) -> None:
+    """Keep ``reports/index.html`` (every run and sweep) current for runs in the default folder."""
+    reports = paths.resolve("reports")
+    if Path(run_dir).parent == reports / "runs":
+        write_reports_index(reports)
 
 
 def write_reports_index(reports_dir: Path) -> Path:

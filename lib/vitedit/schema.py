@@ -162,6 +162,16 @@ SCHEMA: dict[str, Param] = {
         ),
         Param("drop_path", 0.1, "float", "train", "stochastic depth rate", check=_unit),
         Param(
+            "train_precision",
+            "auto",
+            "str",
+            "train",
+            "training arithmetic: fp32, bf16 (autocast; on the CPU with timm's math attention, "
+            "whose bf16 backward is fast, unlike the fused one's) or auto: bf16 on CUDA, fp32 on "
+            "the CPU (benchmarks/bench_train.py measures both; evaluation is always fp32)",
+            choices=("auto", "fp32", "bf16"),
+        ),
+        Param(
             "augment", True, "bool", "train", "random flips, 90-degree rotations and shifted crops"
         ),
         Param(

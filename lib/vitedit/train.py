@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import models, paths, threads
+from . import checkpoints, models, paths, threads
 from .checkpoints import (
     CHECKPOINT_REF,
     CheckpointError,
@@ -182,7 +182,10 @@ def _train(params, data, split, fields, ckpt, *, device, progress, on_batch, log
     g = torch.Generator().manual_seed(seed)
     pin = params.get("pin_memory")
     pin = device.type == "cuda" if pin is None else (pin and device.type == "cuda")
-    use_amp = device.type == "cuda"
+    use_amp = checkpoints.precision(params, device) == "bf16"
+    restore_attention = (  # the fused CPU attention's bf16 backward is ~7x slower than fp32's
+        models.use_math_attention(model) if use_amp and device.type != "cuda" else None
+    )
     resume_file = ckpt.with_suffix(".resume.pt")
     state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0}
     if params.get("resume") and resume_file.is_file():
@@ -283,6 +286,8 @@ def _train(params, data, split, fields, ckpt, *, device, progress, on_batch, log
         bar.update(1)
     bar.close()
     best = state["best"]
+    if restore_attention is not None:
+        restore_attention()  # the model is evaluated as every other: fp32, its own attention
     model.load_state_dict(best["state_dict"])
     model.eval()
     meta = {
