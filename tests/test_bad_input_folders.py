@@ -331,13 +331,17 @@ def test_a_sweep_job_holds_its_folders_lock(tmp_path, monkeypatch):
         (["--set", "trace_regions=50"], "trace_regions 50 must be between 1"),
         (["--run-name", "a\nb"], "no newline"),
         (["--run-name", "x" * 300], "300 characters long"),
+        (["--run-name", ""], "must be a plain folder name"),
         (["--params", os.devnull], "not a regular file"),
     ],
 )
 def test_refused_in_the_preflight_before_anything_is_written(
     tmp_path, retina_path, capsys, args, match
 ):
-    rc = _cli(tmp_path, "--stage", "locate", *args)
+    try:
+        rc = _cli(tmp_path, "--stage", "locate", *args)
+    except SystemExit as e:  # refused by argparse (a run name, a seed)
+        rc = e.code
     err = capsys.readouterr().err
     assert rc == 2 and match in err and "Traceback" not in err, err
     assert not (tmp_path / "runs").exists()
@@ -376,3 +380,20 @@ def test_an_empty_seed_list_is_refused(tmp_path, where):
     f.write_text(yaml.safe_dump(spec))
     with pytest.raises(sweep_spec.SweepError, match="'seeds' is empty"):
         sweep_spec.check_spec(sweep_spec.load_spec(f))
+
+
+def test_a_per_dataset_block_for_a_dataset_not_listed_is_refused(tmp_path):
+    spec = {"name": "s", "params": [TINY], "datasets": ["retinamnist"]}
+    spec["per_dataset"] = {"bloodmnist": {"seeds": [1]}}
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    args = sweep_spec.argparse.Namespace(datasets=None, download=False, liver_dir=None)
+    with pytest.raises(sweep_spec.SweepError, match=r"per_dataset: \['bloodmnist'\] not in"):
+        sweep_spec.restrict_datasets(sweep_spec.load_spec(f), args)
+
+
+def test_a_runner_with_no_batch_is_refused():
+    from vitedit import models
+
+    with pytest.raises(models.ModelError, match="batch_size must be a positive integer"):
+        models.Runner(models.get_config("vit_tiny_test"), 0, "cpu")

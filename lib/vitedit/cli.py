@@ -197,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-dir", help="folder of fine-tuned checkpoints (checkpoints)")
     g.add_argument("--runs-dir", default=None, help="folder of run folders (default: reports/runs)")
     g.add_argument(
-        "--run-name", help="name of the run folder (reused across stages); default: a timestamp"
+        "--run-name",
+        type=clihelp.run_name,
+        help="name of the run folder (reused across stages); default: a timestamp",
     )
     g.add_argument("--timestamp", action="store_true", help="append a timestamp to --run-name")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -305,11 +307,9 @@ def run(args: argparse.Namespace) -> int:
     """One run folder: the notebooks the stage needs, executed in order; exit code 0, 1 or 2."""
     try:
         runs_dir = paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else runs.RUNS_DIR
-        existing = (
-            runs.new_run_dir(runs_dir, args.run_name)
-            if args.run_name and not args.timestamp
-            else None
-        )
+        existing = None  # a named run's folder: its stored parameters come first
+        if args.run_name and not args.timestamp:
+            existing = runs.new_run_dir(runs_dir, args.run_name)
         p = resolve_params(args, runs.RunFolder(existing).params if existing else None)
         threads.apply(p["num_threads"])  # this process and the kernels it starts
         execute.preflight(p)

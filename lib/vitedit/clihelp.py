@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import params as params_mod
+from . import runs
 
 _TRAILING_VALUE = re.compile(r"\s*\(([\w.+-]+)\)\s*$")  # "(1e-2)": a stale hand-written default
 
@@ -99,3 +100,13 @@ def seed(text: str) -> int:
         raise argparse.ArgumentTypeError(
             str(e) if "seed" in str(e) else f"{text!r} is not a seed"
         ) from None
+
+
+def run_name(text: str) -> str:
+    """An argparse type: a run folder's name (:func:`vitedit.runs.check_run_name`; an empty one
+    would silently become a timestamped run)."""
+    try:
+        runs.check_run_name(text)
+    except runs.RunError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--run-name ", "", 1)) from None
+    return text

@@ -319,6 +319,10 @@ class Runner:
     device: torch.device
 
     def __post_init__(self):
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ModelError(
+                f"Runner batch_size must be a positive integer, got {self.batch_size!r}"
+            )
         object.__setattr__(self, "device", torch.device(self.device))
 
     def inputs(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:

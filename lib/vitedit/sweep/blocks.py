@@ -77,6 +77,9 @@ def restrict_datasets(spec: dict, args: argparse.Namespace) -> dict:
     download = bool(getattr(args, "download", False))
     liver_dir = getattr(args, "liver_dir", None)
     per = {d: dict(b or {}) for d, b in (spec.get("per_dataset") or {}).items()}
+    stray = [d for d in per if d not in as_list(spec.get("datasets"))]
+    if stray:  # a typo'd or forgotten dataset: said before the unavailable ones are dropped
+        raise SweepError(f"per_dataset: {stray} not in the spec's 'datasets' {wanted}")
     keep = []
     for d in wanted:
         if d in datasets_mod.LIVER_VARIANTS:
