@@ -51,3 +51,29 @@ def test_a_grid_over_l2_optimises_the_targets_once_and_edits_as_a_fresh_run(
     )
     other.edit(model, runner, data)
     assert len(calls) == 5  # another v_lr: other targets
+
+
+def test_a_grid_computes_the_preservation_keys_once_with_the_same_figures(
+    trained_toy, tmp_path, monkeypatch
+):
+    q, model, runner, data = _errors(trained_toy)
+    from vitedit.editors import layer
+
+    calls = []
+    real = layer.preservation_keys
+    monkeypatch.setattr(layer, "preservation_keys", lambda *a: calls.append(1) or real(*a))
+    shared = editors.StatsCache(tmp_path / "shared", {"checkpoint": "toy"})
+    for l2 in (1.0, 10.0):
+        point = {**q, "L2": l2}
+        reused = methods.get("alphaedit").build(point, layers=[1, 3], stats_cache=shared)
+        fresh = methods.get("alphaedit").build(point, layers=[1, 3], stats_cache=None)
+        a, b = reused.edit(model, runner, data), fresh.edit(model, runner, data)
+        pa = {k: v for k, v in a.info["layer_info"].items()}
+        pb = {k: v for k, v in b.info["layer_info"].items()}
+        for key in pa:
+            figures = [s for s in pa[key] if s.startswith("preservation_")]
+            assert figures, key
+            assert {s: pa[key][s] for s in figures} == {s: pb[key][s] for s in figures}, (l2, key)
+    # in-sample and held-out keys, once for both grid points (an editor without a cache computes
+    # its own inside preservation_error, not counted here)
+    assert len(calls) == 2

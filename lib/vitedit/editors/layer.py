@@ -18,11 +18,14 @@ import torch.nn.functional as F
 from ..models import Runner
 from ..predcache import images_key
 from .base import EditData, EditError, Editor, EditResult, edit_log, unchanged
-from .preservation import preservation_error, preservation_summary
+from .preservation import preservation_error, preservation_keys, preservation_summary
 from .solve import alphaedit_update
 from .statistics import StatsCache, Target, cached_second_moment, module_of
 
 V_WEIGHT_DECAY_RULES = ("relative", "absolute")
+# preservation keys kept per target set and image set up to this size (500 images x 50 tokens x 192
+# inputs of the default model: 19 MB; 'all' of a large FT-Train is recomputed rather than kept)
+KEYS_MAX_BYTES = 64 * 2**20
 
 
 class LayerEditor(Editor):
@@ -187,7 +190,14 @@ class LayerEditor(Editor):
         edit_seconds = time.perf_counter() - t1
         t2 = time.perf_counter()
         pres = {
-            where: preservation_error(model, runner, deltas, imgs, self.stats_scope)
+            where: preservation_error(
+                model,
+                runner,
+                deltas,
+                imgs,
+                self.stats_scope,
+                self._keys(model, runner, deltas, imgs),
+            )
             for where, imgs in (("insample", data.stats_images), ("heldout", data.heldout_images))
             if imgs is not None and len(imgs)
         }
@@ -221,6 +231,22 @@ class LayerEditor(Editor):
             }
         )
         return EditResult(edited, log, info)
+
+    def _keys(self, model, runner: Runner, deltas: dict, images: np.ndarray) -> list | None:
+        """The preservation keys of ``images`` at the edited projections, kept in the statistics
+        cache (they depend on the base model and the images only, not on the edit's settings)."""
+        if self.stats_cache is None:
+            return None
+        key = ("preservation_keys", tuple(sorted(deltas)), images_key(images))
+        keys = self.stats_cache.targets.get(key)
+        if keys is None:
+            keys = preservation_keys(model, runner, sorted(deltas), images)
+            if (
+                sum(v.numel() * v.element_size() for b in keys for v in b.values())
+                <= KEYS_MAX_BYTES
+            ):
+                self.stats_cache.targets[key] = keys  # larger ones are computed again: memory
+        return keys
 
     def _targets(self, edited, runner: Runner, x, y, images: np.ndarray, first: bool):
         """The target states of a batch (:meth:`target_states`). The first batch starts from the

@@ -14,8 +14,41 @@ from .statistics import Target, module_of
 
 
 @torch.no_grad()
+def preservation_keys(
+    model, runner: Runner, targets: list[Target], images: np.ndarray
+) -> list[dict[Target, torch.Tensor]]:
+    """The keys (inputs, every token) of each target projection of ``model`` on ``images``, one
+    dict per inference batch: what :func:`preservation_error` measures an update on. They depend on
+    the model the edit starts from, not on the edit, so a grid over a method's other settings
+    computes them once (``LayerEditor`` keeps them in its statistics cache)."""
+    grabs: dict[Target, torch.Tensor] = {}
+    hooks = [
+        module_of(model, layer, module).register_forward_pre_hook(
+            lambda m, a, t=(layer, module): grabs.__setitem__(t, a[0])
+        )
+        for layer, module in targets
+    ]
+    out = []
+    model.eval()
+    try:
+        for sl in runner.batches(len(images)):
+            with runner.autocast():
+                model(runner.inputs(images[sl]))
+            out.append({t: grabs[t].float() for t in targets})
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+@torch.no_grad()
 def preservation_error(
-    model, runner: Runner, deltas: dict[Target, torch.Tensor], images: np.ndarray, scope: str
+    model,
+    runner: Runner,
+    deltas: dict[Target, torch.Tensor],
+    images: np.ndarray,
+    scope: str,
+    keys: list[dict[Target, torch.Tensor]] | None = None,
 ) -> dict[str, dict]:
     """‖ΔW k‖ / ‖W k‖ per key of ``images`` at every edited projection of ``model`` (the model the
     edit started from: its keys are the ones the null space was built to protect).
@@ -24,40 +57,26 @@ def preservation_error(
     ``L{layer}.{module}``: the median, 95th percentile and maximum ratio over keys, the Frobenius
     ratio ‖ΔW K‖ / ‖W K‖, the number of keys, and the median over the CLS keys alone
     (``cls_median``: with ``cls+all`` the patch tokens are most keys, and damage to the CLS keys
-    could hide in them).
+    could hide in them). ``keys``: :func:`preservation_keys` of ``images`` computed before.
     """
-    grabs: dict[Target, torch.Tensor] = {}
-    hooks = [
-        module_of(model, layer, module).register_forward_pre_hook(
-            lambda m, a, t=(layer, module): grabs.__setitem__(t, a[0])
-        )
-        for layer, module in deltas
-    ]
+    if keys is None:
+        keys = preservation_keys(model, runner, list(deltas), images)
     ratios: dict[Target, list[torch.Tensor]] = {t: [] for t in deltas}
     cls_ratios: dict[Target, list[torch.Tensor]] = {t: [] for t in deltas}
     sums = {t: [0.0, 0.0] for t in deltas}
-    model.eval()
-    try:
-        for sl in runner.batches(len(images)):
-            with runner.autocast():
-                model(runner.inputs(images[sl]))
-            for t, dw in deltas.items():
-                tokens = grabs[t].float()  # (batch, tokens, in)
-                k = tokens[:, 0] if scope == "cls" else tokens.reshape(-1, tokens.shape[-1])
-                w = module_of(model, *t).weight.float()
-                num = (k @ dw.to(k).T).norm(dim=1).cpu()
-                den = (k @ w.T).norm(dim=1).cpu()
-                ratios[t].append(num / den.clamp_min(1e-12))
-                c = tokens[
-                    :, 0
-                ]  # the CLS keys alone: what the edit is solved on and the head reads
-                cls_num, cls_den = (c @ dw.to(c).T).norm(dim=1), (c @ w.T).norm(dim=1)
-                cls_ratios[t].append((cls_num / cls_den.clamp_min(1e-12)).cpu())
-                sums[t][0] += float((num**2).sum())
-                sums[t][1] += float((den**2).sum())
-    finally:
-        for h in hooks:
-            h.remove()
+    for batch in keys:
+        for t, dw in deltas.items():
+            tokens = batch[t]  # (batch, tokens, in)
+            k = tokens[:, 0] if scope == "cls" else tokens.reshape(-1, tokens.shape[-1])
+            w = module_of(model, *t).weight.float()
+            num = (k @ dw.to(k).T).norm(dim=1).cpu()
+            den = (k @ w.T).norm(dim=1).cpu()
+            ratios[t].append(num / den.clamp_min(1e-12))
+            c = tokens[:, 0]  # the CLS keys alone: what the edit is solved on and the head reads
+            cls_num, cls_den = (c @ dw.to(c).T).norm(dim=1), (c @ w.T).norm(dim=1)
+            cls_ratios[t].append((cls_num / cls_den.clamp_min(1e-12)).cpu())
+            sums[t][0] += float((num**2).sum())
+            sums[t][1] += float((den**2).sum())
     out = {}
     for t, rs in ratios.items():
         r = torch.cat(rs).double() if rs else torch.empty(0, dtype=torch.float64)
