@@ -102,3 +102,15 @@ def test_the_caching_runner_computes_a_models_features_once_and_returns_the_same
     assert len(caching.memo) == 1
     assert not torch.equal(caching.pre_logits(_edited(model, "block2"), imgs), want)
     assert len(caching.memo) == 2
+
+
+def test_states_over_the_memory_cap_are_not_kept_and_the_caller_runs_the_model():
+    model, cfg, imgs = tiny_vit(45)
+    runner = models.Runner(cfg, 16, "cpu")
+    per_image = (model.patch_embed.num_patches + 1) * model.embed_dim * 4
+    cache = statecache.StateCache(model, runner, max_bytes=30 * per_image)
+    edited = _edited(model, "block2")
+    assert cache.probs(edited, imgs[:20]) is not None  # 20 images fit
+    assert cache.probs(edited, imgs[20:]) is None  # 25 more would not: run whole by the caller
+    assert cache.kept_bytes() == 20 * per_image and cache.over_cap == 1
+    assert np.array_equal(cache.probs(edited, imgs[:20]), runner.probs(edited, imgs[:20]).numpy())

@@ -67,28 +67,47 @@ class CachingRunner(Runner):
         return self.memo[key].clone()
 
 
+# the base model's kept hidden states at most (a set that would go over is run whole instead)
+STATES_MAX_BYTES = 2 * 2**30
+
+
 class StateCache:
     """The base model's hidden states entering one block, per image set, in memory.
 
     Only the states of the block last asked for are kept (a grid visits one layer set after
-    another), so memory is one block's states of the evaluated sets. ``probs(model, images)``
-    returns None when the model is not an edit of the base's blocks (another architecture, an edit
-    of the embeddings, or of nothing but the final norm and head); the caller then runs the model
+    another), so memory is one block's states of the evaluated sets, at most ``max_bytes``
+    (:data:`STATES_MAX_BYTES`). ``probs(model, images)`` returns None for a set that would go over,
+    and when the model is not an edit of the base's blocks (another architecture, an edit of the
+    embeddings, or of nothing but the final norm and head); the caller then runs the model
     another way (:func:`vitedit.predcache.cached_probs`).
     """
 
-    def __init__(self, base, runner: Runner):
+    def __init__(self, base, runner: Runner, max_bytes: int | None = None):
         self.base, self.runner = base.eval(), runner
+        self.max_bytes = STATES_MAX_BYTES if max_bytes is None else max_bytes
         self.block: int | None = None
         self.states: dict[str, list[torch.Tensor]] = {}
         # the last probabilities computed, by model weights and images: an edit's FT-Train sets
         # are read by its summary (04/05) and again by the 4-level evaluation (06)
         self.results: dict[str, np.ndarray] = {}
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.over_cap = 0
 
     def clear(self) -> None:
         """Forget the kept states (their memory is freed)."""
         self.block, self.states, self.results = None, {}, {}
+
+    def kept_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for out in self.states.values() for t in out)
+
+    def fits(self, images: np.ndarray, block: int) -> bool:
+        """Whether ``images``' states at ``block`` are kept, or would fit under ``max_bytes``
+        beside those kept (one image's states: tokens x width x 4 bytes; 19 KB for the default
+        model, so 2 GiB holds ~110 k images: TissueMNIST's sets would not all fit)."""
+        kept = self.kept_bytes() if block == self.block else 0
+        if block == self.block and images_key(images) in self.states:
+            return True
+        tokens = self.base.patch_embed.num_patches + getattr(self.base, "num_prefix_tokens", 1)
+        return kept + len(images) * tokens * self.base.embed_dim * 4 <= self.max_bytes
 
     def _states(self, images: np.ndarray, block: int) -> list[torch.Tensor]:
         """The base model's hidden states entering ``block``, batch by batch as
@@ -134,6 +153,9 @@ class StateCache:
         key = prediction_key(model, images, self.runner)
         if key in self.results:
             return self.results[key].copy()
+        if not self.fits(images, block):  # over the memory cap: the caller runs the model whole
+            self.over_cap += 1
+            return None
         was_training = model.training
         model.eval()
         try:
