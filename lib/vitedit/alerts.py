@@ -32,6 +32,20 @@ def why(name: str) -> str:
     return f" ({m.loss_note})" if m is not None and m.loss_note else ""
 
 
+def strength_knobs(name: str) -> str:
+    """Which settings move a method's strength (its registered grid), for a method that did not
+    act: the fix a reader can try, and what the sweep searches."""
+    m = methods.REGISTRY.get(name)
+    knobs = [k for k, v in (m.grid if m is not None else {}).items() if len(v) > 1]
+    if not knobs:
+        return ""
+    one = len(knobs) == 1
+    return (
+        f"; {', '.join(knobs)} {'moves' if one else 'move'} it (the sweep's strength grid "
+        f"searches {'it' if one else 'them'})"
+    )
+
+
 def _num(v: Any) -> float | None:
     """A finite float, or None (missing, None, NaN, text)."""
     try:
@@ -116,7 +130,7 @@ def record_alerts(
         count = f" ({int(fixed)} of {int(total)})" if fixed is not None and total else ""
         out.append(
             f"{name}: fixes almost none of the errors it edited{count}; at this strength the "
-            f"method does not act"
+            f"method does not act" + strength_knobs(name)
         )
     ratios = update_ratios(edit_record)
     if ratios:
@@ -206,3 +220,32 @@ def run_alerts(
 
 def flat(alerts: Mapping[str, list[str]]) -> list[str]:
     return [w for ws in alerts.values() for w in ws]
+
+
+# the warnings' kinds from the most to the least serious (a phrase each warning of that kind holds)
+SEVERITY = (
+    "is destroyed",
+    "Test accuracy falls",
+    "held-out FT-Train samples it had right",
+    "FT-Val accuracy falls",
+    "keys it was meant to preserve",
+    "rewrites the layer",
+    "does not act",
+    "coarse",
+)
+
+
+def severity(warning: str) -> int:
+    """The rank of a warning's kind in :data:`SEVERITY` (0: the most serious)."""
+    return next((i for i, s in enumerate(SEVERITY) if s in warning), len(SEVERITY))
+
+
+def grouped(alerts: Mapping[str, list[str]]) -> list[str]:
+    """One line per method: how many warnings, and the most serious in words (the console's
+    summary; every warning is in the reports)."""
+    out = []
+    for name, ws in alerts.items():
+        worst = min(ws, key=severity).removeprefix(f"{name}: ")
+        more = f" (+{len(ws) - 1} more in the report)" if len(ws) > 1 else ""
+        out.append(f"{name}: {worst}{more}")
+    return out

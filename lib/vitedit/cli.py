@@ -355,7 +355,7 @@ def _execute(run_dir: Path, folder: runs.RunFolder, p: dict, todo: list[str]) ->
         return 1
     index = report.write_run_index(run_dir)
     report.update_reports_index(run_dir)
-    print(f"report: {index}")
+    print("\n".join(report.console_summary(run_dir) + [f"report: {index}"]))
     return 0
 
 

@@ -236,9 +236,8 @@ def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
         warnings=warnings,
     )
     report.write_run_index(run_dir)
-    for w in warnings:
-        log(f"[{name}] WARNING {w}")
-    log(f"[{name}] ok in {time.perf_counter() - t0:.1f} s; report {out_html}")
+    said = f"; {len(warnings)} warning(s) at the top of it" if warnings else ""
+    log(f"[{name}] ok in {time.perf_counter() - t0:.1f} s; report {out_html}{said}")
     return out_html
 
 

@@ -139,6 +139,34 @@ def run_warnings(
     return alerts.flat(alerts.run_alerts(run_dir, names, evaluated))
 
 
+def console_summary(run_dir: Path) -> list[str]:
+    """What a run ends with on the console: one compact table (method, errors fixed, FT-Val
+    regression, Test change, warnings) and one line per method with warnings (its count and the
+    most serious); the full list is in the reports. Empty when nothing was evaluated."""
+    blob, _ = runs.read_object(Path(run_dir) / "metrics.json")
+    rows = (blob or {}).get("methods") or {}
+    found = alerts.run_alerts(run_dir)
+    if not rows and not found:
+        return []
+
+    def pct(v) -> str:
+        return "-" if v is None else f"{v:.1%}"
+
+    lines = [f"{'method':<20} {'fixed':>9} {'FT-Val regr.':>12} {'Test Δ':>8} {'warnings':>8}"]
+    for name, m in rows.items():
+        fixed = (
+            f"{int(m['edit_num_fixed'])}/{int(m['edit_total_wrong'])}"
+            if m.get("edit_num_fixed") is not None and m.get("edit_total_wrong")
+            else "-"
+        )
+        delta = m.get("test_acc_delta")
+        lines.append(
+            f"{name:<20} {fixed:>9} {pct(m.get('val_regression_rate')):>12} "
+            f"{'-' if delta is None else f'{delta:+.3f}':>8} {len(found.get(name, [])):>8}"
+        )
+    return lines + [f"WARNING {w}" for w in alerts.grouped(found)]
+
+
 def warnings_html(warnings: list[str]) -> str:
     if not warnings:
         return ""
