@@ -6,6 +6,7 @@
 # make lab    - open the notebooks in JupyterLab (adds --allow-root when run as root)
 # make lint   - ruff check + ruff format --check (code and notebooks); `make format` fixes the format
 # make strip  - clear the notebooks' outputs before a commit (they are the source, committed clean)
+# make browser - Chromium for the reports' browser check (make setup runs it; BROWSER=0 skips it)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ TORCH_INDEX ?=
 SHARED_DIR := ../shared/data
 SHARED_FILES := retinamnist.npz bloodmnist.npz organamnist.npz
 
-.PHONY: setup smoke study sweep benchmark test lab lint format strip clean-runs
+.PHONY: setup browser smoke study sweep benchmark test lab lint format strip clean-runs
 SPEC ?= params/sweeps/retinamnist_edit.yaml
 
 $(BIN)/python:
@@ -37,6 +38,19 @@ setup: $(VENV)/.installed
 	@for f in $(SHARED_FILES); do \
 		if [ -f $(SHARED_DIR)/$$f ] && [ ! -e data/$$f ]; then \
 			ln -s "$$(realpath $(SHARED_DIR)/$$f)" data/$$f && echo "linked data/$$f -> $(SHARED_DIR)/$$f"; fi; done
+	@$(MAKE) --no-print-directory browser
+
+# Chromium for the reports' browser check (tests/test_study.py): installed from the Debian packages
+# when this is root with apt (about 30 s); otherwise the command to run is printed, and the test
+# skips saying so. BROWSER=0 skips this step.
+browser:
+	@if [ "$(BROWSER)" = "0" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Chromium for the browser check (apt-get install chromium)"; \
+		(apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1)) \
+		|| echo "could not install Chromium: the browser check will skip (sudo apt-get install chromium)"; \
+	else echo "no Chromium: the browser check will skip; install it with: sudo apt-get install chromium"; fi
 
 smoke: setup
 	$(BIN)/vitedit --stage full --params params/base.yaml --params params/tiny.yaml --set progress=true --run-name smoke --timestamp --download $(ARGS)
