@@ -15,7 +15,12 @@ def test_a_run_ends_with_a_table_and_one_warning_line_per_method(tmp_path):
     run = _run(
         tmp_path,
         {
-            "alphaedit": {"method": "alphaedit", **base, "edit_num_fixed": 0, "edit_fix_ratio": 0.0},
+            "alphaedit": {
+                "method": "alphaedit",
+                **base,
+                "edit_num_fixed": 0,
+                "edit_fix_ratio": 0.0,
+            },
             "head_closed_form": {
                 "method": "head_closed_form",
                 **base,

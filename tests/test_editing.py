@@ -532,3 +532,32 @@ def test_guarded_head_edit_on_a_trained_model_is_deterministic_and_leaves_the_in
     moved = float((a.model.head(f).argmax(1) != model.head(f).argmax(1)).float().mean())
     assert moved == pytest.approx(a.info["stats_changed"]) and moved <= 0.05
     assert a.info["errors_fixed_in_solve"] == pytest.approx(float(a.log["fixed"].mean()))
+
+
+def test_guarded_head_edit_that_can_fix_nothing_leaves_the_head_unchanged_and_says_why():
+    """Issue 28: on the tiny model head_guarded wrote a head update 8-155x the head's norm that
+    fixed none of its errors (the solve's compromise drifting where nothing penalises it). When the
+    solve fixes no error, the head stays as it was and the record says why and which knobs trade."""
+    x, theta0, xe, y = two_class_geometry()
+    ed = build(
+        "head_guarded",
+        head_margin=1.0,
+        head_keep_margin=0.5,
+        head_keep_weight=10.0,
+        head_keep_pull=0.0,
+    )
+    _, info = ed.optimise(theta0, x, xe[2:3], y[2:3])
+    assert info["errors_fixed_in_solve"] == 0.0  # the error inside class 0's guarded samples
+    step = ed.solve(theta0, HeadFeatures(x[:, :2], xe[2:3, :2]), _labels(y[2:3]))
+    assert torch.equal(step.theta, theta0) and float(step.delta.abs().max()) == 0.0
+    assert "left unchanged" in step.info["message"] and "head_keep_weight" in step.info["message"]
+    assert step.info["refused_update_norm"] > 0
+    # an edit that fixes some errors is written as before
+    reach = ed.solve(theta0, HeadFeatures(x[:, :2], xe[:, :2]), _labels(y))
+    assert reach.info["errors_fixed_in_solve"] == 0.8 and float(reach.delta.abs().max()) > 0
+
+
+def _labels(y) -> EditData:
+    """An EditData holding only the errors' labels (what a head solve reads of it)."""
+    none = np.zeros(0)
+    return EditData(none, none, none, y.numpy(), none)

@@ -50,6 +50,19 @@ class HeadGuardedEditor(HeadEditor):
 
     def solve(self, theta0: torch.Tensor, feats: HeadFeatures, data: EditData) -> HeadUpdate:
         theta, info = self.optimise(theta0, feats.stats_keys, feats.error_keys, data.targets)
+        if len(data.targets) and info["errors_fixed_in_solve"] == 0.0:
+            # every error sits among guarded samples of the class it is given: the solve's
+            # compromise fixes none of them and drifts along directions nothing penalises (on the
+            # tiny model 8-155x the head's norm); writing it would rewrite the head for nothing
+            info["refused_update_norm"] = float((theta - theta0).double().norm())
+            info["message"] = (
+                f"head_guarded: no edited error can be fixed without flipping the decisions it "
+                f"guards (head_keep_weight={self.head_keep_weight:g}, head_margin="
+                f"{self.head_margin:g}; the solve's compromise, {info['refused_update_norm']:.3g} "
+                "in norm, fixes none): the head is left unchanged. A lower head_keep_weight or "
+                "head_margin trades guarded decisions for fixes"
+            )
+            return HeadUpdate(theta0.clone(), torch.zeros_like(theta0), info)
         return HeadUpdate(theta, theta - theta0, info)
 
     def optimise(self, theta0: torch.Tensor, x: torch.Tensor, xe: torch.Tensor, y: torch.Tensor):
