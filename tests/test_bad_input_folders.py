@@ -188,6 +188,7 @@ def test_a_full_disk_never_leaves_status_ok_or_temp_files(
     err = capsys.readouterr().err
     assert rc == 1 and "No space left on device; the disk is full" in err and "Traceback" not in err
     assert runs.RunFolder(tmp_path / "runs" / "f").stage("01_split")["status"] == "failed"
+    assert not list((tmp_path / "runs").rglob("*.tmp"))
 
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -230,7 +231,9 @@ def test_a_truncated_liver_file_is_named(tmp_path):
     folder = make_liver(tmp_path / "liver", n=8)
     blob = (folder / "imgs.npy").read_bytes()
     (folder / "imgs.npy").write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(datasets.DataError, match="truncated or corrupt imgs.npy"):
+    with pytest.raises(
+        datasets.DataError, match=r"imgs.npy \(UnpicklingError.*truncated or corrupt"
+    ):
         datasets.load_liver("liver4", str(folder))
 
 
@@ -397,3 +400,44 @@ def test_a_runner_with_no_batch_is_refused():
 
     with pytest.raises(models.ModelError, match="batch_size must be a positive integer"):
         models.Runner(models.get_config("vit_tiny_test"), 0, "cpu")
+
+
+def test_object_liver_labels_are_named(tmp_path):
+    folder = make_liver(tmp_path / "liver", n=8)
+    np.save(folder / "labs.npy", np.arange(8).astype(object), allow_pickle=True)
+    with pytest.raises(datasets.DataError, match="labs.npy holds Python objects"):
+        datasets.load_liver("liver4", str(folder))
+
+
+def test_seeds_are_checked_before_their_parent_folder_exists(tmp_path, retina_path, capsys):
+    args = ["--seeds", "1", "2", "--set", "edit_selection=pair", "--edit-pair", "9", "9"]
+    assert _cli(tmp_path, "--stage", "data", *args) == 2
+    assert "two different class ids" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_checks_every_grid_point_in_its_preflight(tmp_path, retina_path):
+    spec = {"name": "s", "params": [TINY], "methods": ["head"], "baselines": False}
+    spec["grid"] = {"ft_train_ratio": [0.9, 0.0001]}
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    r = subprocess.run(
+        [sys.executable, "-m", "vitedit.sweep", "run", str(f), "--sweep-dir", str(tmp_path / "sw")]
+        + ["--data-path", str(retina_path), "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "leaves FT-Train empty" in r.stderr, r.stderr[-500:]
+    assert not (tmp_path / "sw" / "runs").exists()
+
+
+def test_a_corrupt_status_is_replaced_when_a_stage_records(tmp_path):
+    (tmp_path / "status.json").write_text("{garbage")
+    assert runs.RunFolder(tmp_path).has_failure()  # read as a failure saying so
+    runs.set_status(tmp_path, "01_split", "ok")
+    assert runs.status(tmp_path) == {"01_split": runs.status(tmp_path)["01_split"]}
+
+
+def test_a_job_run_by_hand_does_not_watch_for_a_sweep(monkeypatch):
+    monkeypatch.delenv("VITEDIT_PARENT_PID", raising=False)
+    assert dispatch.die_with_parent() is None

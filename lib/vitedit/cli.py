@@ -12,11 +12,10 @@ Inputs are validated before anything is written; a failed notebook is recorded a
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
-from . import clihelp, datasets, execute, methods, paths, report, runs, threads
+from . import clihelp, datasets, execute, methods, paths, report, runs, seeds, threads
 from . import params as params_mod
 
 NOTEBOOKS = runs.NOTEBOOKS  # the study's order
@@ -300,11 +299,12 @@ def notebooks_to_run(stage: str, folder: runs.RunFolder, method: str | None = No
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_seeds(args) if args.seeds else run(args)
+    return seeds.run_seeds(args, run, resolve_params) if args.seeds else run(args)
 
 
 def run(args: argparse.Namespace) -> int:
     """One run folder: the notebooks the stage needs, executed in order; exit code 0, 1 or 2."""
+    run_dir = None
     try:
         runs_dir = paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else runs.RUNS_DIR
         existing = None  # a named run's folder: its stored parameters come first
@@ -313,25 +313,24 @@ def run(args: argparse.Namespace) -> int:
         p = resolve_params(args, runs.RunFolder(existing).params if existing else None)
         threads.apply(p["num_threads"])  # this process and the kernels it starts
         execute.preflight(p)
-        run_dir = existing or runs.new_run_dir(
-            runs_dir, args.run_name, p["dataset"], args.timestamp
+        run_dir = existing or runs.claim_run_dir(
+            runs.new_run_dir(runs_dir, args.run_name, p["dataset"], args.timestamp)
         )
         p["run_dir"] = str(run_dir)
-        folder = runs.RunFolder(run_dir)
-        todo = notebooks_to_run(args.stage, folder, chosen_method(args))
-        for name in todo:
-            folder.check_compatible(p, name)
-    except (params_mod.ParamError, datasets.DataError, runs.RunError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        with runs.writer(run_dir):  # one writer per run folder
+        with runs.writer(run_dir):  # one writer per run folder; its state read under the lock
+            folder = runs.RunFolder(run_dir)
+            todo = notebooks_to_run(args.stage, folder, chosen_method(args))
+            for name in todo:
+                folder.check_compatible(p, name)
             return _execute(run_dir, folder, p, todo)
-    except runs.RunError as e:
+    except ValueError as e:  # parameters, data, a run folder held by another process
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # a read-only or full disk: said in words, status records the failure
-        print(f"error: {execute.disk_error(e, run_dir)}", file=sys.stderr)
+    except OSError as e:  # a read-only or full disk: one line; the status records the failure
+        print(
+            f"error: {execute.disk_error(e, run_dir or Path(args.runs_dir or '.'))}",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -347,53 +346,17 @@ def _execute(run_dir: Path, folder: runs.RunFolder, p: dict, todo: list[str]) ->
     except KeyboardInterrupt:  # run_notebook recorded the stage failed: one line, no traceback
         print(execute.interrupted(run_dir, todo), file=sys.stderr)
         return 130
-    except Exception as e:  # a disk error is said as one (execute.disk_error)
-        if isinstance(e, OSError):
-            raise
-        print(f"error: stage failed: {execute.short_error(e)}", file=sys.stderr)
-        print(f"see {run_dir / 'index.html'}", file=sys.stderr)
+    except Exception as e:  # a disk error inside a kernel or here is said as one
+        print(f"error: {execute.disk_error(e, run_dir)}", file=sys.stderr)
         return 1
-    index = report.write_run_index(run_dir)
-    report.update_reports_index(run_dir)
+    try:
+        index = report.write_run_index(run_dir)
+        report.update_reports_index(run_dir)
+    except OSError as e:  # every stage is recorded ok: only the index is behind
+        print(f"warning: the run index could not be refreshed ({e.strerror})", file=sys.stderr)
+        index = run_dir / "index.html"
     print("\n".join(report.console_summary(run_dir) + [f"report: {index}"]))
     return 0
-
-
-def run_seeds(args: argparse.Namespace) -> int:
-    """One complete run per seed under a parent folder, then the statistics across seeds."""
-    # lazy: comparison and paired import pandas and scipy (about 1 s on 2 cores), which
-    # `vitedit --help` and refused parameters do not need
-    from . import comparison, paired
-
-    runs_dir = (
-        paths.resolve(args.runs_dir, Path.cwd()) if args.runs_dir else paths.resolve(runs.RUNS_DIR)
-    )
-    try:  # the other parameters checked before the parent folder exists (seeds: argparse)
-        resolve_params(copy.copy(args), None)
-        parent = runs.new_run_dir(runs_dir, args.run_name or f"seeds_{runs.timestamp()}")
-    except (runs.RunError, params_mod.ParamError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    parent.mkdir(parents=True, exist_ok=True)
-    codes = {}
-    for seed in args.seeds:
-        print(f"=== seed {seed} ===")
-        one = copy.copy(args)
-        one.seeds, one.seed, one.runs_dir = None, seed, str(parent)
-        one.run_name, one.timestamp = f"seed-{seed}", False
-        codes[seed] = run(one)
-    tables = {s: comparison.load_metrics(parent / f"seed-{s}") for s, c in codes.items() if c == 0}
-    agg = paired.aggregate_seeds(tables)
-    agg.to_csv(parent / "seeds_summary.csv", index=False)
-    report.write_seeds_index(parent, codes, paired.seeds_table(agg) if len(agg) else None)
-    failed = [s for s, c in codes.items() if c != 0]
-    print(
-        f"seeds summary: {parent / 'seeds_summary.csv'}"
-        + (f" (failed seeds: {failed})" if failed else "")
-    )
-    report.update_reports_index(parent)
-    print(f"report: {parent / 'index.html'}")
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

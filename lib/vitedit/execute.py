@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,15 +46,25 @@ DISK_FIXES = {
     "rerun the same command to resume",
     errno.EDQUOT: "the disk quota is exceeded; free some space and rerun the same command",
     errno.ENAMETOOLONG: "the name is too long; choose a shorter --run-name or --runs-dir",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; give a folder",
 }
+DISK_ERRNO = re.compile(r"\[Errno (\d+)\]")  # an OSError raised inside a notebook kernel
 
 
-def disk_error(e: OSError, run_dir: Path) -> str:
-    """One line for an ``OSError`` while writing a run: what could not be written and the fix."""
-    fix = DISK_FIXES.get(e.errno)
+def disk_error(e: BaseException, run_dir: Path) -> str:
+    """One line for an ``OSError`` while writing a run (in this process, or inside a notebook's
+    kernel: papermill's error then carries ``[Errno N]``): what could not be written and the fix;
+    other errors as a failed stage."""
+    code = getattr(e, "errno", None) if isinstance(e, OSError) else None
+    if code is None:
+        found = DISK_ERRNO.search(str(getattr(e, "evalue", "")))
+        code = int(found.group(1)) if found else None
+    fix = DISK_FIXES.get(code)
     if fix is None:
-        return f"stage failed: {short_error(e)}\nsee {Path(run_dir) / 'index.html'}"
-    return f"cannot write {e.filename or run_dir}: {e.strerror}; {fix}"
+        index = Path(run_dir) / "index.html"
+        return f"stage failed: {short_error(e)}" + (f"\nsee {index}" if index.is_file() else "")
+    where = getattr(e, "filename", None) or run_dir
+    return f"cannot write {where}: {os.strerror(code)}; {fix}"
 
 
 def short_error(e: BaseException) -> str:
@@ -61,6 +72,28 @@ def short_error(e: BaseException) -> str:
     name = getattr(e, "ename", type(e).__name__)
     value = getattr(e, "evalue", str(e))
     return f"{name}: {value}"[:500]
+
+
+# what :func:`preflight` reads (a sweep checks each distinct combination once)
+PREFLIGHT_KEYS = (
+    "dataset",
+    "size",
+    "data_path",
+    "download",
+    "verify_md5",
+    "liver_split_seed",
+    "ft_train_ratio",
+    "seed",
+    "edit_selection",
+    "edit_pair",
+    "model",
+    "trace_kinds",
+    "trace_scopes",
+    "edit_layers",
+    "trace_regions",
+    "device",
+    "checkpoint_dir",
+)
 
 
 def _check_model(p: dict) -> None:
@@ -78,17 +111,21 @@ def _check_model(p: dict) -> None:
         )
     models.resolve_device(p["device"])  # cuda asked for on a machine without it
     folder = paths.resolve(p["checkpoint_dir"])
-    if folder.exists() and not folder.is_dir():
-        raise params_mod.ParamError(
-            f"checkpoint_dir {folder} is a file, not a folder; give a folder for the checkpoints"
-        )
+    for f in (folder, *folder.parents):  # the first that exists must be a folder
+        if f.exists():
+            if not f.is_dir():
+                raise params_mod.ParamError(
+                    f"checkpoint_dir {folder}: {f} is a file, not a folder; give a folder for "
+                    "the checkpoints"
+                )
+            break
 
 
 def _check_data(p: dict, data: datasets.Data) -> None:
     """What the data decides before anything runs: the 4 sets are not empty, an ``edit_pair``
     names two classes of this dataset."""
     splits.make_split(data, p["ft_train_ratio"], p["seed"])
-    if p.get("edit_pair") is not None:
+    if p.get("edit_pair") is not None and p.get("edit_selection") == "pair":
         selection.check_pair(p["edit_pair"], data.info.n_classes)
 
 
@@ -213,29 +250,37 @@ def run_notebook(name: str, run_dir: Path, p: dict, log=print) -> Path:
             src, out_nb, given, progress=p.get("progress", True), num_threads=p.get("num_threads")
         )
     except BaseException as e:  # includes KeyboardInterrupt: never leave 'running' or 'ok' behind
-        record_failure(run_dir, name, short_error(e), seconds=round(time.perf_counter() - t0, 1))
+        try:
+            record_failure(
+                run_dir, name, short_error(e), seconds=round(time.perf_counter() - t0, 1)
+            )
+        except OSError:  # a full disk: the original error (or Ctrl-C) is what the caller says
+            pass
         raise
     folder = runs.RunFolder(run_dir)
     st = folder.stage(name)
     if st.get("status") != "ok":  # the notebook must have called run.finish()
         folder.set_status(name, "failed", error="notebook ended without recording success")
         raise RuntimeError(f"{name} finished without recording success")
-    try:  # a full disk while rendering: the stage is recorded failed, never left 'ok'
+    try:  # a full disk while rendering or recording: the stage is recorded failed, never 'ok'
         warnings = stage_warnings(run_dir, name)
         report.render_html(out_nb, out_html, warnings)
+        folder.set_status(
+            name,
+            "ok",
+            **{k: v for k, v in st.items() if k not in ("status", "time", "warnings")},
+            html=out_html.name,
+            notebook=str(out_nb),
+            seconds=round(time.perf_counter() - t0, 1),
+            warnings=warnings,
+        )
     except BaseException as e:
         folder.set_status(name, "failed", error=short_error(e), notebook=str(out_nb))
         raise
-    folder.set_status(
-        name,
-        "ok",
-        **{k: v for k, v in st.items() if k not in ("status", "time", "warnings")},
-        html=out_html.name,
-        notebook=str(out_nb),
-        seconds=round(time.perf_counter() - t0, 1),
-        warnings=warnings,
-    )
-    report.write_run_index(run_dir)
+    try:
+        report.write_run_index(run_dir)
+    except OSError as e:  # the stage is done and recorded; only the index is behind
+        log(f"[{name}] could not refresh the run index: {e.strerror}")
     said = f"; {len(warnings)} warning(s) at the top of it" if warnings else ""
     log(f"[{name}] ok in {time.perf_counter() - t0:.1f} s; report {out_html}{said}")
     return out_html

@@ -194,6 +194,8 @@ STAGE_FACTS = {  # status.json field -> label, shown beside a stage in the run i
 
 
 def _fmt(v) -> str:
+    if v is None:  # an undefined figure (JSON null, no longer NaN)
+        return "–"
     if isinstance(v, float):
         return "–" if v != v else f"{v:.3g}" if abs(v) < 1e-2 and v else f"{v:.3f}"
     return html.escape(str(v))

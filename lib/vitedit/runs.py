@@ -154,11 +154,8 @@ def writer(run_dir: str | Path, what: str | None = None) -> Iterator[Path]:
             f"run folder {folder} is being written by {holder(folder)}; wait for it to end "
             "(or stop it), or choose another --run-name"
         ) from None
-    who = {
-        "pid": os.getpid(),
-        "command": what or " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
-        "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    command = what or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    who = {"pid": os.getpid(), "command": command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
     before = os.environ.get(WRITER_ENV)
     try:
         paths.atomic_write_text(folder / WRITER_FILE, json.dumps(who))
@@ -188,6 +185,20 @@ def check_not_busy(run_dir: str | Path) -> None:
             "or give this notebook another run_dir"
         ) from None
     lock.release()
+
+
+def claim_run_dir(path: Path) -> Path:
+    """Create a generated run folder (a timestamp: two runs started in the same second pick the
+    same name); the first free one of ``path``, ``path-2``, ... is made and returned."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    k = 1
+    while True:
+        candidate = path if k == 1 else path.with_name(f"{path.name}-{k}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            k += 1
 
 
 def default_run_dir(p: Mapping[str, Any]) -> Path:
@@ -274,8 +285,9 @@ def write_params(run_dir: Path, p: Mapping[str, Any]) -> None:
 
 
 def set_status(run_dir: Path, stage: str, state: str, **extra: Any) -> None:
-    """Record a stage's state (running / ok / failed / skipped). Only 'ok' means success."""
-    st = status(run_dir)
+    """Record a stage's state (running / ok / failed / skipped); only 'ok' means success."""
+    # a corrupt status.json is replaced: its stages read as not done and run again
+    st = read_object(Path(run_dir) / STATUS_FILE)[0] or {}
     entry = {"status": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
     st[stage] = entry
     f = Path(run_dir) / STATUS_FILE
@@ -294,7 +306,7 @@ def set_status(run_dir: Path, stage: str, state: str, **extra: Any) -> None:
 
 def clear_status(run_dir: Path, stage: str) -> None:
     """Forget a stage's entry (e.g. a sweep's recorded failure before the job is run again)."""
-    st = status(run_dir)
+    st = read_object(Path(run_dir) / STATUS_FILE)[0] or {}
     if stage in st:
         del st[stage]
         paths.atomic_write_text(Path(run_dir) / STATUS_FILE, paths.json_text(st))

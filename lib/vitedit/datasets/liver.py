@@ -68,6 +68,23 @@ def stratified_partition(
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
+def _read(f: Path, pickled: bool) -> np.ndarray:
+    """One of the liver files, or a DataError naming it and the likely cause."""
+    try:
+        return np.load(f, allow_pickle=pickled)
+    except ValueError as e:
+        if not pickled and "allow_pickle" in str(e):
+            raise DataError(
+                f"{f} holds Python objects; labs.npy must hold integer stages 0-3"
+            ) from None
+        raise DataError(f"cannot read {f} ({e}): a corrupt file? Copy it again") from None
+    except (OSError, EOFError, pickle.UnpicklingError) as e:
+        raise DataError(
+            f"cannot read {f} ({type(e).__name__}: {str(e)[:100]}): truncated or corrupt? Copy "
+            "it again"
+        ) from None
+
+
 def load_liver(name: str, data_path: str | None, split_seed: int = 0) -> Data:
     info = dataset_info(name)
     if not data_path:
@@ -82,14 +99,8 @@ def load_liver(name: str, data_path: str | None, split_seed: int = 0) -> Data:
                 f"liver data file {folder / fname} not found. {name} expects imgs.npy (object array "
                 f"of dicts with one (256, 256, 1) float32 image) and labs.npy (labels 0-3) in data_path."
             )
-    try:
-        raw_imgs = np.load(folder / "imgs.npy", allow_pickle=True)
-        raw_labs = np.load(folder / "labs.npy", allow_pickle=False)
-    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
-        raise DataError(
-            f"cannot read the liver data in {folder} ({type(e).__name__}: {str(e)[:100]}): a "
-            "truncated or corrupt imgs.npy / labs.npy? Copy the files again"
-        ) from None
+    raw_imgs = _read(folder / "imgs.npy", pickled=True)
+    raw_labs = _read(folder / "labs.npy", pickled=False)
     if raw_imgs.ndim != 1 or raw_imgs.dtype != object:
         raise DataError(
             f"{folder / 'imgs.npy'} is {raw_imgs.dtype} {raw_imgs.shape}; expected a 1-D object "

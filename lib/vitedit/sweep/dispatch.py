@@ -17,13 +17,16 @@ from .jobs import execute_job
 GRACE_SECONDS = 20.0  # after its sweep died: time to record the interruption before exiting
 
 
-def die_with_parent(poll: float = 1.0, grace: float = GRACE_SECONDS) -> threading.Thread:
+def die_with_parent(poll: float = 1.0, grace: float = GRACE_SECONDS) -> threading.Thread | None:
     """Stop this worker when the sweep that started it dies (``kill -9`` of ``vitedit-sweep``
     leaves no one to stop it): the main thread is interrupted, which records the running stage as
     failed and stops its kernel, as Ctrl-C does; after ``grace`` seconds the process exits anyway.
     A worker runs in its own process group (for ``--timeout``), so the sweep's group signal does
     not reach it."""
-    parent = int(os.environ.get(PARENT_ENV) or os.getppid())  # set by executors.run_job
+    if not os.environ.get(PARENT_ENV):  # run by hand (`vitedit-sweep exec` under nohup): no sweep
+        return None
+    parent = int(os.environ[PARENT_ENV])  # set by executors.run_job
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored in a background job
 
     def watch() -> None:
         while os.getppid() == parent:

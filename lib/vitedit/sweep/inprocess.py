@@ -149,6 +149,10 @@ def execute_unit(job_file: str | Path) -> int:
             with runs.writer(folder, f"vitedit-sweep exec {job_file}"):  # one writer per folder
                 RunFolder(folder).clear_status("sweep")
                 run_experiment(unit, job)
+        except runs.RunError as e:  # another process writes this folder: nothing written here
+            print(f"error: {job['name']}: {e}", file=sys.stderr)
+            rc = 1
+            continue
         except Exception as e:
             print(f"error: {job['name']}: {execute.short_error(e)}", file=sys.stderr)
             rc = 1

@@ -154,7 +154,13 @@ def write_timing(folder: Path, job: dict, seconds: float) -> None:
 def settle(folder: Path, notebooks: Sequence[str], result, alone: bool = True) -> None:
     """After a job ended: a timeout or a dead worker becomes a recorded failure with its error and
     the notebook that was running; nothing is left 'running'. ``alone``: the job ran this
-    experiment only (not a unit of several), so its wall time is the experiment's."""
+    experiment only (not a unit of several), so its wall time is the experiment's. A folder another
+    process still writes (a job refused by its lock) is left to that process."""
+    try:
+        runs.check_not_busy(folder)
+    except runs.RunError as e:
+        print(f"not settled: {e}", file=sys.stderr)
+        return
     timing = folder / "timing.json"
     if (
         timing.is_file() and alone

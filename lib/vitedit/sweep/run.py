@@ -61,13 +61,16 @@ def _busy(folder: Path) -> bool:
 
 
 def preflight(exps: Sequence[Experiment]) -> None:
-    """Data files of every dataset exist and are valid before anything is written."""
+    """Every experiment's data file, split, error selection and model choices are valid before
+    anything is written (once per distinct combination of what the preflight reads). The device
+    is the workers' to check (a Ray head node may have no GPU)."""
     seen = set()
     for e in exps:
-        key = (e.params["dataset"], e.params["size"], e.params.get("data_path"))
+        p = {**e.params, "device": "auto"}
+        key = json.dumps({k: p.get(k) for k in execute.PREFLIGHT_KEYS}, sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
-            execute.preflight(dict(e.params), log=lambda *a: None)
+            execute.preflight(p, log=lambda *a: None)
 
 
 def experiment_blob(e: Experiment, sweep_dir: Path, spec: dict, wandb_cfg) -> dict:
