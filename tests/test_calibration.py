@@ -167,7 +167,7 @@ def test_evaluation_and_edits_share_one_precision(monkeypatch, trained_edit_set)
     build("alphaedit", v_num_grad_steps=2).edit(model, cfg, es)
     # _batched: the batched forward behind predict_logits and predict_pre_logits
     want = {"_batched", "key_second_moment", "cls_states", "target_states", "keys"}
-    assert want | {"preservation_error"} <= callers, callers
+    assert want | {"preservation_keys"} <= callers, callers  # the keys preservation_error reads
 
 
 def test_l2_and_the_target_are_calibrated(trained_edit_set):
