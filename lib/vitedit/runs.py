@@ -146,14 +146,7 @@ def writer(run_dir: str | Path, what: str | None = None) -> Iterator[Path]:
     (``filelock``); the lock dies with its process, so a killed run never leaves it held."""
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(folder / WRITER_LOCK)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise RunError(
-            f"run folder {folder} is being written by {holder(folder)}; wait for it to end "
-            "(or stop it), or choose another --run-name"
-        ) from None
+    lock = _acquire(folder, "wait for it to end (or stop it), or choose another --run-name")
     command = what or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     who = {"pid": os.getpid(), "command": command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
     before = os.environ.get(WRITER_ENV)
@@ -176,15 +169,17 @@ def check_not_busy(run_dir: str | Path) -> None:
     folder = Path(run_dir)
     if not (folder / WRITER_LOCK).is_file() or os.environ.get(WRITER_ENV) == str(folder.resolve()):
         return
+    _acquire(folder, "wait for it to end, or give this notebook another run_dir").release()
+
+
+def _acquire(folder: Path, fix: str) -> filelock.BaseFileLock:
+    """``folder``'s writer lock, taken at once, or a :class:`RunError` naming its holder."""
     lock = filelock.FileLock(folder / WRITER_LOCK)
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        raise RunError(
-            f"run folder {folder} is being written by {holder(folder)}; wait for it to end, "
-            "or give this notebook another run_dir"
-        ) from None
-    lock.release()
+        raise RunError(f"run folder {folder} is being written by {holder(folder)}; {fix}") from None
+    return lock
 
 
 def claim_run_dir(path: Path) -> Path:

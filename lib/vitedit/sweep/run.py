@@ -14,7 +14,7 @@ import yaml
 from tqdm.std import tqdm  # a console bar (tqdm.auto would pick the notebook bar in a kernel)
 
 from .. import execute, methods, paths
-from ..runs import WRITER_LOCK, RunError, RunFolder, check_not_busy, corrupt_outputs, holder
+from ..runs import RunError, RunFolder, check_not_busy, corrupt_outputs, holder
 from .jobs import job_blob, mark_interrupted, materialize, settle, write_job
 from .plan import Experiment
 from .spec import SweepError, searched_params
@@ -41,7 +41,7 @@ def wait_for_writers(folders: Sequence[Path], seconds: float = 30.0, poll: float
     for up to ``seconds``, then refused with a :class:`SweepError` naming the holders."""
     deadline = time.monotonic() + seconds
     while True:
-        busy = [f for f in folders if (Path(f) / WRITER_LOCK).is_file() and _busy(Path(f))]
+        busy = [f for f in folders if _busy(Path(f))]
         if not busy:
             return
         if time.monotonic() >= deadline:
