@@ -92,8 +92,10 @@ def test_comparison_files_have_stable_schemas_and_merge_methods(tmp_path, setup)
         "acc_delta",
         "delta_ci_low",
         "delta_ci_high",
+        "correct_before",
         "correct_to_wrong",
         "wrong_to_correct",
+        "regression_rate",
         "mcnemar_p",
         "stability",
         "f1_macro_before",
@@ -189,6 +191,40 @@ def test_selection_level_is_ft_val_and_matches_direct_transitions(setup):
     assert m["val_regression_rate"] == pytest.approx(t["regression_rate"])
     assert m["val_net_fixed"] == t["wrong_to_correct"] - t["correct_to_wrong"]
     assert not any(k.startswith("test_") for k in columns.SELECTION_METRICS)
+
+
+def test_damage_counts_and_per_error_outcomes_agree_on_a_trained_model(setup):
+    """The figures vitedit.evidence pools (Test regression rate, counts, the fixed masks) from a
+    trained model and an edit that changes its decisions."""
+    p, data, split, model, ev0, errors, stats_pos = setup
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.head.bias[1] += 2.0
+    ev = evaluation.four_level(ev0, "biased", model, other, errors, stats_pos)
+    m = comparison.summary_metrics(ev, 1.0, 1.0)
+    y = split.labels(data, "test")
+    pb = ev0.runner.probs(model, split.images(data, "test")).numpy().argmax(1)
+    pa = ev0.runner.probs(other, split.images(data, "test")).numpy().argmax(1)
+    right = pb == y
+    assert m["test_correct_before"] == right.sum() and m["test_correct_to_wrong"] > 0
+    assert m["test_regression_rate"] == pytest.approx((right & (pa != y)).sum() / right.sum())
+    mask = m["edit_fixed_mask"]
+    assert set(mask) <= {"y", "n"} and len(mask) == m["edit_total_wrong"] == len(errors)
+    assert mask.count("y") == m["edit_num_fixed"]
+    rest = m["ed_rest_fixed_mask"]
+    assert len(rest) == m["ed_rest_errors"] and rest.count("y") == m["ed_rest_wrong_to_correct"]
+    assert m["val_correct_to_wrong"] / m["val_correct_before"] == pytest.approx(
+        m["val_regression_rate"]
+    )
+    assert m["proj_correct_to_wrong"] / m["proj_correct_before"] == pytest.approx(
+        m["proj_regression_rate"]
+    )
+    same = comparison.summary_metrics(
+        evaluation.four_level(ev0, "s", model, model, errors, stats_pos), 1, 1
+    )
+    assert same["edit_errors_digest"] == m["edit_errors_digest"]
+    moved = evaluation.four_level(ev0, "s", model, model, errors[1:], stats_pos)
+    assert comparison.summary_metrics(moved, 1, 1)["edit_errors_digest"] != m["edit_errors_digest"]
 
 
 def test_baseline_summary_csv_is_ok_with_metrics_or_skipped_with_reason(tmp_path):

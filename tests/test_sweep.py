@@ -258,7 +258,7 @@ def test_selection_tie_breakers_and_order():
             "experiment": c,
             "val_acc_delta": 0.0,
             "edit_fix_ratio": f,
-            "proj_regression_rate": r,
+            "val_regression_rate": r,
             "index": i,
         }
         for i, (c, f, r) in enumerate([("X", 0.5, 0.1), ("Y", 0.9, 0.3), ("Z", 0.9, 0.2)])

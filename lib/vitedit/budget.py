@@ -131,6 +131,17 @@ def settings_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def best(table: pd.DataFrame, budget: float) -> pd.Series | None:
+    """The selection rule, the one place it lives: among settings (rows of :func:`settings_table`)
+    whose mean FT-Val regression is within ``budget``, the highest mean fix rate (ties: lower FT-Val
+    regression, then the setting listed first); None when no setting is within the budget."""
+    eligible = table[table[SELECTION_REGRESSION] <= budget + 1e-12]
+    if not len(eligible):
+        return None
+    order = [FIX, SELECTION_REGRESSION, "index"]
+    return eligible.sort_values(order, ascending=[False, True, True]).iloc[0]
+
+
 def operating_points(
     summary: pd.DataFrame, budgets: Sequence[float] = BUDGETS, level: float = 0.95
 ) -> pd.DataFrame:
@@ -161,19 +172,16 @@ def operating_points(
         for budget in budgets:
             row = {**group, "budget": budget, "n_settings": len(g)}
             row["n_incomplete"] = len(g) - len(complete)
-            eligible = complete[complete[SELECTION_REGRESSION] <= budget + 1e-12]
-            if not len(eligible):
+            chosen = best(complete, budget)
+            if chosen is None:
                 row["config_id"] = ""
                 row["note"] = f"no setting keeps FT-Val regression <= {budget:.0%}"
                 rows.append(row)
                 continue
-            best = eligible.sort_values(
-                [FIX, SELECTION_REGRESSION, "index"], ascending=[False, True, True]
-            ).iloc[0]
-            seeds = ok[(ok.config_id == best.config_id) & (ok.dataset == ds)]
+            seeds = ok[(ok.config_id == chosen.config_id) & (ok.dataset == ds)]
             for k in keys[1:]:
                 seeds = seeds[seeds[k] == group[k]]
-            row.update({"config_id": best.config_id, "n_seeds": len(seeds), "note": ""})
+            row.update({"config_id": chosen.config_id, "n_seeds": len(seeds), "note": ""})
             if "experiment" in seeds:
                 row["experiments"] = " ".join(seeds.experiment)
             correct = seeds.val_total * seeds.val_acc_before if "val_total" in seeds else None

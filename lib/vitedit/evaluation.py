@@ -7,6 +7,7 @@ and size; the models and the positions that differ between calls come as argumen
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def transitions(y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray) 
     n_cb, n_wb = int(cb.sum()), int((~cb).sum())
     return {
         "n": int(len(y)),
+        "correct_before": n_cb,
+        "wrong_before": n_wb,
         "acc_before": float(cb.mean()) if len(y) else np.nan,
         "acc_after": float(ca.mean()) if len(y) else np.nan,
         "correct_to_wrong": int((cb & ~ca).sum()),
@@ -108,6 +111,21 @@ def transitions(y: np.ndarray, pred_before: np.ndarray, pred_after: np.ndarray) 
         "regression_rate": float((cb & ~ca).sum() / n_cb) if n_cb else np.nan,
         "fix_rate": float((~cb & ca).sum() / n_wb) if n_wb else np.nan,
     }
+
+
+def fixed_mask(y: np.ndarray, probs_before: np.ndarray, probs_after: np.ndarray) -> str:
+    """'y' for each sample wrong before and right after, 'n' for each other sample wrong before,
+    in order (samples right before are left out): the errors' outcomes, comparable error by error
+    between methods that saw the same errors (letters: a CSV reader keeps them a string)."""
+    y = np.asarray(y, dtype=int)
+    wrong = probs_before.argmax(1) != y
+    return "".join("y" if ok else "n" for ok in (probs_after.argmax(1) == y)[wrong])
+
+
+def positions_digest(positions: np.ndarray) -> str:
+    """A short digest of which samples were edited (equal digests: the same errors)."""
+    blob = np.asarray(positions, dtype=np.int64).tobytes()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def ft_train_positions(ev: Evaluator, stats_positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -149,6 +167,8 @@ def ft_train_stability(
                 f"{name}_n": t["n"],
                 f"{name}_stability": t["stability"],
                 f"{name}_regression_rate": t["regression_rate"],
+                f"{name}_correct_before": t["correct_before"],
+                f"{name}_correct_to_wrong": t["correct_to_wrong"],
                 f"{name}_acc_before": t["acc_before"],
                 f"{name}_acc_after": t["acc_after"],
             }
@@ -279,6 +299,12 @@ def levels(
         "num_fixed": t["wrong_to_correct"],
         "fix_rate": t["fix_rate"],
         "broken": t["correct_to_wrong"],
+        # which of the edited errors (in the order edited) this edit fixed, and which errors they
+        # are: methods that edited the same errors are compared error by error (vitedit.evidence)
+        "fixed_mask": fixed_mask(
+            ed_y[edited_positions], pb_ed[edited_positions], pa_ed[edited_positions]
+        ),
+        "errors_digest": positions_digest(edited_positions),
     }
     out["projection_samples"] = {
         "method": method,
@@ -297,10 +323,13 @@ def levels(
         "total": tr["n"],
         "acc_before": tr["acc_before"],
         "acc_after": tr["acc_after"],
+        "wrong_before": tr["wrong_before"],
         "wrong_to_correct": tr["wrong_to_correct"],
         "correct_to_wrong": tr["correct_to_wrong"],
         "fix_rate": tr["fix_rate"],
         "stability": tr["stability"],
+        # the held-out errors of the same kind (not edited), one by one: paired comparisons
+        "fixed_mask": fixed_mask(ed_y[rest], pb_ed[rest], pa_ed[rest]),
     }
     tr = transitions(ev.labels("ft_val"), before["ft_val"].argmax(1), after["ft_val"].argmax(1))
     out["val_set"] = {
@@ -309,6 +338,7 @@ def levels(
         "acc_before": tr["acc_before"],
         "acc_after": tr["acc_after"],
         "acc_delta": tr["acc_after"] - tr["acc_before"],
+        "correct_before": tr["correct_before"],
         "wrong_to_correct": tr["wrong_to_correct"],
         "correct_to_wrong": tr["correct_to_wrong"],
         "fix_rate": tr["fix_rate"],
@@ -351,8 +381,11 @@ def level_test(ev: Evaluator, method: str, y: np.ndarray, pb: np.ndarray, pa: np
         "acc_delta": tr["acc_after"] - tr["acc_before"],
         "delta_ci_low": lo,
         "delta_ci_high": hi,
+        "correct_before": tr["correct_before"],
         "correct_to_wrong": tr["correct_to_wrong"],
         "wrong_to_correct": tr["wrong_to_correct"],
+        # damage: the share of what was right that the edit broke (acc_delta is net of fixes)
+        "regression_rate": tr["regression_rate"],
         "mcnemar_p": mc["p_value"],
         "stability": tr["stability"],
         "f1_macro_before": macro_f1(y, yb, n_cls),

@@ -34,7 +34,7 @@ SPEC_KEYS = {
 DEFAULT_SELECTION = {
     "metric": "val_acc_delta",
     "mode": "max",
-    "tie_breakers": [["edit_fix_ratio", "max"], ["proj_regression_rate", "min"]],
+    "tie_breakers": [["edit_fix_ratio", "max"], ["val_regression_rate", "min"]],
 }
 
 

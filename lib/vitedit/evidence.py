@@ -1,0 +1,326 @@
+"""Evidence a reviewer accepts: out-of-selection operating points, figures on data the model never
+trained on, intervals over seeds and errors, paired comparisons with a multiplicity correction.
+
+- **Out of selection.** A method's setting at a budget is chosen by :func:`vitedit.budget.best`
+  (FT-Val regression within the budget, then the highest fix rate) on *other* seeds than the one
+  it is reported on: a confirmation seed (not in :data:`DESIGN_SEEDS`) is reported at the setting
+  the design seeds chose; a design seed at the setting the other design seeds chose
+  (leave-one-seed-out). The best-of-grid figures of :mod:`vitedit.budget` are in-sample and are
+  labelled so wherever they appear.
+- **Figures** (:data:`FIGURES`), generalisation and damage first: the fix rate on Edit-Discovery
+  errors that were not edited and on Test errors of the edited confusion pairs; the Test and FT-Val
+  regression rates (correct -> wrong / correct before); the fix rate on the edited errors (in-sample
+  by nature); the training-set regression (held-out FT-Train: the model trained on those samples).
+  Net Test change with its interval, and an equivalence verdict (the 90 % interval inside
+  +-:data:`EQUIVALENCE_MARGIN`, i.e. TOST at 5 %) before any text says an edit costs nothing.
+- **Intervals** stay in [0, 1]: a two-stage cluster bootstrap (seeds with replacement, then the
+  samples within each seed, from its counts).
+- **Paired comparisons** between methods on the errors they share (same seed, same edited errors:
+  equal ``edit_errors_digest``), pooled over the reported seeds: exact McNemar, Holm-corrected over
+  every comparison of the table. A winner is named only when it beats every other method so.
+
+Importable without torch (the sweep's report reads it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from . import budget
+from .paired import mcnemar_exact
+
+# chose the defaults, grids and recipes (issue 27): their figures are design figures, reported by
+# leave-one-seed-out; claims are confirmed on other seeds, which chose nothing
+DESIGN_SEEDS = (42, 43, 44)
+# "costs nothing on Test" needs the 90 % interval of the net Test change inside +-0.5 points
+EQUIVALENCE_MARGIN = 0.005
+ALPHA = 0.05
+# figure -> (successes column, trials column, label); in the order the reports show them
+FIGURES = {
+    "generalisation": (
+        "ed_rest_wrong_to_correct",
+        "ed_rest_errors",
+        "fix rate on Edit-Discovery errors not edited",
+    ),
+    "pair_generalisation": (
+        "test_same_pair_wrong_to_correct",
+        "test_same_pair_errors",
+        "fix rate on Test errors of the edited confusion pairs",
+    ),
+    "test_regression": ("test_correct_to_wrong", "test_correct_before", "Test regression rate"),
+    "val_regression": ("val_correct_to_wrong", "val_correct_before", "FT-Val regression rate"),
+    "efficacy": ("edit_num_fixed", "edit_total_wrong", "fix rate on the edited errors (in-sample)"),
+    "train_regression": (
+        "proj_correct_to_wrong",
+        "proj_correct_before",
+        "training-set regression (held-out FT-Train, trained on)",
+    ),
+}
+# the per-error outcomes a paired comparison reads, per figure
+MASKS = {"efficacy": "edit_fixed_mask", "generalisation": "ed_rest_fixed_mask"}
+
+
+def _seed_rows(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    summary = budget._with_groups(summary)
+    ok = summary[summary.status == "ok"] if "status" in summary else summary
+    return ok, budget.group_keys(summary)
+
+
+def out_of_selection(
+    summary: pd.DataFrame,
+    budgets: Sequence[float] = budget.BUDGETS,
+    design_seeds: Sequence[int] = DESIGN_SEEDS,
+) -> pd.DataFrame:
+    """One row per (group, method, budget, reported seed): the setting chosen without that seed
+    (``chosen_on``), and that seed's result at it (every column of its summary row).
+
+    ``role`` is ``confirmation`` (chosen on the design seeds) or ``design`` (leave-one-seed-out
+    among them). A seed with no other seed to choose on, or whose chosen setting did not run on it,
+    gets a row with a ``note`` and no figures.
+    """
+    ok, keys = _seed_rows(summary)
+    design = {int(s) for s in design_seeds}
+    rows = []
+    for vals, g in ok.groupby([*keys, "method"], sort=False):
+        group = dict(zip([*keys, "method"], vals if isinstance(vals, tuple) else (vals,)))
+        seeds = sorted(int(s) for s in g.seed.unique())
+        for seed in seeds:
+            chooser = sorted(design - {seed}) if seed in design else sorted(design)
+            chooser = [s for s in chooser if s in seeds]
+            role = "design" if seed in design else "confirmation"
+            for b in budgets:
+                row = {**group, "budget": b, "seed": seed, "role": role}
+                row["chosen_on"] = " ".join(map(str, chooser))
+                if not chooser:
+                    rows.append({**row, "config_id": "", "note": "no other seed to choose on"})
+                    continue
+                table = budget.settings_table(g[g.seed.isin(chooser)])
+                best = budget.best(table[table.n_seeds >= len(chooser)], b)
+                if best is None:
+                    note = f"no setting keeps FT-Val regression <= {b:.0%} on seeds {chooser}"
+                    rows.append({**row, "config_id": "", "note": note})
+                    continue
+                hit = g[(g.config_id == best.config_id) & (g.seed == seed)]
+                if hit.empty:
+                    note = f"the setting chosen ({best.config_id}) has no result on seed {seed}"
+                    rows.append({**row, "config_id": best.config_id, "note": note})
+                    continue
+                rows.append(
+                    {**hit.iloc[0].to_dict(), **row, "config_id": best.config_id, "note": ""}
+                )
+    return pd.DataFrame(rows)
+
+
+def _counts(rows: pd.DataFrame, k: str, n: str) -> tuple[np.ndarray, np.ndarray]:
+    kk = pd.to_numeric(rows.get(k, pd.Series(np.nan, index=rows.index)), errors="coerce")
+    nn = pd.to_numeric(rows.get(n, pd.Series(np.nan, index=rows.index)), errors="coerce")
+    keep = np.isfinite(kk) & np.isfinite(nn) & (nn > 0)
+    return kk[keep].to_numpy(float), nn[keep].to_numpy(float)
+
+
+def cluster_rate(
+    k: Sequence[float], n: Sequence[float], n_boot: int = 4000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Pooled rate sum(k) / sum(n) over seeds and its percentile interval from a two-stage
+    bootstrap: the seeds drawn with replacement, then each seed's samples (binomial from its own
+    rate). Always inside [0, 1]; with one seed only the samples vary. NaN when nothing was counted."""
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    if not len(n) or n.sum() <= 0:
+        return (np.nan, np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(n), (n_boot, len(n)))
+    nb = n[pick].astype(np.int64)
+    kb = rng.binomial(nb, (k / n)[pick])
+    rates = kb.sum(1) / nb.sum(1)
+    lo, hi = np.quantile(rates, [(1 - level) / 2, (1 + level) / 2])
+    return float(k.sum() / n.sum()), float(lo), float(hi)
+
+
+def cluster_delta(
+    gained: Sequence[float],
+    lost: Sequence[float],
+    total: Sequence[float],
+    n_boot: int = 4000,
+    seed: int = 0,
+    levels: Sequence[float] = (0.95, 0.90),
+) -> dict:
+    """Net change (gained - lost) / total pooled over seeds, with two-stage bootstrap intervals at
+    each level (seeds, then each seed's samples as a multinomial of gained / lost / unchanged)."""
+    g, lo_, t = (np.asarray(a, float) for a in (gained, lost, total))
+    out: dict = {"delta": np.nan}
+    if not len(t) or t.sum() <= 0:
+        return out | {f"ci{int(x * 100)}": (np.nan, np.nan) for x in levels}
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(t), (n_boot, len(t)))
+    tb = t[pick].astype(np.int64)
+    pg, pl = (g / t)[pick], (lo_ / t)[pick]
+    gb = rng.binomial(tb, pg)
+    # lost among the rest: conditional binomial keeps the three counts a multinomial
+    lb = rng.binomial(tb - gb, np.clip(pl / np.maximum(1 - pg, 1e-12), 0, 1))
+    deltas = (gb - lb).sum(1) / tb.sum(1)
+    out["delta"] = float((g.sum() - lo_.sum()) / t.sum())
+    for x in levels:
+        q = np.quantile(deltas, [(1 - x) / 2, (1 + x) / 2])
+        out[f"ci{int(round(x * 100))}"] = (float(q[0]), float(q[1]))
+    return out
+
+
+def equivalence(ci90: tuple[float, float], margin: float = EQUIVALENCE_MARGIN) -> str:
+    """TOST at 5 % from the 90 % interval: 'equivalent' only when it lies inside +-margin."""
+    lo, hi = ci90
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no estimate"
+    if -margin < lo and hi < margin:
+        return f"equivalent to no change (within +-{margin * 100:.1f} points)"
+    if hi < -margin or lo > margin:
+        return f"a change beyond +-{margin * 100:.1f} points"
+    return "not shown equivalent (the interval reaches beyond the margin)"
+
+
+def figures(oos: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
+    """One row per (group, method, budget, role): every :data:`FIGURES` entry pooled over the
+    reported seeds with its cluster-bootstrap interval, the net Test change with 95 % and 90 %
+    intervals and the equivalence verdict, the seeds reported and the settings they used."""
+    if oos.empty:
+        return pd.DataFrame()
+    keys = [c for c in oos.columns if c in ("dataset", *budget.SHARED_GROUPS)]
+    rows = []
+    for vals, g in oos.groupby([*keys, "method", "budget", "role"], sort=False, dropna=False):
+        row = dict(zip([*keys, "method", "budget", "role"], vals))
+        done = g[g.config_id.astype(str).ne("") & g.note.eq("")]
+        row["n_seeds"] = len(done)
+        row["seeds"] = " ".join(str(int(s)) for s in done.seed)
+        row["settings"] = " ".join(sorted(set(done.config_id)))
+        row["note"] = "; ".join(sorted(set(g.note[g.note.ne("")])))
+        for name, (k, n, _) in FIGURES.items():
+            kk, nn = _counts(done, k, n)
+            row[name], row[f"{name}_low"], row[f"{name}_high"] = cluster_rate(kk, nn, n_boot)
+            row[f"{name}_n"] = float(nn.sum())
+        gained, lost, total = (
+            pd.to_numeric(done.get(c, pd.Series(dtype=float)), errors="coerce")
+            for c in ("test_wrong_to_correct", "test_correct_to_wrong", "test_total")
+        )
+        d = cluster_delta(gained, lost, total, n_boot) if len(done) else cluster_delta([], [], [])
+        row["test_delta"] = d["delta"]
+        row["test_delta_low"], row["test_delta_high"] = d["ci95"]
+        row["test_delta_equivalence"] = equivalence(d["ci90"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error over all of ``p``; NaN kept)."""
+    p = np.asarray(p, float)
+    out = np.full_like(p, np.nan)
+    idx = np.where(np.isfinite(p))[0]
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m, running = len(order), 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return out
+
+
+def _mask(v) -> np.ndarray | None:
+    if not isinstance(v, str) or not v or set(v) - {"y", "n"}:
+        return None
+    return np.frombuffer(v.encode(), dtype=np.uint8) == ord("y")
+
+
+def paired(oos: pd.DataFrame, figure: str = "efficacy") -> pd.DataFrame:
+    """Every pair of methods of a (group, budget, role) on the errors both were judged on, pooled
+    over the seeds both report: ``a_only`` / ``b_only`` errors fixed by one and not the other,
+    exact McNemar p, and Holm's adjustment over every row returned (``p_holm``)."""
+    col = MASKS[figure]
+    if oos.empty or col not in oos:
+        return pd.DataFrame()
+    keys = [c for c in oos.columns if c in ("dataset", *budget.SHARED_GROUPS)]
+    done = oos[oos.config_id.astype(str).ne("") & oos.note.eq("")]
+    rows = []
+    for vals, g in done.groupby([*keys, "budget", "role"], sort=False, dropna=False):
+        base = dict(zip([*keys, "budget", "role"], vals))
+        by = {m: gm.set_index("seed") for m, gm in g.groupby("method", sort=False)}
+        for a, b in combinations(sorted(by), 2):
+            ma, mb, seeds = [], [], []
+            for s in sorted(set(by[a].index) & set(by[b].index)):
+                ra, rb = by[a].loc[s], by[b].loc[s]
+                if ra.get("edit_errors_digest") != rb.get("edit_errors_digest"):
+                    continue  # not the same errors: never compared
+                xa, xb = _mask(ra.get(col)), _mask(rb.get(col))
+                if xa is None or xb is None or len(xa) != len(xb):
+                    continue
+                ma.append(xa), mb.append(xb), seeds.append(s)
+            if not seeds:
+                continue
+            xa, xb = np.concatenate(ma), np.concatenate(mb)
+            test = mcnemar_exact(xa, xb)  # "before" = a, "after" = b
+            rows.append(
+                {
+                    **base,
+                    "figure": figure,
+                    "method_a": a,
+                    "method_b": b,
+                    "seeds": " ".join(map(str, seeds)),
+                    "errors": len(xa),
+                    "rate_a": float(xa.mean()),
+                    "rate_b": float(xb.mean()),
+                    "a_only": test["correct_to_wrong"],
+                    "b_only": test["wrong_to_correct"],
+                    "p": test["p_value"],
+                }
+            )
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = holm(out.p)
+    return out
+
+
+def winners(fig: pd.DataFrame, pairs: pd.DataFrame, figure: str = "efficacy") -> pd.DataFrame:
+    """Per (group, budget, role): the method with the highest ``figure`` is named the winner only
+    when every paired comparison with another method favours it at Holm-adjusted p < ALPHA;
+    otherwise the row says which methods it is not separated from."""
+    if fig.empty:
+        return pd.DataFrame()
+    keys = [c for c in fig.columns if c in ("dataset", *budget.SHARED_GROUPS)]
+    rows = []
+    for vals, g in fig.groupby([*keys, "budget", "role"], sort=False, dropna=False):
+        base = dict(zip([*keys, "budget", "role"], vals))
+        g = g[np.isfinite(g[figure].astype(float))].sort_values(figure, ascending=False)
+        if g.empty:
+            continue
+        top = g.iloc[0].method
+        p = pairs
+        for k, v in base.items():
+            p = p[p[k] == v] if len(p) and k in p else p
+        tied = []
+        for other in g.method.iloc[1:]:
+            hit = (
+                p[
+                    ((p.method_a == top) & (p.method_b == other))
+                    | ((p.method_a == other) & (p.method_b == top))
+                ]
+                if len(p)
+                else p
+            )
+            if hit.empty:
+                tied.append(f"{other} (no shared errors)")
+                continue
+            h = hit.iloc[0]
+            top_only = h.a_only if h.method_a == top else h.b_only
+            other_only = h.b_only if h.method_a == top else h.a_only
+            if not (h.p_holm < ALPHA and top_only > other_only):
+                tied.append(f"{other} (Holm p = {h.p_holm:.2g})")
+        text = (
+            f"{top} fixes the most, and more than every other method (paired, Holm p < {ALPHA})"
+            if not tied and len(g) > 1
+            else f"no winner: {top} has the highest figure but is not separated from "
+            + ", ".join(tied)
+            if tied
+            else f"{top} is the only method with a figure"
+        )
+        rows.append({**base, "figure": figure, "top": top, "winner": not tied, "text": text})
+    return pd.DataFrame(rows)

@@ -1,0 +1,181 @@
+"""Out-of-selection operating points, intervals that stay in [0, 1], paired comparisons with Holm's
+correction (vitedit.evidence), and selection that reads neither Test nor a reporting set."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vitedit import budget, evidence
+from vitedit.columns import SELECTION_METRICS
+from vitedit.sweep.spec import SweepError, check_selection
+
+
+def _row(method, cfg, seed, fix, val_reg, *, index=0, mask=None, digest="d", n=20):
+    fixed = int(round(fix * n))
+    mask = mask or ("y" * fixed + "n" * (n - fixed))
+    return dict(
+        dataset="d",
+        method=method,
+        config_id=cfg,
+        seed=seed,
+        status="ok",
+        index=index,
+        edit_fix_ratio=fix,
+        edit_num_fixed=fixed,
+        edit_total_wrong=n,
+        edit_fixed_mask=mask,
+        edit_errors_digest=f"{digest}{seed}",
+        val_regression_rate=val_reg,
+        val_correct_before=100,
+        val_correct_to_wrong=round(val_reg * 100),
+        proj_regression_rate=0.0,
+        proj_correct_before=500,
+        proj_correct_to_wrong=0,
+        ed_rest_errors=40,
+        ed_rest_wrong_to_correct=4,
+        ed_rest_fixed_mask="y" * 4 + "n" * 36,
+        test_total=1000,
+        test_correct_before=900,
+        test_correct_to_wrong=5,
+        test_wrong_to_correct=6,
+        test_acc_delta=0.001,
+        test_same_pair_errors=10,
+        test_same_pair_wrong_to_correct=3,
+    )
+
+
+def loso_summary():
+    """Setting a1 is best on seed 42 only, a2 on seeds 43 and 44; seed 45 is a fresh seed."""
+    rows = []
+    for seed in (42, 43, 44, 45):
+        rows.append(_row("a", "a1", seed, 0.9 if seed == 42 else 0.2, 0.0, index=0))
+        rows.append(_row("a", "a2", seed, 0.1 if seed == 42 else 0.5, 0.0, index=1))
+        rows.append(_row("a", "a3", seed, 1.0, 0.3, index=2))  # never within a budget
+    return pd.DataFrame(rows)
+
+
+def test_each_seed_is_reported_at_a_setting_chosen_without_it():
+    oos = evidence.out_of_selection(loso_summary(), budgets=(0.01,))
+    by_seed = oos.set_index("seed")
+    # seed 42 is reported at what 43 and 44 chose (a2), though a1 is best on 42 itself
+    assert by_seed.loc[42, "config_id"] == "a2" and by_seed.loc[42, "chosen_on"] == "43 44"
+    assert by_seed.loc[42, "edit_fix_ratio"] == pytest.approx(0.1)
+    # 43 is chosen on 42 and 44: a1 (0.9 + 0.2) / 2 = 0.55 beats a2 (0.1 + 0.5) / 2 = 0.3
+    assert by_seed.loc[43, "config_id"] == "a1"
+    # the fresh seed is reported at the design seeds' choice (a2: 0.4 against a1's 0.43 -> a1)
+    assert by_seed.loc[45, "role"] == "confirmation" and by_seed.loc[45, "chosen_on"] == "42 43 44"
+    assert by_seed.loc[45, "config_id"] == "a1"
+    # what a seed reports never chose its own setting: changing seed 45's figures changes nothing
+    s = loso_summary()
+    s.loc[s.seed == 45, "edit_fix_ratio"] = [0.0, 1.0, 0.0]
+    s.loc[s.seed == 45, "val_regression_rate"] = [0.5, 0.0, 0.0]
+    again = evidence.out_of_selection(s, budgets=(0.01,)).set_index("seed")
+    assert list(again.config_id) == list(by_seed.config_id)
+    # ... while the in-sample best-of-grid (vitedit.budget) does read them
+    pts = budget.operating_points(s[s.seed == 45], budgets=(0.01,))
+    assert pts.config_id.iloc[0] == "a2"
+
+
+def test_one_seed_has_nothing_to_choose_on_and_says_so():
+    s = loso_summary()
+    oos = evidence.out_of_selection(s[s.seed == 42], budgets=(0.05,))
+    assert (oos.config_id == "").all() and oos.note.str.contains("no other seed").all()
+    fig = evidence.figures(oos)
+    assert fig.n_seeds.iloc[0] == 0 and np.isnan(fig.efficacy.iloc[0])
+
+
+def test_selection_reads_neither_test_nor_a_reporting_set():
+    s = loso_summary()
+    base = evidence.out_of_selection(s).config_id.tolist()
+    rng = np.random.default_rng(0)
+    for c in [c for c in s.columns if c.startswith(("test_", "proj_", "ed_rest_"))]:
+        t = s.copy()
+        if t[c].dtype == object:
+            continue
+        t[c] = rng.permutation(t[c].to_numpy())
+        assert evidence.out_of_selection(t).config_id.tolist() == base, c
+    for metric in SELECTION_METRICS:
+        assert not metric.startswith(("test", "proj_", "ed_rest_")), metric
+    for metric in ("proj_regression_rate", "proj_stability", "ed_rest_fix_rate", "test_acc_delta"):
+        with pytest.raises(SweepError):
+            check_selection({"metric": metric, "mode": "max"})
+
+
+def test_cluster_intervals_stay_inside_zero_one_where_t_intervals_do_not():
+    k, n = np.array([30, 27, 29]), np.array([30, 30, 30])
+    rate, lo, hi = evidence.cluster_rate(k, n)
+    assert rate == pytest.approx(86 / 90) and 0 <= lo < rate < hi <= 1
+    assert rate + budget.t_half_width(k / n) > 1  # the t-interval escapes [0, 1] here
+    # more seeds and more errors narrow it; one seed varies only the errors
+    _, lo3, hi3 = evidence.cluster_rate(np.tile(k, 3), np.tile(n, 3))
+    assert hi3 - lo3 < hi - lo
+    r1, lo1, hi1 = evidence.cluster_rate([15], [30])
+    assert r1 == 0.5 and 0.3 < lo1 < 0.4 and 0.6 < hi1 < 0.7
+    assert np.isnan(evidence.cluster_rate([], [])[0])
+
+
+def test_costs_nothing_only_when_the_interval_is_inside_the_margin():
+    big = evidence.cluster_delta([10] * 5, [10] * 5, [20000] * 5)
+    assert big["delta"] == 0 and evidence.equivalence(big["ci90"]).startswith("equivalent")
+    small = evidence.cluster_delta([1, 0, 2], [2, 1, 1], [200, 200, 200])
+    assert evidence.equivalence(small["ci90"]).startswith("not shown")
+    lo, hi = small["ci95"]
+    assert lo < small["delta"] < hi and small["ci90"][0] >= lo
+    loss = evidence.cluster_delta([0] * 3, [100] * 3, [2000] * 3)
+    assert evidence.equivalence(loss["ci90"]).startswith("a change")
+
+
+def test_holm_matches_the_step_down_by_hand():
+    adj = evidence.holm([0.01, 0.04, 0.03, np.nan])
+    assert adj[0] == pytest.approx(0.03) and adj[2] == pytest.approx(0.06)
+    assert adj[1] == pytest.approx(0.06) and np.isnan(adj[3])
+
+
+def _pair_summary(fix_b, digest_b="d"):
+    rows = []
+    for seed in (45, 46):
+        for s in (42, 43, 44):  # the design seeds choose (one setting each: a1, b1)
+            rows.append(_row("a", "a1", s, 0.9, 0.0))
+            rows.append(_row("b", "b1", s, 0.5, 0.0))
+        a = "y" * 18 + "n" * 2
+        b = "y" * fix_b + "n" * (20 - fix_b)
+        rows.append(_row("a", "a1", seed, 0.9, 0.0, mask=a))
+        rows.append(_row("b", "b1", seed, fix_b / 20, 0.0, mask=b, digest=digest_b))
+    return pd.DataFrame(rows)
+
+
+def test_a_winner_is_named_only_when_the_paired_test_says_so():
+    oos = evidence.out_of_selection(_pair_summary(4), budgets=(0.05,))
+    conf = oos[oos.role == "confirmation"]
+    pairs = evidence.paired(conf)
+    (p,) = pairs.itertuples()
+    assert (p.a_only, p.b_only, p.errors, p.seeds) == (28, 0, 40, "45 46")
+    assert p.p_holm < 1e-6
+    win = evidence.winners(evidence.figures(conf), pairs)
+    assert bool(win.winner.iloc[0]) and win.top.iloc[0] == "a"
+    # close rates: not separated, so no winner, and the text says from whom
+    conf = evidence.out_of_selection(_pair_summary(17), budgets=(0.05,))
+    conf = conf[conf.role == "confirmation"]
+    pairs = evidence.paired(conf)
+    win = evidence.winners(evidence.figures(conf), pairs)
+    assert not win.winner.iloc[0] and "not separated from b" in win.text.iloc[0]
+    # other errors (another digest) are never compared
+    conf = evidence.out_of_selection(_pair_summary(4, digest_b="x"), budgets=(0.05,))
+    assert evidence.paired(conf[conf.role == "confirmation"]).empty
+
+
+def test_figures_pool_counts_over_the_reported_seeds():
+    oos = evidence.out_of_selection(_pair_summary(4), budgets=(0.05,))
+    fig = evidence.figures(oos).set_index(["method", "role"])
+    a = fig.loc[("a", "confirmation")]
+    assert a.n_seeds == 2 and a.seeds == "45 46" and a.settings == "a1"
+    assert a.efficacy == pytest.approx(36 / 40) and a.efficacy_n == 40
+    assert a.generalisation == pytest.approx(0.1) and a.test_regression == pytest.approx(5 / 900)
+    assert a.pair_generalisation == pytest.approx(0.3) and a.train_regression == 0
+    assert a.test_delta == pytest.approx(0.001)
+    assert list(evidence.FIGURES)[:4] == [
+        "generalisation",
+        "pair_generalisation",
+        "test_regression",
+        "val_regression",
+    ]
