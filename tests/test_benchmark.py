@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from vitedit import benchmark, budget, datasets, methods, params, runs
+from vitedit import benchmark, budget, datasets, evidence, methods, params, runs
 from vitedit.sweep import expand
 from vitedit.sweep.keys import content_key, prep_key, relevant_keys
 from vitedit.sweep.spec import (
@@ -135,56 +135,64 @@ def test_new_parameters_at_their_default_keep_earlier_results_reused():
     assert pair["edit_selection"] == "pair"
 
 
-def _points():
+def _seed_summary(fix_c=17):
+    """Methods a (18 of 20 fixed), b (4) and c (``fix_c``) on design seeds 42-44 and fresh seeds
+    45-46, the same errors per seed, first and pair modes; c loses Test accuracy."""
     rows = []
-    for method, fix, lo, hi in [("a", 0.8, 0.7, 0.9), ("b", 0.3, 0.2, 0.4), ("c", 0.75, 0.6, 0.85)]:
-        for b in budget.BUDGETS:
-            rows.append(
-                {
-                    "dataset": "d",
-                    "edit_selection": "first",
-                    "method": method,
-                    "budget": b,
-                    "config_id": "x",
-                    "n_seeds": 3,
-                    budget.FIX: fix,
-                    f"{budget.FIX}_ci_low": lo,
-                    f"{budget.FIX}_ci_high": hi,
-                    "test_acc_delta": -0.01,
-                    "test_acc_delta_ci_low": -0.02,
-                    "test_acc_delta_ci_high": -0.001,
-                    "proj_regression_rate": 0.01,
-                    "proj_regression_rate_ci_low": 0.0,
-                    "proj_regression_rate_ci_high": 0.02,
-                    "edit_time_seconds": 1.0,
-                    "test_same_pair_fix_rate": 0.5,
-                }
-            )
-    first = pd.DataFrame(rows)
-    return pd.concat([first, first.assign(edit_selection="pair")], ignore_index=True)
+    for sel in ("first", "pair"):
+        for seed in (42, 43, 44, 45, 46):
+            for method, fixed, lost in (("a", 18, 5), ("b", 4, 5), ("c", fix_c, 60)):
+                rows.append(
+                    dict(
+                        dataset="d",
+                        edit_selection=sel,
+                        method=method,
+                        config_id=method + "1",
+                        seed=seed,
+                        status="ok",
+                        index=0,
+                        edit_fix_ratio=fixed / 20,
+                        edit_num_fixed=fixed,
+                        edit_total_wrong=20,
+                        edit_fixed_mask="y" * fixed + "n" * (20 - fixed),
+                        edit_errors_digest=f"{sel}{seed}",
+                        val_regression_rate=0.0,
+                        test_total=1000,
+                        test_correct_before=900,
+                        test_correct_to_wrong=lost,
+                        test_wrong_to_correct=5,
+                    )
+                )
+    return pd.DataFrame(rows)
 
 
-def test_a_winner_is_named_only_where_the_cis_separate():
-    both = _points()
-    p = both[both.edit_selection == "first"]
-    w = benchmark.winner(p, 0.05)
-    assert w["winner"] is None and "overlaps c" in w["text"]  # a: [0.7, 0.9] vs c: [0.6, 0.85]
-    p2 = p[p.method != "c"]
-    assert benchmark.winner(p2, 0.05)["winner"] == "a"
-    one = p2.assign(**{f"{budget.FIX}_ci_low": np.nan, f"{budget.FIX}_ci_high": np.nan})
-    assert benchmark.winner(one, 0.05)["winner"] is None  # one seed: no CI, no claim
-    # a rival without a CI cannot be shown to lie below the leader: no winner
-    rival = p2.copy()
-    rival.loc[rival.method == "b", [f"{budget.FIX}_ci_low", f"{budget.FIX}_ci_high"]] = np.nan
-    assert benchmark.winner(rival, 0.05)["winner"] is None
-    nothing = p.assign(config_id="")
-    assert "no method stays within budget" in benchmark.winner(nothing, 0.01)["text"]
-    text = benchmark.findings(
-        both, pd.DataFrame([{"dataset": "d", "test_acc": "0.9", "resnet18_28_acc": 0.95}])
-    )
+def test_a_winner_is_named_only_where_paired_tests_separate_it_out_of_selection():
+    base = pd.DataFrame([{"dataset": "d", "test_acc": "0.9", "resnet18_28_acc": 0.95}])
+    ev = evidence.tables(_seed_summary())
+    fig, win = ev["evidence"], ev["evidence_winners"]
+    text = benchmark.findings(fig, win, base)
     assert set(text) == {"d / first", "d / pair"}  # judged apart: other errors
-    assert "d / first" in text and "does not separate" in text["d / first"]
-    assert "Test accuracy falls" in text["d / first"]  # every method's CI is below 0
+    first = text["d / first"]
+    assert "fresh (confirmation) seeds 45 46" in first
+    # a (36 of 40) against c (34 of 40): not separated, so no winner, whatever the rates say
+    assert "no winner: a has the highest figure but is not separated from c" in first
+    assert "Test accuracy falls (interval below 0) at the 5 % point for c" in first
+    # far apart: a is named, and only by the paired test
+    text = benchmark.findings(*_fig_win(_seed_summary(fix_c=2)), base)["d / first"]
+    assert "a fixes the most, and more than every other method" in text
+    table = benchmark.evidence_table(fig)
+    assert set(table.seeds) == {"design 42 43 44", "confirmation 45 46"}
+    conf = table[table.seeds == "confirmation 45 46"]
+    # generalisation first, then damage, the in-sample efficacy after them
+    figures = [c for c in table.columns if c.startswith(("fix rate", "Test regr", "FT-Val"))]
+    assert figures[0].startswith("fix rate on Edit-Discovery errors not edited")
+    assert figures.index("fix rate on the edited errors (in-sample)") == 4
+    assert len(conf) == 2 * 3 * len(budget.BUDGETS)
+
+
+def _fig_win(summary):
+    ev = evidence.tables(summary)
+    return ev["evidence"], ev["evidence_winners"]
 
 
 def _slice(src: Path, dst: Path, n=(300, 80, 120)):
@@ -355,10 +363,9 @@ def test_the_report_tables_read_old_and_new_sweeps(old):
     )
     assert base.resnet18_28_acc.iloc[0] == 0.958 and base.seeds.iloc[0] == 3
     assert base.test_auc.iloc[0] == ("n/a" if old else "0.990 [0.990, 0.990]")
-    text = benchmark.findings(points, base)
-    assert (
-        "baseline_retrain" in text["bloodmnist"] and "CI is above every other" in text["bloodmnist"]
-    )
+    ev = evidence.tables(s)  # older sweeps have no counts: no figure, no claim, no error
+    text = benchmark.findings(ev["evidence"], ev["evidence_winners"], base)
+    assert "bloodmnist" in text and "winner" not in text["bloodmnist"]
     links = benchmark.run_links(s, "/s")
     assert links.count("<li>") == 9 and "runs/bloodmnist/head_s0/index.html" in links
 

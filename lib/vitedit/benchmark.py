@@ -1,7 +1,8 @@
 """The cross-dataset benchmark's report (notebook 09): base models beside the MedMNIST reference,
-the dataset x method headline at each regression budget, edit against retrain time, the
-confusion-pair generalisation, and a generated "what this shows" per dataset that names a winner
-only where the 95 % CIs over seeds separate. Reads a sweep folder only; importable without torch.
+the out-of-selection headline (vitedit.evidence: each seed at a setting other seeds chose;
+generalisation and damage first), the in-sample best-of-grid table, edit against retrain time, and
+a generated "what this shows" per dataset that names a winner only where paired tests on the shared
+errors do (Holm-corrected). Reads a sweep folder only; importable without torch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import budget, methods
+from . import budget, evidence, methods
 from .sweep.report import BENCHMARK_NOTEBOOK as REPORT_NOTEBOOK  # noqa: F401 (rendered by the sweep)
 from .sweep.report import report_context
 
@@ -119,8 +120,10 @@ def base_models(summary: pd.DataFrame, shared: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(points: pd.DataFrame) -> pd.DataFrame:
-    """Dataset x method at each budget: fix rate and Test delta with their 95 % CIs over seeds,
-    the largest per-seed McNemar p, and the Test errors of the edited pairs that the edit fixed."""
+    """In-sample (best of each grid, :mod:`vitedit.budget`): dataset x method at each budget, fix
+    rate and Test delta with t-intervals over seeds, the largest per-seed McNemar p, and the Test
+    errors of the edited pairs that the edit fixed. The out-of-selection table is
+    :func:`evidence_table`."""
     rows = []
     keys = budget.group_keys(points)
     for _, r in points.iterrows():
@@ -133,7 +136,7 @@ def headline(points: pd.DataFrame) -> pd.DataFrame:
         row["fix rate"] = _ci_cell(
             r[budget.FIX], r[f"{budget.FIX}_ci_low"], r[f"{budget.FIX}_ci_high"]
         )
-        row["held-out regression"] = _ci_cell(
+        row["training-set regression"] = _ci_cell(
             r.proj_regression_rate, r.proj_regression_rate_ci_low, r.proj_regression_rate_ci_high
         )
         row["Test delta"] = _ci_cell(
@@ -180,84 +183,77 @@ def times(summary: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def winner(points: pd.DataFrame, b: float) -> dict:
-    """The method that fixes the most at budget ``b``, named only when its fix rate's 95 % CI lies
-    above every other method's (separated); otherwise the overlapping leaders."""
-    p = points[(points.budget == b) & (points.config_id != "")].copy()
-    p = p[np.isfinite(p[budget.FIX].astype(float))]
-    if p.empty:
-        return {
-            "budget": b,
-            "winner": None,
-            "text": f"at <= {b:.0%}: no method stays within budget",
-        }
-    p = p.sort_values(budget.FIX, ascending=False)
-    top = p.iloc[0]
-    n = int(p.n_seeds.min()) if "n_seeds" in p else 0
-    cell = _ci_cell(top[budget.FIX], top[f"{budget.FIX}_ci_low"], top[f"{budget.FIX}_ci_high"])
-    name = f"{top.method} ({cell})"
-    if len(p) == 1:
-        return {
-            "budget": b,
-            "winner": top.method,
-            "text": f"at <= {b:.0%}: only {name} stays within budget",
-        }
-    if not np.isfinite(top[f"{budget.FIX}_ci_low"]):
-        return {
-            "budget": b,
-            "winner": None,
-            "text": f"at <= {b:.0%}: {name} fixes the most, but on one seed there is no CI: no "
-            f"winner is claimed",
-        }
-    rest = p.iloc[1:]
-    # a rival without a CI (one usable seed) cannot be shown to lie below: it counts as overlapping
-    overlap = rest[~(rest[f"{budget.FIX}_ci_high"] < top[f"{budget.FIX}_ci_low"])]
-    if overlap.empty:
-        return {
-            "budget": b,
-            "winner": top.method,
-            "text": f"at <= {b:.0%}: {name} fixes the most, and its CI is above every other "
-            f"method's ({n} seeds)",
-        }
-    return {
-        "budget": b,
-        "winner": None,
-        "text": f"at <= {b:.0%}: {name} fixes the most, but its CI overlaps "
-        f"{', '.join(overlap.method)}: the evidence ({n} seeds) does not separate them",
-    }
+def evidence_table(fig: pd.DataFrame) -> pd.DataFrame:
+    """The out-of-selection headline (:func:`vitedit.evidence.figures`) for people: per group,
+    role, budget and method, generalisation and damage first, then the in-sample efficacy; each
+    'rate [95 % interval]' pooled over the reported seeds."""
+    rows = []
+    keys = [c for c in fig.columns if c in ("dataset", *budget.SHARED_GROUPS)]
+    for _, r in fig.iterrows():
+        row = {k: r[k] for k in keys}
+        row.update({"seeds": r.role + " " + (r.seeds or "–"), "budget": f"<= {r.budget:.0%}"})
+        row["method"] = r.method
+        if not r.n_seeds:
+            row[evidence.FIGURES["generalisation"][2]] = r.note or "no seed reported"
+            rows.append(row)
+            continue
+        for name, (_, _, label) in evidence.FIGURES.items():
+            row[label] = _ci_cell(r[name], r[f"{name}_low"], r[f"{name}_high"])
+        row["net Test change"] = _ci_cell(r.test_delta, r.test_delta_low, r.test_delta_high)
+        row["costs nothing on Test?"] = r.test_delta_equivalence
+        row["settings"] = r.settings
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def findings(points: pd.DataFrame, base: pd.DataFrame) -> dict[str, str]:
-    """A short "what this shows" paragraph per dataset (and way of choosing the errors)."""
+def findings(fig: pd.DataFrame, win: pd.DataFrame, base: pd.DataFrame) -> dict[str, str]:
+    """A short "what this shows" paragraph per dataset (and way of choosing the errors), from the
+    out-of-selection figures: a winner only where the paired tests name one (Holm-corrected), the
+    methods whose Test accuracy falls or is shown unchanged, the confirmation seeds first."""
     out = {}
-    keys = budget.group_keys(points)
-    for vals, g in points.groupby(keys, sort=True):
+    keys = [c for c in fig.columns if c in ("dataset", *budget.SHARED_GROUPS)]
+    for vals, g in fig.groupby(keys, sort=True):
         vals = vals if isinstance(vals, tuple) else (vals,)
-        ds = vals[0]
-        b = base[base.dataset == ds]
+        b = base[base.dataset == vals[0]] if len(base) else base
         head = f"Base model Test accuracy {b.test_acc.iloc[0]}" if len(b) else ""
         ref = b.resnet18_28_acc.iloc[0] if len(b) else np.nan
         if np.isfinite(ref):
             head += f" (MedMNIST ResNet-18 at 28 px: {ref:.3f})"
         parts = [head + "."] if head else []
-        parts += [winner(g, bud)["text"] + "." for bud in sorted(g.budget.unique())]
-        ok5 = g[(g.budget == max(budget.BUDGETS)) & (g.config_id != "")]
-        hurt = ok5[ok5.test_acc_delta_ci_high < 0] if len(ok5) else ok5
+        role = "confirmation" if (g.role == "confirmation").any() else "design"
+        g = g[(g.role == role) & (g.n_seeds > 0)]
+        w = win
+        for k, v in zip(keys, vals):
+            w = w[w[k] == v] if len(w) else w
+        w = w[w.role == role] if len(w) else w
+        seeds = sorted({s for x in g.seeds for s in str(x).split()})
+        parts.append(
+            f"On {'fresh (confirmation)' if role == 'confirmation' else 'design'} seeds "
+            f"{' '.join(seeds) or '–'}, each at a setting chosen on other seeds"
+            + (
+                ""
+                if len(seeds) > 1 or role == "confirmation"
+                else " (one seed: no interval over seeds)"
+            )
+            + "."
+        )
+        for bud in sorted(g.budget.unique()):
+            for _, r in (w[w.budget == bud] if len(w) else w).iterrows():
+                what = "errors not edited" if r.figure == "generalisation" else "edited errors"
+                parts.append(f"At <= {bud:.0%}, on the {what}: {r.text}.")
+        g5 = g[g.budget == max(budget.BUDGETS)]
+        hurt = g5[g5.test_delta_high < 0]
         if len(hurt):
             parts.append(
-                "Test accuracy falls (CI below 0) at the 5 % point for "
+                "Test accuracy falls (interval below 0) at the 5 % point for "
                 + ", ".join(hurt.method)
                 + "."
             )
-        if "test_same_pair_fix_rate" in ok5 and ok5.test_same_pair_fix_rate.notna().any():
-            gen = ok5[ok5.test_same_pair_fix_rate.notna()]
+        same = g5[g5.test_delta_equivalence.str.startswith("equivalent")]
+        if len(same):
             parts.append(
-                "Generalisation at the 5 % point (Test errors sharing an edited error's confusion "
-                "pair that the edit fixed; seed means): "
-                + ", ".join(
-                    f"{r.method} {r.test_same_pair_fix_rate:.0%}" for _, r in gen.iterrows()
-                )
-                + "."
+                "Shown to cost nothing on Test at the 5 % point (90 % interval within +-0.5 "
+                "points): " + ", ".join(same.method) + "."
             )
         out[" / ".join(str(v) for v in vals)] = " ".join(parts)
     return out
@@ -388,12 +384,16 @@ def context(sweep_dir: str | Path) -> dict:
     summary, points = ctx["summary"], ctx["budget_points"]
     shared = shared_records(sweep_dir)
     base = base_models(summary, shared) if len(summary) else pd.DataFrame()
+    ev = evidence.tables(summary) if len(summary) else {}
+    fig, win = ev.get("evidence", pd.DataFrame()), ev.get("evidence_winners", pd.DataFrame())
     return {
         **ctx,
+        "evidence": evidence_table(fig) if len(fig) else pd.DataFrame(),
+        "evidence_pairs": ev.get("evidence_pairs", pd.DataFrame()),
         "shared_records": shared,
         "base": base,
         "headline": headline(points) if len(points) else pd.DataFrame(),
         "times": times(summary, points) if len(points) else pd.DataFrame(),
-        "findings": findings(points, base) if len(points) and len(base) else {},
+        "findings": findings(fig, win, base) if len(fig) else {},
         "key_energy": key_energy(summary),
     }

@@ -324,3 +324,26 @@ def winners(fig: pd.DataFrame, pairs: pd.DataFrame, figure: str = "efficacy") ->
         )
         rows.append({**base, "figure": figure, "top": top, "winner": not tied, "text": text})
     return pd.DataFrame(rows)
+
+
+def tables(
+    summary: pd.DataFrame,
+    budgets: Sequence[float] = budget.BUDGETS,
+    design_seeds: Sequence[int] = DESIGN_SEEDS,
+) -> dict[str, pd.DataFrame]:
+    """What a sweep writes and its report shows: ``evidence`` (:func:`figures` per method, budget
+    and role), ``evidence_pairs`` (:func:`paired` on the edited errors and on the errors not edited,
+    Holm over every comparison of the table together) and ``evidence_winners``."""
+    oos = out_of_selection(summary, budgets, design_seeds)
+    fig = figures(oos)
+    pairs = [p for p in (paired(oos, f) for f in MASKS) if len(p)]
+    pairs = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame()
+    if len(pairs):
+        pairs["p_holm"] = holm(pairs.p)  # one family: every comparison the report shows
+    win = [winners(fig, pairs[pairs.figure == f] if len(pairs) else pairs, f) for f in MASKS]
+    win = [w for w in win if len(w)]
+    return {
+        "evidence": fig,
+        "evidence_pairs": pairs,
+        "evidence_winners": pd.concat(win, ignore_index=True) if win else pd.DataFrame(),
+    }

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import alerts, budget, paths
+from .. import alerts, budget, evidence, paths
 from .. import methods as methods_mod
 from .. import params as params_mod
 from ..columns import ORIGINAL_COLUMNS
@@ -117,7 +117,7 @@ def collect(
     sweep_dir: str | Path, selection: Mapping[str, Any] | None = None
 ) -> dict[str, pd.DataFrame]:
     """Rebuild ``param_search_summary_<dataset>.csv`` and ``param_search_details_<dataset>.json`` (and
-    ``selection.csv``) from the run folders alone."""
+    ``selection.csv``, ``budget.csv`` and the ``evidence*.csv`` tables) from the run folders alone."""
     sweep_dir = Path(sweep_dir)
     rows = [summary_row(f) for f in experiment_folders(sweep_dir)]
     if not rows:
@@ -154,8 +154,11 @@ def collect(
         )
         out[ds] = g
     paths.atomic_write_text(sweep_dir / "selection.csv", chosen.to_csv(index=False))
-    points = budget.operating_points(df)
+    points = budget.operating_points(df)  # in-sample: the best of each grid
     paths.atomic_write_text(sweep_dir / "budget.csv", points.to_csv(index=False))
+    # out of selection: each seed at a setting other seeds chose (vitedit.evidence)
+    for name, table in evidence.tables(df).items():
+        paths.atomic_write_text(sweep_dir / f"{name}.csv", table.to_csv(index=False))
     return out
 
 
