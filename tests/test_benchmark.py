@@ -268,11 +268,12 @@ def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(
     for run in pair.run_dir:  # a pair run edits the errors of one (true, predicted) pair
         rec = json.loads((Path(run) / "metrics.json").read_text())["methods"]
         (m,) = rec.values()
-        assert m["test_same_pair_errors"] >= 0
-        edits = list((Path(run) / "edits").glob("*.json"))
-        if edits:
-            e = json.loads(edits[0].read_text())
-            assert e["settings"]["edit_selection"] == "pair"
+        assert m["edit_total_wrong"] > 0
+        test_level = pd.read_csv(Path(run) / "comparative_evaluation_test_set.csv")
+        (pairs,) = test_level.edited_pairs  # every edited error has the same (true, predicted)
+        assert len(str(pairs).split()) == 1, pairs
+        e = json.loads((Path(run) / "edits" / "alphaedit.json").read_text())
+        assert e["settings"]["edit_selection"] == "pair"
     points = pd.read_csv(sw / "budget.csv", keep_default_na=False, na_values=[""])
     selection = s.set_index("experiment").edit_selection
     for _, pt in points[points.experiments.fillna("") != ""].iterrows():

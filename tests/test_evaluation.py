@@ -144,6 +144,33 @@ def test_finetune_baseline_moves_toward_the_errors_and_leaves_the_input_alone(se
     assert res.log.p_true_after.mean() > res.log.p_true_before.mean()
 
 
+def test_replay_keeps_the_statistics_samples_decisions_that_fine_tuning_on_errors_moves(setup):
+    """The replay baseline sees what every editor sees: at the same learning rate and steps it
+    changes fewer statistics-sample decisions than fine-tuning on the errors alone; with weight 0
+    it is baseline 2 exactly."""
+    p, data, split, model, ev0, errors, stats_pos = setup
+    es = editors.edit_data(data, split, stats_pos, errors)
+    kw = dict(baseline_lr=3e-2, baseline_epochs=30, seed=0)
+    alone = editors.build("baseline_finetune", **kw).edit(model, ev0.runner, es)
+    replay = editors.build("baseline_finetune_replay", replay_weight=3.0, **kw)
+    res = replay.edit(model, ev0.runner, es)
+    zero = editors.build("baseline_finetune_replay", replay_weight=0.0, **kw).edit(
+        model, ev0.runner, es
+    )
+    assert all(torch.equal(a, b) for a, b in zip(alone.model.parameters(), zero.model.parameters()))
+    base = ev0.runner.probs(model, es.stats_images).argmax(1)
+
+    def moved(m):
+        return int((ev0.runner.probs(m, es.stats_images).argmax(1) != base).sum())
+
+    assert moved(alone.model) > 0, (
+        "the recipe must move some decisions for the test to mean anything"
+    )
+    assert moved(res.model) < moved(alone.model)
+    assert res.info["replay_samples"] == len(stats_pos) and res.info["replay_weight"] == 3.0
+    assert res.log.p_true_after.mean() > res.log.p_true_before.mean()  # still fits the errors
+
+
 def test_the_before_model_is_the_selected_checkpoint_not_the_last_epoch(tmp_path):
     """Evaluation loads 'before' from the run's checkpoint: the best FT-Val epoch, even when
     training ran on."""

@@ -6,6 +6,9 @@
   selected on FT-Val. A reused checkpoint reports the training time recorded when it was trained.
 - :class:`FinetuneErrorsBaseline` (baseline 2): continue from the fine-tuned model on the error
   samples only, at ``baseline_lr`` for ``baseline_epochs``.
+- :class:`FinetuneReplayBaseline`: baseline 2 given what every editor is given, the statistics
+  samples: each step adds a batch of them at the model's own predictions (replay), weighted by
+  ``replay_weight``, to the errors' loss. The fair fine-tuning baseline.
 
 Their keyword names are the study's parameter names (registered in :mod:`vitedit.methods`).
 A baseline with nothing to train on is *skipped* with its reason (``info["status"]``), never
@@ -109,10 +112,18 @@ class RetrainBaseline(Editor):
 
 class FinetuneErrorsBaseline(Editor):
     batch_size = 32  # error samples per step (at most max_edits of them)
+    replay_batch_size = 64  # statistics samples per step (the replay baseline)
     weight_decay = 0.0
+    replay_weight = 0.0  # baseline 2 fine-tunes on the errors alone
 
     def __init__(self, *, baseline_lr: float, baseline_epochs: int, seed: int):
         self.baseline_lr, self.baseline_epochs, self.seed = baseline_lr, baseline_epochs, seed
+
+    def _replay(self, tuned, runner: Runner, data: EditData):
+        """Statistics samples and the labels the model gives them now (None: no replay)."""
+        if not self.replay_weight or data.stats_images is None or not len(data.stats_images):
+            return None
+        return data.stats_images, runner.probs(tuned, data.stats_images).argmax(1)
 
     def edit(self, model, runner: Runner, data: EditData) -> EditResult:
         if len(data.labels) == 0:
@@ -128,6 +139,9 @@ class FinetuneErrorsBaseline(Editor):
         )
         y_all = np.asarray(data.labels, dtype=np.int64)
         t0 = time.perf_counter()
+        replay = self._replay(tuned, runner, data)
+        order = torch.randperm(len(replay[1]), generator=g).numpy() if replay else None
+        step = 0
         tuned.train()
         for _ in range(self.baseline_epochs):
             perm = torch.randperm(len(y_all), generator=g).numpy()
@@ -135,6 +149,12 @@ class FinetuneErrorsBaseline(Editor):
                 idx = perm[start : start + self.batch_size]
                 x = runner.inputs(data.images[idx])
                 loss = F.cross_entropy(tuned(x).float(), torch.as_tensor(y_all[idx], device=device))
+                if replay is not None:  # the next replay batch, cycling through a fixed order
+                    r = order[np.arange(step, step + self.replay_batch_size) % len(order)]
+                    target = torch.as_tensor(replay[1][r], device=device)
+                    out = tuned(runner.inputs(replay[0][r])).float()
+                    loss = loss + self.replay_weight * F.cross_entropy(out, target)
+                step += self.replay_batch_size
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -153,13 +173,24 @@ class FinetuneErrorsBaseline(Editor):
                 "stats_seconds": 0.0,
                 "epochs": self.baseline_epochs,
                 "lr": self.baseline_lr,
+                "replay_weight": self.replay_weight,
+                "replay_samples": 0 if replay is None else int(len(replay[1])),
             },
         )
+
+
+class FinetuneReplayBaseline(FinetuneErrorsBaseline):
+    def __init__(
+        self, *, baseline_lr: float, baseline_epochs: int, seed: int, replay_weight: float
+    ):
+        super().__init__(baseline_lr=baseline_lr, baseline_epochs=baseline_epochs, seed=seed)
+        self.replay_weight = replay_weight
 
 
 SUMMARY_FILES = {
     "baseline_retrain": "baseline_retrain_summary.csv",
     "baseline_finetune": "baseline_finetune_errors_summary.csv",
+    "baseline_finetune_replay": "baseline_finetune_replay_summary.csv",
 }
 
 

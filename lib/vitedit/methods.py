@@ -312,3 +312,20 @@ register(
         grid={"baseline_lr": [1e-5, 1e-4, 1e-3]},
     )
 )
+register(
+    Method(
+        "baseline_finetune_replay",
+        "vitedit.baselines:FinetuneReplayBaseline",
+        BASELINE_NOTEBOOK,
+        ("baseline_lr", "baseline_epochs", "seed", "replay_weight"),
+        "baseline 2 with replay: fine-tune on the errors plus the statistics samples every editor "
+        "sees, at the model's own predictions (weight replay_weight)",
+        alias="finetune_replay",
+        # the errors see ~10-40 steps: learning rate x epochs x how much the replay weighs
+        grid={
+            "baseline_lr": [1e-4, 1e-3],
+            "baseline_epochs": [10, 40],
+            "replay_weight": [0.3, 1.0, 3.0],
+        },
+    )
+)
