@@ -474,6 +474,27 @@ def test_head_nullspace_verify_holdout_keeps_its_samples_out_of_the_null_space(t
     assert moved <= 0.05 + 1e-9  # the budget holds on the samples kept out of P
 
 
+def test_the_weight_ridge_ablation_is_the_pull_with_isotropic_statistics():
+    """head_guarded_weight_ridge replaces the logit pull n_e·pull·mean‖ΔΘx‖² = n_e·pull·tr(ΔΘ C0 ΔΘᵀ)
+    by n_e·ridge·tr(C0)/(d+1)·‖ΔΘ‖²: the same solve exactly when C0 is isotropic, another one when
+    the keys have a preferred direction."""
+    torch.manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(60, 6, dtype=torch.float64))
+    x = q * 60**0.5  # C0 = xᵀx / 60 = I
+    theta0 = torch.randn(3, 6, dtype=torch.float64)
+    xe, y = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    kw = dict(head_margin=1.0, head_keep_margin=0.5, head_keep_weight=1.0)
+    pulled, _ = build("head_guarded", head_keep_pull=10.0, **kw).optimise(theta0, x, xe, y)
+    ridge = build("head_guarded_weight_ridge", head_weight_ridge=10.0, **kw)
+    assert ridge.head_keep_pull == 0.0
+    ridged, _ = ridge.optimise(theta0, x, xe, y)
+    assert torch.allclose(pulled, ridged, atol=1e-6)
+    stretched = x * torch.tensor([5.0, 1, 1, 1, 1, 1], dtype=torch.float64)  # one strong direction
+    pulled, _ = build("head_guarded", head_keep_pull=10.0, **kw).optimise(theta0, stretched, xe, y)
+    ridged, _ = ridge.optimise(theta0, stretched, xe, y)
+    assert (pulled - ridged).norm() > 1e-2 * (pulled - theta0).norm()
+
+
 def test_guarded_head_edit_fixes_what_it_can_without_flipping_guarded_decisions():
     """On the two-class geometry of the back-off test: four errors reachable along f1 and one
     inside class 0's preserved samples. The guarded edit fixes the four, gives up the fifth, and

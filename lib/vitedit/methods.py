@@ -281,11 +281,24 @@ register(
         ("head_margin", "head_keep_margin", "head_keep_weight", "head_keep_pull"),
         "classifier head by squared hinges: fix the errors with a margin while every statistics "
         "sample keeps its decision with a margin, plus a ridge pull on their logits",
+        fixed={"head_weight_ridge": 0.0},  # its ablation head_guarded_weight_ridge sets it
         grid={
             "head_keep_pull": [3.0, 10.0, 30.0],
             "head_margin": [0.5, 1.0],
             "head_keep_weight": [0.0, 1.0],  # 0: the guard's ablation (the pull alone)
         },
+    )
+)
+register(
+    Method(
+        "head_guarded_weight_ridge",
+        "vitedit.editors.head_guarded:HeadGuardedEditor",
+        "05_edit_head",
+        ("head_margin", "head_keep_margin", "head_keep_weight", "head_weight_ridge"),
+        "ablation: head_guarded with a weight-space ridge ‖Θ − Θ0‖² (head_weight_ridge, scaled "
+        "like the pull) in place of its logit pull: what the pull in the data's directions buys",
+        fixed={"head_keep_pull": 0.0},
+        grid={"head_weight_ridge": [3.0, 10.0, 30.0], "head_margin": [0.5, 1.0]},
     )
 )
 register(

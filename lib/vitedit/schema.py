@@ -635,6 +635,15 @@ SCHEMA: dict[str, Param] = {
             "head_guarded: weight of the statistics samples' mean squared logit change (per error)",
             check=_non_negative,
         ),
+        Param(
+            "head_weight_ridge",
+            10.0,  # head_keep_pull's default: the same scale (the ablation's grid: 3 / 10 / 30)
+            "float",
+            "head",
+            "head_guarded_weight_ridge (ablation): weight of the ridge on the head's weights in place "
+            "of the logit pull (per error, times tr(C0)/(d+1))",
+            check=_non_negative,
+        ),
         # --- evaluation and baselines --------------------------------------------------------
         Param(
             "bootstrap_samples",

@@ -30,7 +30,10 @@ class HeadGuardedEditor(HeadEditor):
     behind ``head_keep_pull``'s default, see ``params/base.yaml``). ``head_keep_pull`` adds the
     ridge term of ``head_closed_form`` (the mean squared change of the statistics samples' logits,
     per error): a small change everywhere in the data's directions, which is what carries over to
-    samples the guard never saw. ``ρ = 1e-4 · tr(C0)/(d+1)`` only makes the solution unique.
+    samples the guard never saw. ``ρ = 1e-4 · tr(C0)/(d+1)`` only makes the solution unique. Its
+    ablation ``head_guarded_weight_ridge`` replaces the pull by a weight-space ridge of the same
+    scale (``head_weight_ridge``): whether the pull's preference for the data's directions is what
+    carries over.
     Squared hinges (smooth), solved by L-BFGS in float64 on the CPU: deterministic, milliseconds.
     """
 
@@ -44,9 +47,14 @@ class HeadGuardedEditor(HeadEditor):
         head_keep_margin: float,
         head_keep_weight: float,
         head_keep_pull: float,
+        head_weight_ridge: float,
     ):
         self.head_margin, self.head_keep_margin = head_margin, head_keep_margin
         self.head_keep_weight, self.head_keep_pull = head_keep_weight, head_keep_pull
+        # the ablation head_guarded_weight_ridge: ``head_weight_ridge · n_errors · tr(C0)/(d+1) ·
+        # ‖Θ − Θ0‖²`` in place of the pull, i.e. the pull with C0 replaced by its isotropic
+        # average (the same scale, no preference for the data's directions)
+        self.head_weight_ridge = head_weight_ridge
 
     def solve(self, theta0: torch.Tensor, feats: HeadFeatures, data: EditData) -> HeadUpdate:
         theta, info = self.optimise(theta0, feats.stats_keys, feats.error_keys, data.targets)
@@ -80,7 +88,8 @@ class HeadGuardedEditor(HeadEditor):
         keep_mask[rows, pred] = False
         err_mask = torch.ones(len(xe), z0.shape[1], dtype=torch.bool)
         err_mask[torch.arange(len(xe)), y] = False
-        rho = self.RHO * float((x**2).sum() / len(x)) / x.shape[1]
+        iso = float((x**2).sum() / len(x)) / x.shape[1]  # tr(C0) / (d + 1)
+        rho = self.RHO * iso + self.head_weight_ridge * len(xe) * iso
         theta = theta0.clone().requires_grad_(True)
 
         def loss_fn():
