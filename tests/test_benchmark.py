@@ -29,6 +29,7 @@ from conftest import ROOT
 SPEC = ROOT / "params" / "sweeps" / "benchmark.yaml"
 ORIGINAL_MEDMNIST = set(datasets.ORIGINAL_MEDMNIST)
 SHARED = ROOT.parent / "shared" / "data"
+SEEDS = {"bloodmnist": 5, "retinamnist": 3, "organamnist": 2}  # confirmation seeds, at least
 
 
 def test_benchmark_spec_covers_every_method_and_dataset_with_a_strength_grid():
@@ -36,7 +37,10 @@ def test_benchmark_spec_covers_every_method_and_dataset_with_a_strength_grid():
     aliases = baseline_aliases()
     run = set(spec["methods"]) | {aliases[b] for b in spec["baselines"]}
     assert run == set(methods.names()), set(methods.names()) - run
-    assert set(spec["baselines"]) == {"retrain", "finetune"}
+    assert set(spec["baselines"]) == set(aliases)  # every baseline, the replay one included
+    # design seeds and, on the three datasets here, fresh seeds that chose nothing (issue 27)
+    fresh = {d: set(spec["per_dataset"][d]["seeds"]) - set(evidence.DESIGN_SEEDS) for d in SEEDS}
+    assert all(len(fresh[d]) >= n for d, n in SEEDS.items()), fresh
     assert ORIGINAL_MEDMNIST | set(datasets.LIVER_VARIANTS) <= set(spec["datasets"])
     assert set(benchmark.RESNET18_28) == ORIGINAL_MEDMNIST  # the reference beside each base model
     for m in methods.names():

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .. import clihelp, datasets, executors, paths, report
+from .. import clihelp, datasets, executors, methods, paths, report
 from .. import params as params_mod
 from ..runs import RunFolder
 from .collect import collect
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--baselines",
         nargs="+",
-        choices=["retrain", "finetune"],
+        choices=[m.alias for m in methods.REGISTRY.values() if m.alias],  # the registry's
         help="run only these baselines (overrides the spec)",
     )
     r.add_argument("--baseline-epochs", type=int, help="epochs of both baselines (default: spec)")
