@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from vitedit import benchmark, budget, datasets, evidence, methods, params, runs
+from vitedit import benchmark, budget, datasets, evidence, keyenergy, methods, params, runs
 from vitedit.sweep import expand
 from vitedit.sweep.keys import content_key, prep_key, relevant_keys
 from vitedit.sweep.spec import (
@@ -422,13 +422,13 @@ def test_key_energy_reads_every_null_space_edit_and_skips_older_records(tmp_path
         ),
         run("m", "memit", {"L5.fc2": li}),  # not a null-space method
     ]
-    ke = benchmark.key_energy(pd.DataFrame(rows))
+    ke = keyenergy.key_energy(pd.DataFrame(rows))
     assert len(ke) == 2
     a = ke[ke.method == "alphaedit"].iloc[0]
     assert a.runs == 2 and a.error_energy_editable == pytest.approx(0.3) and a.layer == "L5.fc2"
     hd = ke[ke.method == "head_nullspace"].iloc[0]
     assert hd.threshold == 1e-2 and hd.preserved_energy_editable == pytest.approx(0.001)
-    assert benchmark.key_energy(pd.DataFrame()).empty
+    assert keyenergy.key_energy(pd.DataFrame()).empty
 
 
 def test_a_group_run_on_fewer_seeds_is_judged_on_its_own_seeds():

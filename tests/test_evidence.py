@@ -173,9 +173,24 @@ def test_figures_pool_counts_over_the_reported_seeds():
     assert a.generalisation == pytest.approx(0.1) and a.test_regression == pytest.approx(5 / 900)
     assert a.pair_generalisation == pytest.approx(0.3) and a.train_regression == 0
     assert a.test_delta == pytest.approx(0.001)
+    assert a.test_broken_per_fix == pytest.approx(10 / 36)  # 5 Test samples broken per seed
     assert list(evidence.FIGURES)[:4] == [
         "generalisation",
         "pair_generalisation",
         "test_regression",
         "val_regression",
     ]
+
+
+def test_sliced_scan_datasets_are_read_as_a_distribution_shift_and_their_p_values_qualified():
+    from vitedit import benchmark
+
+    (note,) = evidence.dataset_notes(["organamnist", "bloodmnist", "organamnist"])
+    assert note.startswith("organamnist:") and "distribution-shift" in note
+    assert "McNemar" in note and "not" in note
+    s = loso_summary().assign(dataset="organamnist")
+    said = benchmark.report_warnings(s, pd.DataFrame())
+    assert any("distribution-shift" in w for w in said)
+    assert not any(
+        "distribution-shift" in w for w in benchmark.report_warnings(loso_summary(), pd.DataFrame())
+    )

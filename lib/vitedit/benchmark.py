@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import budget, evidence, methods
+from . import budget, evidence, keyenergy, methods
 from .sweep.report import BENCHMARK_NOTEBOOK as REPORT_NOTEBOOK  # noqa: F401 (rendered by the sweep)
 from .sweep.report import report_context
 
@@ -200,6 +200,7 @@ def evidence_table(fig: pd.DataFrame) -> pd.DataFrame:
         for name, (_, _, label) in evidence.FIGURES.items():
             row[label] = _ci_cell(r[name], r[f"{name}_low"], r[f"{name}_high"])
         row["net Test change"] = _ci_cell(r.test_delta, r.test_delta_low, r.test_delta_high)
+        row["Test samples broken per fixed error"] = _fmt(r.get("test_broken_per_fix"), ".2f")
         row["costs nothing on Test?"] = r.test_delta_equivalence
         row["settings"] = r.settings
         rows.append(row)
@@ -273,6 +274,7 @@ def report_warnings(summary: pd.DataFrame, points: pd.DataFrame) -> list[str]:
             f"({', '.join(sorted(set(bad.status)))}): the figures rest on the others; see 'Every "
             "run' below"
         )
+    out += evidence.dataset_notes(summary.dataset)
     one_seed = [d for d, g in summary.groupby("dataset") if g.seed.nunique() < 2]
     if one_seed:
         out.append(
@@ -287,81 +289,6 @@ def report_warnings(summary: pd.DataFrame, points: pd.DataFrame) -> list[str]:
             for t in texts:
                 out.append(f"{r['dataset']}, at <= {float(r['budget']):.0%} regression: {t}")
     return out
-
-
-def null_space_methods() -> dict[str, str]:
-    """The null-space methods and the parameter that sets their preserved subspace (registry)."""
-    return {m.name: m.null_space_key for m in methods.REGISTRY.values() if m.null_space_key}
-
-
-def key_energy(summary: pd.DataFrame) -> pd.DataFrame:
-    """Where the edited errors' keys lie, per dataset, null-space method, threshold and edited layer.
-
-    A null-space edit can only act on the part of a key in the range of its projection ``P`` (the
-    directions the preserved keys barely use). ``error_energy_editable`` is the mean share of an
-    edited error's key energy in that range (recorded by the editor as
-    ``error_key_energy_outside``); ``preserved_energy_editable`` the same share for the preserved
-    keys (head edits record it). ``kept_dim`` of ``dim`` directions are editable. Means over every
-    finished run of the setting (seeds and L2 values: the energy depends on P and the keys only).
-    """
-    cols = [
-        "dataset",
-        "method",
-        "threshold",
-        "layer",
-        "runs",
-        "kept_dim",
-        "dim",
-        "error_energy_editable",
-        "preserved_energy_editable",
-    ]
-    if not len(summary) or "run_dir" not in summary:
-        return pd.DataFrame(columns=cols)
-    key_of = null_space_methods()
-    ok = summary[(summary.status == "ok") & summary.method.isin(list(key_of))]
-    rows = []
-    for _, r in ok.iterrows():
-        f = Path(str(r.run_dir)) / "edits" / f"{r.method}.json"
-        if not f.is_file():
-            continue
-        rec = json.loads(f.read_text())
-        info = rec.get("info") or {}
-        for layer, li in (rec.get("layer_info") or {}).items():
-            err = li.get("error_key_energy_outside", info.get("error_key_energy_outside"))
-            if err is None:  # recorded since the editors report it; older runs lack it
-                continue
-            pres = li.get("preserved_key_energy_outside", info.get("preserved_key_energy_outside"))
-            rows.append(
-                {
-                    "dataset": r.dataset,
-                    "method": r.method,
-                    # the edit's own record: the summary lists only the searched parameters
-                    "threshold": float(
-                        (rec.get("settings") or {}).get(key_of[r.method], r.get(key_of[r.method]))
-                    ),
-                    "layer": layer,
-                    "kept_dim": li.get("kept_dim", np.nan),
-                    "dim": li.get("dim", np.nan),
-                    "error_energy_editable": float(err),
-                    "preserved_energy_editable": np.nan if pres is None else float(pres),
-                }
-            )
-    if not rows:
-        return pd.DataFrame(columns=cols)
-    df = pd.DataFrame(rows)
-    keys = ["dataset", "method", "threshold", "layer"]
-    out = (
-        df.groupby(keys, sort=True, dropna=False)
-        .agg(
-            runs=("error_energy_editable", "size"),
-            kept_dim=("kept_dim", "mean"),
-            dim=("dim", "first"),
-            error_energy_editable=("error_energy_editable", "mean"),
-            preserved_energy_editable=("preserved_energy_editable", "mean"),
-        )
-        .reset_index()
-    )
-    return out[cols]
 
 
 def run_links(summary: pd.DataFrame, sweep_dir: str | Path) -> str:
@@ -395,5 +322,5 @@ def context(sweep_dir: str | Path) -> dict:
         "headline": headline(points) if len(points) else pd.DataFrame(),
         "times": times(summary, points) if len(points) else pd.DataFrame(),
         "findings": findings(fig, win, base) if len(fig) else {},
-        "key_energy": key_energy(summary),
+        "key_energy": keyenergy.key_energy(summary),
     }

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import budget
+from .datasets.core import SLICED_SCANS
 from .paired import mcnemar_exact
 
 # chose the defaults, grids and recipes (issue 27): their figures are design figures, reported by
@@ -204,12 +205,28 @@ def figures(oos: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
             pd.to_numeric(done.get(c, pd.Series(dtype=float)), errors="coerce")
             for c in ("test_wrong_to_correct", "test_correct_to_wrong", "test_total")
         )
+        fixed = pd.to_numeric(done.get("edit_num_fixed", pd.Series(dtype=float)), errors="coerce")
+        # damage per fixed error: Test samples broken for each edited error fixed (pooled)
+        row["test_broken_per_fix"] = float(lost.sum() / fixed.sum()) if fixed.sum() > 0 else np.nan
         d = cluster_delta(gained, lost, total, n_boot) if len(done) else cluster_delta([], [], [])
         row["test_delta"] = d["delta"]
         row["test_delta_low"], row["test_delta_high"] = d["ci95"]
         row["test_delta_equivalence"] = equivalence(d["ci90"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def dataset_notes(datasets: Sequence[str]) -> list[str]:
+    """What a reader must know before reading a dataset's figures, in words."""
+    return [
+        f"{d}: slices of 3D CT scans, with train / val and Test from different scans. Read it as a "
+        "distribution-shift case: a regression budget measured on FT-Val or FT-Train does not "
+        "bound the damage on Test (see its Test regression rate and Test samples broken per fixed "
+        "error), and every McNemar p-value on it treats slices of one scan as independent, which "
+        "they are not (too small)"
+        for d in sorted(set(datasets))
+        if d in SLICED_SCANS
+    ]
 
 
 def holm(p: Sequence[float]) -> np.ndarray:

@@ -27,6 +27,12 @@ ORIGINAL_MEDMNIST = (
 )
 
 
+# MedMNIST sets made of slices of 3D CT scans (MedMNIST v2, Yang et al. 2023): several slices come
+# from one scan, so samples are not independent, and train / val and test come from different
+# scans, so Test is shifted from the sets a regression budget is measured on (FT-Val, FT-Train)
+SLICED_SCANS = ("organamnist", "organcmnist", "organsmnist")
+
+
 LIVER_VARIANTS = {
     # name: (label names, mapping from the 4 raw stages F0, F1, F2, F3-F4)
     "liver4": (["F0", "F1", "F2", "F3-F4"], [0, 1, 2, 3]),
