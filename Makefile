@@ -3,6 +3,8 @@
 # make test   - set everything up and run the test suite
 # make sweep  - run (or resume) a parameter sweep: make sweep SPEC=params/sweeps/retinamnist_edit.yaml ARGS="--parallel 2"
 # make benchmark - the cross-dataset benchmark over every dataset found locally (ARGS="--download" for all six)
+# make publish - copy the benchmark's tables, page and provenance into reports/benchmark/ (tracked)
+#                and regenerate the README's numbers from them: make publish SWEEP=reports/sweeps/benchmark
 # make lab    - open the notebooks in JupyterLab (adds --allow-root when run as root)
 # make lint   - ruff check + ruff format --check (code and notebooks); `make format` fixes the format
 # make strip  - clear the notebooks' outputs before a commit (they are the source, committed clean)
@@ -17,8 +19,9 @@ TORCH_INDEX ?=
 SHARED_DIR := ../shared/data
 SHARED_FILES := retinamnist.npz bloodmnist.npz organamnist.npz
 
-.PHONY: setup browser smoke study sweep benchmark test lab lint format strip clean-runs
+.PHONY: setup browser smoke study sweep benchmark publish test lab lint format strip clean-runs
 SPEC ?= params/sweeps/retinamnist_edit.yaml
+SWEEP ?= reports/sweeps/benchmark
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -63,6 +66,9 @@ sweep: setup
 
 benchmark: setup
 	$(BIN)/vitedit-sweep run params/sweeps/benchmark.yaml --parallel 2 $(ARGS)
+
+publish: setup
+	$(BIN)/python -m vitedit.publish $(SWEEP)
 
 # the suite's files spread over TEST_WORKERS processes (pytest-xdist; a file's tests stay in one
 # process, so its module fixtures are built once); TEST_WORKERS=0 runs everything in this process

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from vitedit import benchmark, budget, datasets, evidence, keyenergy, methods, params, runs
+from vitedit import benchmark, budget, datasets, evidence, keyenergy, methods, params, publish, runs
 from vitedit.sweep import expand
 from vitedit.sweep.keys import content_key, prep_key, relevant_keys
 from vitedit.sweep.spec import (
@@ -309,6 +309,17 @@ def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(
     assert set(ke.dataset) == {"retinamnist", "bloodmnist"} and set(ke.method) == {"alphaedit"}
     assert ke.error_energy_editable.between(0, 1 + 1e-9).all()
     assert "Where the errors" in page
+    # published: tables, page and provenance copied, the README's numbers regenerated from them
+    readme = sw.parent / "README.md"
+    readme.write_text(f"{publish.README_START}\n{publish.README_END}\n")
+    out = publish.publish(sw, sw.parent / "published", readme)
+    assert {f.name for f in out.iterdir()} >= {*publish.TABLES, "benchmark.html", "provenance.json"}
+    prov = json.loads((out / "provenance.json").read_text())
+    (inv,) = prov["invocations"]
+    assert "benchmark" in inv["command"] and len(inv["load_before"]) == 3 and inv["seconds"] > 0
+    assert prov["phases"]["base training, minutes (sum over datasets x seeds)"] > 0
+    assert publish.readme_numbers(readme) == publish.readme_block(out)
+    assert "| retinamnist |" in publish.readme_numbers(readme)
 
 
 def _summary(old: bool) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,10 @@ def wait_for_writers(folders: Sequence[Path], seconds: float = 30.0, poll: float
                 f"process: {busy[0]} by {holder(busy[0])}; stop it (or wait), then resume"
             )
         time.sleep(poll)
+
+
+def _load() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def _busy(folder: Path) -> bool:
@@ -188,7 +193,7 @@ def run_sweep(
 ) -> dict:
     """Run the shared stages, then the experiments; record every failure; log the invocation."""
     lock = lock_sweep(sweep_dir)
-    t0 = time.perf_counter()
+    t0, started, load_before = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S"), _load()
     preps = {e.prep.id: e.prep for e in exps}
     try:  # a killed sweep's workers: waited for, or refused, before anything is written
         wait_for_writers(
@@ -256,7 +261,13 @@ def run_sweep(
     history = json.loads(log_file.read_text()) if log_file.is_file() else []
     history.append(
         {
+            "started": started,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            # what the published benchmark's provenance reads (vitedit.publish)
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "cpus": os.cpu_count(),
+            "load_before": load_before,  # 1, 5, 15-minute load averages
+            "load_after": _load(),
             "executor": getattr(executor, "name", "?"),
             "workers": getattr(executor, "workers", None),
             "experiments": len(exps),

@@ -1,0 +1,101 @@
+"""The published benchmark folder and the README numbers generated from it (vitedit.publish)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from vitedit import evidence, publish
+
+from conftest import ROOT
+
+
+def _evidence_csv(folder):
+    rows = []
+    for seed in (42, 43, 44, 45):
+        for method, fixed in (("a", 18), ("b", 4)):
+            rows.append(
+                dict(
+                    dataset="bloodmnist",
+                    method=method,
+                    config_id=method + "1",
+                    seed=seed,
+                    status="ok",
+                    index=0,
+                    edit_fix_ratio=fixed / 20,
+                    edit_num_fixed=fixed,
+                    edit_total_wrong=20,
+                    edit_fixed_mask="y" * fixed + "n" * (20 - fixed),
+                    edit_errors_digest=str(seed),
+                    ed_rest_errors=50,
+                    ed_rest_wrong_to_correct=fixed // 2,
+                    val_regression_rate=0.0,
+                    test_total=1000,
+                    test_correct_before=900,
+                    test_correct_to_wrong=3,
+                    test_wrong_to_correct=4,
+                )
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in evidence.tables(pd.DataFrame(rows)).items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+
+
+def test_the_readme_block_is_generated_from_the_published_tables(tmp_path):
+    assert publish.readme_block(tmp_path / "none") == publish.NOT_YET
+    _evidence_csv(tmp_path / "pub")
+    block = publish.readme_block(tmp_path / "pub")
+    lines = [x for x in block.splitlines() if x.startswith("| bloodmnist")]
+    # the confirmation seed (45) where there is one, chosen on the design seeds
+    assert len(lines) == 2 and all("| confirmation 45 |" in x for x in lines)
+    a = next(x for x in lines if "| a |" in x)
+    assert "| 0.18 [" in a and "| 0.90 [" in a  # 9 of 50 unedited errors; 18 of 20 edited
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{publish.README_START}\nold\n{publish.README_END}\nrest\n")
+    publish.update_readme(readme, block)
+    assert publish.readme_numbers(readme) == block
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("rest\n")
+    with pytest.raises(publish.PublishError, match="no .* block"):
+        publish.update_readme(tmp_path / "pub" / "evidence.csv", block)
+
+
+def test_the_readmes_numbers_are_what_the_published_tables_say():
+    """Edit a figure in the README, or republish without regenerating it, and this fails."""
+    readme = ROOT / "README.md"
+    assert publish.README_START in readme.read_text()
+    assert publish.readme_numbers(readme) == publish.readme_block(ROOT / "reports" / "benchmark")
+
+
+def test_a_sweep_without_its_tables_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "evidence.csv").write_text("x\n")
+    with pytest.raises(publish.PublishError, match="no evidence_pairs.csv.*collect"):
+        publish.publish(tmp_path / "sw", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_provenance_reads_the_sweeps_own_records(tmp_path):
+    log = [
+        {
+            "command": "vitedit-sweep run params/sweeps/benchmark.yaml --parallel 2",
+            "started": "2026-12-03T10:00:00",
+            "finished": "2026-12-03T11:00:00",
+            "load_before": [0.1, 0.2, 0.3],
+            "load_after": [2.0, 2.0, 1.9],
+            "shared_seconds": 600.0,
+            "experiments_seconds": 3000.0,
+            "seconds": 3600.0,
+        }
+    ]
+    (tmp_path / "sweep_log.json").write_text(json.dumps(log))
+    summary = pd.DataFrame(
+        {"method": ["a", "a", "b"], "status": ["ok"] * 3, "job_seconds": [1.0, 2.0, 5.0]}
+    )
+    shared = pd.DataFrame({"train_minutes": [10.0, 12.5]})
+    p = publish.provenance(tmp_path, summary, shared)
+    (inv,) = p["invocations"]
+    assert inv["command"].startswith("vitedit-sweep run") and inv["load_before"] == [0.1, 0.2, 0.3]
+    assert p["wall_seconds"] == 3600.0 and p["machine"]["cpus"] > 0
+    assert p["phases"]["experiments, job-seconds per method"] == {"a": 3.0, "b": 5.0}
+    assert p["phases"]["base training, minutes (sum over datasets x seeds)"] == 22.5
+    assert len(p["commit"]) == 40
