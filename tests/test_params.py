@@ -151,6 +151,24 @@ def test_collect_takes_only_names_defined_after_the_marker():
         nb.start("02_train", ns, before)
 
 
+def test_a_notebook_reads_its_parameters_at_the_first_start_and_only_those_when_run_again():
+    """The notebooks call nb.start(stage, globals()) right after their parameters cell: the first
+    call takes every plain name (a mistyped one is an error); run again in the same kernel it
+    ignores the notebook's own variables but still refuses a new, mistyped parameter."""
+    from vitedit import nb
+
+    ns = {"nb": nb, "In": [], "_": None, "dataset": "retinamnist", "epochs": 3, "run_dir": None}
+    assert nb.collect(ns) == {"dataset": "retinamnist", "epochs": 3, "run_dir": None}
+    ns.update({"P": {"epochs": 3}, "n": 7, "acc": 0.5, "epochs": 4})  # the notebook ran on
+    assert nb.collect(ns) == {"dataset": "retinamnist", "epochs": 4, "run_dir": None}
+    ns["epoch"] = 5  # typed anew in the parameters cell, then run again
+    with pytest.raises(ParamError, match="'epoch'.*did you mean 'epochs'"):
+        nb.collect(ns)
+    fresh = {"nb": nb, "sede": 1, "run_dir": None}  # papermill injected a mistyped name
+    with pytest.raises(ParamError, match="sede"):
+        nb.start("01_split", fresh)
+
+
 def test_a_params_file_fills_what_the_other_parameters_leave_at_their_default():
     from vitedit import nb
 

@@ -2,16 +2,24 @@
 
 Usage in a notebook::
 
-    from vitedit import nb
-    _before = set(globals())
-    # --- cell tagged "parameters" ---
+    # --- cell tagged "parameters": the few this notebook is about ---
+    dataset = "retinamnist"
     seed = 42
-    # --- papermill's injected cell ---
-    run = nb.start("01_split", globals(), _before)
+    params_file = None  # the rest: the run folder's parameters, or this YAML file
+    # --- (papermill's injected cell) ---
+    from vitedit import nb
+
+    run = nb.start("02_train", globals())  # the parameters above, checked against the schema
+
+``nb.start`` reads what the kernel holds when it is first called: every plain name defined so far
+is a parameter (an unknown one is an error naming its closest match). Run again in the same kernel
+(JupyterLab), it reads the names it read then and the schema's keys, and still refuses a new name
+that looks like a mistyped parameter.
 """
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,18 +84,36 @@ def _owned_param_stages(stage: str) -> set[str]:
     return {STAGES[s] for s in upto} | {"run"}
 
 
-def collect(ns: Mapping[str, Any], before: set[str]) -> dict[str, Any]:
-    """Parameters defined after ``before`` was taken (parameters cell + papermill's injection)."""
-    ignore = {"In", "Out", "exit", "quit", "get_ipython"}
-    return {
-        k: v
-        for k, v in ns.items()
-        if k not in before
-        and not k.startswith("_")
-        and k not in ignore
-        and not callable(v)
-        and type(v).__name__ != "module"
-    }
+_IGNORE = {"In", "Out", "exit", "quit", "get_ipython"}
+# per kernel namespace: the names nb.start read the first time it was called there
+_FIRST: dict[int, set[str]] = {}
+
+
+def _candidate(k: str, v: Any) -> bool:
+    return not (k.startswith("_") or k in _IGNORE or callable(v) or type(v).__name__ == "module")
+
+
+def collect(ns: Mapping[str, Any], before: set[str] | None = None) -> dict[str, Any]:
+    """The parameters in a notebook's namespace: names defined after ``before`` was taken, or
+    (``before`` None) every plain name at the first call in this namespace, then those names and
+    the schema's keys at a later call (the notebook's own variables are not parameters)."""
+    if before is not None:
+        return {k: v for k, v in ns.items() if k not in before and _candidate(k, v)}
+    first = _FIRST.setdefault(id(ns), {k for k, v in ns.items() if _candidate(k, v)})
+    known = set(params_mod.SCHEMA) | {PARAMS_FILE, "run_dir"}
+    out = {}
+    for k, v in ns.items():
+        if not _candidate(k, v):
+            continue
+        if k in first or k in known:
+            out[k] = v
+        elif isinstance(v, str | int | float | bool | list | tuple | type(None)):
+            close = difflib.get_close_matches(k, known, n=1, cutoff=0.8)
+            if close:  # a parameter typed anew in the cell and run again
+                raise params_mod.ParamError(
+                    f"unknown parameter '{k}' in the notebook; did you mean '{close[0]}'?"
+                )
+    return out
 
 
 # a notebook parameter outside the schema: YAML parameter file(s) read like the CLI's --params, so
@@ -112,7 +138,7 @@ def from_params_file(given: dict[str, Any]) -> dict[str, Any]:
     return {**given, **{k: from_files[k] for k in keys if from_files[k] != defaults.get(k)}}
 
 
-def start(stage: str, ns: Mapping[str, Any], before: set[str]) -> Run:
+def start(stage: str, ns: Mapping[str, Any], before: set[str] | None = None) -> Run:
     """Validate this notebook's parameters (unknown keys are errors) and resolve its run folder.
 
     Parameters come from the schema's defaults, then the run folder's ``params.yaml`` (when the
