@@ -56,6 +56,18 @@ def test_benchmark_spec_covers_every_method_and_dataset_with_a_strength_grid():
         assert Path(f).name == f"{d}.yaml" and Path(f).is_file()
 
 
+def test_seeds_on_the_command_line_replace_every_datasets_seeds():
+    from vitedit.sweep.blocks import override_seeds
+
+    spec = load_spec(SPEC)
+    assert len(spec["per_dataset"]["bloodmnist"]["seeds"]) > 1
+    override_seeds(spec, [7])
+    checked = check_spec(spec)
+    assert checked["seeds"] == [7]
+    assert all(not b["seeds"] for b in checked["per_dataset"].values())
+    assert checked["per_dataset"]["bloodmnist"]["params"]  # the rest of a block stays
+
+
 def _args(**kw):
     return Namespace(**{"datasets": None, "download": False, "liver_dir": None, **kw})
 

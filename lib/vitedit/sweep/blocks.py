@@ -64,6 +64,15 @@ def check_datasets(spec: Mapping[str, Any], grid: Mapping[str, Any]) -> tuple[li
     return ds_list, out
 
 
+def override_seeds(spec: dict, seeds: list) -> None:
+    """``--seeds``: these seeds for every dataset, over the spec's and its per-dataset seeds."""
+    spec["seeds"] = list(seeds)
+    spec["per_dataset"] = {
+        d: {k: v for k, v in (b or {}).items() if k != "seeds"}
+        for d, b in (spec.get("per_dataset") or {}).items()
+    }
+
+
 def restrict_datasets(spec: dict, args: argparse.Namespace) -> dict:
     """A benchmark spec runs the datasets that ``--datasets`` names (default: all of its list) and
     that can be had: a MedMNIST file found locally (any with ``--download``), a liver set when

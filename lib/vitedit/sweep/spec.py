@@ -12,7 +12,7 @@ from .. import methods as methods_mod
 from .. import params as params_mod
 from .. import paths
 from ..columns import SELECTION_METRICS
-from .blocks import SweepError, as_list, check_datasets, restrict_datasets
+from .blocks import SweepError, as_list, check_datasets, override_seeds, restrict_datasets
 from .keys import LAYER_CHOICE, relevant_keys
 
 SWEEPS_DIR = "reports/sweeps"
@@ -258,7 +258,7 @@ def spec_from_args(args: argparse.Namespace) -> dict:
         grid[k.strip()] = vals
     spec["grid"] = grid
     if args.seeds:
-        spec["seeds"] = args.seeds
+        override_seeds(spec, args.seeds)
     if args.methods:
         spec["methods"] = args.methods
     baselines = getattr(args, "baselines", None)
