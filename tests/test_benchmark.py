@@ -328,7 +328,8 @@ def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(
     assert {f.name for f in out.iterdir()} >= {*publish.TABLES, "benchmark.html", "provenance.json"}
     prov = json.loads((out / "provenance.json").read_text())
     (inv,) = prov["invocations"]
-    assert "benchmark" in inv["command"] and len(inv["load_before"]) == 3 and inv["seconds"] > 0
+    assert inv["command"].startswith("vitedit-sweep run ") and "bench.yaml" in inv["command"]
+    assert len(inv["load_before"]) == 3 and inv["seconds"] > 0
     assert prov["phases"]["base training, minutes (sum over datasets x seeds)"] > 0
     assert publish.readme_numbers(readme) == publish.readme_block(out)
     assert "| retinamnist |" in publish.readme_numbers(readme)
