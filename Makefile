@@ -1,4 +1,4 @@
-# make smoke  - first try: the whole study (01-07) on RetinaMNIST with a tiny model (a few minutes)
+# make smoke  - first try: the whole study (01-07) on BloodMNIST with a small model (about 3 minutes)
 # make study  - set everything up and run the default study (RetinaMNIST); prints the report path
 # make test   - set everything up and run the test suite
 # make sweep  - run (or resume) a parameter sweep: make sweep SPEC=params/sweeps/retinamnist_edit.yaml ARGS="--parallel 2"
@@ -56,7 +56,7 @@ browser:
 	else echo "no Chromium: the browser check will skip; install it with: sudo apt-get install chromium"; fi
 
 smoke: setup
-	$(BIN)/vitedit --stage full --params params/base.yaml --params params/tiny.yaml --set progress=true --run-name smoke --timestamp --download $(ARGS)
+	$(BIN)/vitedit --stage full --params params/base.yaml --params params/first_run.yaml --set progress=true --run-name smoke --timestamp --download $(ARGS)
 
 study: setup
 	$(BIN)/vitedit --stage full --params params/base.yaml --params params/retinamnist.yaml --download $(ARGS)
