@@ -216,7 +216,7 @@ def headline(points: pd.DataFrame) -> pd.DataFrame:
         key = (*(r[k] for k in keys), r.method)
         b = f"{r.budget:.0%}"
         out.setdefault(key, {})[f"fix rate @ <= {b}"] = cell(r, FIX)
-        out[key][f"held-out regression @ <= {b}"] = cell(r, "proj_regression_rate")
+        out[key][f"training-set regression @ <= {b}"] = cell(r, "proj_regression_rate")
         out[key][f"Test delta @ <= {b}"] = cell(r, "test_acc_delta")
     df = pd.DataFrame.from_dict(out, orient="index")
     df.index.names = [*keys, "method"]

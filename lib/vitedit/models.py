@@ -55,7 +55,7 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
             "vit_small_patch16_224",
             28,
             dict(img_size=28, patch_size=7, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0),
-            description="tests only: 4 blocks, width 32, patch 7 on 28x28",
+            description="tests and the first run: 4 blocks, width 32, patch 7 on 28x28",
         ),
         ModelConfig(
             "vit_base_patch16_224",

@@ -152,7 +152,8 @@ def console_summary(run_dir: Path) -> list[str]:
     def pct(v) -> str:
         return "-" if v is None else f"{v:.1%}"
 
-    lines = [f"{'method':<20} {'fixed':>9} {'FT-Val regr.':>12} {'Test Δ':>8} {'warnings':>8}"]
+    w = max([20, *map(len, rows)])  # the longest method name sets the column
+    lines = [f"{'method':<{w}} {'fixed':>9} {'FT-Val regr.':>12} {'Test Δ':>8} {'warnings':>8}"]
     for name, m in rows.items():
         fixed = (
             f"{int(m['edit_num_fixed'])}/{int(m['edit_total_wrong'])}"
@@ -161,7 +162,7 @@ def console_summary(run_dir: Path) -> list[str]:
         )
         delta = m.get("test_acc_delta")
         lines.append(
-            f"{name:<20} {fixed:>9} {pct(m.get('val_regression_rate')):>12} "
+            f"{name:<{w}} {fixed:>9} {pct(m.get('val_regression_rate')):>12} "
             f"{'-' if delta is None else f'{delta:+.3f}':>8} {len(found.get(name, [])):>8}"
         )
     return lines + [f"WARNING {w}" for w in alerts.grouped(found)]
@@ -176,7 +177,7 @@ def warnings_html(warnings: list[str]) -> str:
 
 HEADLINE = {  # metrics.json column -> its label in the run index (the full table: metrics.json)
     "edit_fix_ratio": "fixed (edited errors)",
-    "proj_regression_rate": "held-out regression",
+    "proj_regression_rate": "training-set regression",
     "test_acc_before": "Test before",
     "test_acc_after": "Test after",
     "test_acc_delta": "Test Δ",
