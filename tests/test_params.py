@@ -195,3 +195,20 @@ def test_notebooks_are_valid_nbformat_with_stable_cell_ids():
         )
         ids = [c.get("id") for c in nb.cells]
         assert all(ids) and len(set(ids)) == len(ids), f"{f.name}: cells need unique ids"
+
+
+def test_the_first_runs_strengths_are_points_of_its_design_sweep():
+    """make smoke runs params/first_run.yaml: every strength it sets is a point of the grid that
+    params/sweeps/first_run.yaml searched on FT-Val for its model (where its comments come from)."""
+    import yaml
+
+    first = params.read_mapping(ROOT / "params" / "first_run.yaml")
+    params.resolve(first)  # every key a parameter, every value valid
+    assert first["dataset"] == "bloodmnist"  # real data, fetchable with --download
+    assert "params/first_run.yaml" in (ROOT / "Makefile").read_text()
+    sweep = yaml.safe_load((ROOT / "params" / "sweeps" / "first_run.yaml").read_text())
+    grids = {k: v for g in sweep["method_grids"].values() for k, v in g.items()}
+    searched = [k for k in first if k in grids]
+    assert len(searched) >= 8, searched
+    for k in searched:
+        assert first[k] in grids[k], (k, first[k], grids[k])
