@@ -151,13 +151,15 @@ def test_new_parameters_at_their_default_keep_earlier_results_reused():
     assert pair["edit_selection"] == "pair"
 
 
-def _seed_summary(fix_c=17):
-    """Methods a (18 of 20 fixed), b (4) and c (``fix_c``) on design seeds 42-44 and fresh seeds
-    45-46, the same errors per seed, first and pair modes; c loses Test accuracy."""
+def _seed_summary(fix_c=None):
+    """Methods a (18 of 20 fixed), b (4) and c (``fix_c``; default 17 on odd seeds and 19 on even
+    ones: close to a, ahead on some seeds) on design seeds 42-44 and fresh seeds 45-49, the same
+    errors per seed, first and pair modes; c loses Test accuracy."""
     rows = []
     for sel in ("first", "pair"):
-        for seed in (42, 43, 44, 45, 46):
-            for method, fixed, lost in (("a", 18, 5), ("b", 4, 5), ("c", fix_c, 60)):
+        for seed in (42, 43, 44, 45, 46, 47, 48, 49):
+            c = fix_c if fix_c is not None else 17 if seed % 2 else 19
+            for method, fixed, lost in (("a", 18, 5), ("b", 4, 5), ("c", c, 60)):
                 rows.append(
                     dict(
                         dataset="d",
@@ -189,16 +191,17 @@ def test_a_winner_is_named_only_where_paired_tests_separate_it_out_of_selection(
     text = benchmark.findings(fig, win, base)
     assert set(text) == {"d / first", "d / pair"}  # judged apart: other errors
     first = text["d / first"]
-    assert "fresh (confirmation) seeds 45 46" in first
-    # a (36 of 40) against c (34 of 40): not separated, so no winner, whatever the rates say
+    assert "fresh (confirmation) seeds 45 46 47 48 49" in first
+    # a (18 of 20 per seed, 90 of 100) against c (19 or 17, 89 of 100): c is ahead on some seeds,
+    # so over seeds they are not separated: no winner
     assert "no winner: a has the highest figure but is not separated from c" in first
     assert "Test accuracy falls (interval below 0) at the 5 % point for c" in first
     # far apart: a is named, and only by the paired test
     text = benchmark.findings(*_fig_win(_seed_summary(fix_c=2)), base)["d / first"]
     assert "a fixes the most, and more than every other method" in text
     table = benchmark.evidence_table(fig)
-    assert set(table.seeds) == {"design 42 43 44", "confirmation 45 46"}
-    conf = table[table.seeds == "confirmation 45 46"]
+    assert set(table.seeds) == {"design 42 43 44", "confirmation 45 46 47 48 49"}
+    conf = table[table.seeds == "confirmation 45 46 47 48 49"]
     # generalisation first, then damage, the in-sample efficacy after them
     figures = [c for c in table.columns if c.startswith(("fix rate", "Test regr", "FT-Val"))]
     assert figures[0].startswith("fix rate on Edit-Discovery errors not edited")
@@ -329,6 +332,7 @@ def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(
     prov = json.loads((out / "provenance.json").read_text())
     (inv,) = prov["invocations"]
     assert inv["command"].startswith("vitedit-sweep run ") and "bench.yaml" in inv["command"]
+    assert len(inv["commit"].split("+")[0]) == 40  # the commit the sweep ran at
     assert len(inv["load_before"]) == 3 and inv["seconds"] > 0
     assert prov["phases"]["base training, minutes (sum over datasets x seeds)"] > 0
     assert publish.readme_numbers(readme) == publish.readme_block(out)

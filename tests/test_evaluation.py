@@ -240,6 +240,9 @@ def test_damage_counts_and_per_error_outcomes_agree_on_a_trained_model(setup):
     assert mask.count("y") == m["edit_num_fixed"]
     rest = m["ed_rest_fixed_mask"]
     assert len(rest) == m["ed_rest_errors"] and rest.count("y") == m["ed_rest_wrong_to_correct"]
+    ed = ev["levels"]["edit_discovery_set"]
+    assert m["ed_rest_correct_before"] + m["ed_rest_errors"] == ed["total"]
+    assert m["ed_rest_correct_to_wrong"] == ed["correct_to_wrong"]
     assert m["val_correct_to_wrong"] / m["val_correct_before"] == pytest.approx(
         m["val_regression_rate"]
     )

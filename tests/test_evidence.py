@@ -110,13 +110,15 @@ def test_cluster_intervals_stay_inside_zero_one_where_t_intervals_do_not():
     _, lo3, hi3 = evidence.cluster_rate(np.tile(k, 3), np.tile(n, 3))
     assert hi3 - lo3 < hi - lo
     r1, lo1, hi1 = evidence.cluster_rate([15], [30])
-    assert r1 == 0.5 and 0.3 < lo1 < 0.4 and 0.6 < hi1 < 0.7
+    assert r1 == 0.5 and 0.3 < lo1 < 0.37 and 0.63 < hi1 < 0.7  # ~ the binomial's 0.32-0.68
     assert np.isnan(evidence.cluster_rate([], [])[0])
 
 
 def test_costs_nothing_only_when_the_interval_is_inside_the_margin():
     big = evidence.cluster_delta([10] * 5, [10] * 5, [20000] * 5)
-    assert big["delta"] == 0 and evidence.equivalence(big["ci90"]).startswith("equivalent")
+    assert big["delta"] == 0 and evidence.equivalence(big["ci90"]).startswith(
+        "net change equivalent"
+    )
     small = evidence.cluster_delta([1, 0, 2], [2, 1, 1], [200, 200, 200])
     assert evidence.equivalence(small["ci90"]).startswith("not shown")
     lo, hi = small["ci95"]
@@ -131,37 +133,83 @@ def test_holm_matches_the_step_down_by_hand():
     assert adj[1] == pytest.approx(0.06) and np.isnan(adj[3])
 
 
-def _pair_summary(fix_b, digest_b="d"):
+def _pair_summary(fix_b, digest_b="d", fresh=(45, 46), fix_a=None):
+    """Methods a and b on the design seeds (one setting each) and on ``fresh`` seeds, the same 20
+    errors per seed; ``fix_a`` maps a fresh seed to a's fixed count (default 18)."""
     rows = []
-    for seed in (45, 46):
-        for s in (42, 43, 44):  # the design seeds choose (one setting each: a1, b1)
-            rows.append(_row("a", "a1", s, 0.9, 0.0))
-            rows.append(_row("b", "b1", s, 0.5, 0.0))
-        a = "y" * 18 + "n" * 2
+    for s in (42, 43, 44):  # the design seeds choose (one setting each: a1, b1)
+        rows.append(_row("a", "a1", s, 0.9, 0.0))
+        rows.append(_row("b", "b1", s, 0.5, 0.0))
+    for seed in fresh:
+        fa = (fix_a or {}).get(seed, 18)
+        a = "y" * fa + "n" * (20 - fa)
         b = "y" * fix_b + "n" * (20 - fix_b)
-        rows.append(_row("a", "a1", seed, 0.9, 0.0, mask=a))
+        rows.append(_row("a", "a1", seed, fa / 20, 0.0, mask=a))
         rows.append(_row("b", "b1", seed, fix_b / 20, 0.0, mask=b, digest=digest_b))
     return pd.DataFrame(rows)
 
 
-def test_a_winner_is_named_only_when_the_paired_test_says_so():
-    oos = evidence.out_of_selection(_pair_summary(4), budgets=(0.05,))
-    conf = oos[oos.role == "confirmation"]
+def _confirmation(summary):
+    oos = evidence.out_of_selection(summary, budgets=(0.05,))
+    return oos[oos.role == "confirmation"]
+
+
+def test_a_winner_is_named_only_when_the_paired_test_over_seeds_says_so():
+    six = tuple(range(45, 51))
+    conf = _confirmation(_pair_summary(4, fresh=six))
     pairs = evidence.paired(conf)
     (p,) = pairs.itertuples()
-    assert (p.a_only, p.b_only, p.errors, p.seeds) == (28, 0, 40, "45 46")
-    assert p.p_holm < 1e-6
+    assert (p.a_only, p.b_only, p.errors) == (6 * 14, 0, 120) and p.seeds == "45 46 47 48 49 50"
+    assert p.p == pytest.approx(0.0143, abs=1e-3)  # X² = (6·14)² / (6·14²) = 6, over seeds
+    assert p.p_pooled_errors < 1e-20  # what treating 120 errors as independent would say
     win = evidence.winners(evidence.figures(conf), pairs)
     assert bool(win.winner.iloc[0]) and win.top.iloc[0] == "a"
-    # close rates: not separated, so no winner, and the text says from whom
-    conf = evidence.out_of_selection(_pair_summary(17), budgets=(0.05,))
-    conf = conf[conf.role == "confirmation"]
-    pairs = evidence.paired(conf)
-    win = evidence.winners(evidence.figures(conf), pairs)
+    # two seeds, however lopsided: two independent edits, no winner
+    conf = _confirmation(_pair_summary(4))
+    win = evidence.winners(evidence.figures(conf), evidence.paired(conf))
     assert not win.winner.iloc[0] and "not separated from b" in win.text.iloc[0]
-    # other errors (another digest) are never compared
-    conf = evidence.out_of_selection(_pair_summary(4, digest_b="x"), budgets=(0.05,))
-    assert evidence.paired(conf[conf.role == "confirmation"]).empty
+    # a fixes all on two seeds and nothing on a third: errors edited together are not 60 pairs
+    conf = _confirmation(_pair_summary(0, fresh=(45, 46, 47), fix_a={45: 20, 46: 0, 47: 20}))
+    (p,) = evidence.paired(conf).itertuples()
+    assert p.p_pooled_errors < 1e-5 and p.p > 0.1
+    # a ahead on half the seeds, behind on the other half: not separated
+    ahead = {s: 18 if s % 2 else 16 for s in six}
+    conf = _confirmation(_pair_summary(17, fresh=six, fix_a=ahead))
+    win = evidence.winners(evidence.figures(conf), evidence.paired(conf))
+    assert not win.winner.iloc[0] and "not separated from b" in win.text.iloc[0]
+    # other errors (another digest) are never compared, nor rows without a digest
+    assert evidence.paired(_confirmation(_pair_summary(4, digest_b="x", fresh=six))).empty
+    none = _pair_summary(4, fresh=six).assign(edit_errors_digest=None)
+    assert evidence.paired(_confirmation(none)).empty
+    # a method alone is no winner
+    alone = _confirmation(_pair_summary(4, fresh=six))
+    alone = alone[alone.method == "a"]
+    win = evidence.winners(evidence.figures(alone), evidence.paired(alone))
+    assert not win.winner.iloc[0]
+
+
+def test_intervals_do_not_collapse_at_zero_or_one():
+    for k in (0, 30):
+        rate, lo, hi = evidence.cluster_rate([k] * 3, [30] * 3)
+        assert rate == k / 30 and hi - lo > 0.01 and 0 <= lo and hi <= 1
+    d = evidence.cluster_delta([0] * 3, [0] * 3, [500] * 3)
+    assert d["delta"] == 0 and d["ci95"][0] < 0 < d["ci95"][1]
+
+
+def test_a_seed_without_a_setting_stays_in_its_methods_row_and_missing_counts_are_left_out():
+    s = loso_summary().assign(projection_samples=500)  # a shared key the sweep does not vary
+    s.loc[s.seed.isin([43, 44]) & s.config_id.isin(["a1", "a2"]), "val_regression_rate"] = 0.02
+    oos = evidence.out_of_selection(s[s.seed != 45], budgets=(0.01,))
+    assert "projection_samples" not in oos
+    fig = evidence.figures(oos)
+    (row,) = fig.itertuples()  # one row: seed 42's note does not split the method
+    assert row.n_seeds == 2 and "no setting keeps FT-Val regression" in row.note
+    s.loc[s.seed == 43, "test_wrong_to_correct"] = np.nan
+    s.loc[s.seed == 43, "val_correct_to_wrong"] = np.nan
+    fig = evidence.figures(evidence.out_of_selection(s[s.seed != 45], budgets=(0.01,)))
+    (row,) = fig.itertuples()
+    assert row.test_delta_seeds == 1 and row.val_regression_seeds == 1 and row.efficacy_seeds == 2
+    assert np.isfinite(row.test_delta)
 
 
 def test_figures_pool_counts_over_the_reported_seeds():
@@ -174,8 +222,9 @@ def test_figures_pool_counts_over_the_reported_seeds():
     assert a.pair_generalisation == pytest.approx(0.3) and a.train_regression == 0
     assert a.test_delta == pytest.approx(0.001)
     assert a.test_broken_per_fix == pytest.approx(10 / 36)  # 5 Test samples broken per seed
-    assert list(evidence.FIGURES)[:4] == [
+    assert list(evidence.FIGURES)[:5] == [  # generalisation and damage before efficacy
         "generalisation",
+        "rest_regression",
         "pair_generalisation",
         "test_regression",
         "val_regression",
@@ -185,7 +234,7 @@ def test_figures_pool_counts_over_the_reported_seeds():
 def test_sliced_scan_datasets_are_read_as_a_distribution_shift_and_their_p_values_qualified():
     from vitedit import benchmark
 
-    (note,) = evidence.dataset_notes(["organamnist", "bloodmnist", "organamnist"])
+    (note,) = benchmark.dataset_notes(["organamnist", "bloodmnist", "organamnist"])
     assert note.startswith("organamnist:") and "distribution-shift" in note
     assert "McNemar" in note and "not" in note
     s = loso_summary().assign(dataset="organamnist")

@@ -98,4 +98,4 @@ def test_provenance_reads_the_sweeps_own_records(tmp_path):
     assert p["wall_seconds"] == 3600.0 and p["machine"]["cpus"] > 0
     assert p["phases"]["experiments, job-seconds per method"] == {"a": 3.0, "b": 5.0}
     assert p["phases"]["base training, minutes (sum over datasets x seeds)"] == 22.5
-    assert len(p["commit"]) == 40
+    assert len(p["published_at_commit"].split("+")[0]) == 40

@@ -2,7 +2,8 @@
 the out-of-selection headline (vitedit.evidence: each seed at a setting other seeds chose;
 generalisation and damage first), the in-sample best-of-grid table, edit against retrain time, and
 a generated "what this shows" per dataset that names a winner only where paired tests on the shared
-errors do (Holm-corrected). Reads a sweep folder only; importable without torch.
+errors do (each comparison of the top method significant, seeds as units). Reads a sweep folder
+only; importable without torch.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import html as h
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import budget, evidence, keyenergy, methods
+from .datasets.core import SLICED_SCANS
 from .sweep.report import BENCHMARK_NOTEBOOK as REPORT_NOTEBOOK  # noqa: F401 (rendered by the sweep)
 from .sweep.report import report_context
 
@@ -203,13 +206,15 @@ def evidence_table(fig: pd.DataFrame) -> pd.DataFrame:
         row["Test samples broken per fixed error"] = _fmt(r.get("test_broken_per_fix"), ".2f")
         row["costs nothing on Test?"] = r.test_delta_equivalence
         row["settings"] = r.settings
+        if r.method == methods.by_alias("retrain").name:  # its epoch was chosen on FT-Val
+            row["note"] = "FT-Val chose its epoch: its FT-Val regression is optimistic"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def findings(fig: pd.DataFrame, win: pd.DataFrame, base: pd.DataFrame) -> dict[str, str]:
     """A short "what this shows" paragraph per dataset (and way of choosing the errors), from the
-    out-of-selection figures: a winner only where the paired tests name one (Holm-corrected), the
+    out-of-selection figures: a winner only where the paired tests name one (vitedit.evidence), the
     methods whose Test accuracy falls or is shown unchanged, the confirmation seeds first."""
     out = {}
     keys = [c for c in fig.columns if c in ("dataset", *budget.SHARED_GROUPS)]
@@ -231,11 +236,7 @@ def findings(fig: pd.DataFrame, win: pd.DataFrame, base: pd.DataFrame) -> dict[s
         parts.append(
             f"On {'fresh (confirmation)' if role == 'confirmation' else 'design'} seeds "
             f"{' '.join(seeds) or '–'}, each at a setting chosen on other seeds"
-            + (
-                ""
-                if len(seeds) > 1 or role == "confirmation"
-                else " (one seed: no interval over seeds)"
-            )
+            + ("" if len(seeds) > 1 else " (one seed: no interval over seeds)")
             + "."
         )
         for bud in sorted(g.budget.unique()):
@@ -250,14 +251,29 @@ def findings(fig: pd.DataFrame, win: pd.DataFrame, base: pd.DataFrame) -> dict[s
                 + ", ".join(hurt.method)
                 + "."
             )
-        same = g5[g5.test_delta_equivalence.str.startswith("equivalent")]
+        same = g5[g5.test_delta_equivalence.str.startswith("net change equivalent")]
         if len(same):
             parts.append(
-                "Shown to cost nothing on Test at the 5 % point (90 % interval within +-0.5 "
-                "points): " + ", ".join(same.method) + "."
+                "Net Test accuracy shown unchanged at the 5 % point (90 % interval within +-0.5 "
+                "points; fixes may offset breakage: see the Test regression rate): "
+                + ", ".join(same.method)
+                + "."
             )
         out[" / ".join(str(v) for v in vals)] = " ".join(parts)
     return out
+
+
+def dataset_notes(datasets: Sequence[str]) -> list[str]:
+    """What a reader must know before reading a dataset's figures, in words."""
+    return [
+        f"{d}: slices of 3D CT scans, with train / val and Test from different scans. Read it as a "
+        "distribution-shift case: a regression budget measured on FT-Val or FT-Train does not "
+        "bound the damage on Test (see its Test regression rate and Test samples broken per fixed "
+        "error), and every McNemar p-value on it treats slices of one scan as independent, which "
+        "they are not (too small)"
+        for d in sorted(set(datasets))
+        if d in SLICED_SCANS
+    ]
 
 
 def report_warnings(summary: pd.DataFrame, points: pd.DataFrame) -> list[str]:
@@ -274,7 +290,7 @@ def report_warnings(summary: pd.DataFrame, points: pd.DataFrame) -> list[str]:
             f"({', '.join(sorted(set(bad.status)))}): the figures rest on the others; see 'Every "
             "run' below"
         )
-    out += evidence.dataset_notes(summary.dataset)
+    out += dataset_notes(summary.dataset)
     one_seed = [d for d, g in summary.groupby("dataset") if g.seed.nunique() < 2]
     if one_seed:
         out.append(

@@ -69,9 +69,19 @@ def summary_metrics(
         "ed_rest_errors": ev["levels"]["edit_discovery_set"].get("wrong_before", np.nan),
         "ed_rest_wrong_to_correct": ev["levels"]["edit_discovery_set"]["wrong_to_correct"],
         "ed_rest_fixed_mask": ev["levels"]["edit_discovery_set"].get("fixed_mask", ""),
+        # what the edit broke on the same remainder (a disruptive edit also "fixes" some errors)
+        **_rest_damage(ev["levels"]["edit_discovery_set"]),
         **_val_metrics(ev),
         **preservation_columns(info),
         "reused_checkpoint": info.get("reused", np.nan),
+    }
+
+
+def _rest_damage(rest: dict) -> dict:
+    wrong = rest.get("wrong_before", np.nan)
+    return {
+        "ed_rest_correct_before": rest["total"] - wrong if np.isfinite(wrong) else np.nan,
+        "ed_rest_correct_to_wrong": rest["correct_to_wrong"],
     }
 
 

@@ -86,3 +86,22 @@ def json_text(obj: Any, indent: int | None = 2, default=str, **kw: Any) -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit, with "+changes" when lib/ or notebooks/ differ from it
+    ("" outside a git checkout): what a recorded result was computed with."""
+    import subprocess  # lazy: only provenance records call this
+
+    def git(*args: str) -> str:
+        try:
+            r = subprocess.run(
+                ["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    head = git("rev-parse", "HEAD")
+    dirty = head and git("status", "--porcelain", "--", "lib", "notebooks")
+    return f"{head}+changes" if dirty else head

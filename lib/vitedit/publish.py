@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -44,16 +43,6 @@ class PublishError(ValueError):
     """The sweep folder cannot be published; the message says why and what to run."""
 
 
-def _git(*args: str) -> str:
-    try:
-        r = subprocess.run(
-            ["git", *args], cwd=paths.project_root(), capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return r.stdout.strip() if r.returncode == 0 else ""
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -72,8 +61,8 @@ def provenance(sweep_dir: Path, summary: pd.DataFrame, shared: pd.DataFrame) -> 
     job = ok.get("job_seconds", pd.Series(dtype=float)).astype(float)
     per_method = job.groupby(ok.method).sum() if len(ok) else pd.Series(dtype=float)
     return {
-        "commit": _git("rev-parse", "HEAD"),
-        "uncommitted_changes": bool(_git("status", "--porcelain", "--", "lib", "notebooks")),
+        # the commit each invocation ran at is in its entry; this is the one that published
+        "published_at_commit": paths.git_commit(),
         "sweep_dir": str(sweep_dir),
         "machine": {
             "cpu": _cpu_model(),
@@ -88,6 +77,7 @@ def provenance(sweep_dir: Path, summary: pd.DataFrame, shared: pd.DataFrame) -> 
                 k: r.get(k)
                 for k in (
                     "command",
+                    "commit",
                     "started",
                     "finished",
                     "cpus",
@@ -178,9 +168,12 @@ def readme_block(folder: str | Path | None = None) -> str:
     for vals, g in ev.groupby(keys, sort=True):
         vals = vals if isinstance(vals, tuple) else (vals,)
         role = "confirmation" if (g.role == "confirmation").any() else "design"
-        g = g[(g.role == role) & (g.n_seeds.astype(float) > 0)]
-        for _, r in g.sort_values("method").iterrows():
-            sel = vals[1] if len(vals) > 1 else "first"
+        sel = vals[1] if len(vals) > 1 else "first"
+        done = g[(g.role == role) & (g.n_seeds.astype(float) > 0)]
+        if done.empty:  # e.g. one seed: nothing to choose on; said, not left out
+            why = "; ".join(sorted(set(g.note.dropna().astype(str)) - {""})) or "no figure"
+            lines.append(f"| {vals[0]} | {sel} | {role} | every method | {why} | – | – | – |")
+        for _, r in done.sort_values("method").iterrows():
             lines.append(
                 f"| {vals[0]} | {sel} | {role} {r.seeds} | {r.method} | "
                 f"{_cell(r, 'generalisation')} | {_cell(r, 'test_regression')} | "

@@ -265,6 +265,7 @@ def run_sweep(
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             # what the published benchmark's provenance reads (vitedit.publish)
             "command": " ".join(["vitedit-sweep", *sys.argv[1:]]),  # or python -m vitedit.sweep
+            "commit": paths.git_commit(),
             "cpus": os.cpu_count(),
             "load_before": load_before,  # 1, 5, 15-minute load averages
             "load_after": _load(),
