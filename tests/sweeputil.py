@@ -1,4 +1,5 @@
-"""Helpers shared by the sweep integration tests (test_sweep_run.py, test_sweep_resilience.py)."""
+"""Helpers shared by the sweep tests (test_sweep_run.py, test_sweep_resilience.py) and the
+evidence tests (a summary row: test_benchmark.py, test_publish.py)."""
 
 import os
 import subprocess
@@ -54,3 +55,24 @@ def write_spec(folder, name, **kw):
     f = folder / f"{name}.yaml"
     f.write_text(yaml.safe_dump({"name": name, "params": [TINY], **kw}))
     return f
+
+
+def evidence_row(method: str, seed: int, fixed: int, n: int = 20, **extra) -> dict:
+    """One experiment's summary row with the counts vitedit.evidence reads: ``fixed`` of ``n``
+    edited errors (the first ones), one setting per method, FT-Val regression 0, a 1000-sample Test
+    with 900 right before; ``extra`` overrides or adds columns."""
+    return {
+        "method": method,
+        "config_id": method + "1",
+        "seed": seed,
+        "status": "ok",
+        "index": 0,
+        "edit_fix_ratio": fixed / n,
+        "edit_num_fixed": fixed,
+        "edit_total_wrong": n,
+        "edit_fixed_mask": "y" * fixed + "n" * (n - fixed),
+        "val_regression_rate": 0.0,
+        "test_total": 1000,
+        "test_correct_before": 900,
+        **extra,
+    }

@@ -25,6 +25,7 @@ from vitedit.sweep.spec import (
 )
 
 from conftest import ROOT
+from sweeputil import evidence_row
 
 SPEC = ROOT / "params" / "sweeps" / "benchmark.yaml"
 ORIGINAL_MEDMNIST = set(datasets.ORIGINAL_MEDMNIST)
@@ -161,22 +162,13 @@ def _seed_summary(fix_c=None):
             c = fix_c if fix_c is not None else 17 if seed % 2 else 19
             for method, fixed, lost in (("a", 18, 5), ("b", 4, 5), ("c", c, 60)):
                 rows.append(
-                    dict(
+                    evidence_row(
+                        method,
+                        seed,
+                        fixed,
                         dataset="d",
                         edit_selection=sel,
-                        method=method,
-                        config_id=method + "1",
-                        seed=seed,
-                        status="ok",
-                        index=0,
-                        edit_fix_ratio=fixed / 20,
-                        edit_num_fixed=fixed,
-                        edit_total_wrong=20,
-                        edit_fixed_mask="y" * fixed + "n" * (20 - fixed),
                         edit_errors_digest=f"{sel}{seed}",
-                        val_regression_rate=0.0,
-                        test_total=1000,
-                        test_correct_before=900,
                         test_correct_to_wrong=lost,
                         test_wrong_to_correct=5,
                     )

@@ -8,6 +8,7 @@ import pytest
 from vitedit import evidence, publish
 
 from conftest import ROOT
+from sweeputil import evidence_row
 
 
 def _evidence_csv(folder):
@@ -15,23 +16,14 @@ def _evidence_csv(folder):
     for seed in (42, 43, 44, 45):
         for method, fixed in (("a", 18), ("b", 4)):
             rows.append(
-                dict(
+                evidence_row(
+                    method,
+                    seed,
+                    fixed,
                     dataset="bloodmnist",
-                    method=method,
-                    config_id=method + "1",
-                    seed=seed,
-                    status="ok",
-                    index=0,
-                    edit_fix_ratio=fixed / 20,
-                    edit_num_fixed=fixed,
-                    edit_total_wrong=20,
-                    edit_fixed_mask="y" * fixed + "n" * (20 - fixed),
                     edit_errors_digest=str(seed),
                     ed_rest_errors=50,
                     ed_rest_wrong_to_correct=fixed // 2,
-                    val_regression_rate=0.0,
-                    test_total=1000,
-                    test_correct_before=900,
                     test_correct_to_wrong=3,
                     test_wrong_to_correct=4,
                 )

@@ -85,8 +85,8 @@ def _owned_param_stages(stage: str) -> set[str]:
 
 
 _IGNORE = {"In", "Out", "exit", "quit", "get_ipython"}
-# per kernel namespace: the names nb.start read the first time it was called there
-_FIRST: dict[int, set[str]] = {}
+# kept in the kernel's namespace: the names nb.start read the first time it was called there
+_FIRST = "_vitedit_parameter_names"
 
 
 def _candidate(k: str, v: Any) -> bool:
@@ -99,7 +99,11 @@ def collect(ns: Mapping[str, Any], before: set[str] | None = None) -> dict[str, 
     the schema's keys at a later call (the notebook's own variables are not parameters)."""
     if before is not None:
         return {k: v for k, v in ns.items() if k not in before and _candidate(k, v)}
-    first = _FIRST.setdefault(id(ns), {k for k, v in ns.items() if _candidate(k, v)})
+    first = ns.get(_FIRST)
+    if first is None:
+        first = {k for k, v in ns.items() if _candidate(k, v)}
+        if isinstance(ns, dict):
+            ns[_FIRST] = first
     known = set(params_mod.SCHEMA) | {PARAMS_FILE, "run_dir"}
     out = {}
     for k, v in ns.items():

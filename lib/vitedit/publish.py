@@ -138,10 +138,9 @@ def publish(sweep_dir: str | Path, out: str | Path | None = None, readme: Path |
 
 
 def _cell(r: pd.Series, name: str) -> str:
-    v, lo, hi = (float(r.get(f"{name}{x}", np.nan)) for x in ("", "_low", "_high"))
-    if not np.isfinite(v):
-        return "–"
-    return f"{v:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{v:.2f}"
+    return benchmark._ci_cell(
+        *(float(r.get(f"{name}{x}", np.nan)) for x in ("", "_low", "_high")), 2
+    )
 
 
 def readme_block(folder: str | Path | None = None) -> str:
