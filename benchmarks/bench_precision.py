@@ -6,10 +6,19 @@ same seed's fp32 figure, and the speed of both, in one run.
         out=/tmp/precision.json
 
 Each training is one ``benchmarks/bench_train.py`` process with one thread (two run side by side on
-2 cores, each with its own thread: ``num_threads=1`` reaches every pool). Seeds other than the
-design seeds 42-44 are the check's own. Prints one JSON line per training and a verdict line;
-``train_precision: auto`` (fp32 on the CPU) stays the default unless every bf16 figure lies inside
-its fp32 interval.
+2 cores, each with its own thread: ``num_threads=1`` reaches every pool). Prints one JSON line per
+training and a verdict line; bf16 may replace fp32 for a recipe only if every bf16 figure lies
+inside its fp32 interval.
+
+Or, without training anything, from the study's own training runs (``vitedit --stage train`` with
+``--set train_precision=fp32`` and ``bf16``, the full recipe of each dataset's params file):
+
+    .venv/bin/python benchmarks/bench_precision.py runs=reports/runs,/other/runs \
+        out=/tmp/precision.json
+
+pairs every bf16 run with the fp32 run of the same dataset, seed and recipe (the checkpoint's
+recorded fields, precision and attention aside) and checks each pair the same way; the speed is
+each run's recorded seconds per epoch (a figure only if the runs had the machine to themselves).
 """
 
 import json
@@ -45,6 +54,8 @@ def train_one(dataset: str, seed: int, epochs: int, precision: str, extra: list[
 
 def main(argv):
     opts = dict(a.split("=", 1) for a in argv)
+    if "runs" in opts:
+        return from_runs([Path(d) for d in opts["runs"].split(",")], opts.get("out"))
     dataset = opts.pop("dataset", "bloodmnist")
     seeds = [int(s) for s in opts.pop("seeds", "1,2,3").split(",")]
     epochs = int(opts.pop("epochs", 10))
@@ -82,6 +93,77 @@ def main(argv):
     print(json.dumps(verdict))
     if out_file:
         Path(out_file).write_text(json.dumps({"runs": rows, **verdict}, indent=2))
+
+
+def _runs(dirs: list[Path]) -> list[dict]:
+    """Every finished training run under ``dirs``: its checkpoint's fields and set accuracies."""
+    import pandas as pd
+
+    rows = []
+    for d in dirs:
+        for ck in sorted(d.glob("*/checkpoint.json")):
+            acc_file = ck.parent / "set_accuracy.csv"
+            hist_file = ck.parent / "training_metrics.csv"
+            if not acc_file.exists():
+                continue
+            fields = json.loads(ck.read_text())["fields"]
+            acc = pd.read_csv(acc_file).set_index("set")
+            hist = pd.read_csv(hist_file) if hist_file.exists() else None
+            recipe = {k: v for k, v in fields.items() if k not in ("precision", "attention")}
+            n_train = int(acc.loc["FT-Train", "n"])
+            rows.append(
+                dict(run=str(ck.parent), dataset=fields["dataset"], seed=fields["seed"])
+                | dict(precision=fields["precision"], recipe=json.dumps(recipe, sort_keys=True))
+                | {f"acc_{s}": float(acc.loc[s, "accuracy"]) for s in ("FT-Val", "Test")}
+                | {f"n_{s}": int(acc.loc[s, "n"]) for s in ("FT-Val", "Test")}
+                | dict(epochs_run=None if hist is None else len(hist))
+                | dict(
+                    median_images_per_s=None
+                    if hist is None
+                    else round(n_train / float(hist.seconds.median()), 1)
+                )
+            )
+    return rows
+
+
+def from_runs(dirs: list[Path], out_file: str | None) -> dict:
+    """The check over training runs already made: each bf16 run against the fp32 run of the same
+    dataset, seed and recipe."""
+    rows = _runs(dirs)
+    checks, inside, pairs = [], True, []
+    for b in (r for r in rows if r["precision"] == "bf16"):
+        match = [r for r in rows if r["precision"] == "fp32" and r["recipe"] == b["recipe"]]
+        if not match:
+            continue
+        a = match[0]
+        pairs.append((a, b))
+        for s in ("FT-Val", "Test"):
+            lo, hi = wilson(a[f"acc_{s}"], a[f"n_{s}"])
+            ok = lo <= b[f"acc_{s}"] <= hi
+            inside &= ok
+            checks.append(
+                dict(dataset=b["dataset"], seed=b["seed"], set=s, fp32=round(a[f"acc_{s}"], 4))
+                | dict(bf16=round(b[f"acc_{s}"], 4), ci=[round(lo, 4), round(hi, 4)], inside=ok)
+                | dict(n=a[f"n_{s}"], epochs_run=[a["epochs_run"], b["epochs_run"]])
+                | dict(images_per_s=[a["median_images_per_s"], b["median_images_per_s"]])
+            )
+    if not pairs:
+        raise SystemExit(f"no bf16 run with an fp32 run of the same recipe under {dirs}")
+    verdict = {
+        "pairs": len(pairs),
+        "every_bf16_figure_inside_the_fp32_interval": inside,
+        "mean_difference_bf16_minus_fp32": {
+            s: round(sum(b[f"acc_{s}"] - a[f"acc_{s}"] for a, b in pairs) / len(pairs), 4)
+            for s in ("FT-Val", "Test")
+        },
+        "checks": checks,
+    }
+    for c in checks:
+        print(json.dumps(c))
+    print(json.dumps({k: v for k, v in verdict.items() if k != "checks"}))
+    if out_file:
+        Path(out_file).write_text(json.dumps(verdict, indent=2))
+    return verdict
 
 
 def _set_sizes(dataset: str) -> dict[str, int]:

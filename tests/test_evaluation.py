@@ -171,6 +171,41 @@ def test_replay_keeps_the_statistics_samples_decisions_that_fine_tuning_on_error
     assert res.log.p_true_after.mean() > res.log.p_true_before.mean()  # still fits the errors
 
 
+@pytest.mark.parametrize("method", ["baseline_finetune", "baseline_finetune_replay"])
+def test_a_grid_over_epochs_continues_one_fine_tuning_with_the_same_weights(
+    setup, tmp_path, method
+):
+    """Given a statistics cache (the in-process benchmark's), the point of 7 epochs continues from
+    the state the point of 3 left: the same weights as a fresh 7-epoch run, bit for bit; its
+    edit_seconds count all 7 epochs; a point of fewer epochs than the kept state starts afresh."""
+    from vitedit.editors.statistics import StatsCache
+
+    p, data, split, model, ev0, errors, stats_pos = setup
+    es = editors.edit_data(data, split, stats_pos, errors)
+    kw = dict(baseline_lr=3e-2, seed=0) | ({"replay_weight": 1.0} if "replay" in method else {})
+    cache = StatsCache(tmp_path)
+    short = editors.build(method, baseline_epochs=3, stats_cache=cache, **kw).edit(
+        model, ev0.runner, es
+    )
+    resumed = editors.build(method, baseline_epochs=7, stats_cache=cache, **kw).edit(
+        model, ev0.runner, es
+    )
+    fresh = editors.build(method, baseline_epochs=7, **kw).edit(model, ev0.runner, es)
+    again = editors.build(method, baseline_epochs=3, stats_cache=cache, **kw).edit(
+        model, ev0.runner, es
+    )
+    assert resumed.info["resumed_from_epoch"] == 3 and fresh.info["resumed_from_epoch"] == 0
+    assert again.info["resumed_from_epoch"] == 0
+    assert not all(
+        torch.equal(a, b) for a, b in zip(short.model.parameters(), fresh.model.parameters())
+    )
+    for a, b in ((resumed, fresh), (again, short)):
+        assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
+    assert resumed.info["edit_seconds"] > short.info["edit_seconds"]
+    other = editors.build(method, baseline_epochs=7, stats_cache=cache, **{**kw, "seed": 1})
+    assert other.edit(model, ev0.runner, es).info["resumed_from_epoch"] == 0  # another seed
+
+
 def test_the_before_model_is_the_selected_checkpoint_not_the_last_epoch(tmp_path):
     """Evaluation loads 'before' from the run's checkpoint: the best FT-Val epoch, even when
     training ran on."""

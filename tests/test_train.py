@@ -221,3 +221,23 @@ def test_bf16_training_is_deterministic_named_apart_and_evaluated_with_fused_att
     bf16 = runs[0].meta["fields"]
     assert (fp32["precision"], bf16["precision"], bf16["attention"]) == ("fp32", "bf16", "math")
     assert runs[0].checkpoint.name != checkpoints.checkpoint_path(toy_params(tmp_path), fp32).name
+
+
+def test_the_cpu_thread_count_is_part_of_the_checkpoint_name(toy, tmp_path):
+    """One epoch of the same seed at 1 and at 2 CPU threads gives other weights (the matmuls'
+    reductions split by thread): the count is in the name, so neither picks up the other's
+    checkpoint; one thread keeps the name it always had (no field)."""
+    from conftest import toy_params
+
+    split = splits.make_split(toy, 0.8, 0)
+    before = torch.get_num_threads()
+    names = {}
+    try:
+        for n in (1, 2):
+            p = toy_params(tmp_path / f"t{n}", num_threads=n, epochs=1)
+            r = train.fit(p, toy, split, progress=False, log=lambda *a: None)
+            names[n] = (r.checkpoint.name, r.meta["fields"].get("threads"))
+    finally:
+        torch.set_num_threads(before)
+    assert names[1][1] is None and names[2][1] == 2
+    assert names[1][0] != names[2][0]

@@ -1,7 +1,7 @@
 """Content-addressed checkpoints and the run's reference to the one it trained.
 
 A checkpoint's name encodes everything that determined its weights (dataset, data file, split,
-model config, weights source, seed, training recipe, precision), so a run with another seed or
+model config, weights source, seed, training recipe, precision, CPU threads), so a run with another seed or
 ratio can never pick up a model that saw its Edit-Discovery samples; a run records the exact file
 (path and sha256) it trained, and every later stage loads that file only.
 """
@@ -90,11 +90,20 @@ def precision(params: Mapping[str, Any], device: torch.device) -> str:
 
 
 def precision_fields(params: Mapping[str, Any], device: torch.device) -> dict:
-    """What a checkpoint's name records of its arithmetic: the precision, and on the CPU in bf16
-    the math attention it needs (a different computation from the fused kernel)."""
+    """What a checkpoint's name records of its arithmetic: the precision, on the CPU in bf16 the
+    math attention it needs (a different computation from the fused kernel), and on the CPU a
+    thread count other than one: the matmuls' reductions split by thread, so one epoch of the
+    same seed at 1 and at 2 threads already differs (by ~1e-5; the models drift apart over the
+    epochs). Called where the training applies its threads (:func:`vitedit.train.fit`)."""
     prec = precision(params, device)
-    math_attention = prec == "bf16" and device.type != "cuda"
-    return {"precision": prec, **({"attention": "math"} if math_attention else {})}
+    cpu = device.type != "cuda"
+    math_attention = prec == "bf16" and cpu
+    n = torch.get_num_threads() if cpu else 1
+    return (
+        {"precision": prec}
+        | ({"attention": "math"} if math_attention else {})
+        | ({"threads": n} if n != 1 else {})
+    )
 
 
 def train_fields(params: Mapping[str, Any]) -> dict:

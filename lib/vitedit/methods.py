@@ -320,6 +320,7 @@ register(
         BASELINE_NOTEBOOK,
         ("baseline_lr", "baseline_epochs", "seed"),
         "baseline 2: fine-tune the model on the errors only",
+        context=("stats_cache",),  # a grid over epochs continues one fine-tuning run
         alias="finetune",
         cli_stage="baseline2",
         grid={"baseline_lr": [1e-5, 1e-4, 1e-3]},
@@ -333,6 +334,7 @@ register(
         ("baseline_lr", "baseline_epochs", "seed", "replay_weight"),
         "baseline 2 with replay: fine-tune on the errors plus the statistics samples every editor "
         "sees, at the model's own predictions (weight replay_weight)",
+        context=("stats_cache",),
         alias="finetune_replay",
         # the errors see ~10-40 steps: learning rate x epochs x how much the replay weighs
         grid={

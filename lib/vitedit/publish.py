@@ -87,6 +87,7 @@ def provenance(sweep_dir: Path, summary: pd.DataFrame, shared: pd.DataFrame) -> 
                     "shared_seconds",
                     "experiments_seconds",
                     "seconds",
+                    "report_seconds",
                     "ok",
                     "failed",
                     "skipped_done",

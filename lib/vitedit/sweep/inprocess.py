@@ -23,6 +23,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -165,33 +166,40 @@ def execute_unit(job_file: str | Path) -> int:
     return rc
 
 
-def render_chosen(sweep_dir: Path, summary: pd.DataFrame, log=print) -> list[str]:
+def render_chosen(sweep_dir: Path, summary: pd.DataFrame, log=print, workers: int = 1) -> list[str]:
     """Each chosen configuration of an in-process sweep (``selection.csv``: one per dataset and
     method) run again through its notebooks at its first seed, for its HTML report (the other
-    points and seeds keep their records and run index only). Each notebook recomputes its edit,
-    so this also checks the fast path: a figure that differs between the two paths is an error
-    (:class:`SweepError`: the fast path is then wrong). A point whose notebooks fail is recorded
-    failed by them and returned as a warning; the others are rendered."""
-    problems, differ = [], []
+    points and seeds keep their records and run index only), ``workers`` at a time (the sweep's
+    own workers: each notebook runs at the point's ``num_threads``). Each notebook recomputes its
+    edit, so this also checks the fast path: a figure that differs between the two paths is an
+    error (:class:`SweepError`: the fast path is then wrong). A point whose notebooks fail is
+    recorded failed by them and returned as a warning; the others are rendered."""
     chosen = summary[summary.selected.astype(bool)].sort_values("seed")
+    todo = []
     for row in chosen.drop_duplicates("config_id").itertuples():  # a config_id spans the seeds
         folder = Path(row.run_dir)
         job = json.loads((folder / JOB_FILE).read_text())
         status = RunFolder(folder).status()
-        if not any(status.get(n, {}).get("fast_path") for n in job["notebooks"]):
-            continue  # rendered already
+        if any(status.get(n, {}).get("fast_path") for n in job["notebooks"]):
+            todo.append((folder, job))  # not rendered yet
+
+    def render(item) -> tuple[str | None, str | None]:  # (a problem, a difference)
+        folder, job = item
         fast = _metrics(folder)
         try:
             for name in job["notebooks"]:
                 execute.run_notebook(name, folder, job["params"], log=lambda *a: None)
         except Exception as e:
-            problems.append(f"{job['name']}: its notebooks failed ({execute.short_error(e)})")
-            continue
+            return f"{job['name']}: its notebooks failed ({execute.short_error(e)})", None
         rendered = _metrics(folder)
         keys = sorted(k for k in fast.keys() | rendered.keys() if fast.get(k) != rendered.get(k))
-        if keys:
-            differ.append(f"{job['name']} ({', '.join(keys[:5])})")
         log(f"rendered {job['name']}: {folder / 'index.html'}")
+        return None, (f"{job['name']} ({', '.join(keys[:5])})" if keys else None)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # each render is its own kernel process
+        results = list(pool.map(render, todo))
+    problems = [p for p, _ in results if p]
+    differ = [d for _, d in results if d]
     if differ:
         raise SweepError(
             "the notebooks computed other figures than the in-process path for "

@@ -26,6 +26,34 @@ PREP_FILES = {
 }
 
 
+def longest_first(items: Sequence, cost) -> list:
+    """``items`` with the costliest first (a stable sort: equal costs keep their order), so the
+    long jobs start while every worker still has work and no long job runs alone at the end
+    (longest-processing-time-first scheduling: a training or an OrganAMNIST unit last on 2 cores
+    would leave one core idle for its whole length)."""
+    return sorted(items, key=lambda it: -cost(it))
+
+
+def prep_cost(params: Mapping[str, Any]) -> int:
+    """A shared stage folder's expected cost: training images x epochs (its tracing grows with
+    the same data), read from the data file's header; 0 when the file is not at hand."""
+    from ..datasets import medmnist_files  # lazy: only a sweep's scheduler reads file headers
+
+    try:
+        f = medmnist_files.locate_medmnist(params["dataset"], params["size"], params["data_path"])
+        n = medmnist_files._npz_headers(f).get("train_images", ((0,),))[0][0]
+    except Exception:  # a liver set, a missing file: no estimate, the order is kept
+        return 0
+    return int(n) * int(params.get("epochs") or 1)
+
+
+def unit_cost(prep_folder: Path, n_jobs: int) -> int:
+    """An in-process unit's expected cost: its experiments x the images of its split."""
+    meta = prep_folder / "split_meta.json"
+    sizes = json.loads(meta.read_text()).get("sizes", {}) if meta.is_file() else {}
+    return n_jobs * sum(sizes.values())
+
+
 def job_blob(kind: str, folder: Path, params: dict, notebooks: list[str], **extra) -> dict:
     return {
         "kind": kind,

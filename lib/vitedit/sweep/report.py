@@ -5,11 +5,12 @@ from __future__ import annotations
 import html as h
 import json
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
 
-from .. import budget, execute, report
+from .. import budget, execute, paths, report
 from .collect import collect, read_spec
 from .spec import DEFAULT_SELECTION, check_selection, searched_params
 
@@ -24,14 +25,16 @@ TIMING_COLUMNS = [
 ]
 
 
-def render_report(sweep_dir: str | Path, log=print) -> Path:
-    """Execute notebook 08 (the sweep's summary) into the sweep folder; its HTML is ``index.html``."""
+def render_report(sweep_dir: str | Path, log=print, workers: int = 1) -> Path:
+    """Execute notebook 08 (the sweep's summary) into the sweep folder; its HTML is ``index.html``.
+    An in-process sweep's chosen points are rendered first, ``workers`` at a time. The phase's
+    wall time goes into the sweep log's last entry (``report_seconds``, read by the provenance)."""
     sweep_dir = Path(sweep_dir)
-    problems = []
+    t0, problems = time.perf_counter(), []
     if read_spec(sweep_dir).get("in_process"):  # the chosen points' notebooks, for their pages
         from .inprocess import render_chosen  # lazy: torch and the editors, for this path only
 
-        problems = render_chosen(sweep_dir, report_context(sweep_dir)["summary"], log)
+        problems = render_chosen(sweep_dir, report_context(sweep_dir)["summary"], log, workers)
         if problems:  # a chosen point's notebooks failed: recorded so in the summary
             collect(sweep_dir)
     out_nb = sweep_dir / "notebooks" / f"{REPORT_NOTEBOOK}.ipynb"
@@ -47,7 +50,16 @@ def render_report(sweep_dir: str | Path, log=print) -> Path:
         execute.papermill(execute.notebook_path(BENCH), out_nb, {"sweep_dir": str(sweep_dir)})
         # its warnings are its first output (benchmark.report_warnings), not a second banner
         log(f"benchmark report: {report.render_html(out_nb, sweep_dir / 'benchmark.html')}")
+    _log_report_seconds(sweep_dir, time.perf_counter() - t0)
     return page
+
+
+def _log_report_seconds(sweep_dir: Path, seconds: float) -> None:
+    log_file = sweep_dir / "sweep_log.json"
+    history = json.loads(log_file.read_text()) if log_file.is_file() else []
+    if history:  # the invocation that ran the sweep (a report rendered on its own has none)
+        history[-1]["report_seconds"] = round(seconds, 1)
+        paths.atomic_write_text(log_file, paths.json_text(history))
 
 
 def report_context(sweep_dir: str | Path) -> dict:

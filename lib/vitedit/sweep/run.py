@@ -16,7 +16,16 @@ from tqdm.std import tqdm  # a console bar (tqdm.auto would pick the notebook ba
 
 from .. import execute, methods, paths
 from ..runs import RunError, RunFolder, check_not_busy, corrupt_outputs, holder
-from .jobs import job_blob, mark_interrupted, materialize, settle, write_job
+from .jobs import (
+    job_blob,
+    longest_first,
+    mark_interrupted,
+    materialize,
+    prep_cost,
+    settle,
+    unit_cost,
+    write_job,
+)
 from .plan import Experiment
 from .spec import SweepError, searched_params
 
@@ -120,7 +129,7 @@ def _run_preps(
                 ),
             )
         ): pr
-        for pr in todo
+        for pr in longest_first(todo, lambda pr: prep_cost(pr.params))
     }
     log(f"shared stages: {len(todo)} to run ({len(preps) - len(todo)} done)")
     for res in tqdm(
@@ -168,13 +177,13 @@ def unit_jobs(files: dict[str, Experiment], sweep_dir: Path) -> dict[str, list[s
     each (``<sweep>/units/<shared folder name>/unit.json``, its ``job.log`` beside it), run in one
     process (:mod:`vitedit.sweep.inprocess`). The head methods run first, then the layer methods
     in the order of their settings (those sharing a layer choice next to each other: the cached
-    hidden states are kept while they run), then the baselines."""
+    hidden states are kept while they run), then the baselines. The costliest units first."""
     groups: dict[Path, list[str]] = {}
     for f, e in files.items():
         groups.setdefault(e.prep.folder(sweep_dir), []).append(f)
     order = {nb: i for i, nb in enumerate(("05_edit_head", "04_edit_alphaedit", "07_baselines"))}
     units = {}
-    for folder, jobs in groups.items():
+    for folder, jobs in longest_first(groups.items(), lambda g: unit_cost(g[0], len(g[1]))):
         jobs.sort(key=lambda f: (order.get(files[f].notebooks[0], len(order)), files[f].name))
         unit = sweep_dir / "units" / folder.name / UNIT_FILE
         paths.atomic_write_text(unit, json.dumps({"kind": "unit", "jobs": jobs}, indent=2))

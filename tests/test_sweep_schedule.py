@@ -1,0 +1,77 @@
+"""The sweep's order of work: the costliest shared stages and units first (longest-processing-time
+scheduling), so no long training or unit runs alone on 2 cores at the end."""
+
+import json
+
+import numpy as np
+
+from vitedit import params
+from vitedit.sweep import run
+from vitedit.sweep.jobs import longest_first, prep_cost, unit_cost
+from vitedit.sweep.plan import Experiment, Prep
+
+
+def _npz(path, n_train):
+    x = np.zeros((1, 28, 28), np.uint8)
+    y = np.zeros((1, 1), np.uint8)
+    np.savez(
+        path,
+        train_images=np.zeros((n_train, 28, 28), np.uint8),
+        train_labels=y.repeat(n_train, 0),
+        val_images=x,
+        val_labels=y,
+        test_images=x,
+        test_labels=y,
+    )
+    return str(path)
+
+
+class Recorder:
+    """An executor that records the order it was given and runs nothing."""
+
+    name, workers, timeout = "recorder", 2, None
+
+    def __init__(self):
+        self.order = []
+
+    def map(self, jobs):
+        self.order = [json.loads(open(j).read())["name"] for j in jobs]
+        return iter(())
+
+
+def test_shared_stages_start_with_the_largest_training(tmp_path):
+    small = params.resolve(
+        {"dataset": "retinamnist", "epochs": 30, "data_path": _npz(tmp_path / "r.npz", 100)}
+    )
+    big = params.resolve(
+        {"dataset": "bloodmnist", "epochs": 24, "data_path": _npz(tmp_path / "b.npz", 400)}
+    )
+    longer = params.resolve(
+        {"dataset": "bloodmnist", "epochs": 48, "data_path": str(tmp_path / "b.npz")}
+    )
+    assert (prep_cost(small), prep_cost(big), prep_cost(longer)) == (3000, 9600, 19200)
+    missing = params.resolve({"dataset": "bloodmnist", "data_path": str(tmp_path / "none.npz")})
+    assert prep_cost(missing) == 0  # no estimate: the order is kept
+    preps = {n: Prep(n, n, p) for n, p in (("small", small), ("big", big), ("longer", longer))}
+    ex = Recorder()
+    run._run_preps(
+        {"name": "t"}, preps, tmp_path / "sweep", ex, log=lambda *a: None, progress=False
+    )
+    assert ex.order == ["longer", "big", "small"]
+
+
+def test_units_start_with_the_costliest(tmp_path):
+    sweep = tmp_path / "sweep"
+    files, sizes = {}, {"small": (1000, 5), "big": (17000, 2), "mid": (17000, 1)}
+    for name, (n_images, n_jobs) in sizes.items():
+        prep = Prep(name, name, {})
+        prep.folder(sweep).mkdir(parents=True)
+        meta = {"sizes": {"ft_train": n_images - 100, "test": 100}}
+        (prep.folder(sweep) / "split_meta.json").write_text(json.dumps(meta))
+        for j in range(n_jobs):
+            e = Experiment(j, f"{name}{j}", f"{name}{j}", f"{name}{j}", "head", {}, prep)
+            files[str(tmp_path / f"{name}{j}.json")] = e
+    assert unit_cost(Prep("big", "big", {}).folder(sweep), 2) == 34000
+    units = run.unit_jobs(files, sweep)
+    assert [u.split("/")[-2] for u in units] == ["big", "mid", "small"]
+    assert longest_first([1, 3, 2, 3], lambda x: x) == [3, 3, 2, 1]
