@@ -125,3 +125,22 @@ def restrict_datasets(spec: dict, args: argparse.Namespace) -> dict:
     if download:
         spec["set"] = {**(spec.get("set") or {}), "download": True}
     return spec
+
+
+FRESH_SEEDS = ("grid", "chosen")  # a fresh seed runs the whole grid, or the design seeds' choices
+
+
+def check_flags(spec: Mapping[str, Any]) -> dict:
+    """The spec's switches: ``in_process`` (true: the experiments of a (dataset, seed) run in one
+    process, without notebooks: vitedit.sweep.inprocess) and ``fresh_seeds`` (``chosen``: a seed
+    outside the design seeds runs only the settings they chose: vitedit.sweep.fresh)."""
+    if not isinstance(spec.get("in_process", False), bool):
+        raise SweepError(f"in_process must be true or false, not {spec['in_process']!r}")
+    if spec.get("fresh_seeds", "grid") not in FRESH_SEEDS:
+        raise SweepError(
+            f"fresh_seeds must be one of {list(FRESH_SEEDS)}, not {spec['fresh_seeds']!r}"
+        )
+    return {
+        "in_process": spec.get("in_process", False),
+        "fresh_seeds": spec.get("fresh_seeds", "grid"),
+    }

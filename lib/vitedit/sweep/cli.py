@@ -1,7 +1,6 @@
 """``vitedit-sweep``: run, collect, trial, index (and the internal ``exec`` of one job).
 
-vitedit-sweep run params/sweeps/retinamnist_edit.yaml --dry-run
-vitedit-sweep run params/sweeps/retinamnist_edit.yaml --parallel 2
+vitedit-sweep run params/sweeps/retinamnist_edit.yaml --parallel 2 [--dry-run]
 vitedit-sweep collect reports/sweeps/retinamnist_edit
 """
 
@@ -19,9 +18,10 @@ from .. import params as params_mod
 from ..runs import RunFolder
 from .collect import collect
 from .dispatch import execute
+from .fresh import planned, run_phases
 from .plan import expand, select_slice
 from .report import render_report
-from .run import preflight, run_sweep
+from .run import preflight
 from .spec import SWEEPS_DIR, SweepError, as_list, edit_methods, load_spec, spec_from_args
 
 
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         f"sweep {spec['name']}: {len(exps)} experiments, {len(preps)} shared stage folder(s) -> {sweep_dir}"
     )
     if args.dry_run:
-        for e in exps:
+        for e in planned(spec, exps, sweep_dir):
             folder = e.folder(sweep_dir)
             state = RunFolder(folder).state(e.notebooks) if folder.is_dir() else "todo"
             print(f"{e.index:4d}  {e.method:18s} {state:6s} {os.path.relpath(folder, Path.cwd())}")
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         + (f", {workers} worker(s), GPUs {gpus or 'none'}" if ex.name == "local" else "")
     )
     try:
-        counts = run_sweep(spec, exps, sweep_dir, ex, wandb_cfg, progress=not args.no_progress)
+        counts = run_phases(spec, exps, sweep_dir, ex, wandb_cfg, progress=not args.no_progress)
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

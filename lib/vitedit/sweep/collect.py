@@ -125,7 +125,7 @@ def collect(
     spec = read_spec(sweep_dir)
     selection = check_selection(selection or spec.get("selection") or DEFAULT_SELECTION)
     df = pd.DataFrame(rows).sort_values(["dataset", "index"]).reset_index(drop=True)
-    chosen = select(df, selection)
+    chosen = select(in_sample_rows(spec, df), selection)  # fresh seeds ran its choices only
     if chosen.empty:  # nothing succeeded: the summary still says what failed, and why
         chosen = df.iloc[0:0]
     df["selected"] = df.config_id.isin(set(chosen.config_id)) & (df.status == "ok")
@@ -154,12 +154,20 @@ def collect(
         )
         out[ds] = g
     paths.atomic_write_text(sweep_dir / "selection.csv", chosen.to_csv(index=False))
-    points = budget.operating_points(df)  # in-sample: the best of each grid
+    points = budget.operating_points(in_sample_rows(spec, df))  # in-sample: the best of each grid
     paths.atomic_write_text(sweep_dir / "budget.csv", points.to_csv(index=False))
     # out of selection: each seed at a setting other seeds chose (vitedit.evidence)
     for name, table in evidence.tables(df).items():
         paths.atomic_write_text(sweep_dir / f"{name}.csv", table.to_csv(index=False))
     return out
+
+
+def in_sample_rows(spec: dict, summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows the in-sample best-of-grid table reads: every seed's, or with ``fresh_seeds:
+    chosen`` the design seeds' (the fresh seeds ran the chosen settings only: vitedit.sweep.fresh)."""
+    if spec.get("fresh_seeds", "grid") != "chosen" or "seed" not in summary:
+        return summary
+    return summary[summary.seed.isin(evidence.DESIGN_SEEDS)]
 
 
 def _json_default(v):

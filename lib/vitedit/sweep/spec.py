@@ -12,7 +12,8 @@ from .. import methods as methods_mod
 from .. import params as params_mod
 from .. import paths
 from ..columns import SELECTION_METRICS
-from .blocks import SweepError, as_list, check_datasets, override_seeds, restrict_datasets
+from . import blocks
+from .blocks import SweepError, as_list, check_datasets, check_flags, restrict_datasets
 from .keys import LAYER_CHOICE, relevant_keys
 
 SWEEPS_DIR = "reports/sweeps"
@@ -30,6 +31,7 @@ SPEC_KEYS = {
     "datasets",
     "per_dataset",
     "in_process",
+    "fresh_seeds",
 }
 DEFAULT_SELECTION = {
     "metric": "val_acc_delta",
@@ -101,8 +103,6 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
     )
     selection = check_selection({**DEFAULT_SELECTION, **(spec.get("selection") or {})})
     ds_list, per_dataset = check_datasets(spec, clean_grid)
-    if not isinstance(spec.get("in_process", False), bool):
-        raise SweepError(f"in_process must be true or false, not {spec['in_process']!r}")
     return {
         "name": name,
         "description": spec.get("description", ""),
@@ -116,9 +116,7 @@ def check_spec(spec: Mapping[str, Any]) -> dict:
         "selection": selection,
         "datasets": ds_list,
         "per_dataset": per_dataset,
-        # true: the experiments of a (dataset, seed) run in one process, without notebooks
-        # (vitedit.sweep.inprocess); false: each in its own process through its notebooks
-        "in_process": spec.get("in_process", False),
+        **check_flags(spec),  # in_process, fresh_seeds
         "source": spec.get("_source"),
     }
 
@@ -258,7 +256,7 @@ def spec_from_args(args: argparse.Namespace) -> dict:
         grid[k.strip()] = vals
     spec["grid"] = grid
     if args.seeds:
-        override_seeds(spec, args.seeds)
+        blocks.override_seeds(spec, args.seeds)
     if args.methods:
         spec["methods"] = args.methods
     baselines = getattr(args, "baselines", None)

@@ -1,0 +1,110 @@
+"""Fresh seeds at the settings the design seeds chose (a spec's ``fresh_seeds: chosen``).
+
+The evidence protocol (:mod:`vitedit.evidence`) reports a fresh seed, one not in
+:data:`~vitedit.evidence.DESIGN_SEEDS`, only at the setting the design seeds chose for its group
+(dataset, error selection), method and budget: :func:`vitedit.budget.best` on their results. Its
+other grid points are never reported. With ``fresh_seeds: chosen`` a sweep plans a fresh seed's
+experiments only at those settings (:func:`chosen_configs`, the same rule on the same seeds), once
+the design seeds' whole grid of that dataset has results in the sweep folder: one command runs the
+design seeds first, collects them, then plans and runs the fresh seeds (:func:`run_phases`; each
+phase is an entry of the sweep log). The in-sample best-of-grid table is then computed on the
+design seeds alone (:func:`vitedit.sweep.collect.in_sample_rows`: a fresh seed has no grid to take
+the best of).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .. import budget, evidence
+from .blocks import SweepError
+from .collect import collect
+from .plan import Experiment
+from .run import run_sweep
+
+
+def is_fresh(e: Experiment) -> bool:
+    return int(e.params["seed"]) not in evidence.DESIGN_SEEDS
+
+
+def chosen_configs(
+    summary: pd.DataFrame,
+    budgets: Sequence[float] = budget.BUDGETS,
+    design_seeds: Sequence[int] = evidence.DESIGN_SEEDS,
+) -> set[str]:
+    """The ``config_id`` the design seeds choose per group, method and budget: the settings at which
+    :func:`vitedit.evidence.out_of_selection` reports a fresh seed (its confirmation rows)."""
+    ok, keys = evidence._seed_rows(summary)
+    ok = ok[ok.seed.isin([int(s) for s in design_seeds])]
+    out = set()
+    for _, g in ok.groupby([*keys, "method"], sort=False):
+        chooser = g.seed.nunique()
+        table = budget.settings_table(g)
+        for b in budgets:
+            best = budget.best(table[table.n_seeds >= chooser], b)
+            if best is not None:
+                out.add(str(best.config_id))
+    return out
+
+
+def _summary(sweep_dir: Path) -> pd.DataFrame:
+    files = sorted(Path(sweep_dir).glob("param_search_summary_*.csv"))
+    return pd.concat([pd.read_csv(f) for f in files]) if files else pd.DataFrame()
+
+
+def _fresh_plan(exps: Sequence[Experiment], sweep_dir: Path) -> tuple[list, list[str]]:
+    """The fresh experiments at the design seeds' choices, and the datasets whose design grid
+    has no results yet (their fresh experiments wait)."""
+    fresh = [e for e in exps if is_fresh(e)]
+    summary = _summary(sweep_dir)
+    design = summary[summary.seed.isin(evidence.DESIGN_SEEDS)] if len(summary) else summary
+    keep, waiting = [], []
+    for ds in dict.fromkeys(e.dataset for e in fresh):
+        mine = [e for e in fresh if e.dataset == ds]
+        done = design[design.dataset == ds] if len(design) else design
+        missing = {e.config_id for e in mine} - set(done.get("config_id", []))
+        if missing:
+            waiting.append(f"{ds} ({len(missing)} of {len({e.config_id for e in mine})} settings)")
+            continue
+        chosen = chosen_configs(done)
+        keep += [e for e in mine if e.config_id in chosen]
+    return keep, waiting
+
+
+def planned(spec: dict, exps: Sequence[Experiment], sweep_dir: Path, log=print) -> list:
+    """What a run of the sweep does now: every experiment, or with ``fresh_seeds: chosen`` the
+    design seeds' and the fresh seeds' at the settings chosen (those whose design grid is not
+    done yet wait, said in one line)."""
+    if spec.get("fresh_seeds", "grid") != "chosen":
+        return list(exps)
+    keep, waiting = _fresh_plan(exps, sweep_dir)
+    if waiting:
+        log(f"fresh seeds wait for the design seeds' results: {', '.join(waiting)}")
+    return [e for e in exps if not is_fresh(e)] + keep
+
+
+def run_phases(spec: dict, exps: Sequence[Experiment], sweep_dir: Path, executor, *a, **kw) -> dict:
+    """:func:`~vitedit.sweep.run.run_sweep`, in two phases with ``fresh_seeds: chosen``: the
+    design seeds' experiments, then (collected) the fresh seeds' at the design seeds' choices.
+    A fresh seed whose dataset has no design results after the first phase is an error."""
+    if spec.get("fresh_seeds", "grid") != "chosen":
+        return run_sweep(spec, exps, sweep_dir, executor, *a, **kw)
+    design = [e for e in exps if not is_fresh(e)]
+    counts = run_sweep(spec, design, sweep_dir, executor, *a, **kw) if design else {}
+    if not any(is_fresh(e) for e in exps):
+        return counts
+    if design:
+        collect(sweep_dir)
+    keep, waiting = _fresh_plan(exps, sweep_dir)
+    if waiting:
+        raise SweepError(
+            "fresh seeds run at the settings the design seeds chose "
+            f"({', '.join(map(str, evidence.DESIGN_SEEDS))}), but the design grid has no results "
+            f"for {', '.join(waiting)} in {sweep_dir}: run the design seeds first (--seeds "
+            f"{' '.join(map(str, evidence.DESIGN_SEEDS))})"
+        )
+    second = run_sweep(spec, keep, sweep_dir, executor, *a, **kw) if keep else {}
+    return {k: counts.get(k, 0) + second.get(k, 0) for k in counts.keys() | second.keys()}
