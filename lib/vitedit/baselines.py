@@ -125,7 +125,7 @@ class FinetuneErrorsBaseline(Editor):
 
     max_resume_params = 20_000_000  # larger models keep no fine-tuning state in memory
 
-    def __init__(self, *, baseline_lr: float, baseline_epochs: int, seed: int, stats_cache=None):
+    def __init__(self, *, baseline_lr: float, baseline_epochs: int, seed: int, stats_cache):
         self.baseline_lr, self.baseline_epochs, self.seed = baseline_lr, baseline_epochs, seed
         self.stats_cache = stats_cache
 
@@ -234,7 +234,7 @@ class FinetuneReplayBaseline(FinetuneErrorsBaseline):
         baseline_epochs: int,
         seed: int,
         replay_weight: float,
-        stats_cache=None,
+        stats_cache,
     ):
         super().__init__(
             baseline_lr=baseline_lr,
