@@ -109,3 +109,13 @@ def test_the_benchmark_runs_fresh_seeds_at_the_chosen_settings_and_bad_values_ar
     )
     with pytest.raises(SweepError, match="fresh_seeds must be one of"):
         check_spec({"name": "x", "methods": ["head"], "fresh_seeds": "some"})
+
+
+def test_a_setting_missing_on_one_design_seed_keeps_the_fresh_seeds_waiting(tmp_path):
+    s = summary((42, 43, 44))
+    s = s[~((s.seed == 43) & (s.config_id == "a2"))]  # a2 ran on 42 and 44 only, so far
+    s.to_csv(tmp_path / "param_search_summary_d.csv", index=False)
+    said = []
+    now = fresh.planned({"fresh_seeds": "chosen"}, experiments(), tmp_path, log=said.append)
+    assert {e.params["seed"] for e in now} == {42, 43, 44}
+    assert "d (1 of 6 settings)" in said[0]

@@ -154,7 +154,8 @@ class FinetuneErrorsBaseline(Editor):
         device = runner.device
         tuned = copy.deepcopy(model).to(device)
         p_before = runner.probs(tuned, data.images)
-        key = self._resume_key(data)
+        # CPU only: on CUDA drop_path draws from the CUDA generator, which the state does not keep
+        key = self._resume_key(data) if device.type == "cpu" else None
         kept = self.stats_cache.targets.get(key) if key else None
         if kept is not None and kept["epochs"] > self.baseline_epochs:
             kept = None  # a state past this point's epochs: start afresh

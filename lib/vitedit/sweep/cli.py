@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"summary: {sweep_dir / f'param_search_summary_{ds}.csv'}")
     if not args.no_report:
         try:
-            render_report(sweep_dir, workers=workers)
+            render_report(sweep_dir)  # one render at a time: thread variables are process-wide
         except Exception as e:  # the CSVs are written; a report failure is reported, not hidden
             print(f"error: the sweep report failed: {e}", file=sys.stderr)
             return 1

@@ -65,7 +65,15 @@ def _fresh_plan(exps: Sequence[Experiment], sweep_dir: Path) -> tuple[list, list
     for ds in dict.fromkeys(e.dataset for e in fresh):
         mine = [e for e in fresh if e.dataset == ds]
         done = design[design.dataset == ds] if len(design) else design
-        missing = {e.config_id for e in mine} - set(done.get("config_id", []))
+        # every setting at every design seed with results (a setting that ran on 42 but not yet
+        # on 43 is not done: choosing without it would choose on fewer seeds than are coming)
+        seeds = sorted({int(x) for x in done.get("seed", [])})
+        have = set(zip(done.get("config_id", []), done.get("seed", [])))
+        missing = {
+            e.config_id
+            for e in mine
+            if not seeds or any((e.config_id, x) not in have for x in seeds)
+        }
         if missing:
             waiting.append(f"{ds} ({len(missing)} of {len({e.config_id for e in mine})} settings)")
             continue
@@ -96,7 +104,7 @@ def run_phases(spec: dict, exps: Sequence[Experiment], sweep_dir: Path, executor
     counts = run_sweep(spec, design, sweep_dir, executor, *a, **kw) if design else {}
     if not any(is_fresh(e) for e in exps):
         return counts
-    if design:
+    if design or any(Path(sweep_dir).glob("runs/*/*/job.json")):  # the summary as it is now
         collect(sweep_dir)
     keep, waiting = _fresh_plan(exps, sweep_dir)
     if waiting:
