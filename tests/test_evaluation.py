@@ -348,6 +348,21 @@ def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setu
     pixel = np.array(imgs[: len(imgs)])
     pixel.flat[0] ^= 1  # one pixel, same shape: the images' bytes are in the key
     assert key(model, pixel, r) != key(model, np.array(imgs[: len(imgs)]), r)
+    # a split's view is keyed by its (read-only) source's memoised key and its indices
+    assert not imgs.source.flags.writeable
+    assert key(model, imgs, r) == key(model, split.view(data, "test"), r)
+
+    class Unread(splits.ImageView):
+        def __getitem__(self, key):
+            raise AssertionError("the key read the view's images")
+
+    assert key(model, Unread(imgs.source, imgs.index), r) == key(model, imgs, r)
+    other = split.view(data, "test", np.arange(len(imgs))[::-1])  # same images, another order
+    assert key(model, other, r) != key(model, imgs, r)
+    copied = splits.ImageView(np.array(imgs.source), imgs.index)  # writeable: hashed by bytes
+    before = key(model, copied, r)
+    copied.source[imgs.index[0]].flat[0] ^= 1
+    assert key(model, copied, r) != before
     # a truncated or empty file (a killed writer) is recomputed and written back, not read
     files[0].write_bytes(b"\x93NUMPY")
     files[1].write_bytes(b"")

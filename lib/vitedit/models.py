@@ -183,7 +183,10 @@ def preprocess(
     float images (liver data, already z-scored) are used as they are. Grayscale becomes three
     channels; images are resized (bilinear, antialiased) to the model's input size.
     """
-    x = torch.as_tensor(np.asarray(batch)) if not isinstance(batch, torch.Tensor) else batch
+    if not isinstance(batch, torch.Tensor):
+        a = np.asarray(batch)  # a dataset's arrays are read-only (vitedit.datasets.Data)
+        batch = torch.as_tensor(a if a.flags.writeable else a.copy())
+    x = batch
     if pin_memory:
         x = x.pin_memory()
     x = x.to(device, non_blocking=pin_memory)

@@ -31,9 +31,8 @@ def prediction_key(model, images: np.ndarray, runner: Runner, skip: str | None =
         a = t.detach().cpu().contiguous()
         h.update(f"{name}|{a.dtype}|{tuple(a.shape)}".encode())
         h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
-    first = np.asarray(images[:1])
-    shape = (len(images), *first.shape[1:])
-    h.update(f"{first.dtype}|{shape}|{runner.cfg!r}|{runner.batch_size}|skip={skip}".encode())
+    dtype, shape = _dtype_shape(images)
+    h.update(f"{dtype}|{shape}|{runner.cfg!r}|{runner.batch_size}|skip={skip}".encode())
     dev = runner.device
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else ""
     h.update(f"{CACHE_VERSION}|{dev.type}|{gpu}|{torch.__version__}|{timm.__version__}".encode())
@@ -41,16 +40,44 @@ def prediction_key(model, images: np.ndarray, runner: Runner, skip: str | None =
     return h.hexdigest()
 
 
+# the content keys of read-only image arrays (a loaded dataset's splits, vitedit.datasets.Data),
+# by identity; each array is kept alive with its key, so its id cannot be reused by another array
+_SOURCE_KEYS: dict[int, tuple[np.ndarray, str]] = {}
+
+
 def _update_with_images(h, images: np.ndarray) -> None:
+    """The images' content: their bytes, or for a view of a read-only array (a split's images,
+    :class:`vitedit.splits.ImageView`) that array's content key, memoised, and the view's indices —
+    a grid point's lookups then hash kilobytes of indices, not the set's megabytes of images."""
+    source = getattr(images, "source", None)
+    if isinstance(source, np.ndarray) and not source.flags.writeable:
+        h.update(f"view|{_source_key(source)}|".encode())
+        h.update(np.ascontiguousarray(images.index, dtype=np.int64).tobytes())
+        return
     for sl in models.iter_batches(len(images), 4096):  # a view is never materialised whole
         h.update(np.ascontiguousarray(images[sl]).tobytes())
+
+
+def _dtype_shape(images) -> tuple[np.dtype, tuple[int, ...]]:
+    source = getattr(images, "source", None)  # a view: read no image
+    first = source[:1] if isinstance(source, np.ndarray) else np.asarray(images[:1])
+    return first.dtype, (len(images), *first.shape[1:])
+
+
+def _source_key(source: np.ndarray) -> str:
+    hit = _SOURCE_KEYS.get(id(source))
+    if hit is None or hit[0] is not source:
+        if len(_SOURCE_KEYS) >= 16:  # a few datasets' splits per process
+            _SOURCE_KEYS.clear()
+        hit = _SOURCE_KEYS[id(source)] = (source, images_key(source))
+    return hit[1]
 
 
 def images_key(images: np.ndarray) -> str:
     """The content of an image set alone (its dtype, shape and bytes)."""
     h = hashlib.blake2b(digest_size=16)
-    first = np.asarray(images[:1])
-    h.update(f"{first.dtype}|{(len(images), *first.shape[1:])}".encode())
+    dtype, shape = _dtype_shape(images)
+    h.update(f"{dtype}|{shape}".encode())
     _update_with_images(h, images)
     return h.hexdigest()
 

@@ -73,6 +73,12 @@ class Data:
     path: Path
     md5: str  # MD5 of the file (liver: of both files' MD5s)
 
+    def __post_init__(self):
+        # read-only, so a content key computed once holds for the process (vitedit.predcache)
+        for a in self.images.values():
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False
+
     def counts(self, split: str) -> np.ndarray:
         return np.bincount(self.labels[split], minlength=self.info.n_classes)
 
