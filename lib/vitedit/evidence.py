@@ -77,6 +77,14 @@ def _seed_rows(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return ok, budget.group_keys(summary)
 
 
+def chosen_setting(g: pd.DataFrame, chooser: Sequence[int], b: float):
+    """The setting one method's rows ``g`` (one group) choose on seeds ``chooser`` at budget ``b``:
+    :func:`vitedit.budget.best` among the settings with a result on every one of those seeds, or
+    None. The one rule of the evidence tables and of the sweep's fresh-seed plan."""
+    table = budget.settings_table(g[g.seed.isin(list(chooser))])
+    return budget.best(table[table.n_seeds >= len(chooser)], b)
+
+
 def out_of_selection(
     summary: pd.DataFrame,
     budgets: Sequence[float] = budget.BUDGETS,
@@ -108,8 +116,7 @@ def out_of_selection(
                 if not chooser:
                     rows.append({**row, "config_id": "", "note": "no other seed to choose on"})
                     continue
-                table = budget.settings_table(g[g.seed.isin(chooser)])
-                best = budget.best(table[table.n_seeds >= len(chooser)], b)
+                best = chosen_setting(g, chooser, b)
                 if best is None:
                     note = f"no setting keeps FT-Val regression <= {b:.0%} on seeds {chooser}"
                     rows.append({**row, "config_id": "", "note": note})

@@ -41,10 +41,9 @@ def chosen_configs(
     ok = ok[ok.seed.isin([int(s) for s in design_seeds])]
     out = set()
     for _, g in ok.groupby([*keys, "method"], sort=False):
-        chooser = g.seed.nunique()
-        table = budget.settings_table(g)
+        chooser = sorted(int(s) for s in g.seed.unique())
         for b in budgets:
-            best = budget.best(table[table.n_seeds >= chooser], b)
+            best = evidence.chosen_setting(g, chooser, b)
             if best is not None:
                 out.add(str(best.config_id))
     return out
