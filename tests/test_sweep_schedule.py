@@ -75,3 +75,27 @@ def test_units_start_with_the_costliest(tmp_path):
     units = run.unit_jobs(files, sweep)
     assert [u.split("/")[-2] for u in units] == ["big", "mid", "small"]
     assert longest_first([1, 3, 2, 3], lambda x: x) == [3, 3, 2, 1]
+
+
+def test_a_units_layer_edits_run_grouped_by_layer_choice_then_errors(tmp_path):
+    """The cached hidden states hold one block at a time: a unit whose layer edits alternate
+    between layer choices recomputes them at every experiment (40 s a BloodMNIST point)."""
+    prep = Prep("p", "p", {})
+    files = {}
+    names = iter(range(100))
+    for l2 in (0.3, 1.0, 3.0):  # the name sorts by L2 first, the layer choice last
+        for sel in ("first", "pair"):
+            for scope in ("all", "region_max"):
+                for method in ("alphaedit", "memit") if scope == "all" else ("alphaedit",):
+                    i = next(names)
+                    p = {"L2": l2, "edit_selection": sel, "rank_scope": scope, "seed": 42}
+                    name = f"{method}_L2{l2}_edit_selection-{sel}_rank_scope-{scope}"
+                    files[str(tmp_path / f"{i}.json")] = Experiment(
+                        i, name, name, name, method, p, prep
+                    )
+    files[str(tmp_path / "h.json")] = Experiment(99, "h", "h", "h", "head", {"seed": 42}, prep)
+    order = [files[f] for f in run.unit_jobs(files, tmp_path / "sweep").popitem()[1]]
+    assert order[0].method == "head"
+    runs = [(e.params["rank_scope"], e.params["edit_selection"]) for e in order[1:]]
+    changes = sum(a != b for a, b in zip(runs, runs[1:]))
+    assert changes == 3  # all/first, all/pair, region_max/first, region_max/pair: one run each

@@ -35,10 +35,8 @@ from ..stages.edit import stats_cache_of
 from ..statecache import CachingRunner, StateCache
 from . import wandb_log
 from .jobs import materialize
+from .keys import SELECTION_KEYS
 from .spec import SweepError
-
-# the parameters that choose the edited errors and statistics samples (stages.select_edits)
-SELECTION_KEYS = ("edit_selection", "max_edits", "edit_pair", "projection_samples", "seed")
 
 
 class Unit:

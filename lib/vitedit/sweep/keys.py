@@ -14,6 +14,8 @@ from .. import params as params_mod
 NON_SEMANTIC = set(params_mod.RUN_SETTINGS)
 # locate parameters that only pick layers from the tracing result (the tracing is shared across them)
 LAYER_CHOICE = {"edit_layers", "num_edit_layers", "no_astra_layers", "rank_kind", "rank_scope"}
+# the parameters that choose the edited errors and statistics samples (stages.select_edits)
+SELECTION_KEYS = ("edit_selection", "max_edits", "edit_pair", "projection_samples", "seed")
 
 # parameters added after sweeps were run, with the value that reproduces the earlier behaviour: at
 # that value they stay out of an experiment's content hash, so earlier results keep being reused
