@@ -92,7 +92,10 @@ def test_selection_reads_neither_test_nor_a_reporting_set():
         t = s.copy()
         if t[c].dtype == object:
             continue
-        t[c] = rng.permutation(t[c].to_numpy())
+        # values that differ per row, larger where the chosen setting is not: a selection that
+        # read this column would choose another setting
+        other = ~t.config_id.isin(base)
+        t[c] = rng.uniform(0.0, 0.1, len(t)) + np.where(other, 0.5, 0.0)
         assert evidence.out_of_selection(t).config_id.tolist() == base, c
     for metric in SELECTION_METRICS:
         assert not metric.startswith(("test", "proj_", "ed_rest_")), metric
@@ -192,6 +195,7 @@ def test_intervals_do_not_collapse_at_zero_or_one():
     for k in (0, 30):
         rate, lo, hi = evidence.cluster_rate([k] * 3, [30] * 3)
         assert rate == k / 30 and hi - lo > 0.01 and 0 <= lo and hi <= 1
+        assert lo <= rate <= hi  # the interval holds its own estimate (Jeffreys' boundary rule)
     d = evidence.cluster_delta([0] * 3, [0] * 3, [500] * 3)
     assert d["delta"] == 0 and d["ci95"][0] < 0 < d["ci95"][1]
 

@@ -153,11 +153,11 @@ def cluster_rate(
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(n), (n_boot, len(n)))
     nb = n[pick].astype(np.int64)
-    # within a drawn seed, its rate from its Jeffreys posterior Beta(k + 1/2, n - k + 1/2) (the
-    # samples' resampling, smoothed: 30 of 30 does not give the point interval [1, 1])
+    # within a drawn seed, its rate from its Jeffreys posterior Beta(k + 1/2, n - k + 1/2)
     kb = nb * rng.beta(k[pick] + 0.5, n[pick] - k[pick] + 0.5)
     rates = kb.sum(1) / nb.sum(1)
     lo, hi = np.quantile(rates, [(1 - level) / 2, (1 + level) / 2])
+    lo, hi = (0.0 if k.sum() == 0 else lo), (1.0 if k.sum() == n.sum() else hi)  # Jeffreys' rule
     return float(k.sum() / n.sum()), float(lo), float(hi)
 
 
