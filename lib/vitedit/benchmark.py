@@ -252,7 +252,12 @@ def findings(fig: pd.DataFrame, win: pd.DataFrame, base: pd.DataFrame) -> dict[s
                 + "."
             )
         same = g5[g5.test_delta_equivalence.str.startswith("net change equivalent")]
-        if len(same):
+        if len(same) and vals[0] in SLICED_SCANS:  # slices of one scan: intervals too narrow
+            parts.append(
+                "No equivalence verdict on this dataset: its intervals treat slices of one scan as "
+                "independent samples, so they are too narrow to show that nothing changed."
+            )
+        elif len(same):
             parts.append(
                 "Net Test accuracy shown unchanged at the 5 % point (90 % interval within +-0.5 "
                 "points; fixes may offset breakage: see the Test regression rate): "
@@ -269,8 +274,8 @@ def dataset_notes(datasets: Sequence[str]) -> list[str]:
         f"{d}: slices of 3D CT scans, with train / val and Test from different scans. Read it as a "
         "distribution-shift case: a regression budget measured on FT-Val or FT-Train does not "
         "bound the damage on Test (see its Test regression rate and Test samples broken per fixed "
-        "error), and every McNemar p-value on it treats slices of one scan as independent, which "
-        "they are not (too small)"
+        "error), and every interval and McNemar p-value on it treats slices of one scan as independent, "
+        "which they are not (too narrow, too small); no equivalence verdict is drawn from them"
         for d in sorted(set(datasets))
         if d in SLICED_SCANS
     ]

@@ -59,7 +59,7 @@ FIGURES = {
         "fix rate on Test errors of the edited confusion pairs",
     ),
     "test_regression": ("test_correct_to_wrong", "test_correct_before", "Test regression rate"),
-    "val_regression": ("val_correct_to_wrong", "val_correct_before", "FT-Val regression rate"),
+    "val_regression": ("val_correct_to_wrong", "val_correct_before", "FT-Val regr. (selection)"),
     "efficacy": ("edit_num_fixed", "edit_total_wrong", "fix rate on the edited errors (in-sample)"),
     "train_regression": (
         "proj_correct_to_wrong",
