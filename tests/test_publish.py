@@ -42,6 +42,14 @@ def test_the_readme_block_is_generated_from_the_published_tables(tmp_path):
     assert len(lines) == 2 and all("| confirmation 45 |" in x for x in lines)
     a = next(x for x in lines if "| a |" in x)
     assert "| 0.18 [" in a and "| 0.90 [" in a  # 9 of 50 unedited errors; 18 of 20 edited
+    assert (
+        "| fixes Test errors of the edited pairs | Test regression | FT-Val regression |" in block
+    )
+    assert "| 0.003 [" in a  # Test regression 3 of 900, in three digits
+    # the paired tests' verdict on each group, as the report words it (no winner here)
+    verdicts = block.split("Paired comparisons", 1)[1].splitlines()[1:]
+    assert verdicts and all(v.startswith("- bloodmnist: ") for v in verdicts)
+    assert any("edited errors: no winner: a has the highest figure" in v for v in verdicts)
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{publish.README_START}\nold\n{publish.README_END}\nrest\n")
     publish.update_readme(readme, block)
