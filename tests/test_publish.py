@@ -50,6 +50,11 @@ def test_the_readme_block_is_generated_from_the_published_tables(tmp_path):
     verdicts = block.split("Paired comparisons", 1)[1].splitlines()[1:]
     assert verdicts and all(v.startswith("- bloodmnist: ") for v in verdicts)
     assert any("edited errors: no winner: a has the highest figure" in v for v in verdicts)
+    (tmp_path / "pub" / "evidence_winners.csv").write_text("\n")  # no comparison: empty table
+    assert (
+        publish.readme_block(tmp_path / "pub").split("\n\nPaired")[0]
+        == block.split("\n\nPaired")[0]
+    )
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{publish.README_START}\nold\n{publish.README_END}\nrest\n")
     publish.update_readme(readme, block)

@@ -201,7 +201,10 @@ def _winners(folder: Path, vals: tuple, keys: list[str], role: str) -> list[str]
     f = folder / "evidence_winners.csv"
     if not f.is_file():
         return []
-    w = pd.read_csv(f, keep_default_na=False, na_values=[""])
+    try:
+        w = pd.read_csv(f, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:  # no paired comparison at all: an empty table
+        return []
     if w.empty:
         return []
     w = w[np.isclose(w.budget.astype(float), min(budget.BUDGETS)) & (w.role == role)]
