@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitedit import budget, evidence
+from vitedit import budget, evidence, paired
 from vitedit.columns import SELECTION_METRICS
 from vitedit.sweep.spec import SweepError, check_selection
 
@@ -34,11 +34,11 @@ def _row(method, cfg, seed, fix, val_reg, *, index=0, mask=None, digest="d", n=2
         ed_rest_errors=40,
         ed_rest_wrong_to_correct=4,
         ed_rest_fixed_mask="y" * 4 + "n" * 36,
-        test_total=1000,
-        test_correct_before=900,
+        test_total=3000,
+        test_correct_before=2700,
         test_correct_to_wrong=5,
         test_wrong_to_correct=6,
-        test_acc_delta=0.001,
+        test_acc_delta=1 / 3000,
         test_same_pair_errors=10,
         test_same_pair_wrong_to_correct=3,
     )
@@ -106,32 +106,32 @@ def test_selection_reads_neither_test_nor_a_reporting_set():
 
 def test_cluster_intervals_stay_inside_zero_one_where_t_intervals_do_not():
     k, n = np.array([30, 27, 29]), np.array([30, 30, 30])
-    rate, lo, hi = evidence.cluster_rate(k, n)
+    rate, lo, hi = paired.cluster_rate(k, n)
     assert rate == pytest.approx(86 / 90) and 0 <= lo < rate < hi <= 1
     assert rate + budget.t_half_width(k / n) > 1  # the t-interval escapes [0, 1] here
     # more seeds and more errors narrow it; one seed varies only the errors
-    _, lo3, hi3 = evidence.cluster_rate(np.tile(k, 3), np.tile(n, 3))
+    _, lo3, hi3 = paired.cluster_rate(np.tile(k, 3), np.tile(n, 3))
     assert hi3 - lo3 < hi - lo
-    r1, lo1, hi1 = evidence.cluster_rate([15], [30])
+    r1, lo1, hi1 = paired.cluster_rate([15], [30])
     assert r1 == 0.5 and 0.3 < lo1 < 0.37 and 0.63 < hi1 < 0.7  # ~ the binomial's 0.32-0.68
-    assert np.isnan(evidence.cluster_rate([], [])[0])
+    assert np.isnan(paired.cluster_rate([], [])[0])
 
 
 def test_costs_nothing_only_when_the_interval_is_inside_the_margin():
-    big = evidence.cluster_delta([10] * 5, [10] * 5, [20000] * 5)
+    big = paired.cluster_delta([10] * 5, [10] * 5, [20000] * 5)
     assert big["delta"] == 0 and evidence.equivalence(big["ci90"]).startswith(
         "net change equivalent"
     )
-    small = evidence.cluster_delta([1, 0, 2], [2, 1, 1], [200, 200, 200])
+    small = paired.cluster_delta([1, 0, 2], [2, 1, 1], [200, 200, 200])
     assert evidence.equivalence(small["ci90"]).startswith("not shown")
     lo, hi = small["ci95"]
     assert lo < small["delta"] < hi and small["ci90"][0] >= lo
-    loss = evidence.cluster_delta([0] * 3, [100] * 3, [2000] * 3)
+    loss = paired.cluster_delta([0] * 3, [100] * 3, [2000] * 3)
     assert evidence.equivalence(loss["ci90"]).startswith("a change")
 
 
 def test_holm_matches_the_step_down_by_hand():
-    adj = evidence.holm([0.01, 0.04, 0.03, np.nan])
+    adj = paired.holm([0.01, 0.04, 0.03, np.nan])
     assert adj[0] == pytest.approx(0.03) and adj[2] == pytest.approx(0.06)
     assert adj[1] == pytest.approx(0.06) and np.isnan(adj[3])
 
@@ -157,29 +157,38 @@ def _confirmation(summary):
     return oos[oos.role == "confirmation"]
 
 
-def test_a_winner_is_named_only_when_the_paired_test_over_seeds_says_so():
+def test_a_winner_is_named_only_when_the_paired_test_says_so_consistently_over_seeds():
     six = tuple(range(45, 51))
     conf = _confirmation(_pair_summary(4, fresh=six))
     pairs = evidence.paired(conf)
     (p,) = pairs.itertuples()
     assert (p.a_only, p.b_only, p.errors) == (6 * 14, 0, 120) and p.seeds == "45 46 47 48 49 50"
-    assert p.p == pytest.approx(0.0143, abs=1e-3)  # X² = (6·14)² / (6·14²) = 6, over seeds
-    assert p.p_pooled_errors < 1e-20  # what treating 120 errors as independent would say
+    assert p.p == pytest.approx(2 * 0.5**84)  # exact McNemar on the 120 pooled errors
+    assert p.p_seeds == pytest.approx(2 / 2**6)  # seeds as units: the floor of six seeds
+    assert (p.seeds_a_ahead, p.seeds_b_ahead) == (6, 0)
     win = evidence.winners(evidence.figures(conf), pairs)
-    assert bool(win.winner.iloc[0]) and win.top.iloc[0] == "a"
-    # two seeds, however lopsided: two independent edits, no winner
+    assert bool(win.winner.iloc[0]) and win.top.iloc[0] == "a" and "0.031" in win.text.iloc[0]
+    # two seeds, however lopsided: two trainings name no winner
     conf = _confirmation(_pair_summary(4))
     win = evidence.winners(evidence.figures(conf), evidence.paired(conf))
-    assert not win.winner.iloc[0] and "not separated from b" in win.text.iloc[0]
-    # a fixes all on two seeds and nothing on a third: errors edited together are not 60 pairs
+    assert not win.winner.iloc[0] and "2 seed(s) only" in win.text.iloc[0]
+    # a fixes all on two seeds and nothing on a third (b never more): a winner on these models,
+    # though the seed-level test cannot say so (p = 0.5)
     conf = _confirmation(_pair_summary(0, fresh=(45, 46, 47), fix_a={45: 20, 46: 0, 47: 20}))
     (p,) = evidence.paired(conf).itertuples()
-    assert p.p_pooled_errors < 1e-5 and p.p > 0.1
-    # a ahead on half the seeds, behind on the other half: not separated
-    ahead = {s: 18 if s % 2 else 16 for s in six}
+    assert p.p < 1e-5 and p.p_seeds == 0.5 and (p.seeds_a_ahead, p.seeds_b_ahead) == (2, 0)
+    # a ahead on half the seeds, behind on the other half: not separated, whatever the pooled test
+    ahead = {s: 20 if s % 2 else 16 for s in six}
     conf = _confirmation(_pair_summary(17, fresh=six, fix_a=ahead))
     win = evidence.winners(evidence.figures(conf), evidence.paired(conf))
-    assert not win.winner.iloc[0] and "not separated from b" in win.text.iloc[0]
+    assert not win.winner.iloc[0] and "behind on 3 seed(s)" in win.text.iloc[0]
+    # a winner needs the Holm-adjusted p: a comparison that passes alone fails among many
+    conf = _confirmation(_pair_summary(14, fresh=six, fix_a={s: 16 for s in six}))
+    pairs = evidence.paired(conf)
+    assert pairs.p.iloc[0] < 0.05
+    assert bool(evidence.winners(evidence.figures(conf), pairs).winner.iloc[0])
+    many = pairs.assign(p_holm=paired.holm([pairs.p.iloc[0]] + [0.9] * 200)[:1])
+    assert not evidence.winners(evidence.figures(conf), many).winner.iloc[0]
     # other errors (another digest) are never compared, nor rows without a digest
     assert evidence.paired(_confirmation(_pair_summary(4, digest_b="x", fresh=six))).empty
     none = _pair_summary(4, fresh=six).assign(edit_errors_digest=None)
@@ -191,12 +200,33 @@ def test_a_winner_is_named_only_when_the_paired_test_over_seeds_says_so():
     assert not win.winner.iloc[0]
 
 
+def test_sign_flip_is_exact_over_seeds():
+    assert paired.sign_flip([3, 3, 3]) == pytest.approx(0.25)  # 2 of the 8 assignments
+    assert paired.sign_flip([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)
+    assert paired.sign_flip([5, -5]) == 1.0 and paired.sign_flip([0, 0]) == 1.0
+    # |sum| >= 2 for [3, -1, 2] (sum 4): sign patterns giving |±3 ±1 ±2| >= 4: 4 of 8
+    assert paired.sign_flip([3, -1, 2]) == pytest.approx(0.5)
+
+
+def test_shared_samples_are_not_counted_as_independent_over_seeds():
+    # five seeds on the same 500 Test samples: the pooled rate has one sample's noise
+    _, lo, hi = paired.cluster_rate([25] * 5, [500] * 5)
+    _, slo, shi = paired.cluster_rate([25] * 5, [500] * 5, shared=True)
+    _, olo, ohi = paired.cluster_rate([25], [500])
+    assert shi - slo > 1.8 * (hi - lo) and shi - slo == pytest.approx(ohi - olo, rel=0.15)
+    d = paired.cluster_delta([5] * 5, [10] * 5, [500] * 5, levels=(0.95,))
+    ds = paired.cluster_delta([5] * 5, [10] * 5, [500] * 5, levels=(0.95,), shared=True)
+    assert np.diff(ds["ci95"])[0] > 1.8 * np.diff(d["ci95"])[0]
+    # the evidence tables use it for the figures on FT-Val and Test only
+    assert evidence.SHARED_SAMPLES == {"pair_generalisation", "test_regression", "val_regression"}
+
+
 def test_intervals_do_not_collapse_at_zero_or_one():
     for k in (0, 30):
-        rate, lo, hi = evidence.cluster_rate([k] * 3, [30] * 3)
+        rate, lo, hi = paired.cluster_rate([k] * 3, [30] * 3)
         assert rate == k / 30 and hi - lo > 0.01 and 0 <= lo and hi <= 1
         assert lo <= rate <= hi  # the interval holds its own estimate (Jeffreys' boundary rule)
-    d = evidence.cluster_delta([0] * 3, [0] * 3, [500] * 3)
+    d = paired.cluster_delta([0] * 3, [0] * 3, [500] * 3)
     assert d["delta"] == 0 and d["ci95"][0] < 0 < d["ci95"][1]
 
 
@@ -222,9 +252,9 @@ def test_figures_pool_counts_over_the_reported_seeds():
     a = fig.loc[("a", "confirmation")]
     assert a.n_seeds == 2 and a.seeds == "45 46" and a.settings == "a1"
     assert a.efficacy == pytest.approx(36 / 40) and a.efficacy_n == 40
-    assert a.generalisation == pytest.approx(0.1) and a.test_regression == pytest.approx(5 / 900)
+    assert a.generalisation == pytest.approx(0.1) and a.test_regression == pytest.approx(5 / 2700)
     assert a.pair_generalisation == pytest.approx(0.3) and a.train_regression == 0
-    assert a.test_delta == pytest.approx(0.001)
+    assert a.test_delta == pytest.approx(1 / 3000)
     assert a.test_broken_per_fix == pytest.approx(10 / 36)  # 5 Test samples broken per seed
     assert list(evidence.FIGURES)[:5] == [  # generalisation and damage before efficacy
         "generalisation",
