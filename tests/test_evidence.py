@@ -285,3 +285,15 @@ def test_sliced_scan_datasets_are_read_as_a_distribution_shift_and_their_p_value
     assert not any(
         "distribution-shift" in w for w in benchmark.report_warnings(loso_summary(), pd.DataFrame())
     )
+
+
+def test_holms_family_is_a_datasets_comparisons():
+    def one(dataset, fixed_b):
+        fresh = _pair_summary(fixed_b, fresh=tuple(range(45, 51)))
+        return fresh.assign(dataset=dataset)
+
+    both = evidence.tables(pd.concat([one("x", 14), one("y", 10)]))["evidence_pairs"]
+    for name, fixed_b in (("x", 14), ("y", 10)):
+        alone = evidence.tables(one(name, fixed_b))["evidence_pairs"]
+        got = both[both.dataset == name].p_holm.to_numpy()
+        assert got == pytest.approx(alone.p_holm.to_numpy()) and len(got) == len(alone)

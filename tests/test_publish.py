@@ -104,3 +104,45 @@ def test_provenance_reads_the_sweeps_own_records(tmp_path):
     assert p["phases"]["experiments, job-seconds per method"] == {"a": 3.0, "b": 5.0}
     assert p["phases"]["base training, minutes (sum over datasets x seeds)"] == 22.5
     assert len(p["published_at_commit"].split("+")[0]) == 40
+
+
+def _sweep(folder, dataset, fixed_a):
+    """A benchmark sweep folder over one dataset: its tables and page (no runs)."""
+    rows = [
+        evidence_row(m, s, f, dataset=dataset, edit_errors_digest=str(s))
+        for s in (42, 43, 44, 45)
+        for m, f in (("a", fixed_a), ("b", 4))
+    ]
+    folder.mkdir(parents=True)
+    for name, table in evidence.tables(pd.DataFrame(rows)).items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+    pd.DataFrame({"dataset": [dataset], "method": ["a"]}).to_csv(folder / "budget.csv", index=False)
+    (folder / "benchmark.html").write_text(f"<html>{dataset}</html>")
+    return folder
+
+
+def test_publishing_one_dataset_keeps_the_others(tmp_path, monkeypatch):
+    def context(sweep_dir):
+        ds = pd.read_csv(sweep_dir / "evidence.csv").dataset.iloc[0]
+        summary = pd.DataFrame({"method": ["a"], "status": ["ok"], "job_seconds": [1.0]})
+        base = pd.DataFrame({"dataset": [ds], "seed": [42], "test_acc": [0.9]})
+        return {"base": base, "summary": summary, "shared_records": pd.DataFrame()}
+
+    monkeypatch.setattr(publish.benchmark, "context", context)
+    out = tmp_path / "pub"
+    publish.publish(_sweep(tmp_path / "retina", "retinamnist", 18), out)
+    publish.publish(_sweep(tmp_path / "blood", "bloodmnist", 18), out)
+    for f in (*publish.TABLES, "base_models.csv"):
+        assert set(pd.read_csv(out / f).dataset) == {"retinamnist", "bloodmnist"}, f
+    prov = json.loads((out / "provenance.json").read_text())["datasets"]
+    assert prov["retinamnist"]["page"] == "benchmark_retinamnist.html"
+    assert (out / "benchmark_retinamnist.html").read_text() == "<html>retinamnist</html>"
+    # published again, a dataset's rows are replaced, not added to
+    before = pd.read_csv(out / "evidence.csv")
+    publish.publish(_sweep(tmp_path / "retina2", "retinamnist", 10), out)
+    after = pd.read_csv(out / "evidence.csv")
+    assert len(after) == len(before)
+    blood = [t[t.dataset == "bloodmnist"].reset_index(drop=True) for t in (before, after)]
+    pd.testing.assert_frame_equal(*blood)
+    retina = after[(after.dataset == "retinamnist") & (after.method == "a")]
+    assert (retina.efficacy[retina.n_seeds > 0] == 0.5).all()  # 10 of 20: the new sweep's

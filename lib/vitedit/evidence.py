@@ -19,7 +19,7 @@ trained on, intervals over seeds and errors, paired comparisons with a multiplic
 - **Paired comparisons** between methods on the errors they share (same seed, same edited errors:
   equal ``edit_errors_digest``), over the reported seeds: the exact McNemar test on the pooled
   shared errors (errors as the units, conditional on each seed's trained models), with Holm's
-  adjustment over every comparison of the table; beside it the exact sign-flip test with the seed
+  adjustment over every comparison of a dataset; beside it the exact sign-flip test with the seed
   as the unit (one edit fixes a seed's errors together), whose floor of 2 / 2^S keeps few seeds
   from rejecting. A winner is named only when every comparison with another method favours it at
   Holm-adjusted p < 0.05 and it fixes fewer than that method on no seed.
@@ -329,13 +329,16 @@ def tables(
 ) -> dict[str, pd.DataFrame]:
     """What a sweep writes and its report shows: ``evidence`` (:func:`figures` per method, budget
     and role), ``evidence_pairs`` (:func:`paired` on the edited errors and on the errors not edited,
-    Holm over every comparison of the table together) and ``evidence_winners``."""
+    Holm over every comparison of a dataset together: a dataset's tables stand alone, and the
+    published folder may hold datasets benchmarked apart) and ``evidence_winners``."""
     oos = out_of_selection(summary, budgets, design_seeds)
     fig = figures(oos)
     pairs = [p for p in (paired(oos, f) for f in MASKS) if len(p)]
     pairs = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame()
-    if len(pairs):
-        pairs["p_holm"] = holm(pairs.p)  # one family: every comparison the report shows
+    if len(pairs):  # one family per dataset: every comparison the report shows for it
+        fam = pairs["dataset"].astype(str) if "dataset" in pairs else pd.Series("", pairs.index)
+        for idx in pairs.groupby(fam, sort=False).groups.values():
+            pairs.loc[idx, "p_holm"] = holm(pairs.loc[idx, "p"])
     win = [winners(fig, pairs[pairs.figure == f] if len(pairs) else pairs, f) for f in MASKS]
     win = [w for w in win if len(w)]
     return {

@@ -4,12 +4,18 @@ small tracked folder (``reports/benchmark/``), and the README's numbers generate
     python -m vitedit.publish reports/sweeps/benchmark      # or: make publish
 
 copies ``evidence.csv``, ``evidence_pairs.csv``, ``evidence_winners.csv`` and ``budget.csv`` (the
-out-of-selection and the in-sample tables), the base models' table and ``benchmark.html`` (at most
-:data:`PAGE_MAX_BYTES`), writes ``provenance.json`` (commit, the exact commands, the machine, its
-load and the wall time of every phase, from the sweep's own records), and rewrites the README's
-block between :data:`README_START` and :data:`README_END` from the copied tables. A test checks that
-the README's block is what the tables say. Run folders, checkpoints and notebooks stay untracked.
-Importable without torch.
+out-of-selection and the in-sample tables), the base models' table and the sweep's page (at most
+:data:`PAGE_MAX_BYTES`), writes the provenance (commit, the exact commands, the machine, its load
+and the wall time of every phase, from the sweep's own records), and rewrites the README's block
+between :data:`README_START` and :data:`README_END` from the copied tables. A test checks that the
+README's block is what the tables say. Run folders, checkpoints and notebooks stay untracked.
+
+**Per dataset.** The whole benchmark does not fit one sitting on 2 cores, so a sweep over some
+datasets (``--datasets``) publishes those datasets only: their rows replace the same datasets' rows
+of every published table, the other datasets' rows stay; the page is kept under the datasets'
+names (``benchmark_<datasets>.html``, a page of a dataset published again is removed) and
+``provenance.json`` holds one entry per dataset. Each dataset's tables stand alone (Holm's family
+is a dataset's comparisons: :func:`vitedit.evidence.tables`). Importable without torch.
 """
 
 from __future__ import annotations
@@ -109,9 +115,30 @@ def provenance(sweep_dir: Path, summary: pd.DataFrame, shared: pd.DataFrame) -> 
     }
 
 
+def _read(f: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(f, keep_default_na=False, na_values=[""]) if f.is_file() else None
+    except pd.errors.EmptyDataError:  # e.g. no paired comparison at all
+        return pd.DataFrame()
+
+
+def _merge(new: pd.DataFrame | None, old: pd.DataFrame | None, datasets: set[str]) -> pd.DataFrame:
+    """``new`` with the rows of ``old`` whose dataset the sweep did not run."""
+    new = new if new is not None else pd.DataFrame()
+    if old is None or old.empty or "dataset" not in old:
+        return new
+    keep = old[~old.dataset.astype(str).isin(datasets)]
+    return pd.concat([keep, new], ignore_index=True) if len(keep) else new
+
+
+def page_name(datasets) -> str:
+    return f"benchmark_{'_'.join(sorted(datasets))}.html"
+
+
 def publish(sweep_dir: str | Path, out: str | Path | None = None, readme: Path | None = None):
-    """Copy the sweep's tables and page into ``out`` (default ``reports/benchmark``), write its
-    provenance and regenerate the README's numbers; refused, with nothing written, when the
+    """Publish the sweep's datasets into ``out`` (default ``reports/benchmark``): their rows of
+    every table replace those datasets' published rows, the page and provenance are kept per
+    dataset, and the README's numbers are regenerated; refused, with nothing written, when the
     sweep has no tables or its page is too large to track."""
     sweep_dir = paths.resolve(sweep_dir)
     out = Path(out) if out is not None else published_dir()
@@ -128,12 +155,35 @@ def publish(sweep_dir: str | Path, out: str | Path | None = None, readme: Path |
             "a tracked page may take; publish the tables alone by shrinking its figures"
         )
     ctx = benchmark.context(sweep_dir)
+    new = {f: _read(sweep_dir / f) for f in TABLES}
+    datasets = {
+        str(d)
+        for t in (*new.values(), ctx["base"])
+        if t is not None and "dataset" in t
+        for d in t.dataset.dropna().unique()
+    }
+    if not datasets:
+        raise PublishError(f"{sweep_dir}'s tables name no dataset: nothing to publish")
     out.mkdir(parents=True, exist_ok=True)
-    for f in (*TABLES, PAGE):
-        shutil.copyfile(sweep_dir / f, out / f)
-    ctx["base"].to_csv(out / "base_models.csv", index=False)
-    prov = provenance(sweep_dir, ctx["summary"], ctx["shared_records"])
-    paths.atomic_write_text(out / "provenance.json", paths.json_text(prov))
+    for f in TABLES:
+        _merge(new[f], _read(out / f), datasets).to_csv(out / f, index=False)
+    base = _merge(ctx["base"], _read(out / "base_models.csv"), datasets)
+    base.to_csv(out / "base_models.csv", index=False)
+    old_prov = (
+        json.loads((out / "provenance.json").read_text())
+        if (out / "provenance.json").is_file()
+        else {}
+    )
+    by_dataset = {k: v for k, v in old_prov.get("datasets", {}).items() if k not in datasets}
+    for stale in {v.get("page") for v in old_prov.get("datasets", {}).values() if v} - {None}:
+        names = set(stale.removeprefix("benchmark_").removesuffix(".html").split("_"))
+        if names & datasets and (out / stale).is_file():
+            (out / stale).unlink()  # a page of a dataset published again
+    page = page_name(datasets)
+    shutil.copyfile(sweep_dir / PAGE, out / page)
+    prov = provenance(sweep_dir, ctx["summary"], ctx["shared_records"]) | {"page": page}
+    by_dataset |= {d: prov for d in sorted(datasets)}
+    paths.atomic_write_text(out / "provenance.json", paths.json_text({"datasets": by_dataset}))
     if readme is not None:
         update_readme(readme, readme_block(out))
     return out
