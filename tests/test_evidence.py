@@ -297,3 +297,19 @@ def test_holms_family_is_a_datasets_comparisons():
         alone = evidence.tables(one(name, fixed_b))["evidence_pairs"]
         got = both[both.dataset == name].p_holm.to_numpy()
         assert got == pytest.approx(alone.p_holm.to_numpy()) and len(got) == len(alone)
+
+
+def test_the_in_sample_table_s_intervals_stay_in_0_1():
+    # fix rates 30/30, 27/30, 29/30 over three seeds: a t-interval reaches 1.07
+    rows = [_row("a", "a1", s, f / 30, 0.0, index=0) for s, f in ((42, 30), (43, 27), (44, 29))]
+    summary = pd.DataFrame(rows).assign(
+        edit_num_fixed=[30, 27, 29], edit_total_wrong=30, test_total=3000, test_correct_before=2700
+    )
+    v = summary.edit_fix_ratio.to_numpy()
+    assert v.mean() + budget.t_half_width(v) > 1
+    (pt,) = budget.operating_points(summary, budgets=(0.01,)).itertuples()
+    assert 0 <= pt.edit_fix_ratio_ci_low <= pt.edit_fix_ratio <= pt.edit_fix_ratio_ci_high <= 1
+    assert pt.edit_fix_ratio == pytest.approx(86 / 90)
+    # the net Test change from its counts, on the Test samples every seed shares
+    lo, hi = pt.test_acc_delta_ci_low, pt.test_acc_delta_ci_high
+    assert lo < pt.test_acc_delta < hi and hi - lo < 0.01

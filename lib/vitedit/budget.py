@@ -19,7 +19,9 @@ regression**, with the operating point chosen on FT-Val and reported on held-out
   regression is optimistic (its held-out FT-Train and Test figures are not).
 - *reported*: at the chosen setting, the fix rate, the regression on held-out FT-Train
   (``proj_regression_rate``) and the Test accuracy change, each as the mean over seeds with a 95 %
-  Student-t CI, the per-seed McNemar p-values' maximum, and the edit time.
+  interval that stays in [0, 1] (:data:`COUNTS`: the cluster bootstrap of
+  :mod:`vitedit.paired`, from the seeds' counts; a Student-t CI only where no counts exist: edit
+  time, preservation error), the per-seed McNemar p-values' maximum, and the edit time.
 
 Importable without torch (the sweep's report reads it).
 """
@@ -56,6 +58,41 @@ REPORTED = (
     "edit_time_seconds",
     "preservation_insample",
 )
+
+
+# a reported rate -> its (successes, trials) columns, and whether every seed measured it on the
+# same samples (FT-Val, Test); test_acc_delta -> (gained, lost, total)
+COUNTS = {
+    FIX: ("edit_num_fixed", "edit_total_wrong", False),
+    "proj_regression_rate": ("proj_correct_to_wrong", "proj_correct_before", False),
+    "val_regression_rate": ("val_correct_to_wrong", "val_correct_before", True),
+    "test_acc_delta": ("test_wrong_to_correct", "test_correct_to_wrong", "test_total"),
+}
+
+
+def interval(seeds: pd.DataFrame, c: str, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over the seeds' rows of the reported column ``c`` and its 95 % interval: from the
+    seeds' counts (:data:`COUNTS`) where every row has them, else a Student-t interval."""
+    v = seeds[c].astype(float).to_numpy() if c in seeds else np.array([])
+    mean = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
+    cols = COUNTS.get(c)
+    if cols and all(x in seeds for x in cols[:2]) and len(seeds):
+        # lazy: vitedit.paired imports this module (t_half_width)
+        from .paired import cluster_delta, cluster_rate
+
+        a, b = (pd.to_numeric(seeds[x], errors="coerce").to_numpy(float) for x in cols[:2])
+        if c == "test_acc_delta" and cols[2] in seeds:
+            t = pd.to_numeric(seeds[cols[2]], errors="coerce").to_numpy(float)
+            if np.isfinite([a, b, t]).all() and (t > 0).all():
+                lo, hi = cluster_delta(a, b, t, levels=(level,), shared=True)[
+                    f"ci{round(level * 100)}"
+                ]
+                return mean, min(lo, mean), max(hi, mean)
+        elif c != "test_acc_delta" and np.isfinite([a, b]).all() and (b > 0).all():
+            _, lo, hi = cluster_rate(a, b, level=level, shared=cols[2], pooled=False)
+            return mean, min(lo, mean), max(hi, mean)
+    half = t_half_width(v, level)
+    return mean, mean - half, mean + half
 
 
 def t_half_width(values: Sequence[float], level: float = 0.95) -> float:
@@ -187,10 +224,7 @@ def operating_points(
             correct = seeds.val_total * seeds.val_acc_before if "val_total" in seeds else None
             row["val_correct"] = float(correct.mean()) if correct is not None else np.nan
             for c in REPORTED:
-                v = seeds[c].astype(float).to_numpy() if c in seeds else np.array([])
-                mean = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
-                half = t_half_width(v, level)
-                row[c], row[f"{c}_ci_low"], row[f"{c}_ci_high"] = mean, mean - half, mean + half
+                row[c], row[f"{c}_ci_low"], row[f"{c}_ci_high"] = interval(seeds, c, level)
             p = seeds["test_mcnemar_p"].astype(float) if "test_mcnemar_p" in seeds else None
             row["test_mcnemar_p_max"] = float(p.max()) if p is not None and len(p) else np.nan
             for c in SEED_MEANS:

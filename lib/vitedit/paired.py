@@ -148,8 +148,10 @@ def cluster_rate(
     seed: int = 0,
     level: float = 0.95,
     shared: bool = False,
+    pooled: bool = True,
 ) -> tuple[float, float, float]:
-    """Pooled rate sum(k) / sum(n) over seeds and its percentile interval from a two-stage
+    """Pooled rate sum(k) / sum(n) over seeds (``pooled=False``: the mean of the seeds' rates, the
+    estimate budget selection uses) and its percentile interval from a two-stage
     bootstrap: the seeds drawn with replacement, then each seed's rate from its Jeffreys posterior
     (its samples' uncertainty; ``shared``: the seeds were measured on the same samples, see
     :func:`_within`). Always inside [0, 1]; with one seed only the samples vary.
@@ -164,10 +166,11 @@ def cluster_rate(
     kw, nw = _within(k, n, shared)
     # within a drawn seed, its rate from its Jeffreys posterior Beta(k + 1/2, n - k + 1/2)
     kb = n[pick] * rng.beta(kw[pick] + 0.5, nw[pick] - kw[pick] + 0.5)
-    rates = kb.sum(1) / n[pick].sum(1)
+    rates = kb.sum(1) / n[pick].sum(1) if pooled else (kb / n[pick]).mean(1)
     lo, hi = np.quantile(rates, [(1 - level) / 2, (1 + level) / 2])
     lo, hi = (0.0 if k.sum() == 0 else lo), (1.0 if k.sum() == n.sum() else hi)  # Jeffreys' rule
-    return float(k.sum() / n.sum()), float(lo), float(hi)
+    est = k.sum() / n.sum() if pooled else (k / n).mean()
+    return float(est), float(min(lo, est)), float(max(hi, est))
 
 
 def cluster_delta(
