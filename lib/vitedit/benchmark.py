@@ -124,8 +124,8 @@ def base_models(summary: pd.DataFrame, shared: pd.DataFrame) -> pd.DataFrame:
 
 def headline(points: pd.DataFrame) -> pd.DataFrame:
     """In-sample (best of each grid, :mod:`vitedit.budget`): dataset x method at each budget, fix
-    rate and Test delta with 95 % intervals over seeds (in [0, 1]), the largest per-seed McNemar p, and the Test
-    errors of the edited pairs that the edit fixed. The out-of-selection table is
+    rate and Test delta with 95 % intervals over seeds (in [0, 1]), the largest per-seed McNemar p,
+    and the Test errors of the edited pairs that the edit fixed. The out-of-selection table is
     :func:`evidence_table`."""
     rows = []
     keys = budget.group_keys(points)
