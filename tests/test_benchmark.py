@@ -52,6 +52,11 @@ def test_benchmark_spec_covers_every_method_and_dataset_with_a_strength_grid():
     assert spec["grid"]["edit_selection"] == ["first", "pair"]
     assert spec["method_grids"]["alphaedit"]["rank_scope"] == ["all", "region_max"]
     assert spec["set"]["trace_regions"] > 0
+    # the errors traced (the layer choice) are the ones 'first' edits, never the held-out rest
+    for d in spec["datasets"]:
+        files = [ROOT / "params" / "base.yaml", *map(Path, spec["per_dataset"][d]["params"])]
+        edits = [yaml.safe_load(f.read_text()).get("max_edits") for f in files]
+        assert spec["set"]["max_samples"] == [e for e in edits if e is not None][-1], d
     for d in spec["datasets"]:  # each dataset's recipe comes from its own params file
         (f,) = spec["per_dataset"][d]["params"]
         assert Path(f).name == f"{d}.yaml" and Path(f).is_file()
