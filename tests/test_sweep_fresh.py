@@ -119,3 +119,29 @@ def test_a_setting_missing_on_one_design_seed_keeps_the_fresh_seeds_waiting(tmp_
     now = fresh.planned({"fresh_seeds": "chosen"}, experiments(), tmp_path, log=said.append)
     assert {e.params["seed"] for e in now} == {42, 43, 44}
     assert "d (1 of 6 settings)" in said[0]
+
+
+def test_the_trade_off_curves_read_the_seeds_that_ran_the_grid(tmp_path):
+    from vitedit.sweep.report import report_context
+
+    (tmp_path / "sweep.yaml").write_text("name: b\nfresh_seeds: chosen\n")
+    rows = [
+        {
+            "dataset": "d",
+            "method": "a",
+            "config_id": c,
+            "seed": s,
+            "status": "ok",
+            "index": 0,
+            "edit_fix_ratio": f,
+            "val_regression_rate": 0.0,
+            "proj_regression_rate": 0.0,
+            "report": str(tmp_path / "r"),
+        }
+        for c, f in (("a1", 0.5), ("a2", 0.2))
+        for s in (42, 43, 44)
+    ]
+    rows.append({**rows[0], "seed": 45, "edit_fix_ratio": 0.0})  # a fresh seed at the chosen a1
+    pd.DataFrame(rows).to_csv(tmp_path / "param_search_summary_d.csv", index=False)
+    settings = report_context(tmp_path)["settings"].set_index("config_id")
+    assert settings.loc["a1", "edit_fix_ratio"] == 0.5 and settings.loc["a1", "n_seeds"] == 3

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import budget, execute, paths, report
-from .collect import collect, read_spec
+from .collect import collect, in_sample_rows, read_spec
 from .spec import DEFAULT_SELECTION, check_selection, searched_params
 
 REPORT_NOTEBOOK = "08_sweep_report"
@@ -97,7 +97,10 @@ def report_context(sweep_dir: str | Path) -> dict:
         "summary": summary,
         "chosen": chosen,
         "budget_points": points,
-        "settings": budget.settings_table(summary) if len(summary) else pd.DataFrame(),
+        # the curves' points, like the starred ones (budget.csv), from the seeds that ran the grid
+        "settings": budget.settings_table(in_sample_rows(spec, summary))
+        if len(summary)
+        else pd.DataFrame(),
         "searched": searched_params(spec),
         "history": history,
         "selection": check_selection(spec.get("selection") or DEFAULT_SELECTION),
