@@ -134,6 +134,11 @@ def test_publishing_one_dataset_keeps_the_others(tmp_path, monkeypatch):
     publish.publish(_sweep(tmp_path / "blood", "bloodmnist", 18), out)
     for f in (*publish.TABLES, "base_models.csv"):
         assert set(pd.read_csv(out / f).dataset) == {"retinamnist", "bloodmnist"}, f
+    index = (out / "README.md").read_text()  # the folder's own page names both, with their pages
+    assert "[benchmark_retinamnist.html](benchmark_retinamnist.html)" in index
+    assert (
+        "| bloodmnist | [benchmark_bloodmnist.html]" in index and publish.readme_block(out) in index
+    )
     prov = json.loads((out / "provenance.json").read_text())["datasets"]
     assert prov["retinamnist"]["page"] == "benchmark_retinamnist.html"
     assert (out / "benchmark_retinamnist.html").read_text() == "<html>retinamnist</html>"
