@@ -1,5 +1,7 @@
 """The in-process path's reuse across grid points: each reuse gives the figures of a fresh run."""
 
+import json
+
 import numpy as np
 import torch
 
@@ -77,3 +79,17 @@ def test_a_grid_computes_the_preservation_keys_once_with_the_same_figures(
     # in-sample and held-out keys, once for both grid points (an editor without a cache computes
     # its own inside preservation_error, not counted here)
     assert len(calls) == 2
+
+
+def test_the_render_check_compares_figures_not_how_they_were_had(tmp_path):
+    from vitedit.sweep.inprocess import _metrics
+
+    row = {"edit_fix_ratio": 0.5, "edit_time_seconds": 1.0, "reused_checkpoint": False}
+    (tmp_path / "metrics.json").write_text(json.dumps({"methods": {"baseline_retrain": row}}))
+    fast = _metrics(tmp_path)
+    row.update(edit_time_seconds=9.0, reused_checkpoint=True)  # the render reused the retrain
+    (tmp_path / "metrics.json").write_text(json.dumps({"methods": {"baseline_retrain": row}}))
+    assert _metrics(tmp_path) == fast == {"baseline_retrain.edit_fix_ratio": "0.5"}
+    row["edit_fix_ratio"] = 0.4  # a figure that differs is seen
+    (tmp_path / "metrics.json").write_text(json.dumps({"methods": {"baseline_retrain": row}}))
+    assert _metrics(tmp_path) != fast

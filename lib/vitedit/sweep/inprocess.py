@@ -208,12 +208,17 @@ def render_chosen(sweep_dir: Path, summary: pd.DataFrame, log=print, workers: in
 
 
 def _metrics(folder: Path) -> dict:
-    """Every method's figures in ``metrics.json``, timings left out (they differ between runs)."""
+    """Every method's figures in ``metrics.json``, timings left out (they differ between runs), and
+    how a result was had (``reused_checkpoint``: the render reuses the retrain the fast path
+    trained) left out too."""
     f = folder / "metrics.json"
     methods = json.loads(f.read_text())["methods"] if f.is_file() else {}
     return {  # JSON text: NaN equals NaN
         f"{m}.{k}": json.dumps(v)
         for m, row in methods.items()
         for k, v in row.items()
-        if "seconds" not in k and "time" not in k
+        if "seconds" not in k and "time" not in k and k not in NOT_FIGURES
     }
+
+
+NOT_FIGURES = frozenset({"reused_checkpoint"})
