@@ -223,7 +223,8 @@ def index_text(folder: Path) -> str:
             if i.get("command")
         }
     )
-    lines += ["", "Commands:", "", *[f"    {c}" for c in commands], "", readme_block(folder), ""]
+    block = readme_block(folder).replace("(reports/benchmark/)", "(.)")  # links from this folder
+    lines += ["", "Commands:", "", *[f"    {c}" for c in commands], "", block, ""]
     return "\n".join(lines)
 
 
