@@ -325,8 +325,17 @@ def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(
     readme = sw.parent / "README.md"
     readme.write_text(f"{publish.README_START}\n{publish.README_END}\n")
     out = publish.publish(sw, sw.parent / "published", readme)
-    assert {f.name for f in out.iterdir()} >= {*publish.TABLES, "benchmark.html", "provenance.json"}
-    prov = json.loads((out / "provenance.json").read_text())
+    page = publish.page_name({"retinamnist", "bloodmnist"})  # the datasets this sweep published
+    assert page == "benchmark_bloodmnist_retinamnist.html"
+    assert {f.name for f in out.iterdir()} >= {
+        *publish.TABLES,
+        page,
+        "provenance.json",
+        "README.md",
+    }
+    both = json.loads((out / "provenance.json").read_text())["datasets"]
+    prov = both["retinamnist"]
+    assert prov == both["bloodmnist"] and prov["page"] == page
     (inv,) = prov["invocations"]
     assert inv["command"].startswith("vitedit-sweep run ") and "bench.yaml" in inv["command"]
     assert len(inv["commit"].split("+")[0]) == 40  # the commit the sweep ran at

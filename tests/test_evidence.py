@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitedit import budget, evidence, paired
+from vitedit import budget, evidence, seedstats
 from vitedit.columns import SELECTION_METRICS
 from vitedit.sweep.spec import SweepError, check_selection
 
@@ -106,32 +106,32 @@ def test_selection_reads_neither_test_nor_a_reporting_set():
 
 def test_cluster_intervals_stay_inside_zero_one_where_t_intervals_do_not():
     k, n = np.array([30, 27, 29]), np.array([30, 30, 30])
-    rate, lo, hi = paired.cluster_rate(k, n)
+    rate, lo, hi = seedstats.cluster_rate(k, n)
     assert rate == pytest.approx(86 / 90) and 0 <= lo < rate < hi <= 1
     assert rate + budget.t_half_width(k / n) > 1  # the t-interval escapes [0, 1] here
     # more seeds and more errors narrow it; one seed varies only the errors
-    _, lo3, hi3 = paired.cluster_rate(np.tile(k, 3), np.tile(n, 3))
+    _, lo3, hi3 = seedstats.cluster_rate(np.tile(k, 3), np.tile(n, 3))
     assert hi3 - lo3 < hi - lo
-    r1, lo1, hi1 = paired.cluster_rate([15], [30])
+    r1, lo1, hi1 = seedstats.cluster_rate([15], [30])
     assert r1 == 0.5 and 0.3 < lo1 < 0.37 and 0.63 < hi1 < 0.7  # ~ the binomial's 0.32-0.68
-    assert np.isnan(paired.cluster_rate([], [])[0])
+    assert np.isnan(seedstats.cluster_rate([], [])[0])
 
 
 def test_costs_nothing_only_when_the_interval_is_inside_the_margin():
-    big = paired.cluster_delta([10] * 5, [10] * 5, [20000] * 5)
+    big = seedstats.cluster_delta([10] * 5, [10] * 5, [20000] * 5)
     assert big["delta"] == 0 and evidence.equivalence(big["ci90"]).startswith(
         "net change equivalent"
     )
-    small = paired.cluster_delta([1, 0, 2], [2, 1, 1], [200, 200, 200])
+    small = seedstats.cluster_delta([1, 0, 2], [2, 1, 1], [200, 200, 200])
     assert evidence.equivalence(small["ci90"]).startswith("not shown")
     lo, hi = small["ci95"]
     assert lo < small["delta"] < hi and small["ci90"][0] >= lo
-    loss = paired.cluster_delta([0] * 3, [100] * 3, [2000] * 3)
+    loss = seedstats.cluster_delta([0] * 3, [100] * 3, [2000] * 3)
     assert evidence.equivalence(loss["ci90"]).startswith("a change")
 
 
 def test_holm_matches_the_step_down_by_hand():
-    adj = paired.holm([0.01, 0.04, 0.03, np.nan])
+    adj = seedstats.holm([0.01, 0.04, 0.03, np.nan])
     assert adj[0] == pytest.approx(0.03) and adj[2] == pytest.approx(0.06)
     assert adj[1] == pytest.approx(0.06) and np.isnan(adj[3])
 
@@ -187,7 +187,7 @@ def test_a_winner_is_named_only_when_the_paired_test_says_so_consistently_over_s
     pairs = evidence.paired(conf)
     assert pairs.p.iloc[0] < 0.05
     assert bool(evidence.winners(evidence.figures(conf), pairs).winner.iloc[0])
-    many = pairs.assign(p_holm=paired.holm([pairs.p.iloc[0]] + [0.9] * 200)[:1])
+    many = pairs.assign(p_holm=seedstats.holm([pairs.p.iloc[0]] + [0.9] * 200)[:1])
     assert not evidence.winners(evidence.figures(conf), many).winner.iloc[0]
     # other errors (another digest) are never compared, nor rows without a digest
     assert evidence.paired(_confirmation(_pair_summary(4, digest_b="x", fresh=six))).empty
@@ -201,21 +201,21 @@ def test_a_winner_is_named_only_when_the_paired_test_says_so_consistently_over_s
 
 
 def test_sign_flip_is_exact_over_seeds():
-    assert paired.sign_flip([3, 3, 3]) == pytest.approx(0.25)  # 2 of the 8 assignments
-    assert paired.sign_flip([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)
-    assert paired.sign_flip([5, -5]) == 1.0 and paired.sign_flip([0, 0]) == 1.0
+    assert seedstats.sign_flip([3, 3, 3]) == pytest.approx(0.25)  # 2 of the 8 assignments
+    assert seedstats.sign_flip([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)
+    assert seedstats.sign_flip([5, -5]) == 1.0 and seedstats.sign_flip([0, 0]) == 1.0
     # |sum| >= 2 for [3, -1, 2] (sum 4): sign patterns giving |±3 ±1 ±2| >= 4: 4 of 8
-    assert paired.sign_flip([3, -1, 2]) == pytest.approx(0.5)
+    assert seedstats.sign_flip([3, -1, 2]) == pytest.approx(0.5)
 
 
 def test_shared_samples_are_not_counted_as_independent_over_seeds():
     # five seeds on the same 500 Test samples: the pooled rate has one sample's noise
-    _, lo, hi = paired.cluster_rate([25] * 5, [500] * 5)
-    _, slo, shi = paired.cluster_rate([25] * 5, [500] * 5, shared=True)
-    _, olo, ohi = paired.cluster_rate([25], [500])
+    _, lo, hi = seedstats.cluster_rate([25] * 5, [500] * 5)
+    _, slo, shi = seedstats.cluster_rate([25] * 5, [500] * 5, shared=True)
+    _, olo, ohi = seedstats.cluster_rate([25], [500])
     assert shi - slo > 1.8 * (hi - lo) and shi - slo == pytest.approx(ohi - olo, rel=0.15)
-    d = paired.cluster_delta([5] * 5, [10] * 5, [500] * 5, levels=(0.95,))
-    ds = paired.cluster_delta([5] * 5, [10] * 5, [500] * 5, levels=(0.95,), shared=True)
+    d = seedstats.cluster_delta([5] * 5, [10] * 5, [500] * 5, levels=(0.95,))
+    ds = seedstats.cluster_delta([5] * 5, [10] * 5, [500] * 5, levels=(0.95,), shared=True)
     assert np.diff(ds["ci95"])[0] > 1.8 * np.diff(d["ci95"])[0]
     # the evidence tables use it for the figures on FT-Val and Test only
     assert evidence.SHARED_SAMPLES == {"pair_generalisation", "test_regression", "val_regression"}
@@ -223,10 +223,10 @@ def test_shared_samples_are_not_counted_as_independent_over_seeds():
 
 def test_intervals_do_not_collapse_at_zero_or_one():
     for k in (0, 30):
-        rate, lo, hi = paired.cluster_rate([k] * 3, [30] * 3)
+        rate, lo, hi = seedstats.cluster_rate([k] * 3, [30] * 3)
         assert rate == k / 30 and hi - lo > 0.01 and 0 <= lo and hi <= 1
         assert lo <= rate <= hi  # the interval holds its own estimate (Jeffreys' boundary rule)
-    d = paired.cluster_delta([0] * 3, [0] * 3, [500] * 3)
+    d = seedstats.cluster_delta([0] * 3, [0] * 3, [500] * 3)
     assert d["delta"] == 0 and d["ci95"][0] < 0 < d["ci95"][1]
 
 

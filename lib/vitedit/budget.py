@@ -20,7 +20,7 @@ regression**, with the operating point chosen on FT-Val and reported on held-out
 - *reported*: at the chosen setting, the fix rate, the regression on held-out FT-Train
   (``proj_regression_rate``) and the Test accuracy change, each as the mean over seeds with a 95 %
   interval that stays in [0, 1] (:data:`COUNTS`: the cluster bootstrap of
-  :mod:`vitedit.paired`, from the seeds' counts; a Student-t CI only where no counts exist: edit
+  :mod:`vitedit.seedstats`, from the seeds' counts; a Student-t CI only where no counts exist: edit
   time, preservation error), the per-seed McNemar p-values' maximum, and the edit time.
 
 Importable without torch (the sweep's report reads it).
@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .methods import SHARED_KEYS
+from .seedstats import cluster_delta, cluster_rate
 
 BUDGETS = (0.01, 0.05)
 SELECTION_REGRESSION = "val_regression_rate"
@@ -77,9 +78,6 @@ def interval(seeds: pd.DataFrame, c: str, level: float = 0.95) -> tuple[float, f
     mean = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
     cols = COUNTS.get(c)
     if cols and all(x in seeds for x in cols[:2]) and len(seeds):
-        # lazy: vitedit.paired imports this module (t_half_width)
-        from .paired import cluster_delta, cluster_rate
-
         a, b = (pd.to_numeric(seeds[x], errors="coerce").to_numpy(float) for x in cols[:2])
         if c == "test_acc_delta" and cols[2] in seeds:
             t = pd.to_numeric(seeds[cols[2]], errors="coerce").to_numpy(float)

@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from . import budget
-from .paired import cluster_delta, cluster_rate, holm, mcnemar_exact, sign_flip
+from .paired import mcnemar_exact
+from .seedstats import cluster_delta, cluster_rate, holm, sign_flip
 
 # chose the defaults, grids and recipes (issue 27): their figures are design figures, reported by
 # leave-one-seed-out; claims are confirmed on other seeds, which chose nothing
@@ -74,7 +75,7 @@ FIGURES = {
     ),
 }
 # figures measured on samples every seed shares (the official FT-Val and Test splits): their
-# sampling noise does not average out over seeds (vitedit.paired.cluster_rate's ``shared``)
+# sampling noise does not average out over seeds (vitedit.seedstats.cluster_rate's ``shared``)
 SHARED_SAMPLES = frozenset({"pair_generalisation", "test_regression", "val_regression"})
 # the per-error outcomes a paired comparison reads, per figure
 MASKS = {"efficacy": "edit_fixed_mask", "generalisation": "ed_rest_fixed_mask"}
@@ -209,7 +210,7 @@ def paired(oos: pd.DataFrame, figure: str = "efficacy") -> pd.DataFrame:
     fixed by one and not the other (``seeds_a_ahead`` / ``seeds_b_ahead``: seeds where one fixed
     more), ``p`` the exact McNemar test on the pooled errors (errors as units, given each seed's
     models), ``p_holm`` Holm's adjustment of ``p`` over every row, ``p_seeds`` the exact sign-flip
-    test over seeds (:func:`vitedit.paired.sign_flip`: seeds as units, floor 2 / 2^S)."""
+    test over seeds (:func:`vitedit.seedstats.sign_flip`: seeds as units, floor 2 / 2^S)."""
     col = MASKS[figure]
     if oos.empty or col not in oos:
         return pd.DataFrame()
