@@ -313,3 +313,10 @@ def test_the_in_sample_table_s_intervals_stay_in_0_1():
     # the net Test change from its counts, on the Test samples every seed shares
     lo, hi = pt.test_acc_delta_ci_low, pt.test_acc_delta_ci_high
     assert lo < pt.test_acc_delta < hi and hi - lo < 0.01
+
+
+def test_the_evidence_tables_count_tests_shared_samples_once():
+    conf = _confirmation(_pair_summary(4, fresh=tuple(range(45, 51))))
+    a = evidence.figures(conf).set_index("method").loc["a"]
+    _, lo, hi = seedstats.cluster_rate([5] * 6, [2700] * 6)  # as if six Test sets
+    assert a.test_regression_high - a.test_regression_low > 1.8 * (hi - lo)
