@@ -171,12 +171,22 @@ def test_a_winner_is_named_only_when_the_paired_test_says_so_consistently_over_s
     # two seeds, however lopsided: two trainings name no winner
     conf = _confirmation(_pair_summary(4))
     win = evidence.winners(evidence.figures(conf), evidence.paired(conf))
-    assert not win.winner.iloc[0] and "2 seed(s) only" in win.text.iloc[0]
-    # a fixes all on two seeds and nothing on a third (b never more): a winner on these models,
-    # though the seed-level test cannot say so (p = 0.5)
+    assert not win.winner.iloc[0] and "ahead on 2 seed(s) only" in win.text.iloc[0]
+    # a fixes all on two seeds and nothing on a third (b never more): the pooled test rejects,
+    # but seeds level with it are no evidence, nor can the seed-level test say so (p = 0.5)
     conf = _confirmation(_pair_summary(0, fresh=(45, 46, 47), fix_a={45: 20, 46: 0, 47: 20}))
     (p,) = evidence.paired(conf).itertuples()
     assert p.p < 1e-5 and p.p_seeds == 0.5 and (p.seeds_a_ahead, p.seeds_b_ahead) == (2, 0)
+    win = evidence.winners(evidence.figures(conf), evidence.paired(conf))
+    assert not win.winner.iloc[0] and "ahead on 2 seed(s) only" in win.text.iloc[0]
+    # one seed with many discordant errors, two level: no winner either
+    conf = _confirmation(_pair_summary(0, fresh=(45, 46, 47), fix_a={45: 12, 46: 0, 47: 0}))
+    win = evidence.winners(evidence.figures(conf), evidence.paired(conf))
+    assert evidence.paired(conf).p.iloc[0] < 1e-3 and not win.winner.iloc[0]
+    # a pairs table without the per-seed counts (another version's) never names a winner
+    six_conf = _confirmation(_pair_summary(4, fresh=six))
+    old = evidence.paired(six_conf).drop(columns=["seeds_a_ahead", "seeds_b_ahead"])
+    assert not evidence.winners(evidence.figures(six_conf), old).winner.iloc[0]
     # a ahead on half the seeds, behind on the other half: not separated, whatever the pooled test
     ahead = {s: 20 if s % 2 else 16 for s in six}
     conf = _confirmation(_pair_summary(17, fresh=six, fix_a=ahead))
@@ -206,6 +216,7 @@ def test_sign_flip_is_exact_over_seeds():
     assert seedstats.sign_flip([5, -5]) == 1.0 and seedstats.sign_flip([0, 0]) == 1.0
     # |sum| >= 2 for [3, -1, 2] (sum 4): sign patterns giving |±3 ±1 ±2| >= 4: 4 of 8
     assert seedstats.sign_flip([3, -1, 2]) == pytest.approx(0.5)
+    assert np.isnan(seedstats.sign_flip([3, np.nan, 2]))  # a seed without counts: no test
 
 
 def test_shared_samples_are_not_counted_as_independent_over_seeds():
@@ -214,6 +225,12 @@ def test_shared_samples_are_not_counted_as_independent_over_seeds():
     _, slo, shi = seedstats.cluster_rate([25] * 5, [500] * 5, shared=True)
     _, olo, ohi = seedstats.cluster_rate([25], [500])
     assert shi - slo > 1.8 * (hi - lo) and shi - slo == pytest.approx(ohi - olo, rel=0.15)
+    # rare events: the Jeffreys interval of one sample, whatever the number of seeds sharing it
+    for seeds in (3, 5, 8):
+        _, lo0, hi0 = seedstats.cluster_rate([0] * seeds, [204] * seeds, shared=True)
+        assert lo0 == 0 and hi0 == pytest.approx(0.0122, abs=0.0008)
+        est, lo1, hi1 = seedstats.cluster_rate([1] * seeds, [204] * seeds, shared=True)
+        assert lo1 < est < hi1 and hi1 == pytest.approx(0.0227, abs=0.0015)
     d = seedstats.cluster_delta([5] * 5, [10] * 5, [500] * 5, levels=(0.95,))
     ds = seedstats.cluster_delta([5] * 5, [10] * 5, [500] * 5, levels=(0.95,), shared=True)
     assert np.diff(ds["ci95"])[0] > 1.8 * np.diff(d["ci95"])[0]

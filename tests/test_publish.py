@@ -153,3 +153,34 @@ def test_publishing_one_dataset_keeps_the_others(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(*blood)
     retina = after[(after.dataset == "retinamnist") & (after.method == "a")]
     assert (retina.efficacy[retina.n_seeds > 0] == 0.5).all()  # 10 of 20: the new sweep's
+
+
+def test_a_page_another_dataset_points_to_stays_and_other_versions_are_not_mixed(
+    tmp_path, monkeypatch
+):
+    def context(sweep_dir):
+        ds = sorted(set(pd.read_csv(sweep_dir / "evidence.csv").dataset))
+        summary = pd.DataFrame({"method": ["a"], "status": ["ok"], "job_seconds": [1.0]})
+        base = pd.DataFrame({"dataset": ds, "seed": 42, "test_acc": 0.9})
+        return {"base": base, "summary": summary, "shared_records": pd.DataFrame()}
+
+    monkeypatch.setattr(publish.benchmark, "context", context)
+    both = _sweep(tmp_path / "both", "retinamnist", 18)
+    b = _sweep(tmp_path / "b", "bloodmnist", 18)
+    for f in publish.TABLES:  # one sweep over both datasets
+        pd.concat([pd.read_csv(both / f), pd.read_csv(b / f)]).to_csv(both / f, index=False)
+    out = tmp_path / "pub"
+    publish.publish(both, out)
+    page = publish.page_name({"retinamnist", "bloodmnist"})
+    publish.publish(_sweep(tmp_path / "retina", "retinamnist", 10), out)
+    prov = json.loads((out / "provenance.json").read_text())["datasets"]
+    assert prov["bloodmnist"]["page"] == page and (out / page).is_file()  # still pointed to
+    publish.publish(_sweep(tmp_path / "blood", "bloodmnist", 10), out)
+    assert not (out / page).is_file()  # nobody points to it any more
+    # rows of another version (other columns) are refused before anything is written
+    ev = pd.read_csv(out / "evidence.csv")
+    ev.drop(columns=["efficacy"]).to_csv(out / "evidence.csv", index=False)
+    before = (out / "provenance.json").read_text()
+    with pytest.raises(publish.PublishError, match="other columns.*republish bloodmnist"):
+        publish.publish(_sweep(tmp_path / "retina2", "retinamnist", 10), out)
+    assert (out / "provenance.json").read_text() == before

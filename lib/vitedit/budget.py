@@ -85,10 +85,10 @@ def interval(seeds: pd.DataFrame, c: str, level: float = 0.95) -> tuple[float, f
                 lo, hi = cluster_delta(a, b, t, levels=(level,), shared=True)[
                     f"ci{round(level * 100)}"
                 ]
-                return mean, min(lo, mean), max(hi, mean)
+                return mean, lo, hi
         elif c != "test_acc_delta" and np.isfinite([a, b]).all() and (b > 0).all():
             _, lo, hi = cluster_rate(a, b, level=level, shared=cols[2], pooled=False)
-            return mean, min(lo, mean), max(hi, mean)
+            return mean, lo, hi
     half = t_half_width(v, level)
     return mean, mean - half, mean + half
 

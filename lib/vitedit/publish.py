@@ -131,6 +131,30 @@ def _merge(new: pd.DataFrame | None, old: pd.DataFrame | None, datasets: set[str
     return pd.concat([keep, new], ignore_index=True) if len(keep) else new
 
 
+def _check_mergeable(old: dict, new: dict, old_prov: dict, datasets: set[str]) -> None:
+    """Rows kept from an earlier publication must read as the new ones do: the same columns (a
+    table made by another version of the library would be mixed with this one's) and a provenance
+    entry each."""
+    for name, table in old.items():
+        if table is None or table.empty or "dataset" not in table or new.get(name) is None:
+            continue
+        kept = sorted(set(table.dataset.astype(str)) - datasets)
+        if not kept:
+            continue
+        if set(table.columns) != set(new[name].columns) and len(new[name]):
+            raise PublishError(
+                f"the published {name} of {', '.join(kept)} has other columns than this sweep's "
+                f"(made by another version): republish {', '.join(kept)} too (one sweep over all "
+                "of them), or move the published folder aside"
+            )
+        missing = [d for d in kept if d not in old_prov.get("datasets", {})]
+        if missing:
+            raise PublishError(
+                f"the published rows of {', '.join(missing)} have no provenance entry: republish "
+                "them, or move the published folder aside"
+            )
+
+
 def page_name(datasets) -> str:
     return f"benchmark_{'_'.join(sorted(datasets))}.html"
 
@@ -164,21 +188,19 @@ def publish(sweep_dir: str | Path, out: str | Path | None = None, readme: Path |
     }
     if not datasets:
         raise PublishError(f"{sweep_dir}'s tables name no dataset: nothing to publish")
+    old = {f: _read(out / f) for f in (*TABLES, "base_models.csv")}
+    new["base_models.csv"] = ctx["base"]
+    f = out / "provenance.json"
+    old_prov = json.loads(f.read_text()) if f.is_file() else {}
+    _check_mergeable(old, new, old_prov, datasets)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    for f in TABLES:
-        _merge(new[f], _read(out / f), datasets).to_csv(out / f, index=False)
-    base = _merge(ctx["base"], _read(out / "base_models.csv"), datasets)
-    base.to_csv(out / "base_models.csv", index=False)
-    old_prov = (
-        json.loads((out / "provenance.json").read_text())
-        if (out / "provenance.json").is_file()
-        else {}
-    )
+    for name, table in new.items():
+        _merge(table, old[name], datasets).to_csv(out / name, index=False)
     by_dataset = {k: v for k, v in old_prov.get("datasets", {}).items() if k not in datasets}
-    for stale in {v.get("page") for v in old_prov.get("datasets", {}).values() if v} - {None}:
-        names = set(stale.removeprefix("benchmark_").removesuffix(".html").split("_"))
-        if names & datasets and (out / stale).is_file():
-            (out / stale).unlink()  # a page of a dataset published again
+    kept_pages = {v.get("page") for v in by_dataset.values()}
+    for stale in {v.get("page") for v in old_prov.get("datasets", {}).values()} - kept_pages:
+        if stale and (out / stale).is_file():
+            (out / stale).unlink()  # a page no kept dataset points to any more
     page = page_name(datasets)
     shutil.copyfile(sweep_dir / PAGE, out / page)
     prov = provenance(sweep_dir, ctx["summary"], ctx["shared_records"]) | {"page": page}

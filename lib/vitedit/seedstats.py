@@ -11,15 +11,6 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _within(k: np.ndarray, n: np.ndarray, shared: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The counts whose posterior stands for a seed's sampling noise: its own, or, when every seed
-    was measured on the same samples (FT-Val, Test: the official splits), each seed's counts
-    divided by the number of seeds, so that the pooled figure has one sample's noise, not S
-    independent samples' (fully correlated: an upper bound on that part of the uncertainty)."""
-    s = len(n) if shared else 1
-    return k / s, n / s
-
-
 def cluster_rate(
     k: Sequence[float],
     n: Sequence[float],
@@ -30,26 +21,34 @@ def cluster_rate(
     pooled: bool = True,
 ) -> tuple[float, float, float]:
     """Pooled rate sum(k) / sum(n) over seeds (``pooled=False``: the mean of the seeds' rates, the
-    estimate budget selection uses) and its percentile interval from a two-stage
-    bootstrap: the seeds drawn with replacement, then each seed's rate from its Jeffreys posterior
-    (its samples' uncertainty; ``shared``: the seeds were measured on the same samples, see
-    :func:`_within`). Always inside [0, 1]; with one seed only the samples vary.
-    With 3 seeds whose rates differ it runs narrow (simulated: a 0.8-point spread of the net Test
-    change over seeds, 78 % coverage at a nominal 90 %; 87 % with 5 seeds): with few seeds read it
-    as a lower bound on the uncertainty. NaN when nothing was counted."""
+    estimate budget selection uses) and its percentile interval from a two-stage bootstrap: the
+    seeds drawn with replacement, then each seed's rate from its Jeffreys posterior (its samples'
+    uncertainty). ``shared``: every seed was measured on the same samples (FT-Val, Test: the
+    official splits), so their sampling noise is one draw per replicate, not one per seed: the
+    drawn seeds' observed rates, plus one Jeffreys draw on a seed's mean counts minus its mean
+    (fully correlated: an upper bound on that part of the uncertainty). Always inside [0, 1]; with
+    one seed only the samples vary. With 3 seeds whose rates differ it runs narrow (simulated: a
+    0.8-point spread of the net Test change over seeds, 78 % coverage at a nominal 90 %; 87 % with
+    5 seeds): with few seeds read it as a lower bound on the uncertainty. NaN when nothing was
+    counted."""
     k, n = np.asarray(k, float), np.asarray(n, float)
     if not len(n) or n.sum() <= 0:
         return (np.nan, np.nan, np.nan)
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(n), (n_boot, len(n)))
-    kw, nw = _within(k, n, shared)
-    # within a drawn seed, its rate from its Jeffreys posterior Beta(k + 1/2, n - k + 1/2)
-    kb = n[pick] * rng.beta(kw[pick] + 0.5, nw[pick] - kw[pick] + 0.5)
+    if shared:
+        kb = k[pick]
+        km, nm = k.mean(), n.mean()
+        noise = rng.beta(km + 0.5, nm - km + 0.5, n_boot) - km / nm
+    else:
+        # within a drawn seed, its rate from its Jeffreys posterior Beta(k + 1/2, n - k + 1/2)
+        kb, noise = n[pick] * rng.beta(k[pick] + 0.5, n[pick] - k[pick] + 0.5), 0.0
     rates = kb.sum(1) / n[pick].sum(1) if pooled else (kb / n[pick]).mean(1)
+    rates = np.clip(rates + noise, 0.0, 1.0)
     lo, hi = np.quantile(rates, [(1 - level) / 2, (1 + level) / 2])
     lo, hi = (0.0 if k.sum() == 0 else lo), (1.0 if k.sum() == n.sum() else hi)  # Jeffreys' rule
     est = k.sum() / n.sum() if pooled else (k / n).mean()
-    return float(est), float(min(lo, est)), float(max(hi, est))
+    return float(est), float(lo), float(hi)
 
 
 def cluster_delta(
@@ -63,19 +62,27 @@ def cluster_delta(
 ) -> dict:
     """Net change (gained - lost) / total pooled over seeds, with two-stage bootstrap intervals at
     each level (seeds, then each seed's shares of gained / lost / unchanged from their Jeffreys
-    Dirichlet posterior; ``shared`` as in :func:`cluster_rate`)."""
+    Dirichlet posterior; ``shared`` as in :func:`cluster_rate`: one Dirichlet draw per replicate on
+    a seed's mean counts)."""
     g, lo_, t = (np.asarray(a, float) for a in (gained, lost, total))
     out: dict = {"delta": np.nan}
     if not len(t) or t.sum() <= 0:
         return out | {f"ci{int(round(x * 100))}": (np.nan, np.nan) for x in levels}
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(t), (n_boot, len(t)))
-    s = len(t) if shared else 1
-    # each drawn seed's (gained, lost, unchanged) shares from its Jeffreys posterior (Dirichlet)
-    share = rng.gamma(np.stack([g, lo_, t - g - lo_], -1)[pick] / s + 0.5)
-    share /= share.sum(-1, keepdims=True)
     tb = t[pick]
-    deltas = (tb * (share[..., 0] - share[..., 1])).sum(1) / tb.sum(1)
+    counts = np.stack([g, lo_, t - g - lo_], -1)
+    if shared:
+        deltas = (g[pick] - lo_[pick]).sum(1) / tb.sum(1)
+        mean = counts.mean(0)
+        share = rng.gamma(np.broadcast_to(mean + 0.5, (n_boot, 3)))
+        share /= share.sum(-1, keepdims=True)
+        deltas = deltas + (share[:, 0] - share[:, 1]) - (mean[0] - mean[1]) / mean.sum()
+    else:
+        # each drawn seed's (gained, lost, unchanged) shares from its Jeffreys posterior (Dirichlet)
+        share = rng.gamma(counts[pick] + 0.5)
+        share /= share.sum(-1, keepdims=True)
+        deltas = (tb * (share[..., 0] - share[..., 1])).sum(1) / tb.sum(1)
     out["delta"] = float((g.sum() - lo_.sum()) / t.sum())
     for x in levels:
         q = np.quantile(deltas, [(1 - x) / 2, (1 + x) / 2])
@@ -89,6 +96,8 @@ def sign_flip(d: Sequence[float]) -> float:
     |sum| at least the observed. Its smallest possible p is 2 / 2^S (3 seeds 0.25, 5 seeds 0.0625,
     8 seeds 0.0078): few seeds cannot reject, whatever they show. 1.0 when every d is 0."""
     d = np.asarray(d, float)
+    if not np.isfinite(d).all():
+        return float("nan")  # a seed without its counts: no test
     d = d[d != 0]
     if not len(d):
         return 1.0
