@@ -62,11 +62,12 @@ REPORTED = (
 
 
 # a reported rate -> its (successes, trials) columns, and whether every seed measured it on the
-# same samples (FT-Val, Test); test_acc_delta -> (gained, lost, total)
+# same samples (FT-Val, Test); test_acc_delta -> (gained, lost, total). vitedit.evidence reads the
+# same pairs for its figures
 COUNTS = {
     FIX: ("edit_num_fixed", "edit_total_wrong", False),
     "proj_regression_rate": ("proj_correct_to_wrong", "proj_correct_before", False),
-    "val_regression_rate": ("val_correct_to_wrong", "val_correct_before", True),
+    SELECTION_REGRESSION: ("val_correct_to_wrong", "val_correct_before", True),
     "test_acc_delta": ("test_wrong_to_correct", "test_correct_to_wrong", "test_total"),
 }
 

@@ -67,11 +67,11 @@ FIGURES = {
         "fix rate on Test errors of the edited confusion pairs",
     ),
     "test_regression": ("test_correct_to_wrong", "test_correct_before", "Test regression rate"),
-    "val_regression": ("val_correct_to_wrong", "val_correct_before", "FT-Val regr. (selection)"),
-    "efficacy": ("edit_num_fixed", "edit_total_wrong", "fix rate on the edited errors (in-sample)"),
+    # the in-sample table's counts of the same rates (vitedit.budget.COUNTS: one place)
+    "val_regression": (*budget.COUNTS[budget.SELECTION_REGRESSION][:2], "FT-Val regr. (selection)"),
+    "efficacy": (*budget.COUNTS[budget.FIX][:2], "fix rate on the edited errors (in-sample)"),
     "train_regression": (
-        "proj_correct_to_wrong",
-        "proj_correct_before",
+        *budget.COUNTS["proj_regression_rate"][:2],
         "training-set regression (held-out FT-Train, trained on)",
     ),
 }
