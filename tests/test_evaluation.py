@@ -368,3 +368,31 @@ def test_prediction_cache_is_keyed_by_content_and_changes_nothing(tmp_path, setu
     files[1].write_bytes(b"")
     assert run(head_edit, tmp_path) == plain
     assert all(np.load(f).ndim == 2 for f in files[:2])
+
+
+def test_weights_fixed_reads_each_models_weights_once_and_keeps_the_keys(setup, monkeypatch):
+    """Inside ``weights_fixed`` a model's weights are hashed once for every set's key (issue 26),
+    the keys are those computed without it, and outside it a changed model gets a new key."""
+    p, data, split, model, ev0, errors, stats_pos = setup
+    r, key = ev0.runner, predcache.prediction_key
+    sets = [split.view(data, n) for n in ("test", "ft_val", "edit_discovery")]
+    plain = [key(model, s, r, "head.") for s in sets] + [key(model, sets[0], r)]
+    passes = []
+    hash_weights = predcache._hash_weights
+    monkeypatch.setattr(
+        predcache, "_hash_weights", lambda m, skip: passes.append(skip) or hash_weights(m, skip)
+    )
+    with predcache.weights_fixed(model):
+        inside = [key(model, s, r, "head.") for s in sets] + [key(model, sets[0], r)]
+        with predcache.weights_fixed(model):  # nested: still the outer block's hashers
+            assert key(model, sets[1], r, "head.") == plain[1]
+    assert inside == plain and passes == ["head.", None]  # one pass per model and skip
+    saved = model.head.bias.detach().clone()
+    with torch.no_grad():
+        model.head.bias[0] += 1.0
+    try:
+        assert key(model, sets[0], r) != plain[3]  # out of the block: hashed again
+        assert len(passes) == 3
+    finally:
+        with torch.no_grad():
+            model.head.bias.copy_(saved)  # the fixture's model, bit for bit

@@ -19,7 +19,7 @@ from .comparison import preservation_columns
 from .datasets import Data
 from .models import Runner
 from .paired import auc, bootstrap_delta_ci, macro_f1, mcnemar_exact, per_class_accuracy
-from .predcache import cached_probs
+from .predcache import cached_probs, weights_fixed
 from .splits import SET_LABEL, SETS, Split
 from .statecache import StateCache
 
@@ -148,7 +148,8 @@ def set_probs(
         "test": lambda: ev.view("test"),
         "ft_val": lambda: ev.view("ft_val"),
     }
-    return {k: ev.probs(model, f()) for k, f in images.items() if sets is None or k in sets}
+    with weights_fixed(model):  # the model's weights are read once for every set's cache key
+        return {k: ev.probs(model, f()) for k, f in images.items() if sets is None or k in sets}
 
 
 def ft_train_stability(

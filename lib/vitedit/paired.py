@@ -34,11 +34,12 @@ def bootstrap_delta_ci(
     level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of the paired accuracy change (samples resampled with replacement)."""
-    d = np.asarray(correct_after, float) - np.asarray(correct_before, float)
+    d = np.asarray(correct_after, np.int8) - np.asarray(correct_before, np.int8)
     if len(d) == 0:
         return (np.nan, np.nan)
     rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+    # integer sums over int8 changes, then one division: the float64 means bit for bit, ~5x faster
+    means = d[rng.integers(0, len(d), (n_boot, len(d)))].sum(1, dtype=np.int64) / len(d)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 

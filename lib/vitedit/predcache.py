@@ -4,8 +4,10 @@ evaluated from the cached pre-logit features without a backbone pass."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +26,7 @@ def prediction_key(model, images: np.ndarray, runner: Runner, skip: str | None =
     """What determines a model's outputs on ``images``: its weights (those whose name starts with
     ``skip`` left out), the images' bytes, the model config, the batch size (fp32 blocking), the
     device type and the torch version."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in model.state_dict().items():
-        if skip and name.startswith(skip):
-            continue
-        a = t.detach().cpu().contiguous()
-        h.update(f"{name}|{a.dtype}|{tuple(a.shape)}".encode())
-        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    h = _weights_hash(model, skip)
     dtype, shape = _dtype_shape(images)
     h.update(f"{dtype}|{shape}|{runner.cfg!r}|{runner.batch_size}|skip={skip}".encode())
     dev = runner.device
@@ -38,6 +34,50 @@ def prediction_key(model, images: np.ndarray, runner: Runner, skip: str | None =
     h.update(f"{CACHE_VERSION}|{dev.type}|{gpu}|{torch.__version__}|{timm.__version__}".encode())
     _update_with_images(h, images)
     return h.hexdigest()
+
+
+def _hash_weights(model, skip: str | None):
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        if skip and name.startswith(skip):
+            continue
+        a = t.detach().cpu().contiguous()
+        h.update(f"{name}|{a.dtype}|{tuple(a.shape)}".encode())
+        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    return h
+
+
+# models whose weights a block promised not to change (weights_fixed), by identity, each kept
+# alive with its hashers: {id(model): (model, {skip: hasher after the weights})}
+_FIXED = threading.local()
+
+
+@contextlib.contextmanager
+def weights_fixed(*models):
+    """Inside the block ``models``' weights do not change: the pass over every weight that
+    :func:`prediction_key` makes (the costly part of a key: megabytes per model) is made once per
+    model, not once per image set (issue 26). The keys are the same as without the block."""
+    memo = getattr(_FIXED, "memo", None)
+    if memo is None:
+        memo = _FIXED.memo = {}
+    added = [id(m) for m in models if id(m) not in memo]
+    memo.update({id(m): (m, {}) for m in models if id(m) in added})
+    try:
+        yield
+    finally:
+        for i in added:
+            memo.pop(i, None)
+
+
+def _weights_hash(model, skip: str | None):
+    """A hasher that has read ``model``'s weights (those not starting with ``skip``): computed, or
+    a copy of the one computed earlier in a :func:`weights_fixed` block of this model."""
+    hit = (getattr(_FIXED, "memo", None) or {}).get(id(model))
+    if hit is None or hit[0] is not model:
+        return _hash_weights(model, skip)
+    if skip not in hit[1]:
+        hit[1][skip] = _hash_weights(model, skip)
+    return hit[1][skip].copy()
 
 
 # the content keys of read-only image arrays (a loaded dataset's splits, vitedit.datasets.Data),

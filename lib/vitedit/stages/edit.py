@@ -55,7 +55,9 @@ class Selection:
 
 def select_edits(ctx: Context) -> Selection:
     p = ctx.params
-    y, pred, _ = evaluation.predictions(ctx.evaluator, ctx.model, "edit_discovery")
+    ev = ctx.evaluator  # through the prediction cache: the base pass is made once per checkpoint
+    y = ev.labels("edit_discovery")
+    pred = ev.probs(ctx.model, ev.view("edit_discovery")).argmax(1)
     pair = None
     if p["edit_selection"] == "pair":
         errors, pair = selection.select_pair_errors(
