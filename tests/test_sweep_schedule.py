@@ -73,7 +73,7 @@ def test_units_start_with_the_costliest(tmp_path):
             files[str(tmp_path / f"{name}{j}.json")] = e
     assert unit_cost(Prep("big", "big", {}).folder(sweep), 2) == 34000
     units = run.unit_jobs(files, sweep)
-    assert [u.split("/")[-2] for u in units] == ["big", "mid", "small"]
+    assert [u.split("/")[-3] for u in units] == ["big", "mid", "small"]
     assert longest_first([1, 3, 2, 3], lambda x: x) == [3, 3, 2, 1]
 
 
@@ -94,8 +94,46 @@ def test_a_units_layer_edits_run_grouped_by_layer_choice_then_errors(tmp_path):
                         i, name, name, name, method, p, prep
                     )
     files[str(tmp_path / "h.json")] = Experiment(99, "h", "h", "h", "head", {"seed": 42}, prep)
-    order = [files[f] for f in run.unit_jobs(files, tmp_path / "sweep").popitem()[1]]
-    assert order[0].method == "head"
-    runs = [(e.params["rank_scope"], e.params["edit_selection"]) for e in order[1:]]
+    units = run.unit_jobs(files, tmp_path / "sweep")
+    assert [u.split("/")[-2] for u in units] == ["04_edit_alphaedit", "05_edit_head"]
+    order = [files[f] for f in units[next(iter(units))]]
+    runs = [(e.params["rank_scope"], e.params["edit_selection"]) for e in order]
     changes = sum(a != b for a, b in zip(runs, runs[1:]))
     assert changes == 3  # all/first, all/pair, region_max/first, region_max/pair: one run each
+
+
+def test_a_seeds_unit_is_split_in_parts_that_two_workers_share_evenly(tmp_path):
+    """Three design seeds' units on 2 workers left one worker idle for a whole unit (a third of
+    the phase): a unit is split into its head edits, layer edits and each error selection's
+    baselines, costliest first; a replay point of more epochs stays in the process of the point of
+    fewer epochs it continues from (same errors), after it."""
+    sweep, files, names = tmp_path / "sweep", {}, iter(range(1000))
+
+    def add(method, prep, **p):
+        i = next(names)
+        e = Experiment(i, f"{method}{i}", f"{method}{i}", f"{method}{i}_{p}", method, p, prep)
+        files[str(tmp_path / f"{i}.json")] = e
+
+    for seed in (42, 43, 44):
+        prep = Prep(f"s{seed}", f"s{seed}", {})
+        prep.folder(sweep).mkdir(parents=True)
+        (prep.folder(sweep) / "split_meta.json").write_text(json.dumps({"sizes": {"a": 100}}))
+        for sel in ("first", "pair"):
+            add("head_closed_form", prep, edit_selection=sel, seed=seed)
+            add("alphaedit", prep, edit_selection=sel, seed=seed)
+            for epochs in (40, 10):
+                p = dict(edit_selection=sel, seed=seed, baseline_epochs=epochs)
+                add("baseline_finetune_replay", prep, **p)
+    units = run.unit_jobs(files, sweep)
+    parts = [tuple(u.split("/")[-3:-1]) for u in units]
+    assert len(parts) == 12 and len(set(parts)) == 12  # 3 seeds x (head, layer, 2 baselines)
+    kinds = [part.split("_")[1] for _, part in parts]
+    assert kinds == ["baselines"] * 6 + ["edit"] * 6  # costliest first: baselines, layer, head
+    assert [part for _, part in parts[6:9]] == ["04_edit_alphaedit"] * 3
+    for u, jobs in units.items():
+        assert json.loads(open(u).read())["jobs"] == jobs
+        exps = [files[f] for f in jobs]
+        assert len({e.params["seed"] for e in exps}) == 1  # one seed's model per process
+        if "baselines" in u:
+            assert len({e.params["edit_selection"] for e in exps}) == 1
+            assert [e.params["baseline_epochs"] for e in exps] == [10, 40]

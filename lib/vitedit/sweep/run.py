@@ -23,14 +23,11 @@ from .jobs import (
     materialize,
     prep_cost,
     settle,
-    unit_cost,
     write_job,
 )
-from .keys import LAYER_CHOICE, SELECTION_KEYS
 from .plan import Experiment
 from .spec import SweepError, searched_params
-
-UNIT_FILE = "unit.json"  # a shared stage folder's in-process job: its experiments' job files
+from .units import unit_jobs
 
 
 def lock_sweep(sweep_dir: Path) -> filelock.BaseFileLock:
@@ -171,35 +168,6 @@ def _prepare(
         run.set_status("sweep", "failed", error=f"could not start from the shared stages: {err}")
         return None
     return write_job(folder, blob)
-
-
-UNIT_NOTEBOOKS = ("05_edit_head", "04_edit_alphaedit", "07_baselines")
-
-
-def unit_order(e: Experiment) -> tuple:
-    """Where an experiment runs in its unit: by notebook, then layer choice, then errors."""
-    nb = UNIT_NOTEBOOKS.index(e.notebooks[0]) if e.notebooks[0] in UNIT_NOTEBOOKS else 3
-    pick = [
-        json.dumps(e.params.get(k), default=str) for k in (*sorted(LAYER_CHOICE), *SELECTION_KEYS)
-    ]
-    return (nb, *pick, e.method, e.name)
-
-
-def unit_jobs(files: dict[str, Experiment], sweep_dir: Path) -> dict[str, list[str]]:
-    """The experiments' job files grouped by shared stage folder (dataset x seed): one unit job
-    each (``<sweep>/units/<shared folder name>/unit.json``, its ``job.log`` beside it), run in one
-    process (:mod:`vitedit.sweep.inprocess`), in :func:`unit_order` (hidden states are kept for one
-    block at a time, targets once per layers and errors). The costliest units first."""
-    groups: dict[Path, list[str]] = {}
-    for f, e in files.items():
-        groups.setdefault(e.prep.folder(sweep_dir), []).append(f)
-    units = {}
-    for folder, jobs in longest_first(groups.items(), lambda g: unit_cost(g[0], len(g[1]))):
-        jobs.sort(key=lambda f: unit_order(files[f]))
-        unit = sweep_dir / "units" / folder.name / UNIT_FILE
-        paths.atomic_write_text(unit, json.dumps({"kind": "unit", "jobs": jobs}, indent=2))
-        units[str(unit)] = jobs
-    return units
 
 
 def run_sweep(
