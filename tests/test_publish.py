@@ -102,8 +102,34 @@ def test_provenance_reads_the_sweeps_own_records(tmp_path):
     assert inv["command"].startswith("vitedit-sweep run") and inv["load_before"] == [0.1, 0.2, 0.3]
     assert p["wall_seconds"] == 3600.0 and p["machine"]["cpus"] > 0
     assert p["phases"]["experiments, job-seconds per method"] == {"a": 3.0, "b": 5.0}
-    assert p["phases"]["base training, minutes (sum over datasets x seeds)"] == 22.5
+    assert p["phases"]["base training, minutes (sum over seeds)"] == 22.5
     assert len(p["published_at_commit"].split("+")[0]) == 40
+
+
+def test_a_datasets_provenance_holds_only_what_ran_it(tmp_path):
+    cmd = "vitedit-sweep run params/sweeps/benchmark.yaml --datasets {} --parallel 2"
+    log = [
+        {"command": cmd.format("retinamnist"), "seconds": 100.0},
+        {"command": cmd.format("bloodmnist organamnist"), "seconds": 7000.0},
+        {"command": "vitedit-sweep run params/sweeps/benchmark.yaml", "seconds": 5.0},
+    ]
+    (tmp_path / "sweep_log.json").write_text(json.dumps(log))
+    summary = pd.DataFrame(
+        {
+            "dataset": ["retinamnist", "bloodmnist", "bloodmnist"],
+            "method": ["a", "a", "b"],
+            "status": ["ok"] * 3,
+            "job_seconds": [1.0, 2.0, 5.0],
+        }
+    )
+    shared = pd.DataFrame({"dataset": ["retinamnist", "bloodmnist"], "train_minutes": [1.0, 30.0]})
+    blood = publish.provenance(tmp_path, summary, shared, "bloodmnist")
+    assert [i["seconds"] for i in blood["invocations"]] == [7000.0, 5.0]
+    assert blood["wall_seconds"] == 7005.0 and blood["experiments"] == {"total": 2, "ok": 2}
+    assert blood["phases"]["experiments, job-seconds per method"] == {"a": 2.0, "b": 5.0}
+    assert blood["phases"]["base training, minutes (sum over seeds)"] == 30.0
+    retina = publish.provenance(tmp_path, summary, shared, "retinamnist")
+    assert retina["wall_seconds"] == 105.0 and retina["experiments"]["total"] == 1
 
 
 def _sweep(folder, dataset, fixed_a):

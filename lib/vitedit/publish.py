@@ -21,9 +21,11 @@ is a dataset's comparisons: :func:`vitedit.evidence.tables`). Importable without
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -60,10 +62,26 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def provenance(sweep_dir: Path, summary: pd.DataFrame, shared: pd.DataFrame) -> dict:
-    """Where the published figures come from: commit, commands, machine, load, time per phase."""
+def _names(command: str, dataset: str) -> bool:
+    """Whether a sweep invocation ran ``dataset``: its ``--datasets`` names it, or it has none."""
+    words = shlex.split(command or "")
+    if "--datasets" not in words:
+        return True
+    after = words[words.index("--datasets") + 1 :]
+    return dataset in itertools.takewhile(lambda w: not w.startswith("-"), after)
+
+
+def provenance(
+    sweep_dir: Path, summary: pd.DataFrame, shared: pd.DataFrame, dataset: str | None = None
+) -> dict:
+    """Where the published figures come from: commit, commands, machine, load, time per phase; of
+    one ``dataset`` (the invocations that ran it, its experiments and training), or of them all."""
     log_file = sweep_dir / "sweep_log.json"
     runs = json.loads(log_file.read_text()) if log_file.is_file() else []
+    if dataset is not None:
+        runs = [r for r in runs if _names(r.get("command"), dataset)]
+        summary = summary[summary.dataset == dataset] if "dataset" in summary else summary
+        shared = shared[shared.dataset == dataset] if "dataset" in shared else shared
     ok = summary[summary.status == "ok"] if "status" in summary else summary
     job = ok.get("job_seconds", pd.Series(dtype=float)).astype(float)
     per_method = job.groupby(ok.method).sum() if len(ok) else pd.Series(dtype=float)
@@ -104,7 +122,7 @@ def provenance(sweep_dir: Path, summary: pd.DataFrame, shared: pd.DataFrame) -> 
         ],
         "wall_seconds": float(sum(r.get("seconds") or 0 for r in runs)),
         "phases": {
-            "base training, minutes (sum over datasets x seeds)": float(
+            "base training, minutes (sum over seeds)": float(
                 shared.train_minutes.sum() if len(shared) else 0.0
             ),
             "experiments, job-seconds per method": {
@@ -203,8 +221,10 @@ def publish(sweep_dir: str | Path, out: str | Path | None = None, readme: Path |
             (out / stale).unlink()  # a page no kept dataset points to any more
     page = page_name(datasets)
     shutil.copyfile(sweep_dir / PAGE, out / page)
-    prov = provenance(sweep_dir, ctx["summary"], ctx["shared_records"]) | {"page": page}
-    by_dataset |= {d: prov for d in sorted(datasets)}
+    by_dataset |= {
+        d: provenance(sweep_dir, ctx["summary"], ctx["shared_records"], d) | {"page": page}
+        for d in sorted(datasets)
+    }
     paths.atomic_write_text(out / "provenance.json", paths.json_text({"datasets": by_dataset}))
     paths.atomic_write_text(out / "README.md", index_text(out))
     if readme is not None:
