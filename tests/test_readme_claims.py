@@ -1,0 +1,97 @@
+"""The README's first screen ("What it has found so far") says what the published tables say.
+
+Its prose is written by hand, so each figure it quotes is checked here against
+``reports/benchmark/evidence.csv`` and ``evidence_winners.csv``: republish with other numbers, or
+edit a figure in the paragraph, and a test fails (the generated block below it has its own test in
+``test_publish.py``).
+"""
+
+import re
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+PUB = ROOT / "reports" / "benchmark"
+
+
+def _first_screen() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("**What it has found so far**")
+    return " ".join(text[start : text.index("\n## ", start)].split())
+
+
+def _rows(dataset, selection, budget=0.01, role="confirmation"):
+    e = pd.read_csv(PUB / "evidence.csv")
+    e = e[
+        (e.dataset == dataset)
+        & (e.edit_selection == selection)
+        & (e.budget == budget)
+        & (e.role == role)
+        & (e.n_seeds > 0)
+    ]
+    assert len(e), (dataset, selection, budget, role)
+    return e.set_index("method")
+
+
+def _pct(x: float) -> int:
+    return int(round(100 * float(x)))
+
+
+def _says(phrase: str) -> None:
+    assert phrase in _first_screen(), f"the README's first screen no longer says {phrase!r}"
+
+
+def test_the_best_blood_editors_figures():
+    r = _rows("bloodmnist", "first").loc[["alphaedit", "head_guarded"]]
+    _says("AlphaEdit and the guarded head edit — fix about 30 % of 30 arbitrary")
+    assert all(abs(_pct(x) - 30) <= 2 for x in r.efficacy)
+    lo, hi = sorted(_pct(x) for x in r.generalisation)
+    _says(f"only {lo}–{hi} % of the errors of the same kind they were not given")
+    lo, hi = sorted(round(100 * x, 1) for x in r.test_regression)
+    _says(f"{lo}–{hi} % of what Test got right breaks")
+
+
+def test_blood_net_test_change_and_its_intervals():
+    r = _rows("bloodmnist", "first")
+    lo, hi = (round(100 * x, 1) for x in (r.test_delta.min(), r.test_delta.max()))
+    _says(f"(−{abs(lo)} to +{hi} points, intervals within ±0.8)")
+    assert r.test_delta_low.min() >= -0.008 and r.test_delta_high.max() <= 0.008
+
+
+def test_fine_tuning_does_as_well_and_no_winner_is_named():
+    ft = _rows("bloodmnist", "first").loc["baseline_finetune"]
+    _says(
+        f"({_pct(ft.efficacy)} % of its errors, {_pct(ft.generalisation)} % of the others, "
+        f"{100 * ft.test_regression:.1f} % Test regression)"
+    )
+    w = pd.read_csv(PUB / "evidence_winners.csv")
+    w = w[(w.dataset == "bloodmnist") & (w.role == "confirmation") & (w.budget == 0.01)]
+    assert len(w) and not w.winner.astype(bool).any()
+    _says("no paired test separates it or names a winner")
+
+
+def test_the_pair_mode_figure():
+    r = _rows("bloodmnist", "pair").loc["head_guarded"]
+    ci = f"{_pct(r.pair_generalisation)} % [{_pct(r.pair_generalisation_low)}, "
+    ci += f"{_pct(r.pair_generalisation_high)}]"
+    _says(f"pair's Test errors ({ci}) at {100 * r.test_regression:.1f} % Test regression")
+
+
+def test_nothing_carries_over_on_retinamnist():
+    r = pd.concat([_rows("retinamnist", s) for s in ("first", "pair")])
+    assert _pct(r.generalisation.max()) <= 1
+    _says(
+        "no method fixes more than 1 % of the errors it was not given, the best "
+        f"{_pct(r.efficacy.max())} % of its own"
+    )
+
+
+@pytest.mark.parametrize("phrase", ["Test 0.94", "Test 0.51"])
+def test_the_base_models_accuracy(phrase):
+    _says(phrase)
+    b = pd.read_csv(PUB / "base_models.csv").set_index("dataset")
+    ds = {"Test 0.94": "bloodmnist", "Test 0.51": "retinamnist"}[phrase]
+    acc = float(re.match(r"[0-9.]+", b.loc[ds, "test_acc"]).group())
+    assert abs(acc - float(phrase.split()[1])) <= 0.011
