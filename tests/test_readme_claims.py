@@ -95,3 +95,18 @@ def test_the_base_models_accuracy(phrase):
     ds = {"Test 0.94": "bloodmnist", "Test 0.51": "retinamnist"}[phrase]
     acc = float(re.match(r"[0-9.]+", b.loc[ds, "test_acc"]).group())
     assert abs(acc - float(phrase.split()[1])) <= 0.011
+
+
+def test_each_datasets_params_file_carries_the_published_alphaedit_point():
+    """Issue 27 §9: a dataset's params file holds the AlphaEdit setting the published benchmark
+    chose on its design seeds at <= 1 % FT-Val regression (`first` mode), read here from the chosen
+    experiments' names (``thresh<T>_L2<L>``)."""
+    import yaml
+
+    b = pd.read_csv(PUB / "budget.csv")
+    chosen = b[(b.method == "alphaedit") & (b.edit_selection == "first") & (b.budget == 0.01)]
+    assert len(chosen)
+    for _, r in chosen.iterrows():
+        t, l2 = re.search(r"_thresh([0-9.e+-]+)_L2([0-9.e+-]+)_", str(r.experiments)).groups()
+        p = yaml.safe_load((ROOT / "params" / f"{r.dataset}.yaml").read_text())
+        assert (p.get("nullspace_threshold"), p.get("L2")) == (float(t), float(l2)), r.dataset
