@@ -441,3 +441,21 @@ def test_a_corrupt_status_is_replaced_when_a_stage_records(tmp_path):
 def test_a_job_run_by_hand_does_not_watch_for_a_sweep(monkeypatch):
     monkeypatch.delenv("VITEDIT_PARENT_PID", raising=False)
     assert dispatch.die_with_parent() is None
+
+
+def test_writes_in_synced_at_end_are_whole_and_made_durable_once(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync"))
+    monkeypatch.setattr(os, "sync", lambda: calls.append("sync"))
+    with paths.synced_at_end():
+        with paths.synced_at_end():  # nested: one sync, by the outer block
+            paths.atomic_write_text(tmp_path / "a.json", "{}")
+        paths.atomic_write_text(tmp_path / "b.json", "[]")
+        assert calls == []
+    assert calls == ["sync"]
+    assert (tmp_path / "a.json").read_text() == "{}" and (tmp_path / "b.json").read_text() == "[]"
+    with pytest.raises(ValueError), paths.synced_at_end():
+        raise ValueError  # a failing block still syncs what it wrote
+    paths.atomic_write_text(tmp_path / "c.json", "{}")  # outside: each write its own fsync
+    assert calls == ["sync", "sync", "fsync"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "c.json"]

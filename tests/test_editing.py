@@ -357,6 +357,26 @@ def test_head_features_are_what_the_evaluation_reads(trained):
     model.eval()
 
 
+@pytest.mark.parametrize(
+    "name", [n for n in methods.names(baselines=False) if not methods.get(n).uses_layers]
+)
+def test_a_head_edits_log_reads_the_head_on_features_as_a_full_forward_pass_would(trained, name):
+    """The head editors judge their errors before and after through the head alone, on the cached
+    features (the body is unchanged): the same probabilities as the full forward pass, bit for bit,
+    so the log's fixed/not fixed is what the evaluation of the saved model finds."""
+    from vitedit.editors.head import head_probs
+
+    model, runner, ft, imgs, labels, wrong = trained
+    data = edit_set(ft, imgs, labels, wrong[:6])
+    res = build(name).edit(model, runner, data)
+    for m in (model, res.model):
+        assert torch.equal(
+            head_probs(m, runner, runner.pre_logits(m, data.images)), runner.probs(m, data.images)
+        )
+    after = runner.probs(res.model, data.images).argmax(1).numpy()
+    assert (res.log["fixed"].to_numpy() == (after == data.labels)).all()
+
+
 def test_head_nullspace_verify_loop_meets_its_prediction_change_budget(trained):
     model, runner, ft, imgs, labels, wrong = trained
     data = edit_set(ft, imgs, labels, wrong[:4])

@@ -48,6 +48,22 @@ def test_bootstrap_ci_brackets_the_observed_change():
     assert paired.bootstrap_delta_ci(cb, ca, seed=1) == (lo, hi)  # seeded
 
 
+def test_the_bootstrap_of_counts_is_the_bootstrap_of_samples():
+    """Drawing how many +1/-1/0 changes a resample holds (multinomial) gives the interval that
+    resampling the samples themselves gives, up to Monte-Carlo noise."""
+    rng = np.random.default_rng(3)
+    cb = rng.random(3000) < 0.9
+    ca = cb.copy()
+    ca[rng.choice(3000, 40, replace=False)] ^= True  # some changes either way
+    d = ca.astype(np.int8) - cb.astype(np.int8)
+    means = d[rng.integers(0, len(d), (20000, len(d)))].mean(1)
+    ref = np.quantile(means, [0.025, 0.975])
+    got = paired.bootstrap_delta_ci(cb, ca, n_boot=20000, seed=5)
+    assert np.allclose(got, ref, atol=2 / 3000), (got, ref)  # within 2 samples' worth
+    wide = paired.bootstrap_delta_ci(cb, ca, n_boot=20000, seed=5, level=0.99)
+    assert wide[0] < got[0] and wide[1] > got[1]
+
+
 def test_f1_auc_and_per_class_accuracy():
     y = np.array([0, 0, 1, 1])
     pred = np.array([0, 1, 1, 1])

@@ -33,13 +33,21 @@ def bootstrap_delta_ci(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the paired accuracy change (samples resampled with replacement)."""
+    """Percentile bootstrap CI of the paired accuracy change (samples resampled with replacement).
+
+    A sample's change is +1 (wrong → correct), -1 (correct → wrong) or 0, so a resample of n
+    samples is fully described by how many of each it draws: a multinomial draw of n over the three
+    observed shares. Drawing those counts is the same bootstrap distribution as drawing n indices
+    (tested against it), at O(n_boot) instead of O(n_boot x n): ~0.1 s less per evaluated model
+    on a 3.4k-image Test set."""
     d = np.asarray(correct_after, np.int8) - np.asarray(correct_before, np.int8)
-    if len(d) == 0:
+    n = len(d)
+    if n == 0:
         return (np.nan, np.nan)
+    up, down = int((d > 0).sum()), int((d < 0).sum())
     rng = np.random.default_rng(seed)
-    # integer sums over int8 changes, then one division: the float64 means bit for bit, ~5x faster
-    means = d[rng.integers(0, len(d), (n_boot, len(d)))].sum(1, dtype=np.int64) / len(d)
+    draws = rng.multinomial(n, [up / n, down / n, (n - up - down) / n], size=n_boot)
+    means = (draws[:, 0] - draws[:, 1]) / n
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 

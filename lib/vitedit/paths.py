@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 PROJECT_ENV = "VITEDIT_HOME"
+_SYNC = threading.local()  # .deferred: inside synced_at_end(), atomic writes skip their fsync
 
 
 def project_root() -> Path:
@@ -47,11 +50,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if not getattr(_SYNC, "deferred", False):
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:  # a full disk or an interrupt leaves no temporary file behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def synced_at_end() -> Iterator[None]:
+    """Atomic writes inside skip their own fsync and are made durable together by one ``os.sync()``
+    on the way out (also when the block fails). Each file still replaces its old version whole (a
+    process that dies leaves the old or the new file, never a torn one). For a run folder's many
+    small records: an in-process grid point writes ~20 files, whose 20 fsyncs cost more than its
+    head edit (0.09 s a point on this disk)."""
+    outer = getattr(_SYNC, "deferred", False)
+    _SYNC.deferred = True
+    try:
+        yield
+    finally:
+        _SYNC.deferred = outer
+        if not outer:
+            os.sync()
 
 
 def overwrite_in_place(path: Path, data: bytes) -> None:

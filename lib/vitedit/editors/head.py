@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models import Runner
+from ..models import Runner, head_logits
 from .base import EditData, Editor, EditResult, edit_log, unchanged
 
 
@@ -62,6 +62,13 @@ def set_head(model, theta: torch.Tensor) -> None:
         model.head.bias.copy_(theta[:, -1].float())
 
 
+def head_probs(model, runner: Runner, pre_logits: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities of ``model.head`` on pre-logit features: what :meth:`Runner.probs`
+    gives on the images, bit for bit (the batches of the forward pass; tested)."""
+    with torch.no_grad(), runner.autocast():
+        return torch.softmax(head_logits(model, pre_logits, runner.batch_size), -1)
+
+
 class HeadEditor(Editor):
     """The common ``edit()`` of the head editors; a subclass implements :meth:`solve`."""
 
@@ -76,12 +83,14 @@ class HeadEditor(Editor):
         }
         if len(data.labels) == 0:
             return unchanged(edited, info)
-        p_before = runner.probs(edited, data.images)
         t0 = time.perf_counter()
         feats = HeadFeatures(
             runner.pre_logits(edited, data.stats_images), runner.pre_logits(edited, data.images)
         )
         stats_seconds = time.perf_counter() - t0
+        # the errors' predictions through the head alone: the body is unchanged, so its features
+        # (cached across a grid) give what a full forward pass gives (a test checks it)
+        p_before = head_probs(edited, runner, feats.errors)
         t1 = time.perf_counter()
         theta0 = head_parameters(edited)
         step = self.solve(theta0, feats, data)
@@ -107,7 +116,7 @@ class HeadEditor(Editor):
                 },
             }
         )
-        log = edit_log(p_before, runner.probs(edited, data.images), data)
+        log = edit_log(p_before, head_probs(edited, runner, feats.errors), data)
         log["update_norm_head"] = update_norm
         log["edit_seconds"] = edit_seconds
         return EditResult(edited, log, info)

@@ -96,7 +96,13 @@ STEPS: dict[str, Callable[[Unit, stages.Context, nb.Run], dict]] = {
 
 
 def run_experiment(unit: Unit, job: dict) -> None:
-    """One experiment's notebooks, in this process; each recorded as a notebook records it."""
+    """One experiment's notebooks, in this process; each recorded as a notebook records it (its
+    files made durable together at the end: :func:`vitedit.paths.synced_at_end`)."""
+    with paths.synced_at_end():
+        _run_experiment(unit, job)
+
+
+def _run_experiment(unit: Unit, job: dict) -> None:
     folder, p = Path(job["folder"]), params_mod.resolve(job["params"])
     run_folder = RunFolder(folder)
     try:
