@@ -210,3 +210,23 @@ def test_a_page_another_dataset_points_to_stays_and_other_versions_are_not_mixed
     with pytest.raises(publish.PublishError, match="other columns.*republish bloodmnist"):
         publish.publish(_sweep(tmp_path / "retina2", "retinamnist", 10), out)
     assert (out / "provenance.json").read_text() == before
+
+
+def test_a_sliced_scan_datasets_rows_come_with_their_distribution_shift_note(tmp_path):
+    """OrganAMNIST's slices come from few CT scans, Test from other scans than FT-Val: its README
+    rows say so, and no equivalence verdict is drawn from its (too narrow) intervals."""
+    rows = [
+        evidence_row(m, s, f, dataset="organamnist", edit_errors_digest=str(s))
+        for s in (42, 45, 46)
+        for m, f in (("a", 20), ("b", 4))
+    ]
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    for name, table in evidence.tables(pd.DataFrame(rows)).items():
+        table.to_csv(pub / f"{name}.csv", index=False)
+    block = publish.readme_block(pub)
+    assert "| organamnist |" in block and "distribution-shift case" in block
+    assert "McNemar p-value on it treats slices of one scan as independent" in block
+    assert "(equivalent to none)" not in block
+    _evidence_csv(tmp_path / "blood")
+    assert "distribution-shift" not in publish.readme_block(tmp_path / "blood")

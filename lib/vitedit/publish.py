@@ -322,8 +322,11 @@ def readme_block(folder: str | Path | None = None) -> str:
         said += [
             f"- {' / '.join(map(str, vals))}: {t}." for t in _winners(folder, vals, keys, role)
         ]
+    notes = [f"- {n}." for n in benchmark.dataset_notes(ev.dataset.astype(str).unique())]
     return "\n".join(
-        lines + (["", "Paired comparisons (vitedit.evidence):", *said] if said else [])
+        lines
+        + (["", *notes] if notes else [])
+        + (["", "Paired comparisons (vitedit.evidence):", *said] if said else [])
     )
 
 
