@@ -335,12 +335,15 @@ def test_tiny_benchmark_runs_both_datasets_and_renders_the_cross_dataset_report(
     }
     both = json.loads((out / "provenance.json").read_text())["datasets"]
     prov = both["retinamnist"]
-    assert prov == both["bloodmnist"] and prov["page"] == page
+    blood = both["bloodmnist"]
+    assert prov["page"] == page == blood["page"]  # one sweep: one page, one command for both
+    assert prov["invocations"] == blood["invocations"]
+    assert prov["experiments"] == blood["experiments"] == {"total": 2, "ok": 2}  # each its own
     (inv,) = prov["invocations"]
     assert inv["command"].startswith("vitedit-sweep run ") and "bench.yaml" in inv["command"]
     assert len(inv["commit"].split("+")[0]) == 40  # the commit the sweep ran at
     assert len(inv["load_before"]) == 3 and inv["seconds"] > 0
-    assert prov["phases"]["base training, minutes (sum over datasets x seeds)"] > 0
+    assert prov["phases"]["base training, minutes (sum over seeds)"] > 0
     assert publish.readme_numbers(readme) == publish.readme_block(out)
     assert "| retinamnist |" in publish.readme_numbers(readme)
 
