@@ -112,6 +112,12 @@ def test_a_datasets_provenance_holds_only_what_ran_it(tmp_path):
         {"command": cmd.format("retinamnist"), "seconds": 100.0},
         {"command": cmd.format("bloodmnist organamnist"), "seconds": 7000.0},
         {"command": "vitedit-sweep run params/sweeps/benchmark.yaml", "seconds": 5.0},
+        {
+            "command": "vitedit-sweep run b.yaml --datasets=retinamnist --sweep-dir /tmp/bob's",
+            "seconds": 1,
+        },
+        {"command": cmd.format("bloodmnist") + " --datasets retinamnist", "seconds": 2.0},
+        {"command": "vitedit-sweep run b.yaml", "datasets": ["bloodmnist"], "seconds": 3.0},
     ]
     (tmp_path / "sweep_log.json").write_text(json.dumps(log))
     summary = pd.DataFrame(
@@ -124,12 +130,12 @@ def test_a_datasets_provenance_holds_only_what_ran_it(tmp_path):
     )
     shared = pd.DataFrame({"dataset": ["retinamnist", "bloodmnist"], "train_minutes": [1.0, 30.0]})
     blood = publish.provenance(tmp_path, summary, shared, "bloodmnist")
-    assert [i["seconds"] for i in blood["invocations"]] == [7000.0, 5.0]
-    assert blood["wall_seconds"] == 7005.0 and blood["experiments"] == {"total": 2, "ok": 2}
+    assert [i["seconds"] for i in blood["invocations"]] == [7000.0, 5.0, 3.0]
+    assert blood["wall_seconds"] == 7008.0 and blood["experiments"] == {"total": 2, "ok": 2}
     assert blood["phases"]["experiments, job-seconds per method"] == {"a": 2.0, "b": 5.0}
     assert blood["phases"]["base training, minutes (sum over seeds)"] == 30.0
     retina = publish.provenance(tmp_path, summary, shared, "retinamnist")
-    assert retina["wall_seconds"] == 105.0 and retina["experiments"]["total"] == 1
+    assert retina["wall_seconds"] == 108.0 and retina["experiments"]["total"] == 1
 
 
 def _sweep(folder, dataset, fixed_a):
@@ -215,18 +221,31 @@ def test_a_page_another_dataset_points_to_stays_and_other_versions_are_not_mixed
 def test_a_sliced_scan_datasets_rows_come_with_their_distribution_shift_note(tmp_path):
     """OrganAMNIST's slices come from few CT scans, Test from other scans than FT-Val: its README
     rows say so, and no equivalence verdict is drawn from its (too narrow) intervals."""
-    rows = [
-        evidence_row(m, s, f, dataset="organamnist", edit_errors_digest=str(s))
-        for s in (42, 45, 46)
-        for m, f in (("a", 20), ("b", 4))
-    ]
-    pub = tmp_path / "pub"
-    pub.mkdir()
-    for name, table in evidence.tables(pd.DataFrame(rows)).items():
-        table.to_csv(pub / f"{name}.csv", index=False)
-    block = publish.readme_block(pub)
-    assert "| organamnist |" in block and "distribution-shift case" in block
-    assert "McNemar p-value on it treats slices of one scan as independent" in block
-    assert "(equivalent to none)" not in block
-    _evidence_csv(tmp_path / "blood")
-    assert "distribution-shift" not in publish.readme_block(tmp_path / "blood")
+
+    def block(dataset):
+        rows = [
+            evidence_row(
+                m,
+                s,
+                f,
+                dataset=dataset,
+                edit_errors_digest=str(s),
+                test_total=20000,
+                test_correct_before=18000,
+                test_correct_to_wrong=3,
+                test_wrong_to_correct=4,
+            )
+            for s in (42, 45, 46)
+            for m, f in (("a", 20), ("b", 4))
+        ]
+        pub = tmp_path / dataset
+        pub.mkdir()
+        for name, table in evidence.tables(pd.DataFrame(rows)).items():
+            table.to_csv(pub / f"{name}.csv", index=False)
+        return publish.readme_block(pub)
+
+    organ, blood = block("organamnist"), block("bloodmnist")
+    assert "| organamnist |" in organ and "distribution-shift case" in organ
+    assert "McNemar p-value on it treats slices of one scan as independent" in organ
+    assert "(equivalent to none)" in blood  # the same figures on another dataset: a verdict
+    assert "(equivalent to none)" not in organ and "distribution-shift" not in blood

@@ -58,7 +58,11 @@ def test_the_best_blood_editors_figures():
 def test_blood_net_test_change_and_its_intervals():
     r = _rows("bloodmnist", "first")
     lo, hi = (round(100 * x, 1) for x in (r.test_delta.min(), r.test_delta.max()))
-    _says(f"(−{abs(lo)} to +{hi} points, intervals within ±0.8)")
+
+    def signed(x):
+        return f"−{abs(x)}" if x < 0 else f"+{x}"
+
+    _says(f"({signed(lo)} to {signed(hi)} points, intervals within ±0.8)")
     assert r.test_delta_low.min() >= -0.008 and r.test_delta_high.max() <= 0.008
     _says(
         "shown equivalent to none (±0.5 points) for the head editors and MEMIT, not for AlphaEdit"
@@ -125,7 +129,7 @@ def test_organamnists_damage_beyond_the_budget():
     _says(f"({lo}–{hi} correct Test predictions per error fixed)")
     g, a = r.loc["head_guarded"], r.loc["alphaedit"]
     _says(
-        f"`head_guarded` fixes {'all' if g.efficacy == 1 else _pct(g.efficacy)} its edited errors"
+        f"`head_guarded` fixes {'all' if g.efficacy == 1 else f'{_pct(g.efficacy)} % of'} its edited errors"
         f" at {100 * g.test_regression:.1f} %, AlphaEdit {_pct(a.efficacy)} % at "
         f"{100 * a.test_regression:.1f} %"
     )

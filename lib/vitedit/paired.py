@@ -40,7 +40,10 @@ def bootstrap_delta_ci(
     observed shares. Drawing those counts is the same bootstrap distribution as drawing n indices
     (tested against it), at O(n_boot) instead of O(n_boot x n): ~0.1 s less per evaluated model
     on a 3.4k-image Test set."""
-    d = np.asarray(correct_after, np.int8) - np.asarray(correct_before, np.int8)
+    cb, ca = np.asarray(correct_before), np.asarray(correct_after)
+    if not (np.isin(cb, (0, 1)).all() and np.isin(ca, (0, 1)).all()) or n_boot < 1:
+        raise ValueError("bootstrap_delta_ci takes correct/incorrect flags (0/1) and n_boot >= 1")
+    d = ca.astype(np.int8) - cb.astype(np.int8)
     n = len(d)
     if n == 0:
         return (np.nan, np.nan)

@@ -62,13 +62,23 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _names(command: str, dataset: str) -> bool:
-    """Whether a sweep invocation ran ``dataset``: its ``--datasets`` names it, or it has none."""
-    words = shlex.split(command or "")
-    if "--datasets" not in words:
-        return True
-    after = words[words.index("--datasets") + 1 :]
-    return dataset in itertools.takewhile(lambda w: not w.startswith("-"), after)
+def _names(run: dict, dataset: str) -> bool:
+    """Whether a sweep invocation ran ``dataset``: the datasets it recorded planning, or (a log
+    from before that field) its command's last ``--datasets`` (``--datasets a b`` or
+    ``--datasets=a``); a command without one ran every dataset of its spec."""
+    if run.get("datasets") is not None:
+        return dataset in run["datasets"]
+    try:
+        words = shlex.split(run.get("command") or "")
+    except ValueError:  # logged unquoted before: a path with a quote in it
+        words = (run.get("command") or "").split()
+    named = None
+    for i, w in enumerate(words):
+        if w == "--datasets":
+            named = list(itertools.takewhile(lambda x: not x.startswith("-"), words[i + 1 :]))
+        elif w.startswith("--datasets="):
+            named = [w.split("=", 1)[1]]
+    return named is None or dataset in named
 
 
 def provenance(
@@ -79,7 +89,7 @@ def provenance(
     log_file = sweep_dir / "sweep_log.json"
     runs = json.loads(log_file.read_text()) if log_file.is_file() else []
     if dataset is not None:
-        runs = [r for r in runs if _names(r.get("command"), dataset)]
+        runs = [r for r in runs if _names(r, dataset)]
         summary = summary[summary.dataset == dataset] if "dataset" in summary else summary
         shared = shared[shared.dataset == dataset] if "dataset" in shared else shared
     ok = summary[summary.status == "ok"] if "status" in summary else summary
@@ -102,6 +112,7 @@ def provenance(
                 k: r.get(k)
                 for k in (
                     "command",
+                    "datasets",
                     "commit",
                     "started",
                     "finished",

@@ -96,13 +96,10 @@ STEPS: dict[str, Callable[[Unit, stages.Context, nb.Run], dict]] = {
 
 
 def run_experiment(unit: Unit, job: dict) -> None:
-    """One experiment's notebooks, in this process; each recorded as a notebook records it (its
-    files made durable together at the end: :func:`vitedit.paths.synced_at_end`)."""
-    with paths.synced_at_end():
-        _run_experiment(unit, job)
-
-
-def _run_experiment(unit: Unit, job: dict) -> None:
+    """One experiment's notebooks, in this process; each recorded as a notebook records it. A
+    step's many record files are made durable together when it ends
+    (:func:`vitedit.paths.synced_at_end`), before its status says ``ok`` (written with its own
+    fsync): an ``ok`` on disk never vouches for files that are not."""
     folder, p = Path(job["folder"]), params_mod.resolve(job["params"])
     run_folder = RunFolder(folder)
     try:
@@ -117,11 +114,12 @@ def _run_experiment(unit: Unit, job: dict) -> None:
         t0 = time.perf_counter()
         run = nb.Run(name, folder, {**p, "run_dir": str(folder)})
         try:
-            ctx = unit.context(run)
-            if name == "07_baselines" and ctx.states is not None:  # no layer edit comes after
-                ctx.states.clear()
-            run.begin()
-            extra = STEPS[name](unit, ctx, run)
+            with paths.synced_at_end():
+                ctx = unit.context(run)
+                if name == "07_baselines" and ctx.states is not None:  # no layer edit after
+                    ctx.states.clear()
+                run.begin()
+                extra = STEPS[name](unit, ctx, run)
         except BaseException as e:  # recorded like a notebook's failure, never hidden
             execute.record_failure(
                 folder, name, execute.short_error(e), seconds=round(time.perf_counter() - t0, 1)

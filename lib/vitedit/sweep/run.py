@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -252,7 +253,8 @@ def run_sweep(
             "started": started,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             # what the published benchmark's provenance reads (vitedit.publish)
-            "command": " ".join(["vitedit-sweep", *sys.argv[1:]]),  # or python -m vitedit.sweep
+            "command": shlex.join(["vitedit-sweep", *sys.argv[1:]]),  # or python -m vitedit.sweep
+            "datasets": sorted({e.dataset for e in exps}),  # what it planned (publish reads it)
             "commit": paths.git_commit(),
             "cpus": os.cpu_count(),
             "load_before": load_before,  # 1, 5, 15-minute load averages
