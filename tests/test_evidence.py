@@ -273,8 +273,9 @@ def test_figures_pool_counts_over_the_reported_seeds():
     assert a.pair_generalisation == pytest.approx(0.3) and a.train_regression == 0
     assert a.test_delta == pytest.approx(1 / 3000)
     assert a.test_broken_per_fix == pytest.approx(10 / 36)  # 5 Test samples broken per seed
-    assert list(evidence.FIGURES)[:5] == [  # generalisation and damage before efficacy
+    assert list(evidence.FIGURES)[:6] == [  # generalisation and damage before efficacy
         "generalisation",
+        "crossfit_generalisation",
         "rest_regression",
         "pair_generalisation",
         "test_regression",

@@ -241,7 +241,7 @@ def findings(fig: pd.DataFrame, win: pd.DataFrame, base: pd.DataFrame) -> dict[s
         )
         for bud in sorted(g.budget.unique()):
             for _, r in (w[w.budget == bud] if len(w) else w).iterrows():
-                what = "errors not edited" if r.figure == "generalisation" else "edited errors"
+                what = evidence.MASK_WORDS.get(r.figure, r.figure)
                 parts.append(f"At <= {bud:.0%}, on the {what}: {r.text}.")
         g5 = g[g.budget == max(budget.BUDGETS)]
         hurt = g5[g5.test_delta_high < 0]

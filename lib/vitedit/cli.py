@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-edits", type=int, help="Edit-Discovery errors to edit (30)")
     g.add_argument(
         "--edit-selection",
-        choices=("first", "pair"),
-        help="errors edited: first in set order, or one confusion pair together (first)",
+        choices=("first", "second", "pair"),
+        help="errors edited: first in set order, the next ones (second: the cross-fit swap), or "
+        "one confusion pair together (first)",
     )
     g.add_argument(
         "--edit-pair",

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from . import budget
+from .crossfit import SWAP, _mask, crossfit, is_swap  # noqa: F401 (re-exported)
 from .paired import mcnemar_exact
 from .seedstats import cluster_delta, cluster_rate, holm, sign_flip
 
@@ -55,6 +56,12 @@ FIGURES = {
         "ed_rest_wrong_to_correct",
         "ed_rest_errors",
         "fix rate on Edit-Discovery errors not edited",
+    ),
+    # each of two folds of errors judged once, by the edit that did not see it (:func:`crossfit`)
+    "crossfit_generalisation": (
+        "crossfit_fixed",
+        "crossfit_errors",
+        "cross-fit fix rate: each fold's edit on the other fold's errors",
     ),
     "rest_regression": (
         "ed_rest_correct_to_wrong",
@@ -79,7 +86,17 @@ FIGURES = {
 # sampling noise does not average out over seeds (vitedit.seedstats.cluster_rate's ``shared``)
 SHARED_SAMPLES = frozenset({"pair_generalisation", "test_regression", "val_regression"})
 # the per-error outcomes a paired comparison reads, per figure
-MASKS = {"efficacy": "edit_fixed_mask", "generalisation": "ed_rest_fixed_mask"}
+MASKS = {
+    "efficacy": "edit_fixed_mask",
+    "generalisation": "ed_rest_fixed_mask",
+    "crossfit_generalisation": "crossfit_fixed_mask",
+}
+# the errors each paired comparison is on, in the reports' words
+MASK_WORDS = {
+    "efficacy": "edited errors",
+    "generalisation": "errors not edited",
+    "crossfit_generalisation": "other fold's errors (cross-fit)",
+}
 
 
 def _seed_rows(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -109,6 +126,7 @@ def out_of_selection(
     gets a row with a ``note`` and no figures.
     """
     ok, keys = _seed_rows(summary)
+    swaps, ok = ok[is_swap(ok)], ok[~is_swap(ok)]  # a swap is reported beside its twin
     # shared parameters the sweep does not vary are no group: a row that carries only its note
     # must fall in the same group as its method's other rows
     unvaried = set(budget.SHARED_GROUPS) - set(keys)
@@ -138,6 +156,12 @@ def out_of_selection(
                     rows.append({**row, "config_id": best.config_id, "note": note})
                     continue
                 got = {k: v for k, v in hit.iloc[0].items() if k not in unvaried}
+                sw = (
+                    swaps[(swaps.crossfit_of == best.config_id) & (swaps.seed == seed)]
+                    if len(swaps)
+                    else swaps
+                )
+                got |= crossfit(got, sw.iloc[0] if len(sw) else None)
                 rows.append({**got, **row, "config_id": best.config_id, "note": ""})
     return pd.DataFrame(rows)
 
@@ -197,12 +221,6 @@ def figures(oos: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
         row["test_delta_equivalence"] = equivalence(d["ci90"])
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _mask(v) -> np.ndarray | None:
-    if not isinstance(v, str) or not v or set(v) - {"y", "n"}:
-        return None
-    return np.frombuffer(v.encode(), dtype=np.uint8) == ord("y")
 
 
 def paired(oos: pd.DataFrame, figure: str = "efficacy") -> pd.DataFrame:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import benchmark, budget, paths
+from . import benchmark, budget, evidence, paths
 from .datasets.core import SLICED_SCANS
 
 TABLES = ("evidence.csv", "evidence_pairs.csv", "evidence_winners.csv", "budget.csv")
@@ -303,10 +303,10 @@ def readme_block(folder: str | Path | None = None) -> str:
         "intervals; [`reports/benchmark/`](reports/benchmark/)). Generalisation and damage first; "
         "FT-Val also chose the settings (its regression is not out of selection):",
         "",
-        "| dataset | errors | seeds | method | fixes unedited errors | fixes Test errors of the "
-        "edited pairs | Test regression | FT-Val regression | fixes edited errors (in-sample) "
-        "| net Test change |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | errors | seeds | method | fixes unedited errors | cross-fit (other fold's "
+        "errors) | fixes Test errors of the edited pairs | Test regression | FT-Val regression "
+        "| fixes edited errors (in-sample) | net Test change |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ev = ev[np.isclose(ev.budget.astype(float), min(budget.BUDGETS))]
     keys = [k for k in ("dataset", "edit_selection") if k in ev]
@@ -318,7 +318,7 @@ def readme_block(folder: str | Path | None = None) -> str:
         done = g[(g.role == role) & (g.n_seeds.astype(float) > 0)]
         if done.empty:  # e.g. one seed: nothing to choose on; said, not left out
             why = "; ".join(sorted(set(g.note.dropna().astype(str)) - {""})) or "no figure"
-            lines.append(f"| {vals[0]} | {sel} | {role} | every method | {why} |" + " – |" * 5)
+            lines.append(f"| {vals[0]} | {sel} | {role} | every method | {why} |" + " – |" * 6)
         for _, r in done.sort_values("method").iterrows():
             same = str(r.get("test_delta_equivalence", "")).startswith("net change equivalent")
             net = _cell(r, "test_delta", 3) + (
@@ -326,7 +326,8 @@ def readme_block(folder: str | Path | None = None) -> str:
             )
             lines.append(
                 f"| {vals[0]} | {sel} | {role} {r.seeds} | {r.method} | "
-                f"{_cell(r, 'generalisation')} | {_cell(r, 'pair_generalisation')} | "
+                f"{_cell(r, 'generalisation')} | {_cell(r, 'crossfit_generalisation')} | "
+                f"{_cell(r, 'pair_generalisation')} | "
                 f"{_cell(r, 'test_regression', 3)} | {_cell(r, 'val_regression', 3)} | "
                 f"{_cell(r, 'efficacy')} | {net} |"
             )
@@ -355,10 +356,7 @@ def _winners(folder: Path, vals: tuple, keys: list[str], role: str) -> list[str]
     w = w[np.isclose(w.budget.astype(float), min(budget.BUDGETS)) & (w.role == role)]
     for k, v in zip(keys, vals):
         w = w[w[k].astype(str) == str(v)] if k in w else w
-    return [
-        f"{'errors not edited' if r.figure == 'generalisation' else 'edited errors'}: {r.text}"
-        for _, r in w.iterrows()
-    ]
+    return [f"{evidence.MASK_WORDS.get(r.figure, r.figure)}: {r.text}" for _, r in w.iterrows()]
 
 
 def update_readme(readme: Path, block: str) -> None:

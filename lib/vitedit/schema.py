@@ -383,10 +383,12 @@ SCHEMA: dict[str, Param] = {
             "first",
             "choice",
             "edit",
-            "which errors are edited: 'first' (the first max_edits in set order) or 'pair' (the "
+            "which errors are edited: 'first' (the first max_edits in set order), 'second' (the "
+            "next max_edits: the cross-fit swap of 'first', whose errors it leaves held out; "
+            "tracing then traces these) or 'pair' (the "
             "errors of one confusion pair together, a class-level fix: edit_pair, or the most "
             "frequent (true, predicted) pair of Edit-Discovery)",
-            choices=("first", "pair"),
+            choices=("first", "second", "pair"),
         ),
         Param(
             "edit_pair",

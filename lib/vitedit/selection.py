@@ -13,10 +13,19 @@ class SelectionError(ValueError):
 
 
 # --------------------------------------------------------------------------- errors, statistics, selection
-def select_errors(y_true: np.ndarray, y_pred: np.ndarray, max_samples: int | None) -> np.ndarray:
-    """Positions of misclassified samples, in set order, at most ``max_samples`` (deterministic)."""
-    err = np.flatnonzero(np.asarray(y_true) != np.asarray(y_pred))
+def select_errors(
+    y_true: np.ndarray, y_pred: np.ndarray, max_samples: int | None, skip: int = 0
+) -> np.ndarray:
+    """Positions of misclassified samples, in set order, at most ``max_samples`` after the first
+    ``skip`` errors (deterministic)."""
+    err = np.flatnonzero(np.asarray(y_true) != np.asarray(y_pred))[skip:]
     return err if max_samples is None else err[:max_samples]
+
+
+def skipped_errors(p) -> int:
+    """How many errors in set order come before the ones a run edits and traces: ``max_edits``
+    with ``edit_selection: second`` (the cross-fit swap of 'first'), else none."""
+    return int(p["max_edits"]) if p.get("edit_selection") == "second" else 0
 
 
 def confusion_pairs(y_true: np.ndarray, y_pred: np.ndarray) -> list[tuple[int, int, int]]:

@@ -23,8 +23,9 @@ OUTPUTS = {
 
 @dataclass
 class Selection:
-    """The Edit-Discovery errors to edit (the first ``max_edits`` in set order, or one confusion
-    pair's) and the FT-Train samples that build the editing statistics (``projection_samples``);
+    """The Edit-Discovery errors to edit (the first ``max_edits`` in set order, the next
+    ``max_edits`` (``second``), or one confusion pair's) and the FT-Train samples that build the
+    editing statistics (``projection_samples``);
     the rest of FT-Train is held out for the evaluation."""
 
     labels: np.ndarray  # Edit-Discovery true labels
@@ -64,7 +65,7 @@ def select_edits(ctx: Context) -> Selection:
             y, pred, p["max_edits"], p["edit_pair"], ctx.data.info.n_classes
         )
     else:
-        errors = selection.select_errors(y, pred, p["max_edits"])
+        errors = selection.select_errors(y, pred, p["max_edits"], selection.skipped_errors(p))
     n_ft = len(ctx.split.indices["ft_train"])
     pos = stats_positions(n_ft, p["projection_samples"], p["seed"])
     return Selection(

@@ -106,7 +106,8 @@ def trace(ctx: Context, err: Errors) -> Tracing:
 
 @dataclass
 class Errors:
-    """The model's errors on Edit-Discovery: all of them, and the first ``max_samples`` that are traced."""
+    """The model's errors on Edit-Discovery: all of them, and the first ``max_samples`` that are
+    traced (of those the run edits: :func:`vitedit.selection.skipped_errors`)."""
 
     labels: np.ndarray
     pred: np.ndarray
@@ -135,7 +136,8 @@ def find_errors(ctx: Context) -> Errors:
         y,
         pred,
         selection.select_errors(y, pred, None),
-        selection.select_errors(y, pred, p["max_samples"]),
+        # with edit_selection: second, the errors that run edits (the first ones stay held out)
+        selection.select_errors(y, pred, p["max_samples"], selection.skipped_errors(p)),
     )
 
 

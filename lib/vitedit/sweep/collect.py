@@ -71,6 +71,7 @@ def summary_row(folder: Path) -> dict:
         "seed": p["seed"],
         "config_id": job["config_id"],
         "index": job["index"],
+        "crossfit_of": job.get("crossfit_of", ""),  # edit_selection second: its 'first' setting
     }
     # the shared keys always: a sweep folder filled by several invocations (one error selection
     # each) must keep its runs apart even when no single spec varied them
@@ -167,7 +168,7 @@ def in_sample_rows(spec: dict, summary: pd.DataFrame) -> pd.DataFrame:
     chosen`` the design seeds' (the fresh seeds ran the chosen settings only: vitedit.sweep.fresh)."""
     if spec.get("fresh_seeds", "grid") != "chosen" or "seed" not in summary:
         return summary
-    return summary[summary.seed.isin(evidence.DESIGN_SEEDS)]
+    return summary[summary.seed.isin(evidence.DESIGN_SEEDS) & ~evidence.is_swap(summary)]
 
 
 def _json_default(v):

@@ -82,4 +82,6 @@ def _relevant_keys(method: str, registered: int) -> tuple[str, ...]:
 
 def prep_key(p: Mapping[str, Any]) -> dict:
     shared = _semantic(p, ["data", "train", "locate"], drop=LAYER_CHOICE)
+    if p.get("edit_selection") == "second":  # tracing traces the errors that fold edits
+        shared |= {"edit_selection": "second", "max_edits": p["max_edits"]}
     return content_key(shared, shared)

@@ -48,6 +48,9 @@ class Experiment:
     params: dict
     prep: Prep
     point: dict = field(default_factory=dict)
+    # edit_selection: second (the cross-fit swap): the config_id of the same setting editing the
+    # first errors, at whose choice (vitedit.evidence) this one runs and is reported
+    crossfit_of: str = ""
 
     @property
     def dataset(self) -> str:
@@ -182,14 +185,22 @@ def _expand_block(spec, base_layers: list, seeds, out: dict, preps: dict) -> Non
                     _add(out, method, q, {**point, **mpoint, "seed": seed}, prep, grid, searched)
 
 
-def _add(out: dict, method: str, p: dict, point: dict, prep: Prep, grid, searched) -> None:
-    """Add one experiment unless an identical one (same content hash) is planned."""
+def ids(method: str, p: Mapping[str, Any], grid: Iterable[str] = ()) -> tuple[str, str]:
+    """An experiment's id (what its result depends on) and its config_id (the same without the
+    seed): hashes of exactly the parameters the registry says ``method``'s result depends on."""
     key = content_key(p, relevant_keys(method))
     key.update({k: p[k] for k in grid if k in NON_SEMANTIC})  # searched run settings count too
     eid = params_mod.digest({"method": method, **key}, 12)
+    cid = params_mod.digest({"method": method, **{k: v for k, v in key.items() if k != "seed"}}, 12)
+    return eid, cid
+
+
+def _add(out: dict, method: str, p: dict, point: dict, prep: Prep, grid, searched) -> None:
+    """Add one experiment unless an identical one (same content hash) is planned."""
+    eid, cid = ids(method, p, grid)
     if eid in out:
         return
-    cid = params_mod.digest({"method": method, **{k: v for k, v in key.items() if k != "seed"}}, 12)
+    twin = ids(method, {**p, "edit_selection": "first"}, grid)[1]
     if methods_mod.get(method).uses_layers:
         prep.needs_locate = True
     out[eid] = Experiment(
@@ -201,6 +212,7 @@ def _add(out: dict, method: str, p: dict, point: dict, prep: Prep, grid, searche
         params=method_params(method, p),
         prep=prep,
         point=point,
+        crossfit_of=twin if p.get("edit_selection") == "second" else "",
     )
 
 

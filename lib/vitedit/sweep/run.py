@@ -100,6 +100,7 @@ def experiment_blob(e: Experiment, sweep_dir: Path, spec: dict, wandb_cfg) -> di
         config_id=e.config_id,
         index=e.index,
         point=e.point,
+        crossfit_of=e.crossfit_of,
         sweep=spec["name"],
         searched=searched_params(spec),
         wandb=wandb_cfg,
