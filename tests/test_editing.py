@@ -162,9 +162,18 @@ def trained(trained_toy):
     return model, RUNNER, ft, imgs, labels, wrong
 
 
-def edit_set(ft, imgs, labels, positions):
+def edit_set(ft, imgs, labels, positions, anchors=True):
+    """60 FT-Train statistics samples, the errors at ``positions`` and (head_anchored's) 20 other
+    images as anchors."""
+    rest = np.setdiff1d(np.arange(len(labels)), positions)[:20] if anchors else None
     return EditData(
-        ft[:60], np.arange(60), imgs[positions], labels[positions], np.asarray(positions)
+        ft[:60],
+        np.arange(60),
+        imgs[positions],
+        labels[positions],
+        np.asarray(positions),
+        anchor_images=imgs[rest] if anchors else None,
+        anchor_positions=rest,
     )
 
 
@@ -602,3 +611,33 @@ def _labels(y) -> EditData:
     """An EditData holding only the errors' labels (what a head solve reads of it)."""
     none = np.zeros(0)
     return EditData(none, none, none, y.numpy(), none)
+
+
+def test_the_anchored_head_keeps_its_anchors_and_is_the_closed_form_without_them():
+    """head_anchored (issue 30) keeps the correctly classified Edit-Discovery samples' logits: at
+    anchor_weight 0 it is head_closed_form bit for bit; heavily anchored, the anchors' logits move
+    less than the closed form moves them."""
+    torch.manual_seed(5)
+    theta0 = torch.randn(3, 6, dtype=torch.float64)
+    feats = HeadFeatures(torch.randn(40, 5), torch.randn(4, 5), torch.randn(30, 5))
+    y = np.array([0, 1, 2, 0])
+    data = EditData(None, None, None, y, np.arange(4))
+    common = dict(ridge_lambda=1e-3, head_error_weight=10.0, head_margin=1.0)
+    plain = build("head_closed_form", **common).solve(theta0, feats, data).theta
+    zero = build("head_anchored", anchor_weight=0.0, **common).solve(theta0, feats, data).theta
+    assert torch.equal(plain, zero)
+    heavy = build("head_anchored", anchor_weight=100.0, **common).solve(theta0, feats, data).theta
+    xa = feats.anchor_keys
+
+    def moved(theta):
+        return float((xa @ theta.T - xa @ theta0.T).norm())
+
+    assert moved(heavy) < 0.5 * moved(plain)
+
+
+def test_the_anchored_head_needs_its_anchors_and_says_how_to_give_them(trained):
+    model, cfg, ft, imgs, labels, wrong = trained
+    with pytest.raises(editors.EditError, match="anchor_positions"):
+        build("head_anchored").edit(model, cfg, edit_set(ft, imgs, labels, wrong[:2], False))
+    res = build("head_anchored").edit(model, cfg, edit_set(ft, imgs, labels, wrong[:2]))
+    assert res.info["anchors"] == 20 and res.log.shape[0] == 2

@@ -89,7 +89,10 @@ def _edit_set(data, split, model):
     pred = models.predict_logits(model, imgs, models.get_config("vit_tiny_test")).argmax(1).numpy()
     wrong = np.flatnonzero(pred != y)[:2]
     assert len(wrong) == 2, "the toy model should make two Edit-Discovery errors"
-    return editors.edit_data(data, split, np.arange(30), wrong, heldout_keys=10)
+    right = np.flatnonzero(pred == y)  # what head_anchored keeps
+    return editors.edit_data(
+        data, split, np.arange(30), wrong, heldout_keys=10, anchor_positions=right
+    )
 
 
 @pytest.mark.parametrize("name", methods.names())

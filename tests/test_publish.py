@@ -209,13 +209,20 @@ def test_a_page_another_dataset_points_to_stays_and_other_versions_are_not_mixed
     assert prov["bloodmnist"]["page"] == page and (out / page).is_file()  # still pointed to
     publish.publish(_sweep(tmp_path / "blood", "bloodmnist", 10), out)
     assert not (out / page).is_file()  # nobody points to it any more
-    # rows of another version (other columns) are refused before anything is written
+    # rows of another version (a column this one does not have) are refused before anything is
+    # written
     ev = pd.read_csv(out / "evidence.csv")
-    ev.drop(columns=["efficacy"]).to_csv(out / "evidence.csv", index=False)
+    ev.rename(columns={"efficacy": "fix_rate_old"}).to_csv(out / "evidence.csv", index=False)
     before = (out / "provenance.json").read_text()
     with pytest.raises(publish.PublishError, match="other columns.*republish bloodmnist"):
         publish.publish(_sweep(tmp_path / "retina2", "retinamnist", 10), out)
     assert (out / "provenance.json").read_text() == before
+    # a column this version adds (e.g. the cross-fit figure) stays empty in the kept rows
+    ev.drop(columns=["efficacy"]).to_csv(out / "evidence.csv", index=False)
+    publish.publish(_sweep(tmp_path / "retina3", "retinamnist", 10), out)
+    ev = pd.read_csv(out / "evidence.csv")
+    assert ev[ev.dataset == "bloodmnist"].efficacy.isna().all()
+    assert ev[ev.dataset == "retinamnist"].efficacy.notna().all()
 
 
 def test_a_sliced_scan_datasets_rows_come_with_their_distribution_shift_note(tmp_path):

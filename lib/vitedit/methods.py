@@ -247,6 +247,18 @@ register(
 )
 register(
     Method(
+        "head_anchored",
+        "vitedit.editors.head_anchored:HeadAnchoredEditor",
+        "05_edit_head",
+        ("ridge_lambda", "head_margin", "head_error_weight", "anchor_weight"),
+        "classifier head in closed form that also keeps the correctly classified Edit-Discovery "
+        "samples' logits (held-out anchors near the boundary; issue 30)",
+        # head_closed_form's margins, each with a light and a heavy anchor (a pilot grid: issue 30)
+        grid={"head_margin": [0.5, 1.0, 3.0], "anchor_weight": [1.0, 10.0]},
+    )
+)
+register(
+    Method(
         "head_nullspace",
         "vitedit.editors.head_nullspace:HeadNullspaceEditor",
         "05_edit_head",

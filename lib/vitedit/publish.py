@@ -161,16 +161,19 @@ def _merge(new: pd.DataFrame | None, old: pd.DataFrame | None, datasets: set[str
 
 
 def _check_mergeable(old: dict, new: dict, old_prov: dict, datasets: set[str]) -> None:
-    """Rows kept from an earlier publication must read as the new ones do: the same columns (a
-    table made by another version of the library would be mixed with this one's) and a provenance
-    entry each."""
+    """Rows kept from an earlier publication must read as the new ones do: every one of their
+    columns in the new table (a table made by another version of the library would be mixed with
+    this one's; columns the new version adds stay empty in the kept rows) and a provenance entry
+    each."""
     for name, table in old.items():
         if table is None or table.empty or "dataset" not in table or new.get(name) is None:
             continue
         kept = sorted(set(table.dataset.astype(str)) - datasets)
         if not kept:
             continue
-        if set(table.columns) != set(new[name].columns) and len(new[name]):
+        # a newer version may add columns (the kept rows leave them empty: e.g. a cross-fit
+        # figure not run on those datasets); one that lost or renamed a column is refused
+        if not set(table.columns) <= set(new[name].columns) and len(new[name]):
             raise PublishError(
                 f"the published {name} of {', '.join(kept)} has other columns than this sweep's "
                 f"(made by another version): republish {', '.join(kept)} too (one sweep over all "

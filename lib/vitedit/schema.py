@@ -559,6 +559,15 @@ SCHEMA: dict[str, Param] = {
             check=_non_negative,
         ),
         Param(
+            "anchor_weight",
+            1.0,
+            "float",
+            "head",
+            "head_anchored: weight of each correctly classified Edit-Discovery sample's kept "
+            "logits vs each FT-Train sample's (0: head_closed_form)",
+            check=_non_negative,
+        ),
+        Param(
             "head_error_weight",
             10.0,
             "float",

@@ -46,6 +46,10 @@ class EditData:
     positions: np.ndarray  # their positions in Edit-Discovery
     official_index: np.ndarray | None = None  # their positions in the official train split
     heldout_images: np.ndarray | None = None  # FT-Train images outside the statistics
+    # the Edit-Discovery samples the model classifies right (never trained on: near the boundary,
+    # as Test's are), for the editors that preserve them (``anchor_weight``: head_anchored)
+    anchor_images: np.ndarray | None = None
+    anchor_positions: np.ndarray | None = None
 
     @property
     def targets(self) -> torch.Tensor:
@@ -139,9 +143,11 @@ def edit_data(
     ft_positions_for_stats: np.ndarray,
     error_positions: np.ndarray,
     heldout_keys: int = 500,
+    anchor_positions: np.ndarray | None = None,
 ) -> EditData:
     """The editors' input from the 4-set protocol: statistics from FT-Train, errors from
-    Edit-Discovery, and up to ``heldout_keys`` held-out FT-Train images (preservation error)."""
+    Edit-Discovery, up to ``heldout_keys`` held-out FT-Train images (preservation error) and the
+    correctly classified Edit-Discovery samples at ``anchor_positions``."""
     n_ft = len(split.indices["ft_train"])
     ed_labels = split.labels(data, "edit_discovery")
     heldout = np.setdiff1d(np.arange(n_ft), ft_positions_for_stats)[:heldout_keys]
@@ -153,4 +159,10 @@ def edit_data(
         np.asarray(error_positions),
         split.indices["edit_discovery"][error_positions],
         np.asarray(split.view(data, "ft_train", heldout)),
+        None
+        if anchor_positions is None
+        else np.asarray(
+            split.view(data, "edit_discovery", np.asarray(anchor_positions, dtype=int))
+        ),
+        None if anchor_positions is None else np.asarray(anchor_positions, dtype=int),
     )

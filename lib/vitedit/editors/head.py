@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..models import Runner, head_logits
-from .base import EditData, Editor, EditResult, edit_log, unchanged
+from .base import EditData, EditError, Editor, EditResult, edit_log, unchanged
 
 
 @dataclass
@@ -24,6 +24,7 @@ class HeadFeatures:
 
     stats: torch.Tensor
     errors: torch.Tensor
+    anchors: torch.Tensor | None = None  # of EditData.anchor_images, for editors that read them
 
     @staticmethod
     def keys(f: torch.Tensor) -> torch.Tensor:
@@ -37,6 +38,10 @@ class HeadFeatures:
     @property
     def error_keys(self) -> torch.Tensor:
         return self.keys(self.errors)
+
+    @property
+    def anchor_keys(self) -> torch.Tensor:
+        return self.keys(self.anchors)
 
 
 @dataclass
@@ -72,6 +77,8 @@ def head_probs(model, runner: Runner, pre_logits: torch.Tensor) -> torch.Tensor:
 class HeadEditor(Editor):
     """The common ``edit()`` of the head editors; a subclass implements :meth:`solve`."""
 
+    uses_anchors = False  # reads the correctly classified Edit-Discovery samples' features
+
     def solve(self, theta0: torch.Tensor, feats: HeadFeatures, data: EditData) -> HeadUpdate:
         raise NotImplementedError
 
@@ -87,6 +94,14 @@ class HeadEditor(Editor):
         feats = HeadFeatures(
             runner.pre_logits(edited, data.stats_images), runner.pre_logits(edited, data.images)
         )
+        if self.uses_anchors:
+            if data.anchor_images is None:
+                raise EditError(
+                    f"{self.name} preserves the correctly classified Edit-Discovery samples, but "
+                    "the edit data has none: build it with vitedit.editors.edit_data(..., "
+                    "anchor_positions=...)"
+                )
+            feats.anchors = runner.pre_logits(edited, data.anchor_images)
         stats_seconds = time.perf_counter() - t0
         # the errors' predictions through the head alone: the body is unchanged, so its features
         # (cached across a grid) give what a full forward pass gives (a test checks it)

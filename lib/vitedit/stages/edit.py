@@ -73,7 +73,10 @@ def select_edits(ctx: Context) -> Selection:
         pred=pred,
         errors=errors,
         stats_positions=pos,
-        edit_set=edit_data(ctx.data, ctx.split, pos, errors),
+        # the correctly classified Edit-Discovery samples: what head_anchored preserves
+        edit_set=edit_data(
+            ctx.data, ctx.split, pos, errors, anchor_positions=np.flatnonzero(y == pred)
+        ),
         n_ft_train=n_ft,
         pair=pair,
         label_names=list(ctx.data.info.label_names),
