@@ -641,3 +641,27 @@ def test_the_anchored_head_needs_its_anchors_and_says_how_to_give_them(trained):
         build("head_anchored").edit(model, cfg, edit_set(ft, imgs, labels, wrong[:2], False))
     res = build("head_anchored").edit(model, cfg, edit_set(ft, imgs, labels, wrong[:2]))
     assert res.info["anchors"] == 20 and res.log.shape[0] == 2
+
+
+def test_the_refit_head_fits_the_held_out_samples_and_its_ridge_holds_it_back():
+    """head_refit (issue 30): cross-entropy on the errors and the anchors at the model's own
+    decisions. A bias that misclassifies part of a linearly separable set is undone with a weak
+    ridge; a huge ridge leaves the head where it was."""
+    g = torch.Generator().manual_seed(6)
+    w = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    f = torch.randn(300, 5, generator=g)
+    truth = (f.double() @ w.T).argmax(1)
+    theta0 = torch.cat([w, torch.tensor([[0.0], [0.0], [1.5]], dtype=torch.float64)], 1)
+    pred0 = (HeadFeatures.keys(f) @ theta0.T).argmax(1)
+    wrong = torch.nonzero(pred0 != truth).flatten()
+    right = torch.nonzero(pred0 == truth).flatten()
+    assert len(wrong) > 10
+    feats = HeadFeatures(f[:10], f[wrong], f[right])
+    data = EditData(None, None, None, truth[wrong].numpy(), wrong.numpy())
+    weak = build("head_refit", refit_l2=1e-6).solve(theta0, feats, data)
+    fixed = (feats.error_keys @ weak.theta.T).argmax(1) == truth[wrong]
+    kept = (feats.anchor_keys @ weak.theta.T).argmax(1) == truth[right]
+    assert fixed.double().mean() > 0.9 and kept.double().mean() > 0.97
+    assert weak.info["anchors"] == len(right)
+    strong = build("head_refit", refit_l2=1e6).solve(theta0, feats, data)
+    assert float((strong.theta - theta0).abs().max()) < 1e-3

@@ -259,6 +259,17 @@ register(
 )
 register(
     Method(
+        "head_refit",
+        "vitedit.editors.head_refit:HeadRefitEditor",
+        "05_edit_head",
+        ("refit_l2",),
+        "classifier head refit on Edit-Discovery: cross-entropy on the edited errors and the "
+        "correctly classified samples, ridge toward the original head (DFR-style; issue 30)",
+        grid={"refit_l2": [1e-4, 1e-3, 1e-2, 1e-1]},  # a pilot grid (issue 30)
+    )
+)
+register(
+    Method(
         "head_nullspace",
         "vitedit.editors.head_nullspace:HeadNullspaceEditor",
         "05_edit_head",

@@ -559,6 +559,15 @@ SCHEMA: dict[str, Param] = {
             check=_non_negative,
         ),
         Param(
+            "refit_l2",
+            1e-2,
+            "float",
+            "head",
+            "head_refit: ridge weight of ||[W b] - [W0 b0]||^2 against the mean cross-entropy on "
+            "Edit-Discovery",
+            check=_non_negative,
+        ),
+        Param(
             "anchor_weight",
             1.0,
             "float",

@@ -1,0 +1,69 @@
+"""The classifier head refit on Edit-Discovery (registered as ``head_refit``; issue 30, a pilot):
+last-layer retraining on held-out data, as deep feature reweighting (DFR, Kirichenko et al., 2023)
+retrains a last layer on data the body was not fitted on, here from the original head.
+
+Minimises, over ``Θ = [W b]``, the mean cross-entropy over the edited errors (at their true labels)
+and the correctly classified Edit-Discovery samples (the anchors, at their labels: the model's own
+decisions, so no label beyond the edited errors' is read), plus ``refit_l2 · ‖Θ − Θ0‖²``. Unlike
+the margin editors it does not ask for the errors at any cost: each counts as one held-out sample,
+so it moves the boundary only where the held-out data as a whole asks for it. Its regression on the
+Edit-Discovery samples not edited is in-sample (it fitted them); its fix rate on the errors not
+edited is not (they are no anchors). Solved by L-BFGS in float64 on the CPU (deterministic)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import EditData
+from .head import HeadEditor, HeadFeatures, HeadUpdate
+
+
+class HeadRefitEditor(HeadEditor):
+    uses_anchors = True
+    MAX_ITER = 500
+
+    def __init__(self, *, refit_l2: float):
+        self.refit_l2 = refit_l2
+
+    def solve(self, theta0: torch.Tensor, feats: HeadFeatures, data: EditData) -> HeadUpdate:
+        xe, xa = feats.error_keys, feats.anchor_keys
+        x = torch.cat([xe, xa])
+        y = torch.cat([data.targets, (xa @ theta0.T).argmax(1)])  # anchors: right, as predicted
+        theta = theta0.clone().requires_grad_(True)
+
+        def loss_fn():
+            ce = torch.nn.functional.cross_entropy(x @ theta.T, y)
+            return ce + self.refit_l2 * ((theta - theta0) ** 2).sum()
+
+        opt = torch.optim.LBFGS(
+            [theta],
+            lr=1.0,
+            max_iter=self.MAX_ITER,
+            tolerance_grad=1e-9,
+            tolerance_change=1e-14,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure():
+            opt.zero_grad()
+            loss = loss_fn()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        state = opt.state[opt._params[0]]
+        theta = theta.detach()
+        with torch.no_grad():
+            info = {
+                "anchors": int(len(xa)),
+                "anchors_changed": float(
+                    ((xa @ theta.T).argmax(1) != y[len(xe) :]).double().mean()
+                ),
+                "errors_fixed_in_solve": float(
+                    ((xe @ theta.T).argmax(1) == data.targets).double().mean()
+                ),
+                "solver_iterations": int(state.get("n_iter", 0)),
+            }
+        return HeadUpdate(theta, theta.float() - theta0.float(), info)
