@@ -177,6 +177,8 @@ def test_the_plan_names_each_swaps_twin_setting(tmp_path):
         "baselines": [],
         "grid": {"edit_selection": ["first", "second"]},
         "method_grids": {"head_closed_form": {"head_margin": [0.5, 3.0]}},
+        "fresh_seeds": "chosen",
+        "set": {"max_samples": 30},
     }
     from vitedit.sweep.spec import check_spec
 
@@ -187,3 +189,57 @@ def test_the_plan_names_each_swaps_twin_setting(tmp_path):
     for e in swaps:
         assert e.crossfit_of == firsts[e.point["head_margin"]].config_id != e.config_id
         assert e.prep.id != firsts[e.point["head_margin"]].prep.id  # it traces its own errors
+
+
+def test_the_swap_is_refused_where_it_would_choose_or_trace_the_other_fold(tmp_path):
+    from vitedit.sweep.blocks import SweepError, check_flags
+
+    grid = {"edit_selection": ["first", "second"]}
+    with pytest.raises(SweepError, match="fresh_seeds: chosen"):
+        check_flags({"grid": grid})
+    assert check_flags({"grid": grid, "fresh_seeds": "chosen"})["fresh_seeds"] == "chosen"
+    with pytest.raises(SweepError, match="max_samples to at most max_edits"):
+        plan.check_crossfit({"max_samples": None, "max_edits": 30}, grid)
+    with pytest.raises(SweepError, match="other fold"):
+        plan.check_crossfit({"max_samples": 40, "max_edits": 30}, grid)
+    plan.check_crossfit({"max_samples": 30, "max_edits": 30}, grid)
+    plan.check_crossfit({"max_samples": None, "max_edits": 30}, {"edit_selection": ["first"]})
+
+
+def test_swaps_choose_nothing_in_the_in_sample_table_and_the_sweeps_selection():
+    from vitedit.sweep.collect import in_sample_rows, select
+
+    s = summary()
+    for spec in ({}, {"fresh_seeds": "chosen"}):
+        rows = in_sample_rows(spec, s).assign(experiment="e")
+        assert not evidence.is_swap(rows).any() and len(rows)
+        assert len(select(rows)) and not select(rows).config_id.str.startswith("s").any()
+
+
+def test_methods_are_compared_on_the_cross_fit_and_a_method_reading_the_rest_is_left_out():
+    s = summary()
+    other = s.copy()
+    other["method"] = "b"
+    other.loc[other.edit_selection == "second", "ed_rest_fixed_mask"] = "n" * 40
+    oos = evidence.out_of_selection(pd.concat([s, other]), budgets=(0.01,))
+    pairs = evidence.paired(oos, "crossfit_generalisation")
+    row = pairs[pairs.role == "confirmation"].iloc[0]
+    assert (row.method_a, row.method_b, row.errors) == ("a", "b", 40)
+    assert (row.a_only, row.b_only) == (10, 0)  # a's swap fixes 10 of fold A's errors, b's none
+    # a method that reads the samples not edited: no figure on them, no comparison on them
+    oos.loc[oos.method == "b", "method"] = "head_refit"
+    assert evidence.paired(oos, "crossfit_generalisation").empty
+    assert len(evidence.paired(oos, "efficacy"))
+    fig = evidence.figures(oos).set_index(["method", "role"])
+    refit = fig.loc[("head_refit", "confirmation")]
+    assert np.isnan(refit.generalisation) and np.isnan(refit.crossfit_generalisation)
+    assert "not edited" in refit.caveat and np.isfinite(refit.efficacy)
+
+
+def test_a_swaps_twin_travels_with_its_job_into_the_summary(tmp_path):
+    from vitedit.sweep.run import experiment_blob
+
+    e = Experiment(0, "x", "c", "n", "head", {"dataset": "d", "seed": 42}, Prep("p", "p", {}))
+    e.crossfit_of = "twin"
+    blob = experiment_blob(e, tmp_path, {"name": "s"}, None)
+    assert blob["crossfit_of"] == "twin"

@@ -96,6 +96,7 @@ def test_fine_tuning_is_not_separated_from_the_best_editors_and_no_winner_is_nam
     p = p[(p.dataset == "bloodmnist") & (p.role == "confirmation") & (p.budget == 0.01)]
     p = p[
         (p.edit_selection == "first")
+        & p.figure.isin(["efficacy", "generalisation"])
         & (p[["method_a", "method_b"]] == "baseline_finetune").any(axis=1)
     ]
     vs = p[p[["method_a", "method_b"]].isin(["alphaedit", "head_guarded"]).any(axis=1)]

@@ -66,6 +66,24 @@ def test_select_edits_takes_the_first_errors_and_seeded_statistics_samples(ctx):
     assert f"{n_ft - 40} held out" in sel.message
 
 
+def test_the_swap_edits_and_traces_the_next_errors_and_anchors_read_no_label(ctx):
+    """edit_selection 'second' (the cross-fit swap) edits the errors after the first max_edits and
+    tracing traces those; the anchors (head_anchored, head_refit) are every sample not edited."""
+    y, pred, _ = evaluation.predictions(ctx.evaluator, ctx.model, "edit_discovery")
+    errs = np.flatnonzero(y != pred)
+    assert len(errs) > 4, "the toy model makes too few errors for the test"
+    first = stages.select_edits(ctx)
+    assert np.array_equal(
+        first.edit_set.anchor_positions, np.setdiff1d(np.arange(len(y)), first.errors)
+    )
+    ctx.params.update(edit_selection="second", max_samples=4)
+    second = stages.select_edits(ctx)
+    assert np.array_equal(second.errors, errs[4:8]) and not set(second.errors) & set(first.errors)
+    assert np.array_equal(stages.find_errors(ctx).traced, errs[4:8])
+    ctx.params.update(edit_selection="first")
+    assert np.array_equal(stages.find_errors(ctx).traced, errs[:4])
+
+
 def test_run_methods_runs_only_the_selected_methods_of_its_notebook_and_records_them(ctx):
     ctx.params["methods"] = ["head_closed_form", "alphaedit"]  # alphaedit belongs to 04, not 05
     sel = stages.select_edits(ctx)

@@ -41,6 +41,16 @@ def _ci_cell(mean: float, lo: float, hi: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def crossfit_cell(r: pd.Series, digits: int = 3) -> str:
+    """The cross-fit figure, saying on how many of the row's seeds its swap ran when not all."""
+    name = "crossfit_generalisation"
+    cell = _ci_cell(*(float(r.get(f"{name}{x}", np.nan)) for x in ("", "_low", "_high")), digits)
+    k = float(r.get(f"{name}_seeds", np.nan))
+    if cell != "n/a" and np.isfinite(k) and k < float(r.n_seeds):
+        cell += f" ({k:.0f} of {float(r.n_seeds):.0f} seeds)"
+    return cell
+
+
 def _fmt(v, spec: str) -> str:
     """A number for a table people read ("–" where there is none)."""
     try:
@@ -202,12 +212,15 @@ def evidence_table(fig: pd.DataFrame) -> pd.DataFrame:
             continue
         for name, (_, _, label) in evidence.FIGURES.items():
             row[label] = _ci_cell(r[name], r[f"{name}_low"], r[f"{name}_high"])
+        row[evidence.FIGURES["crossfit_generalisation"][2]] = crossfit_cell(r)
         row["net Test change"] = _ci_cell(r.test_delta, r.test_delta_low, r.test_delta_high)
         row["Test samples broken per fixed error"] = _fmt(r.get("test_broken_per_fix"), ".2f")
         row["costs nothing on Test?"] = r.test_delta_equivalence
         row["settings"] = r.settings
         if r.method == methods.by_alias("retrain").name:  # its epoch was chosen on FT-Val
             row["note"] = "FT-Val chose its epoch: its FT-Val regression is optimistic"
+        if isinstance(r.get("caveat"), str) and r.caveat:  # e.g. it read the samples not edited
+            row["note"] = r.caveat
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -35,7 +35,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from . import budget
+from . import budget, methods
 from .crossfit import SWAP, _mask, crossfit, is_swap  # noqa: F401 (re-exported)
 from .paired import mcnemar_exact
 from .seedstats import cluster_delta, cluster_rate, holm, sign_flip
@@ -85,6 +85,18 @@ FIGURES = {
 # figures measured on samples every seed shares (the official FT-Val and Test splits): their
 # sampling noise does not average out over seeds (vitedit.seedstats.cluster_rate's ``shared``)
 SHARED_SAMPLES = frozenset({"pair_generalisation", "test_regression", "val_regression"})
+# figures on the Edit-Discovery samples not edited: not out of sample for a method that reads them
+# (Method.reads_edit_discovery_rest): left out of its rows
+REST_FIGURES = ("generalisation", "crossfit_generalisation", "rest_regression")
+
+
+def reads_rest(method: str) -> bool:
+    """Whether ``method`` (or the method of a variant row, ``name[variant]``) reads the
+    Edit-Discovery samples not edited (:attr:`vitedit.methods.Method.reads_edit_discovery_rest`)."""
+    base = str(method).split("[")[0]
+    return base in methods.REGISTRY and methods.get(base).reads_edit_discovery_rest
+
+
 # the per-error outcomes a paired comparison reads, per figure
 MASKS = {
     "efficacy": "edit_fixed_mask",
@@ -157,7 +169,11 @@ def out_of_selection(
                     continue
                 got = {k: v for k, v in hit.iloc[0].items() if k not in unvaried}
                 sw = (
-                    swaps[(swaps.crossfit_of == best.config_id) & (swaps.seed == seed)]
+                    swaps[
+                        (swaps.crossfit_of == best.config_id)
+                        & (swaps.seed == seed)
+                        & (swaps.method == group["method"])
+                    ]
                     if len(swaps)
                     else swaps
                 )
@@ -200,8 +216,14 @@ def figures(oos: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
         row["seeds"] = " ".join(str(int(s)) for s in done.seed)
         row["settings"] = " ".join(sorted(set(done.config_id)))
         row["note"] = "; ".join(sorted(set(g.note[g.note.ne("")])))
+        if reads_rest(row["method"]):
+            row["caveat"] = (
+                "it reads the Edit-Discovery samples not edited: its figures on them are left out"
+            )
         for name, (k, n, _) in FIGURES.items():
             kk, nn = _counts(done, k, n)  # the seeds that have both counts (NaN: left out)
+            if name in REST_FIGURES and reads_rest(row["method"]):
+                kk, nn = kk[:0], nn[:0]
             shared = name in SHARED_SAMPLES
             row[name], row[f"{name}_low"], row[f"{name}_high"] = cluster_rate(
                 kk, nn, n_boot, shared=shared
@@ -238,7 +260,11 @@ def paired(oos: pd.DataFrame, figure: str = "efficacy") -> pd.DataFrame:
     rows = []
     for vals, g in done.groupby([*keys, "budget", "role"], sort=False, dropna=False):
         base = dict(zip([*keys, "budget", "role"], vals))
-        by = {m: gm.set_index("seed") for m, gm in g.groupby("method", sort=False)}
+        by = {
+            m: gm.set_index("seed")
+            for m, gm in g.groupby("method", sort=False)
+            if not (figure in REST_FIGURES and reads_rest(m))  # not out of sample: no comparison
+        }
         for a, b in combinations(sorted(by), 2):
             ma, mb, seeds, per_a, per_b = [], [], [], [], []
             for s in sorted(set(by[a].index) & set(by[b].index)):
@@ -351,15 +377,17 @@ def tables(
     design_seeds: Sequence[int] = DESIGN_SEEDS,
 ) -> dict[str, pd.DataFrame]:
     """What a sweep writes and its report shows: ``evidence`` (:func:`figures` per method, budget
-    and role), ``evidence_pairs`` (:func:`paired` on the edited errors and on the errors not edited,
-    Holm over every comparison of a dataset together: a dataset's tables stand alone, and the
-    published folder may hold datasets benchmarked apart) and ``evidence_winners``."""
+    and role), ``evidence_pairs`` (:func:`paired` per :data:`MASKS` figure; Holm over a dataset's
+    comparisons, the cross-fit's apart: a dataset's tables stand alone) and ``evidence_winners``."""
     oos = out_of_selection(summary, budgets, design_seeds)
     fig = figures(oos)
     pairs = [p for p in (paired(oos, f) for f in MASKS) if len(p)]
     pairs = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame()
     if len(pairs):  # one family per dataset: every comparison the report shows for it
         fam = pairs["dataset"].astype(str) if "dataset" in pairs else pd.Series("", pairs.index)
+        # the cross-fit's comparisons are a family of their own (half its outcomes are already in
+        # the errors-not-edited comparisons): the primary verdicts do not depend on a swap's run
+        fam = fam + np.where(pairs.figure == "crossfit_generalisation", " cross-fit", "")
         for idx in pairs.groupby(fam, sort=False).groups.values():
             pairs.loc[idx, "p_holm"] = holm(pairs.loc[idx, "p"])
     win = [winners(fig, pairs[pairs.figure == f] if len(pairs) else pairs, f) for f in MASKS]

@@ -67,6 +67,9 @@ class Method:
     cli_stage: str | None = None  # the original CLI's --stage value that runs it alone
     cli_flag: str | None = None  # the original CLI's flag that selects it (e.g. --closed-form)
     loss_note: str = ""  # why it may lose accuracy on purpose (said beside an accuracy warning)
+    # reads the Edit-Discovery samples not edited (as anchors): its figures on them are not out of
+    # sample, and the evidence tables leave them out (vitedit.evidence.figures)
+    reads_edit_discovery_rest: bool = False
     # its strength grid: what a sweep with ``method_grids: registered`` (the benchmark) searches;
     # chosen on the design seeds (reports/benchmark/findings.md, "Strength grids")
     grid: Mapping[str, list] = field(default_factory=dict)
@@ -251,10 +254,11 @@ register(
         "vitedit.editors.head_anchored:HeadAnchoredEditor",
         "05_edit_head",
         ("ridge_lambda", "head_margin", "head_error_weight", "anchor_weight"),
-        "classifier head in closed form that also keeps the correctly classified Edit-Discovery "
-        "samples' logits (held-out anchors near the boundary; issue 30)",
+        "classifier head in closed form that also keeps the logits of the Edit-Discovery samples "
+        "not edited (held-out anchors near the boundary; issue 30)",
         # head_closed_form's margins, each with a light and a heavy anchor (a pilot grid: issue 30)
         grid={"head_margin": [0.5, 1.0, 3.0], "anchor_weight": [1.0, 10.0]},
+        reads_edit_discovery_rest=True,
     )
 )
 register(
@@ -264,8 +268,10 @@ register(
         "05_edit_head",
         ("refit_l2",),
         "classifier head refit on Edit-Discovery: cross-entropy on the edited errors and the "
-        "correctly classified samples, ridge toward the original head (DFR-style; issue 30)",
+        "samples not edited (at the model's decisions), ridge toward the original head (DFR-style; "
+        "issue 30)",
         grid={"refit_l2": [1e-4, 1e-3, 1e-2, 1e-1]},  # a pilot grid (issue 30)
+        reads_edit_discovery_rest=True,
     )
 )
 register(

@@ -329,7 +329,7 @@ def readme_block(folder: str | Path | None = None) -> str:
             )
             lines.append(
                 f"| {vals[0]} | {sel} | {role} {r.seeds} | {r.method} | "
-                f"{_cell(r, 'generalisation')} | {_cell(r, 'crossfit_generalisation')} | "
+                f"{_cell(r, 'generalisation')} | {benchmark.crossfit_cell(r, 2)} | "
                 f"{_cell(r, 'pair_generalisation')} | "
                 f"{_cell(r, 'test_regression', 3)} | {_cell(r, 'val_regression', 3)} | "
                 f"{_cell(r, 'efficacy')} | {net} |"

@@ -572,8 +572,8 @@ SCHEMA: dict[str, Param] = {
             1.0,
             "float",
             "head",
-            "head_anchored: weight of each correctly classified Edit-Discovery sample's kept "
-            "logits vs each FT-Train sample's (0: head_closed_form)",
+            "head_anchored: weight of each not-edited Edit-Discovery sample's kept logits vs each "
+            "FT-Train sample's (0: head_closed_form)",
             check=_non_negative,
         ),
         Param(

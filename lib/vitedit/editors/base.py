@@ -46,8 +46,8 @@ class EditData:
     positions: np.ndarray  # their positions in Edit-Discovery
     official_index: np.ndarray | None = None  # their positions in the official train split
     heldout_images: np.ndarray | None = None  # FT-Train images outside the statistics
-    # the Edit-Discovery samples the model classifies right (never trained on: near the boundary,
-    # as Test's are), for the editors that preserve them (``anchor_weight``: head_anchored)
+    # the Edit-Discovery samples not edited (never trained on: near the boundary, as Test's are),
+    # for the editors that keep them at the model's own decisions (head_anchored, head_refit)
     anchor_images: np.ndarray | None = None
     anchor_positions: np.ndarray | None = None
 
@@ -147,22 +147,25 @@ def edit_data(
 ) -> EditData:
     """The editors' input from the 4-set protocol: statistics from FT-Train, errors from
     Edit-Discovery, up to ``heldout_keys`` held-out FT-Train images (preservation error) and the
-    correctly classified Edit-Discovery samples at ``anchor_positions``."""
+    Edit-Discovery samples at ``anchor_positions`` (the stages: every one not edited)."""
     n_ft = len(split.indices["ft_train"])
     ed_labels = split.labels(data, "edit_discovery")
     heldout = np.setdiff1d(np.arange(n_ft), ft_positions_for_stats)[:heldout_keys]
+    anchors = None if anchor_positions is None else np.asarray(anchor_positions, dtype=int)
     return EditData(  # only the images it needs are copied (never the whole of FT-Train)
-        np.asarray(split.view(data, "ft_train", np.asarray(ft_positions_for_stats, dtype=int))),
-        np.asarray(ft_positions_for_stats),
-        np.asarray(split.view(data, "edit_discovery", np.asarray(error_positions, dtype=int))),
-        ed_labels[error_positions],
-        np.asarray(error_positions),
-        split.indices["edit_discovery"][error_positions],
-        np.asarray(split.view(data, "ft_train", heldout)),
-        None
-        if anchor_positions is None
-        else np.asarray(
-            split.view(data, "edit_discovery", np.asarray(anchor_positions, dtype=int))
+        stats_images=np.asarray(
+            split.view(data, "ft_train", np.asarray(ft_positions_for_stats, dtype=int))
         ),
-        None if anchor_positions is None else np.asarray(anchor_positions, dtype=int),
+        stats_positions=np.asarray(ft_positions_for_stats),
+        images=np.asarray(
+            split.view(data, "edit_discovery", np.asarray(error_positions, dtype=int))
+        ),
+        labels=ed_labels[error_positions],
+        positions=np.asarray(error_positions),
+        official_index=split.indices["edit_discovery"][error_positions],
+        heldout_images=np.asarray(split.view(data, "ft_train", heldout)),
+        anchor_images=None
+        if anchors is None
+        else np.asarray(split.view(data, "edit_discovery", anchors)),
+        anchor_positions=anchors,
     )

@@ -1,12 +1,13 @@
 """The classifier head in closed form, anchored on held-out data (registered as ``head_anchored``,
 issue 30): :mod:`~vitedit.editors.head_closed_form`'s ridge solution that also keeps the logits of
-the Edit-Discovery samples the model classifies right, weighted ``anchor_weight`` each.
+the Edit-Discovery samples not edited (the anchors), weighted ``anchor_weight`` each.
 
 Those samples were never trained on, so they sit near the decision boundary as Test's do, unlike
-the FT-Train statistics samples every editor keeps (the model was fitted on them). At
-``anchor_weight`` 0 it is ``head_closed_form`` exactly (a test checks it). Measured on the
-Edit-Discovery samples not edited, its regression is in-sample (it kept them); its fix rate on the
-errors not edited is not (they are no anchors)."""
+the FT-Train statistics samples every editor keeps (the model was fitted on them). No label of
+theirs is read: the errors among them are kept at their wrong logits too, so its figures on the
+Edit-Discovery samples not edited (fix rate, cross-fit, regression) are not out of sample and
+understate a fix; Test judges it. At ``anchor_weight`` 0 it is ``head_closed_form`` exactly (a
+test checks it)."""
 
 from __future__ import annotations
 

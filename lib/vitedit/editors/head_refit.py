@@ -3,12 +3,13 @@ last-layer retraining on held-out data, as deep feature reweighting (DFR, Kirich
 retrains a last layer on data the body was not fitted on, here from the original head.
 
 Minimises, over ``Θ = [W b]``, the mean cross-entropy over the edited errors (at their true labels)
-and the correctly classified Edit-Discovery samples (the anchors, at their labels: the model's own
-decisions, so no label beyond the edited errors' is read), plus ``refit_l2 · ‖Θ − Θ0‖²``. Unlike
-the margin editors it does not ask for the errors at any cost: each counts as one held-out sample,
-so it moves the boundary only where the held-out data as a whole asks for it. Its regression on the
-Edit-Discovery samples not edited is in-sample (it fitted them); its fix rate on the errors not
-edited is not (they are no anchors). Solved by L-BFGS in float64 on the CPU (deterministic)."""
+and the Edit-Discovery samples not edited (the anchors, at the model's own decisions: no label
+beyond the edited errors' is read, so the errors among them are fitted at their wrong class),
+plus ``refit_l2 · ‖Θ − Θ0‖²``. Unlike the margin editors it does not ask for the errors at any
+cost: each counts as one held-out sample, so it moves the boundary only where the held-out data as
+a whole asks for it. Its figures on the Edit-Discovery samples not edited are not out of sample
+(it fitted them) and understate a fix; Test judges it. L-BFGS in float64 on the CPU
+(deterministic)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class HeadRefitEditor(HeadEditor):
     def solve(self, theta0: torch.Tensor, feats: HeadFeatures, data: EditData) -> HeadUpdate:
         xe, xa = feats.error_keys, feats.anchor_keys
         x = torch.cat([xe, xa])
-        y = torch.cat([data.targets, (xa @ theta0.T).argmax(1)])  # anchors: right, as predicted
+        y = torch.cat([data.targets, (xa @ theta0.T).argmax(1)])  # anchors: as the model decides
         theta = theta0.clone().requires_grad_(True)
 
         def loss_fn():

@@ -73,9 +73,14 @@ def select_edits(ctx: Context) -> Selection:
         pred=pred,
         errors=errors,
         stats_positions=pos,
-        # the correctly classified Edit-Discovery samples: what head_anchored preserves
+        # every Edit-Discovery sample not edited, at the model's own decision (no label read:
+        # which of them are errors stays unknown to the editor): what head_anchored keeps
         edit_set=edit_data(
-            ctx.data, ctx.split, pos, errors, anchor_positions=np.flatnonzero(y == pred)
+            ctx.data,
+            ctx.split,
+            pos,
+            errors,
+            anchor_positions=np.setdiff1d(np.arange(len(y)), errors),
         ),
         n_ft_train=n_ft,
         pair=pair,

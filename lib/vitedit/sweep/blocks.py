@@ -140,6 +140,12 @@ def check_flags(spec: Mapping[str, Any]) -> dict:
         raise SweepError(
             f"fresh_seeds must be one of {list(FRESH_SEEDS)}, not {spec['fresh_seeds']!r}"
         )
+    swap = "second" in as_list((spec.get("grid") or {}).get("edit_selection") or [])
+    if swap and spec.get("fresh_seeds", "grid") != "chosen":
+        raise SweepError(
+            "edit_selection 'second' (the cross-fit swap) runs only at the setting chosen for each "
+            "seed on 'first': set fresh_seeds: chosen in the spec, or drop 'second' from the grid"
+        )
     return {
         "in_process": spec.get("in_process", False),
         "fresh_seeds": spec.get("fresh_seeds", "grid"),

@@ -166,9 +166,10 @@ def collect(
 def in_sample_rows(spec: dict, summary: pd.DataFrame) -> pd.DataFrame:
     """The rows the in-sample best-of-grid table reads: every seed's, or with ``fresh_seeds:
     chosen`` the design seeds' (the fresh seeds ran the chosen settings only: vitedit.sweep.fresh)."""
+    summary = summary[~evidence.is_swap(summary)]  # a swap chooses nothing, in any mode
     if spec.get("fresh_seeds", "grid") != "chosen" or "seed" not in summary:
         return summary
-    return summary[summary.seed.isin(evidence.DESIGN_SEEDS) & ~evidence.is_swap(summary)]
+    return summary[summary.seed.isin(evidence.DESIGN_SEEDS)]
 
 
 def _json_default(v):

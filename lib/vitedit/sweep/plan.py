@@ -170,6 +170,7 @@ def _expand_block(spec, base_layers: list, seeds, out: dict, preps: dict) -> Non
         for seed in seeds:
             p = params_mod.resolve(*base_layers, point, {"seed": seed})
             check_layers(p, point)
+            check_crossfit(p, grid)
             pk = prep_key(p)
             pid = params_mod.digest(pk, 12)
             prep = preps.setdefault(
@@ -214,6 +215,19 @@ def _add(out: dict, method: str, p: dict, point: dict, prep: Prep, grid, searche
         point=point,
         crossfit_of=twin if p.get("edit_selection") == "second" else "",
     )
+
+
+def check_crossfit(p: Mapping[str, Any], grid: Mapping[str, Any]) -> None:
+    """With the cross-fit swap in the grid, tracing sees only each fold's own errors: ``max_samples``
+    (errors traced) at most ``max_edits`` (one fold)."""
+    if "second" not in (grid.get("edit_selection") or []):
+        return
+    if p["max_samples"] is None or p["max_samples"] > p["max_edits"]:
+        raise SweepError(
+            f"edit_selection 'second' is in the grid but max_samples is {p['max_samples']} with "
+            f"max_edits {p['max_edits']}: tracing would see the other fold's errors; set "
+            f"max_samples to at most max_edits (--set max_samples={p['max_edits']})"
+        )
 
 
 def select_slice(
