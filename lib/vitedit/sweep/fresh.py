@@ -46,7 +46,7 @@ def chosen_configs(
     """The ``config_id`` the design seeds choose per group, method and budget: the settings at which
     :func:`vitedit.evidence.out_of_selection` reports a fresh seed (its confirmation rows)."""
     ok, keys = evidence._seed_rows(summary)
-    ok = ok[ok.seed.isin([int(s) for s in design_seeds])]
+    ok = ok[ok.seed.isin([int(s) for s in design_seeds]) & ~evidence.is_swap(ok)]
     out = set()
     for _, g in ok.groupby([*keys, "method"], sort=False):
         chooser = sorted(int(s) for s in g.seed.unique())
