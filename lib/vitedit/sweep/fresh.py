@@ -127,7 +127,7 @@ def planned(spec: dict, exps: Sequence[Experiment], sweep_dir: Path, log=print) 
         return list(exps)
     keep, waiting = _fresh_plan(exps, sweep_dir)
     if waiting:
-        log(f"fresh seeds wait for the design seeds' results: {', '.join(waiting)}")
+        log(f"fresh seeds and swaps wait for the design seeds' results: {', '.join(waiting)}")
     return [e for e in exps if not waits(e)] + keep
 
 
