@@ -49,7 +49,7 @@ def test_benchmark_spec_covers_every_method_and_dataset_with_a_strength_grid():
             continue
         grid = spec["method_grids"][m]
         assert np.prod([len(v) for v in grid.values()]) >= 3, m  # a strength grid, not a point
-    assert spec["grid"]["edit_selection"] == ["first", "pair"]
+    assert spec["grid"]["edit_selection"] == ["first", "second", "pair"]  # second: the swap
     assert spec["method_grids"]["alphaedit"]["rank_scope"] == ["all", "region_max"]
     assert spec["set"]["trace_regions"] > 0
     # the errors traced (the layer choice) are the ones 'first' edits, never the held-out rest
