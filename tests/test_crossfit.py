@@ -236,7 +236,7 @@ def test_methods_are_compared_on_the_cross_fit_and_a_method_reading_the_rest_is_
     assert "not edited" in refit.caveat and np.isfinite(refit.efficacy)
 
 
-def test_a_swaps_twin_travels_with_its_job_into_the_summary(tmp_path):
+def test_a_swaps_twin_travels_with_its_job(tmp_path):
     from vitedit.sweep.run import experiment_blob
 
     e = Experiment(0, "x", "c", "n", "head", {"dataset": "d", "seed": 42}, Prep("p", "p", {}))

@@ -24,13 +24,26 @@ def is_swap(df: pd.DataFrame) -> pd.Series:
     return twin.str.len().gt(0) & sel.eq(SWAP)
 
 
+def swap_of(swaps: pd.DataFrame, config_id: str, seed: int, method: str):
+    """The swap row run at ``config_id`` (its twin's setting) on ``seed`` by ``method``, or None."""
+    if swaps.empty:
+        return None
+    hit = swaps[(swaps.crossfit_of == config_id) & (swaps.seed == seed) & (swaps.method == method)]
+    return hit.iloc[0] if len(hit) else None
+
+
 def crossfit(first, swap) -> dict:
     """One seed's cross-fit of the errors in two folds: fold A, the first ``max_edits`` errors
     (edited by ``first``), and fold B, the next ones (edited by ``swap``, the same setting). Fold
     A's edit is judged on fold B's errors and B's on A's: every one of those errors once, by the
     edit that never saw it. Read from the per-error outcomes in set order: A's held-out errors
     begin with fold B, B's with fold A. Empty without a swap."""
-    none = {"crossfit_fixed": np.nan, "crossfit_errors": np.nan, "crossfit_fixed_mask": ""}
+    none = {
+        "crossfit_fixed": np.nan,
+        "crossfit_errors": np.nan,
+        "crossfit_fixed_mask": "",
+        "crossfit_config_id": "",
+    }
     if swap is None:
         return none
     a_edit, b_edit = _mask(first.get("edit_fixed_mask")), _mask(swap.get("edit_fixed_mask"))

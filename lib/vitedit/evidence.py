@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from . import budget, methods
-from .crossfit import SWAP, _mask, crossfit, is_swap  # noqa: F401 (re-exported)
+from .crossfit import SWAP, _mask, crossfit, is_swap, swap_of  # noqa: F401 (re-exported)
 from .paired import mcnemar_exact
 from .seedstats import cluster_delta, cluster_rate, holm, sign_flip
 
@@ -117,6 +117,12 @@ def _seed_rows(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return ok, budget.group_keys(summary)
 
 
+def choosers(seed: int, have, design_seeds: Sequence[int] = DESIGN_SEEDS) -> list[int]:
+    """The seeds that choose ``seed``'s setting, of those with results (``have``): the other design
+    seeds for a design seed (leave-one-seed-out), the design seeds for a fresh one."""
+    return sorted(({int(s) for s in design_seeds} - {int(seed)}) & {int(s) for s in have})
+
+
 def chosen_setting(g: pd.DataFrame, chooser: Sequence[int], b: float):
     """The setting one method's rows ``g`` (one group) choose on seeds ``chooser`` at budget ``b``:
     :func:`vitedit.budget.best` among the settings with a result on every one of those seeds, or
@@ -148,8 +154,7 @@ def out_of_selection(
         group = dict(zip([*keys, "method"], vals if isinstance(vals, tuple) else (vals,)))
         seeds = sorted(int(s) for s in g.seed.unique())
         for seed in seeds:
-            chooser = sorted(design - {seed}) if seed in design else sorted(design)
-            chooser = [s for s in chooser if s in seeds]
+            chooser = choosers(seed, seeds, design_seeds)
             role = "design" if seed in design else "confirmation"
             for b in budgets:
                 row = {**group, "budget": b, "seed": seed, "role": role}
@@ -168,16 +173,7 @@ def out_of_selection(
                     rows.append({**row, "config_id": best.config_id, "note": note})
                     continue
                 got = {k: v for k, v in hit.iloc[0].items() if k not in unvaried}
-                sw = (
-                    swaps[
-                        (swaps.crossfit_of == best.config_id)
-                        & (swaps.seed == seed)
-                        & (swaps.method == group["method"])
-                    ]
-                    if len(swaps)
-                    else swaps
-                )
-                got |= crossfit(got, sw.iloc[0] if len(sw) else None)
+                got |= crossfit(got, swap_of(swaps, best.config_id, seed, group["method"]))
                 rows.append({**got, **row, "config_id": best.config_id, "note": ""})
     return pd.DataFrame(rows)
 

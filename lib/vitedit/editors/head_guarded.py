@@ -7,6 +7,7 @@ import torch
 
 from .base import EditData, EditError
 from .head import HeadEditor, HeadFeatures, HeadUpdate
+from .solve import lbfgs
 
 
 class HeadGuardedEditor(HeadEditor):
@@ -104,26 +105,9 @@ class HeadGuardedEditor(HeadEditor):
                 + rho * ((theta - theta0) ** 2).sum()
             )
 
-        opt = torch.optim.LBFGS(
-            [theta],
-            lr=1.0,
-            max_iter=self.MAX_ITER,
-            tolerance_grad=1e-10,
-            tolerance_change=1e-14,
-            history_size=20,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure():
-            opt.zero_grad()
-            loss = loss_fn()
-            loss.backward()
-            return loss
-
+        state = lbfgs(loss_fn, theta, self.MAX_ITER, 1e-10)
         with torch.enable_grad():
-            opt.step(closure)
             grad_norm = float(torch.autograd.grad(loss_fn(), theta)[0].norm())
-        state = opt.state[opt._params[0]]
         theta = theta.detach()
         with torch.no_grad():
             changed = float(((x @ theta.T).argmax(1) != pred).double().mean())

@@ -17,6 +17,7 @@ import torch
 
 from .base import EditData
 from .head import HeadEditor, HeadFeatures, HeadUpdate
+from .solve import lbfgs
 
 
 class HeadRefitEditor(HeadEditor):
@@ -36,25 +37,7 @@ class HeadRefitEditor(HeadEditor):
             ce = torch.nn.functional.cross_entropy(x @ theta.T, y)
             return ce + self.refit_l2 * ((theta - theta0) ** 2).sum()
 
-        opt = torch.optim.LBFGS(
-            [theta],
-            lr=1.0,
-            max_iter=self.MAX_ITER,
-            tolerance_grad=1e-9,
-            tolerance_change=1e-14,
-            history_size=20,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure():
-            opt.zero_grad()
-            loss = loss_fn()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
-        state = opt.state[opt._params[0]]
+        state = lbfgs(loss_fn, theta, self.MAX_ITER, 1e-9)
         theta = theta.detach()
         with torch.no_grad():
             info = {

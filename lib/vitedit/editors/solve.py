@@ -1,5 +1,6 @@
 """The closed-form pieces the editors share: the null-space projection, the key scale that makes
-ridge terms relative, AlphaEdit's linear solve, and margin targets for logits."""
+ridge terms relative, AlphaEdit's linear solve, margin targets for logits, and the L-BFGS
+minimisation of the head editors' smooth losses."""
 
 from __future__ import annotations
 
@@ -96,3 +97,28 @@ def margin_targets(logits: torch.Tensor, y: torch.Tensor, margin: float) -> torc
     target = logits.clone()
     target[rows, y] = torch.maximum(logits[rows, y], other.max(1).values + margin)
     return target
+
+
+def lbfgs(loss_fn, theta: torch.Tensor, max_iter: int, tolerance_grad: float) -> dict:
+    """Minimise ``loss_fn()`` over the leaf tensor ``theta`` (in place) by L-BFGS with a strong
+    Wolfe line search, to convergence (deterministic in float64 on the CPU); returns the
+    optimiser's state (``n_iter``, ``func_evals``)."""
+    opt = torch.optim.LBFGS(
+        [theta],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tolerance_grad,
+        tolerance_change=1e-14,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return opt.state[opt._params[0]]

@@ -67,13 +67,11 @@ def chosen_by_seed(
     ``seeds`` at, per group, method and budget (a fresh seed: chosen on the design seeds; a design
     seed: on the other design seeds). A cross-fit swap runs at these settings."""
     ok, keys = evidence._seed_rows(summary)
-    design = {int(s) for s in design_seeds}
-    ok = ok[ok.seed.isin(list(design)) & ~evidence.is_swap(ok)]
+    ok = ok[ok.seed.isin([int(s) for s in design_seeds]) & ~evidence.is_swap(ok)]
     out = set()
     for _, g in ok.groupby([*keys, "method"], sort=False):
-        have = {int(s) for s in g.seed.unique()}
         for seed in seeds:
-            chooser = sorted((design - {int(seed)}) & have)
+            chooser = evidence.choosers(seed, g.seed.unique(), design_seeds)  # out_of_selection's
             for b in budgets if chooser else ():
                 best = evidence.chosen_setting(g, chooser, b)
                 if best is not None:
