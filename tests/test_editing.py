@@ -174,6 +174,7 @@ def edit_set(ft, imgs, labels, positions, anchors=True):
         np.asarray(positions),
         anchor_images=imgs[rest] if anchors else None,
         anchor_positions=rest,
+        anchor_labels=labels[rest] if anchors else None,
     )
 
 
@@ -665,3 +666,85 @@ def test_the_refit_head_fits_the_held_out_samples_and_its_ridge_holds_it_back():
     assert weak.info["anchors"] == len(right)
     strong = build("head_refit", refit_l2=1e6).solve(theta0, feats, data)
     assert float((strong.theta - theta0).abs().max()) < 1e-3
+
+
+def _labelled_toy():
+    """A linearly separable 3-class set whose head ``theta0`` (a wrong bias) misclassifies part:
+    its keys, true classes and the model's decisions."""
+    g = torch.Generator().manual_seed(6)
+    w = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    f = torch.randn(300, 5, generator=g)
+    truth = (f.double() @ w.T).argmax(1)
+    theta0 = torch.cat([w, torch.tensor([[0.0], [0.0], [1.5]], dtype=torch.float64)], 1)
+    return f, truth, theta0, (HeadFeatures.keys(f) @ theta0.T).argmax(1)
+
+
+def test_head_dfr_fits_every_labelled_sample_and_needs_their_labels():
+    """head_dfr (issue 30) is the refit at the anchors' true labels: with a weak ridge the wrong
+    bias is undone on the anchors that were errors too (head_refit, which reads no anchor label,
+    keeps those wrong); without anchor labels it refuses, naming where they come from."""
+    f, truth, theta0, pred0 = _labelled_toy()
+    edited, rest = torch.arange(0, 5), torch.arange(5, 300)
+    assert (pred0[rest] != truth[rest]).sum() > 10
+    feats = HeadFeatures(f[:10], f[edited], f[rest])
+    data = EditData(None, None, None, truth[edited].numpy(), edited.numpy())
+    data.anchor_labels = truth[rest].numpy()
+    dfr = build("head_dfr", refit_l2=1e-6).solve(theta0, feats, data)
+    refit = build("head_refit", refit_l2=1e-6).solve(theta0, feats, data)
+
+    def rest_acc(t):
+        return float(((feats.anchor_keys @ t.T).argmax(1) == truth[rest]).double().mean())
+
+    assert rest_acc(dfr.theta) > 0.97 and rest_acc(refit.theta) < rest_acc(theta0) + 0.02
+    data.anchor_labels = None
+    with pytest.raises(editors.EditError, match="anchor_labels"):
+        build("head_dfr").solve(theta0, feats, data)
+
+
+@pytest.mark.parametrize("name", ["head_anchored", "head_refit"])
+def test_the_label_blind_anchor_editors_never_read_the_anchors_labels(name):
+    """head_anchored and head_refit keep the anchors at the model's own decisions: shuffling (or
+    dropping) the anchors' true labels leaves their edit bit-identical (head_dfr's does change)."""
+    f, truth, theta0, pred0 = _labelled_toy()
+    wrong = torch.nonzero(pred0 != truth).flatten()[:8]
+    rest = torch.tensor(np.setdiff1d(np.arange(300), wrong.numpy()))
+    feats = HeadFeatures(f[:10], f[wrong], f[rest])
+    out = []
+    for labels in (
+        truth[rest].numpy(),
+        np.random.default_rng(0).permutation(truth[rest].numpy()),
+        None,
+    ):
+        data = EditData(None, None, None, truth[wrong].numpy(), wrong.numpy())
+        data.anchor_labels = labels
+        out.append(build(name).solve(theta0, feats, data).theta)
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
+    data.anchor_labels = np.random.default_rng(0).permutation(truth[rest].numpy())
+    shuffled = build("head_dfr").solve(theta0, feats, data).theta
+    data.anchor_labels = truth[rest].numpy()
+    assert not torch.equal(shuffled, build("head_dfr").solve(theta0, feats, data).theta)
+
+
+def test_the_headroom_benchmark_counts_a_refit_by_the_evaluation_transitions():
+    """benchmarks/bench_head_headroom.py (issue 30's bound): a refit on a set whose head has a
+    wrong bias gains there; its counts are the evaluation's transitions (fixed − broken = the
+    net change)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_head_headroom import headroom
+
+    f, truth, theta0, _ = _labelled_toy()
+    keys = HeadFeatures.keys(f)
+    feats = {
+        "theta0": theta0,
+        "ft_val": (keys[:150], truth[:150]),
+        "test": (keys[150:], truth[150:]),
+    }
+    feats["edit_discovery"] = feats["ft_val"]
+    row = headroom(feats, "edit_discovery", 1e-6)
+    assert row["test_delta_points"] > 5 and row["test_fixed"] > row["test_broken"]
+    net = 100 * (row["test_fixed"] - row["test_broken"]) / 150
+    assert abs(row["test_delta_points"] - net) < 1e-9
+    assert headroom(feats, "test", 1e6)["test_delta_points"] == 0

@@ -276,6 +276,20 @@ register(
 )
 register(
     Method(
+        "head_dfr",
+        "vitedit.editors.head_refit:HeadDFREditor",
+        "05_edit_head",
+        ("refit_l2",),
+        "classifier head retrained on every labelled Edit-Discovery sample (DFR: last-layer "
+        "retraining on held-out data), ridge toward the original head (issue 30)",
+        # a pilot grid (issue 30): on the design seeds 42-44 of BloodMNIST (features cached, FT-Val
+        # only) 1e-3..1e-1 span 1.7 %..0.4 % FT-Val regression; 1 leaves the head almost unchanged
+        grid={"refit_l2": [1e-3, 1e-2, 3e-2, 1e-1, 1.0]},
+        reads_edit_discovery_rest=True,
+    )
+)
+register(
+    Method(
         "head_nullspace",
         "vitedit.editors.head_nullspace:HeadNullspaceEditor",
         "05_edit_head",

@@ -563,8 +563,8 @@ SCHEMA: dict[str, Param] = {
             1e-2,
             "float",
             "head",
-            "head_refit: ridge weight of ||[W b] - [W0 b0]||^2 against the mean cross-entropy on "
-            "Edit-Discovery",
+            "head_refit, head_dfr: ridge weight of ||[W b] - [W0 b0]||^2 against the mean "
+            "cross-entropy on Edit-Discovery",
             check=_non_negative,
         ),
         Param(

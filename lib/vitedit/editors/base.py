@@ -50,6 +50,9 @@ class EditData:
     # for the editors that keep them at the model's own decisions (head_anchored, head_refit)
     anchor_images: np.ndarray | None = None
     anchor_positions: np.ndarray | None = None
+    # their true labels: read only by head_dfr (every labelled Edit-Discovery sample); the others
+    # never look at them (a test shuffles them and gets the same edit)
+    anchor_labels: np.ndarray | None = None
 
     @property
     def targets(self) -> torch.Tensor:
@@ -168,4 +171,5 @@ def edit_data(
         if anchors is None
         else np.asarray(split.view(data, "edit_discovery", anchors)),
         anchor_positions=anchors,
+        anchor_labels=None if anchors is None else ed_labels[anchors],
     )

@@ -9,15 +9,35 @@ plus ``refit_l2 · ‖Θ − Θ0‖²``. Unlike the margin editors it does not a
 cost: each counts as one held-out sample, so it moves the boundary only where the held-out data as
 a whole asks for it. Its figures on the Edit-Discovery samples not edited are not out of sample
 (it fitted them) and understate a fix; Test judges it. L-BFGS in float64 on the CPU
-(deterministic)."""
+(deterministic).
+
+``head_dfr`` (:class:`HeadDFREditor`) is the same refit at every Edit-Discovery sample's true label:
+last-layer retraining on all the held-out labelled data an editor may read, the most a head edit
+built from Edit-Discovery can know (issue 30 asks whether it lifts Test accuracy)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .base import EditData
+from .base import EditData, EditError
 from .head import HeadEditor, HeadFeatures, HeadUpdate
 from .solve import lbfgs
+
+
+def refit_head(
+    theta0: torch.Tensor, keys: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int = 500
+) -> tuple[torch.Tensor, dict]:
+    """``argmin_Θ mean CE(keys Θᵀ, y) + l2 ‖Θ − Θ0‖²`` from ``Θ0`` (float64 keys ``[f; 1]``):
+    the refit of every editor here, and of ``benchmarks/bench_head_headroom.py``'s bounds."""
+    theta = theta0.clone().requires_grad_(True)
+
+    def loss_fn():
+        ce = torch.nn.functional.cross_entropy(keys @ theta.T, y)
+        return ce + l2 * ((theta - theta0) ** 2).sum()
+
+    state = lbfgs(loss_fn, theta, max_iter, 1e-9)
+    return theta.detach(), state
 
 
 class HeadRefitEditor(HeadEditor):
@@ -30,20 +50,13 @@ class HeadRefitEditor(HeadEditor):
     def solve(self, theta0: torch.Tensor, feats: HeadFeatures, data: EditData) -> HeadUpdate:
         xe, xa = feats.error_keys, feats.anchor_keys
         x = torch.cat([xe, xa])
-        y = torch.cat([data.targets, (xa @ theta0.T).argmax(1)])  # anchors: as the model decides
-        theta = theta0.clone().requires_grad_(True)
-
-        def loss_fn():
-            ce = torch.nn.functional.cross_entropy(x @ theta.T, y)
-            return ce + self.refit_l2 * ((theta - theta0) ** 2).sum()
-
-        state = lbfgs(loss_fn, theta, self.MAX_ITER, 1e-9)
-        theta = theta.detach()
+        y = torch.cat([data.targets, self.anchor_targets(xa, theta0, data)])
+        theta, state = refit_head(theta0, x, y, self.refit_l2, self.MAX_ITER)
         with torch.no_grad():
             info = {
                 "anchors": int(len(xa)),
                 "anchors_changed": float(
-                    ((xa @ theta.T).argmax(1) != y[len(xe) :]).double().mean()
+                    ((xa @ theta.T).argmax(1) != (xa @ theta0.T).argmax(1)).double().mean()
                 ),
                 "errors_fixed_in_solve": float(
                     ((xe @ theta.T).argmax(1) == data.targets).double().mean()
@@ -51,3 +64,24 @@ class HeadRefitEditor(HeadEditor):
                 "solver_iterations": int(state.get("n_iter", 0)),
             }
         return HeadUpdate(theta, theta.float() - theta0.float(), info)
+
+    def anchor_targets(
+        self, xa: torch.Tensor, theta0: torch.Tensor, data: EditData
+    ) -> torch.Tensor:
+        """The anchors' targets: the model's own decisions (no label read)."""
+        return (xa @ theta0.T).argmax(1)
+
+
+class HeadDFREditor(HeadRefitEditor):
+    """The refit at the anchors' true labels (``head_dfr``): every labelled Edit-Discovery sample."""
+
+    def anchor_targets(
+        self, xa: torch.Tensor, theta0: torch.Tensor, data: EditData
+    ) -> torch.Tensor:
+        if data.anchor_labels is None or len(data.anchor_labels) != len(xa):
+            raise EditError(
+                "head_dfr needs the true labels of the Edit-Discovery samples not edited "
+                "(EditData.anchor_labels, one per anchor image): build the edit set with "
+                "vitedit.editors.edit_data(..., anchor_positions=...)"
+            )
+        return torch.as_tensor(np.asarray(data.anchor_labels, dtype=np.int64))
