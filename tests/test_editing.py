@@ -3,6 +3,7 @@ trained model's real activations. Editors are built through the registry (``edit
 the schema gives every setting a test does not name."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -725,26 +726,61 @@ def test_the_label_blind_anchor_editors_never_read_the_anchors_labels(name):
     assert not torch.equal(shuffled, build("head_dfr").solve(theta0, feats, data).theta)
 
 
-def test_the_headroom_benchmark_counts_a_refit_by_the_evaluation_transitions():
-    """benchmarks/bench_head_headroom.py (issue 30's bound): a refit on a set whose head has a
-    wrong bias gains there; its counts are the evaluation's transitions (fixed − broken = the
-    net change)."""
-    import sys
+def _headroom_module():
+    import importlib.util
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from bench_head_headroom import headroom
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_head_headroom.py"
+    spec = importlib.util.spec_from_file_location("bench_head_headroom", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
-    f, truth, theta0, _ = _labelled_toy()
+
+def test_the_headroom_benchmark_judges_its_test_refit_out_of_sample_in_halves():
+    """benchmarks/bench_head_headroom.py (issue 30's evidence): on labels that are pure noise the
+    head refit on Test itself gains on Test (it fits the noise), the refit cross-fitted in halves
+    gains nothing; a wrong bias is undone by both."""
+    bench = _headroom_module()
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(200, 40, generator=g)
     keys = HeadFeatures.keys(f)
-    feats = {
-        "theta0": theta0,
-        "ft_val": (keys[:150], truth[:150]),
-        "test": (keys[150:], truth[150:]),
-    }
-    feats["edit_discovery"] = feats["ft_val"]
-    row = headroom(feats, "edit_discovery", 1e-6)
-    assert row["test_delta_points"] > 5 and row["test_fixed"] > row["test_broken"]
-    net = 100 * (row["test_fixed"] - row["test_broken"]) / 150
-    assert abs(row["test_delta_points"] - net) < 1e-9
-    assert headroom(feats, "test", 1e6)["test_delta_points"] == 0
+    noise = torch.randint(0, 3, (200,), generator=g)
+    theta0 = torch.zeros(3, 41, dtype=torch.float64)
+    theta0[:, -1] = torch.tensor([0.0, 0.1, 0.2])
+    feats = {"theta0": theta0, "ft_val": (keys[:100], noise[:100]), "test": (keys, noise)}
+    inside = bench.headroom(feats, "test", 1e-6)
+    crossed = bench.headroom(feats, "test/2", 1e-6)
+    assert inside["test_delta_points"] > 12 and crossed["test_delta_points"] < 5
+    assert crossed["test_fixed"] + crossed["test_broken"] > 0 and crossed["final_grad_max"] < 1e-5
+    f, truth, theta_b, _ = _labelled_toy()
+    keys = HeadFeatures.keys(f)
+    feats = {"theta0": theta_b, "ft_val": (keys[:100], truth[:100]), "test": (keys, truth)}
+    assert bench.headroom(feats, "test/2", 1e-6)["test_delta_points"] > 5
+
+
+def test_the_headroom_benchmark_chooses_the_ridge_on_the_design_seeds_ft_val_alone():
+    """The out-of-selection point reads only the design seeds' FT-Val figures of the Edit-Discovery
+    refit: Test, the other seeds and the other fits may say anything."""
+    bench = _headroom_module()
+    rows = []
+    for seed, fit, l2, dv, rv, dt in [
+        (42, "edit_discovery", 0.1, 0.3, 0.4, -9.0),
+        (42, "edit_discovery", 0.01, 0.5, 0.9, 9.0),  # over the 0.5 % budget
+        (42, "edit_discovery", 1.0, 0.1, 0.1, 9.0),
+        (45, "edit_discovery", 1.0, 9.0, 0.0, 9.0),  # not a design seed
+        (42, "test", 1.0, 9.0, 0.0, 9.0),  # not the Edit-Discovery refit
+    ]:
+        rows.append(
+            dict(
+                seed=seed,
+                fit=fit,
+                l2=l2,
+                ft_val_delta_points=dv,
+                ft_val_regression_pct=rv,
+                test_delta_points=dt,
+            )
+        )
+    df = pd.DataFrame(rows)
+    assert bench.choose(df, [42], 0.005) == 0.1
+    assert bench.choose(df, [42], 0.0005) is None

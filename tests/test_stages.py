@@ -84,6 +84,29 @@ def test_the_swap_edits_and_traces_the_next_errors_and_anchors_read_no_label(ctx
     assert np.array_equal(stages.find_errors(ctx).traced, errs[:4])
 
 
+@pytest.mark.parametrize("name", [m for m in methods.names() if not methods.get(m).is_baseline])
+def test_the_anchors_labels_reach_only_a_method_that_declares_it(ctx, monkeypatch, name):
+    """The selection carries every anchor's true label, aligned with its position; run_method hands
+    them to a method only when its declaration says it reads them (head_dfr), to no other."""
+    y = evaluation.predictions(ctx.evaluator, ctx.model, "edit_discovery")[0]
+    sel = stages.select_edits(ctx)
+    assert np.array_equal(sel.edit_set.anchor_labels, y[sel.edit_set.anchor_positions])
+    seen = {}
+
+    class Spy:
+        def edit(self, model, runner, data):
+            seen["labels"] = data.anchor_labels
+            return None
+
+    monkeypatch.setattr(methods.Method, "build", lambda self, params, **kw: Spy())
+    monkeypatch.setattr("vitedit.stages.edit.editor_context", lambda method, ctx: {})  # no layers
+    stages.edit.run_method(ctx, methods.get(name), sel)
+    if methods.get(name).reads_anchor_labels:
+        assert np.array_equal(seen["labels"], sel.edit_set.anchor_labels)
+    else:
+        assert seen["labels"] is None
+
+
 def test_run_methods_runs_only_the_selected_methods_of_its_notebook_and_records_them(ctx):
     ctx.params["methods"] = ["head_closed_form", "alphaedit"]  # alphaedit belongs to 04, not 05
     sel = stages.select_edits(ctx)

@@ -70,6 +70,9 @@ class Method:
     # reads the Edit-Discovery samples not edited (as anchors): its figures on them are not out of
     # sample, and the evidence tables leave them out (vitedit.evidence.figures)
     reads_edit_discovery_rest: bool = False
+    # reads those samples' true labels too (EditData.anchor_labels): the stages hand them only to a
+    # method that declares it (vitedit.stages.edit.run_method)
+    reads_anchor_labels: bool = False
     # its strength grid: what a sweep with ``method_grids: registered`` (the benchmark) searches;
     # chosen on the design seeds (reports/benchmark/findings.md, "Strength grids")
     grid: Mapping[str, list] = field(default_factory=dict)
@@ -282,10 +285,13 @@ register(
         ("refit_l2",),
         "classifier head retrained on every labelled Edit-Discovery sample (DFR: last-layer "
         "retraining on held-out data), ridge toward the original head (issue 30)",
-        # a pilot grid (issue 30): on the design seeds 42-44 of BloodMNIST (features cached, FT-Val
-        # only) 1e-3..1e-1 span 1.7 %..0.4 % FT-Val regression; 1 leaves the head almost unchanged
+        # a pilot grid (issue 30), set on BloodMNIST's design seeds 42-44 (benchmarks/
+        # bench_head_headroom.py): 1e-3..1e-1 span 1.7 %..0.4 % FT-Val regression, 1 leaves the
+        # head almost unchanged; that pilot printed Test beside FT-Val (design seeds only: the
+        # fresh seeds 45-49 played no part)
         grid={"refit_l2": [1e-3, 1e-2, 3e-2, 1e-1, 1.0]},
         reads_edit_discovery_rest=True,
+        reads_anchor_labels=True,
     )
 )
 register(

@@ -12,8 +12,9 @@ a whole asks for it. Its figures on the Edit-Discovery samples not edited are no
 (deterministic).
 
 ``head_dfr`` (:class:`HeadDFREditor`) is the same refit at every Edit-Discovery sample's true label:
-last-layer retraining on all the held-out labelled data an editor may read, the most a head edit
-built from Edit-Discovery can know (issue 30 asks whether it lifts Test accuracy)."""
+DFR-style last-layer retraining (from the original head, ridge toward it; not DFR's from-scratch
+class-balanced fit) on all the labelled held-out data an editor may read. It ignores which errors
+are edited; issue 30 asks whether it lifts Test accuracy."""
 
 from __future__ import annotations
 

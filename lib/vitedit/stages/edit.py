@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,8 +73,9 @@ def select_edits(ctx: Context) -> Selection:
         pred=pred,
         errors=errors,
         stats_positions=pos,
-        # every Edit-Discovery sample not edited, at the model's own decision (no label read:
-        # which of them are errors stays unknown to the editor): what head_anchored keeps
+        # every Edit-Discovery sample not edited (the anchors): head_anchored and head_refit keep
+        # them at the model's own decisions; their labels reach only a method that declares
+        # reads_anchor_labels (head_dfr; run_method drops them for the others)
         edit_set=edit_data(
             ctx.data,
             ctx.split,
@@ -129,7 +130,10 @@ def run_method(ctx: Context, method: methods.Method, sel: Selection) -> tuple[Ed
     the settings that determined it."""
     context = editor_context(method, ctx)
     editor = method.build(ctx.params, **context)
-    return editor.edit(ctx.model, ctx.runner, sel.edit_set), settings(method, ctx.params, context)
+    data = sel.edit_set  # the anchors' true labels only for a method that reads them (head_dfr)
+    if not method.reads_anchor_labels:
+        data = replace(data, anchor_labels=None)
+    return editor.edit(ctx.model, ctx.runner, data), settings(method, ctx.params, context)
 
 
 @dataclass
