@@ -151,6 +151,13 @@ def choose(df: pd.DataFrame, design: list[int], budget: float) -> float | None:
     return None if m.empty else float(m.ft_val_delta_points.idxmax())
 
 
+def _shown(table: pd.DataFrame) -> str:
+    out = table.round(3)
+    out["l2"] = table.l2.map("{:g}".format)
+    out["max_final_grad"] = table.max_final_grad.map("{:.1e}".format)
+    return out.to_string(index=False)
+
+
 def main(argv):
     opts = dict(a.split("=", 1) for a in argv)
     dataset = opts.pop("dataset", "bloodmnist")
@@ -172,7 +179,7 @@ def main(argv):
     if out:
         df.to_csv(out, index=False)
     with pd.option_context("display.width", 220, "display.max_columns", 20):
-        print(summarise(df).round(3).to_string(index=False))
+        print(_shown(summarise(df)))
         if design:
             l2 = choose(df, design, budget)
             rest = df[~df.seed.isin(design)]
@@ -180,7 +187,7 @@ def main(argv):
             if l2 is not None and len(rest):
                 picked = rest[(rest.fit == "edit_discovery") & (rest.l2 == l2)]
                 print("out of selection, on the other seeds:")
-                print(summarise(picked).round(3).to_string(index=False))
+                print(_shown(summarise(picked)))
     return df
 
 
