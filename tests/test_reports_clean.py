@@ -17,6 +17,7 @@ from vitedit import (
     cli,
     clihelp,
     execute,
+    methods,
     progress,
     report,
     runs,
@@ -85,6 +86,20 @@ def test_update_norm_far_above_the_weights_is_named_with_its_layer():
     }
     (w,) = alerts.record_alerts("alphaedit", HEALTHY, rec)
     assert "L1.mlp is 232x" in w
+
+
+def test_a_method_that_reads_the_unedited_samples_is_told_its_figures_on_them_are_in_sample():
+    """head_anchored, head_refit and head_dfr read the Edit-Discovery samples not edited: their
+    run reports say so beside those figures (head_dfr: at their labels); no other method's does."""
+    m = {**HEALTHY, "ed_rest_fix_rate": 0.2}
+    readers = [n for n in methods.names() if methods.get(n).reads_edit_discovery_rest]
+    assert {"head_anchored", "head_refit", "head_dfr"} <= set(readers)
+    for name in methods.names():
+        said = [w for w in alerts.record_alerts(name, m) if "not out of sample" in w]
+        assert len(said) == (name in readers), name
+    (w,) = [w for w in alerts.record_alerts("head_dfr", m) if "not out of sample" in w]
+    assert "at their labels" in w
+    assert not [w for w in alerts.record_alerts("head_dfr", HEALTHY) if "not out of sample" in w]
 
 
 def test_run_alerts_reads_metrics_and_unevaluated_edits(tmp_path):

@@ -154,6 +154,15 @@ def record_alerts(
             f"||dW k|| / ||W k|| = {worst_p:.3g} at its worst layer, above the bound "
             f"{PRESERVATION_BOUND:g} (raise L2 or lower nullspace_threshold)"
         )
+    base = name.split("[")[0]
+    if _num(m.get("ed_rest_fix_rate")) is not None and base in methods.REGISTRY:
+        if methods.get(base).reads_edit_discovery_rest:
+            read = "at their labels" if methods.get(base).reads_anchor_labels else "as it decides"
+            out.append(
+                f"{name}: reads the Edit-Discovery samples it did not edit ({read}), so its "
+                f"figures on them (fixes of the errors not edited, their stability) are not out "
+                f"of sample; Test judges it"
+            )
     n = _num(m.get("proj_n_heldout"))
     if n is not None and n < HELDOUT_WARN:
         out.append(
