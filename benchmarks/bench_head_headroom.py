@@ -110,12 +110,11 @@ def headroom(feats: dict, fit: str, l2: float) -> dict:
 
 
 def _refit(theta0, x, y, l2) -> tuple[torch.Tensor, dict]:
-    theta, state = refit_head(theta0, x, y, l2, MAX_ITER)
-    theta_ = theta.clone().requires_grad_(True)
-    loss = torch.nn.functional.cross_entropy(x @ theta_.T, y) + l2 * ((theta_ - theta0) ** 2).sum()
-    loss.backward()
-    grad = float(theta_.grad.abs().max())
-    return theta, {"solver_iterations": int(state.get("n_iter", 0)), "final_grad_max": grad}
+    theta, solver = refit_head(theta0, x, y, l2, MAX_ITER)
+    return theta, {
+        "solver_iterations": solver["n_iter"],
+        "final_grad_max": solver["final_grad_max"],
+    }
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:

@@ -283,8 +283,8 @@ register(
         "vitedit.editors.head_refit:HeadDFREditor",
         "05_edit_head",
         ("refit_l2",),
-        "classifier head retrained on every labelled Edit-Discovery sample (DFR: last-layer "
-        "retraining on held-out data), ridge toward the original head (issue 30)",
+        "classifier head refit on every labelled Edit-Discovery sample (DFR-style last-layer "
+        "retraining on held-out data, from the original head), ridge toward it (issue 30)",
         # a pilot grid (issue 30), set on BloodMNIST's design seeds 42-44 (benchmarks/
         # bench_head_headroom.py): 1e-3..1e-1 span 1.7 %..0.4 % FT-Val regression, 1 leaves the
         # head almost unchanged; that pilot printed Test beside FT-Val (design seeds only: the

@@ -30,7 +30,9 @@ def refit_head(
     theta0: torch.Tensor, keys: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int = 500
 ) -> tuple[torch.Tensor, dict]:
     """``argmin_Θ mean CE(keys Θᵀ, y) + l2 ‖Θ − Θ0‖²`` from ``Θ0`` (float64 keys ``[f; 1]``):
-    the refit of every editor here, and of ``benchmarks/bench_head_headroom.py``'s bounds."""
+    the refit of every editor here, and of ``benchmarks/bench_head_headroom.py``'s refits. Returns
+    the head and the solver's record: its iterations and the largest entry of the objective's
+    gradient at the answer (did it converge?)."""
     theta = theta0.clone().requires_grad_(True)
 
     def loss_fn():
@@ -38,7 +40,9 @@ def refit_head(
         return ce + l2 * ((theta - theta0) ** 2).sum()
 
     state = lbfgs(loss_fn, theta, max_iter, 1e-9)
-    return theta.detach(), state
+    with torch.enable_grad():
+        grad = float(torch.autograd.grad(loss_fn(), theta)[0].abs().max())
+    return theta.detach(), {"n_iter": int(state.get("n_iter", 0)), "final_grad_max": grad}
 
 
 class HeadRefitEditor(HeadEditor):
@@ -62,7 +66,8 @@ class HeadRefitEditor(HeadEditor):
                 "errors_fixed_in_solve": float(
                     ((xe @ theta.T).argmax(1) == data.targets).double().mean()
                 ),
-                "solver_iterations": int(state.get("n_iter", 0)),
+                "solver_iterations": state["n_iter"],
+                "solver_final_grad_max": state["final_grad_max"],
             }
         return HeadUpdate(theta, theta.float() - theta0.float(), info)
 
