@@ -171,7 +171,38 @@ def test_replay_keeps_the_statistics_samples_decisions_that_fine_tuning_on_error
     assert res.log.p_true_after.mean() > res.log.p_true_before.mean()  # still fits the errors
 
 
-@pytest.mark.parametrize("method", ["baseline_finetune", "baseline_finetune_replay"])
+def test_finetune_labelled_is_the_replay_fine_tune_on_every_labelled_edit_discovery_sample(setup):
+    """finetune_labelled (issue 30) trains on the edited errors and the Edit-Discovery samples not
+    edited, at their true labels: bit for bit the replay fine-tune given that union as its errors.
+    It reads the anchors' labels (shuffled labels, another edit) and refuses an edit set without
+    them, naming the fix."""
+    import dataclasses
+
+    p, data, split, model, ev0, errors, stats_pos = setup
+    rest = np.setdiff1d(np.arange(len(split.indices["edit_discovery"])), errors)[:60]
+    es = editors.edit_data(data, split, stats_pos, errors, anchor_positions=rest)
+    kw = dict(baseline_lr=1e-2, baseline_epochs=2, seed=0, replay_weight=1.0)
+    res = editors.build("baseline_finetune_labelled", **kw).edit(model, ev0.runner, es)
+    assert res.info["train_samples"] == len(errors) + len(rest) and len(res.log) == len(errors)
+    union = editors.edit_data(data, split, stats_pos, np.concatenate([errors, rest]))
+    ref = editors.build("baseline_finetune_replay", **kw).edit(model, ev0.runner, union)
+    assert all(torch.equal(a, b) for a, b in zip(res.model.parameters(), ref.model.parameters()))
+    shuffled = dataclasses.replace(es, anchor_labels=np.roll(es.anchor_labels, 1))
+    other = editors.build("baseline_finetune_labelled", **kw).edit(model, ev0.runner, shuffled)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(res.model.parameters(), other.model.parameters())
+    )
+    for bad in (
+        dataclasses.replace(es, anchor_labels=None),
+        dataclasses.replace(es, anchor_labels=es.anchor_labels[:-1]),
+    ):
+        with pytest.raises(editors.EditError, match="anchor"):
+            editors.build("baseline_finetune_labelled", **kw).edit(model, ev0.runner, bad)
+
+
+@pytest.mark.parametrize(
+    "method", ["baseline_finetune", "baseline_finetune_replay", "baseline_finetune_labelled"]
+)
 def test_a_grid_over_epochs_continues_one_fine_tuning_with_the_same_weights(
     setup, tmp_path, method
 ):
@@ -181,8 +212,11 @@ def test_a_grid_over_epochs_continues_one_fine_tuning_with_the_same_weights(
     from vitedit.editors.statistics import StatsCache
 
     p, data, split, model, ev0, errors, stats_pos = setup
-    es = editors.edit_data(data, split, stats_pos, errors)
-    kw = dict(baseline_lr=3e-2, seed=0) | ({"replay_weight": 1.0} if "replay" in method else {})
+    rest = np.setdiff1d(np.arange(len(split.indices["edit_discovery"])), errors)[:40]
+    es = editors.edit_data(data, split, stats_pos, errors, anchor_positions=rest)
+    kw = dict(baseline_lr=3e-2, seed=0) | (
+        {} if method == "baseline_finetune" else {"replay_weight": 1.0}
+    )
     cache = StatsCache(tmp_path)
     short = editors.build(method, baseline_epochs=3, stats_cache=cache, **kw).edit(
         model, ev0.runner, es
@@ -396,3 +430,45 @@ def test_weights_fixed_reads_each_models_weights_once_and_keeps_the_keys(setup, 
     finally:
         with torch.no_grad():
             model.head.bias.copy_(saved)  # the fixture's model, bit for bit
+
+
+def test_the_retrain_reference_trains_on_ft_train_plus_the_errors_and_judges_on_test(
+    trained_toy, tmp_path
+):
+    """benchmarks/bench_retrain_reference.py (issue 30's reference) retrains through the registry's
+    baseline_retrain on FT-Train plus the base model's Edit-Discovery errors (all, or the first
+    max_edits) and compares the two models on FT-Val and Test; a rerun reuses the retrained
+    checkpoint and reports the seconds recorded when it trained."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_retrain_reference.py"
+    spec = importlib.util.spec_from_file_location("bench_retrain_reference", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    p, data, split, model = trained_toy
+    shutil.copytree(p["checkpoint_dir"], tmp_path / "ck")
+    p = dict(p, checkpoint_dir=str(tmp_path / "ck"), max_edits=2)
+    y, pred, _ = evaluation.predictions(
+        evaluation.Evaluator(
+            data, split, models.Runner(models.get_config("vit_tiny_test"), 64, "cpu"), None, 0, 50
+        ),
+        model,
+        "edit_discovery",
+    )
+    n_wrong = int((y != pred).sum())
+    assert n_wrong > 2, "the toy model should make more Edit-Discovery errors than max_edits"
+    n_ft = len(split.indices["ft_train"])
+    rows = [bench.retrain_row(p, data, 0, e) for e in ("all", "first", "first")]
+    assert [r["n_errors_added"] for r in rows] == [n_wrong, 2, 2]
+    assert [r["n_train"] for r in rows] == [n_ft + n_wrong, n_ft + 2, n_ft + 2]
+    assert not rows[1]["reused"] and rows[2]["reused"]
+    assert rows[2]["train_seconds"] == pytest.approx(rows[1]["train_seconds"], rel=0.5)
+    for r in rows:
+        assert r["test_n"] == len(split.indices["test"])
+        assert r["test_delta_points"] == pytest.approx(
+            100 * (r["test_fixed"] - r["test_broken"]) / r["test_n"]
+        )
+    table = bench.summarise(pd.DataFrame(rows))
+    assert list(table.errors) == ["all", "first"] and list(table.seeds) == [1, 2]

@@ -84,10 +84,11 @@ def test_the_swap_edits_and_traces_the_next_errors_and_anchors_read_no_label(ctx
     assert np.array_equal(stages.find_errors(ctx).traced, errs[:4])
 
 
-@pytest.mark.parametrize("name", [m for m in methods.names() if not methods.get(m).is_baseline])
+@pytest.mark.parametrize("name", methods.names())
 def test_the_anchors_labels_reach_only_a_method_that_declares_it(ctx, monkeypatch, name):
     """The selection carries every anchor's true label, aligned with its position; run_method hands
-    them to a method only when its declaration says it reads them (head_dfr), to no other."""
+    them to a method only when its declaration says it reads them (head_dfr,
+    baseline_finetune_labelled), to no other, baselines included."""
     y = evaluation.predictions(ctx.evaluator, ctx.model, "edit_discovery")[0]
     sel = stages.select_edits(ctx)
     assert np.array_equal(sel.edit_set.anchor_labels, y[sel.edit_set.anchor_positions])
@@ -105,6 +106,18 @@ def test_the_anchors_labels_reach_only_a_method_that_declares_it(ctx, monkeypatc
         assert np.array_equal(seen["labels"], sel.edit_set.anchor_labels)
     else:
         assert seen["labels"] is None
+
+
+def test_the_labelled_fine_tune_runs_through_the_stage_path_on_every_edit_discovery_sample(ctx):
+    """Through run_method (the stages' and the sweep's path) finetune_labelled gets the anchors'
+    labels its declaration asks for and trains on every Edit-Discovery sample; without the
+    declaration the labels would be dropped and it would refuse to run."""
+    ctx.params.update(baseline_epochs=1, baseline_lr=1e-3)
+    sel = stages.select_edits(ctx)
+    res, used = stages.edit.run_method(ctx, methods.get("baseline_finetune_labelled"), sel)
+    n_ed = len(ctx.split.indices["edit_discovery"])
+    assert res.info["status"] == "ok" and res.info["train_samples"] == n_ed
+    assert used["baseline_epochs"] == 1 and len(res.log) == len(sel.errors)
 
 
 def test_run_methods_runs_only_the_selected_methods_of_its_notebook_and_records_them(ctx):

@@ -9,6 +9,8 @@
 - :class:`FinetuneReplayBaseline`: baseline 2 given what every editor is given, the statistics
   samples: each step adds a batch of them at the model's own predictions (replay), weighted by
   ``replay_weight``, to the errors' loss. The fair fine-tuning baseline.
+- :class:`FinetuneLabelledBaseline` (issue 30): the replay fine-tune on every labelled
+  Edit-Discovery sample, the errors and the samples not edited at their true labels.
 
 Fine-tuning runs at a constant learning rate, so its first ``E`` epochs are the same whatever
 ``baseline_epochs`` is: given a ``stats_cache`` (the in-process benchmark's, one per checkpoint),
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 
 from . import paths, train
 from .datasets import Data
-from .editors.base import LOG_COLUMNS, EditData, Editor, EditResult, edit_log
+from .editors.base import LOG_COLUMNS, EditData, EditError, Editor, EditResult, edit_log
 from .models import Runner
 from .splits import Split
 
@@ -129,13 +131,17 @@ class FinetuneErrorsBaseline(Editor):
         self.baseline_lr, self.baseline_epochs, self.seed = baseline_lr, baseline_epochs, seed
         self.stats_cache = stats_cache
 
+    def train_set(self, data: EditData) -> tuple[np.ndarray, np.ndarray]:
+        """The samples fine-tuned on and their labels: the errors at their true labels."""
+        return data.images, np.asarray(data.labels, dtype=np.int64)
+
     def _resume_key(self, data: EditData) -> tuple | None:
         """What the fine-tuning state depends on besides the epochs (None: not kept)."""
         if self.stats_cache is None:
             return None
         digest = [
             hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()
-            for a in (data.images, data.labels, data.stats_images)
+            for a in (*self.train_set(data), data.stats_images)
             if a is not None
         ]
         hyper = (self.baseline_lr, self.replay_weight, self.seed, self.weight_decay)
@@ -164,7 +170,7 @@ class FinetuneErrorsBaseline(Editor):
         opt = torch.optim.AdamW(
             tuned.parameters(), lr=self.baseline_lr, weight_decay=self.weight_decay
         )
-        y_all = np.asarray(data.labels, dtype=np.int64)
+        x_all, y_all = self.train_set(data)
         t0 = time.perf_counter()
         if kept is None:
             replay = self._replay(tuned, runner, data)
@@ -182,7 +188,7 @@ class FinetuneErrorsBaseline(Editor):
             perm = torch.randperm(len(y_all), generator=g).numpy()
             for start in range(0, len(perm), self.batch_size):
                 idx = perm[start : start + self.batch_size]
-                x = runner.inputs(data.images[idx])
+                x = runner.inputs(x_all[idx])
                 loss = F.cross_entropy(tuned(x).float(), torch.as_tensor(y_all[idx], device=device))
                 if replay is not None:  # the next replay batch, cycling through a fixed order
                     r = order[np.arange(step, step + self.replay_batch_size) % len(order)]
@@ -222,6 +228,7 @@ class FinetuneErrorsBaseline(Editor):
                 "lr": self.baseline_lr,
                 "replay_weight": self.replay_weight,
                 "replay_samples": 0 if replay is None else int(len(replay[1])),
+                "train_samples": int(len(y_all)),
                 "resumed_from_epoch": done,
             },
         )
@@ -244,6 +251,32 @@ class FinetuneReplayBaseline(FinetuneErrorsBaseline):
             stats_cache=stats_cache,
         )
         self.replay_weight = replay_weight
+
+
+class FinetuneLabelledBaseline(FinetuneReplayBaseline):
+    """Fine-tune on every labelled Edit-Discovery sample (``finetune_labelled``, issue 30): the
+    edited errors and the samples not edited, all at their true labels, with the statistics samples
+    replayed at the model's own predictions (``replay_weight``; 0: no replay). It reads what
+    ``head_dfr`` reads, but moves the features too; which errors are selected changes only their
+    order in the training set."""
+
+    def train_set(self, data: EditData) -> tuple[np.ndarray, np.ndarray]:
+        if data.anchor_images is None or data.anchor_labels is None:
+            raise EditError(
+                "finetune_labelled needs the Edit-Discovery samples not edited and their true "
+                "labels (EditData.anchor_images, anchor_labels): build the edit set with "
+                "vitedit.editors.edit_data(..., anchor_positions=...) and run it through "
+                "vitedit.stages.edit.run_method, which hands the labels to a method declaring "
+                "reads_anchor_labels"
+            )
+        if len(data.anchor_labels) != len(data.anchor_images):
+            raise EditError(
+                f"finetune_labelled: {len(data.anchor_labels)} anchor labels for "
+                f"{len(data.anchor_images)} anchor images; give one label per image"
+            )
+        x = np.concatenate([data.images, data.anchor_images])
+        y = np.concatenate([data.labels, data.anchor_labels]).astype(np.int64)
+        return x, y
 
 
 SUMMARY_FILES = {

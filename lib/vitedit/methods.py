@@ -5,11 +5,9 @@ keyword names are the schema keys themselves), which notebook runs it, and what 
 on. The CLI's choices, the ``methods`` parameter, the sweep's tables and folder names, and the
 notebooks' loops all read this registry (compare ROME's ``ALG_DICT`` and timm's ``register_model``).
 
-Adding a method = one editor module in :mod:`vitedit.editors` (a class with
-``edit(model, runner, EditData) -> EditResult``; a head editor implements only its ``solve``) + one
-:func:`register` call below + its tests; ``tests/test_methods.py`` fails when an editor's keyword is
-not a schema key or a method's schema key is not a keyword of its editor, and runs every registered
-method through the editor interface.
+Adding a method = an editor class (``edit(model, runner, EditData) -> EditResult``; a head editor
+implements only its ``solve``) + one :func:`register` call below + its tests; ``tests/test_methods.py``
+fails when an editor's keyword and its method's schema keys differ, and runs every registered method.
 
 This module imports neither torch nor the editors: the CLI and the sweep read it without paying for
 torch (about 2 s per process); :attr:`Method.editor_class` imports the editor when it is needed.
@@ -49,17 +47,11 @@ class Method:
     notebook: str  # the notebook that runs it
     params: tuple[str, ...]  # schema keys its editor takes (keyword names identical to the keys)
     description: str
-    fixed: Mapping[str, Any] = field(
-        default_factory=dict
-    )  # constant keyword arguments of the editor
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # constant keywords of the editor
     context: tuple[str, ...] = ()  # keyword arguments from CONTEXT_ARGS
-    uses_layers: bool = (
-        False  # edits the layers chosen by tracing: depends on 03_locate's parameters
-    )
+    uses_layers: bool = False  # edits the layers chosen by tracing (03_locate's parameters)
     alias: str | None = None  # short name in sweep specs' ``baselines`` list (retrain, finetune)
-    name_keys: Mapping[str, str] = field(
-        default_factory=dict
-    )  # parameter -> its label in sweep folder names
+    name_keys: Mapping[str, str] = field(default_factory=dict)  # parameter -> label in folder names
     # parameter -> (other parameter, value): without effect while the other has that value, so
     # left out of content hashes then (a grid over both plans each distinct edit once)
     inactive_when: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
@@ -169,12 +161,8 @@ def by_alias(alias: str) -> Method:
 
 
 # --------------------------------------------------------------------------- the methods
-_TARGET_KEYS = (
-    "v_lr",
-    "v_num_grad_steps",
-    "v_weight_decay",
-    "v_weight_decay_rule",
-    "clamp_norm_factor",
+_TARGET_KEYS = tuple(
+    "v_lr v_num_grad_steps v_weight_decay v_weight_decay_rule clamp_norm_factor".split()
 )
 _RUN_KEYS = ("edit_modules", "stats_scope", "edit_batch_size", "progress")
 _LAYER_CONTEXT = ("layers", "stats_cache")
@@ -262,6 +250,7 @@ register(
         # head_closed_form's margins, each with a light and a heavy anchor (a pilot grid: issue 30)
         grid={"head_margin": [0.5, 1.0, 3.0], "anchor_weight": [1.0, 10.0]},
         reads_edit_discovery_rest=True,
+        reads_anchor_labels=True,
     )
 )
 register(
@@ -275,6 +264,7 @@ register(
         "issue 30)",
         grid={"refit_l2": [1e-4, 1e-3, 1e-2, 1e-1]},  # a pilot grid (issue 30)
         reads_edit_discovery_rest=True,
+        reads_anchor_labels=True,
     )
 )
 register(
@@ -285,10 +275,9 @@ register(
         ("refit_l2",),
         "classifier head refit on every labelled Edit-Discovery sample (DFR-style last-layer "
         "retraining on held-out data, from the original head), ridge toward it (issue 30)",
-        # a pilot grid (issue 30), set on BloodMNIST's design seeds 42-44 (benchmarks/
-        # bench_head_headroom.py): 1e-3..1e-1 span 1.7 %..0.4 % FT-Val regression, 1 leaves the
-        # head almost unchanged; that pilot printed Test beside FT-Val (design seeds only: the
-        # fresh seeds 45-49 played no part)
+        # a pilot grid (issue 30) set on BloodMNIST's design seeds 42-44 (bench_head_headroom.py):
+        # 1e-3..1e-1 span 1.7 %..0.4 % FT-Val regression, 1 leaves the head almost unchanged (it
+        # printed Test beside FT-Val; design seeds only, the fresh seeds 45-49 played no part)
         grid={"refit_l2": [1e-3, 1e-2, 3e-2, 1e-1, 1.0]},
         reads_edit_discovery_rest=True,
         reads_anchor_labels=True,
@@ -391,5 +380,21 @@ register(
             "baseline_epochs": [10, 40],
             "replay_weight": [0.3, 1.0, 3.0],
         },
+    )
+)
+register(
+    Method(
+        "baseline_finetune_labelled",
+        "vitedit.baselines:FinetuneLabelledBaseline",
+        BASELINE_NOTEBOOK,
+        ("baseline_lr", "baseline_epochs", "seed", "replay_weight"),
+        "fine-tune on every labelled Edit-Discovery sample (the errors and the samples not edited, "
+        "at their true labels) with the statistics samples replayed (issue 30: edits of features)",
+        context=("stats_cache",),
+        alias="finetune_labelled",
+        # a pilot grid set a priori (issue 30): ~40 steps an epoch on BloodMNIST's ~1,200 samples
+        grid={"baseline_lr": [1e-5, 1e-4], "baseline_epochs": [1, 4], "replay_weight": [0.0, 1.0]},
+        reads_edit_discovery_rest=True,
+        reads_anchor_labels=True,
     )
 )

@@ -692,7 +692,7 @@ SCHEMA: dict[str, Param] = {
             FINETUNE_EPOCHS_DEFAULT,
             "int",
             "baseline",
-            "epochs of fine-tuning on the errors (baseline 2)",
+            "epochs of fine-tuning (baseline 2, its replay and labelled variants)",
             check=_at_least_one,
         ),
         Param(
@@ -700,7 +700,7 @@ SCHEMA: dict[str, Param] = {
             FINETUNE_LR_DEFAULT,
             "float",
             "baseline",
-            "learning rate of baseline 2 (fine-tune on errors)",
+            "learning rate of fine-tuning (baseline 2, its replay and labelled variants)",
             check=_positive,
         ),
         Param(
@@ -708,8 +708,8 @@ SCHEMA: dict[str, Param] = {
             REPLAY_WEIGHT_DEFAULT,
             "float",
             "baseline",
-            "baseline_finetune_replay: weight of the replayed statistics samples' loss (at the "
-            "model's own predictions) beside the errors' loss",
+            "baseline_finetune_replay, baseline_finetune_labelled: weight of the replayed "
+            "statistics samples' loss (at the model's own predictions) beside the errors' loss",
             check=_non_negative,
         ),
         # --- run ----------------------------------------------------------------------------

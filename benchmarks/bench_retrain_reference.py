@@ -1,0 +1,153 @@
+"""What does retraining with the Edit-Discovery errors gain on Test, and at what cost? (issue 30)
+
+The reference issue 30 asks for beside any edit: the registered ``baseline_retrain``
+(:class:`vitedit.baselines.RetrainBaseline`, the original recipe from the same initialisation, the
+epoch chosen on FT-Val) trained on FT-Train plus the base model's Edit-Discovery errors, at their
+true labels:
+
+- ``errors=all`` (default): every Edit-Discovery error of the base model (what a retrain given all
+  the errors an editor could be shown learns from);
+- ``errors=first``: the first ``max_edits`` of them (the benchmark's ``edit_selection: first``, the
+  errors every method edits).
+
+Per seed it reports the retrained model against the base model on FT-Val and Test (net change,
+regression rate, errors fixed and correct predictions broken), the edited errors fixed (in-sample:
+they are in its training set) and the training's seconds. Test's net change is pooled over the
+seeds with a 95 % interval (:func:`vitedit.seedstats.cluster_delta`, Test shared by the seeds). No
+setting is chosen (the retrain has none), so every seed is out of selection.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_retrain_reference.py dataset=bloodmnist \
+        seeds=45,46 errors=all out=/tmp/retrain_45_46.csv
+
+Needs the base checkpoints of ``vitedit --stage train`` (``checkpoint_dir``); each retrain is a
+full training (about 15 min per BloodMNIST seed on one core) and is kept as a checkpoint named by
+its training set, so a rerun reuses it (its seconds are then the ones recorded when it trained).
+``summary=a.csv,b.csv`` pools earlier outputs without training.
+"""
+
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vitedit import (
+    checkpoints,
+    datasets,
+    editors,
+    evaluation,
+    methods,
+    models,
+    params,
+    seedstats,
+    splits,
+)
+
+
+def base_model(p: dict, data, split):
+    path = checkpoints.checkpoint_path(
+        p, checkpoints.checkpoint_fields(p, data, split, torch.device("cpu"))
+    )
+    if not path.is_file():
+        raise SystemExit(
+            f"no checkpoint for {p['dataset']} seed {p['seed']} at {path}: train it first "
+            f"(vitedit --stage train --params params/base.yaml --params params/{p['dataset']}.yaml "
+            f"--seed {p['seed']})"
+        )
+    model, meta = checkpoints.load_checkpoint(path)
+    return model.eval(), checkpoints.model_config_of(meta)
+
+
+def retrain_row(p: dict, data, seed: int, errors: str) -> dict:
+    """Retrain seed ``seed``'s model on FT-Train plus its Edit-Discovery errors (``errors``: 'all'
+    or 'first') through the registry's ``baseline_retrain``; the two models compared."""
+    q = dict(p, seed=seed)
+    split = splits.make_split(data, q["ft_train_ratio"], seed)
+    model, cfg = base_model(q, data, split)
+    runner = models.Runner(cfg, q["eval_batch_size"], torch.device("cpu"))
+    y_ed = split.labels(data, "edit_discovery")
+    wrong = np.flatnonzero(
+        runner.probs(model, split.view(data, "edit_discovery")).argmax(1).numpy() != y_ed
+    )
+    chosen = wrong if errors == "all" else wrong[: q["max_edits"]]
+    pos = editors.stats_positions(len(split.indices["ft_train"]), q["projection_samples"], seed)
+    es = editors.edit_data(data, split, pos, chosen)
+    method = methods.get("baseline_retrain")
+    res = method.build(q, params=q, data=data, split=split).edit(model, runner, es)
+    row = {
+        "dataset": q["dataset"],
+        "seed": seed,
+        "errors": errors,
+        "n_errors_added": len(chosen),
+        "n_train": res.info["n_train"],
+        "edited_fixed": float(res.log["fixed"].mean()),  # in-sample: they are trained on
+        "train_seconds": res.info["edit_seconds"],
+        "best_epoch": res.info["best_epoch"],
+        "reused": res.info["reused"],
+    }
+    for name in ("ft_val", "test"):
+        x, y = split.view(data, name), split.labels(data, name)
+        before = runner.probs(model, x).argmax(1).numpy()
+        after = runner.probs(res.model, x).argmax(1).numpy()
+        t = evaluation.transitions(y, before, after)
+        row[f"{name}_n"] = t["n"]
+        row[f"{name}_delta_points"] = 100 * (t["acc_after"] - t["acc_before"])
+        row[f"{name}_regression_pct"] = 100 * t["regression_rate"]
+        row[f"{name}_fixed"], row[f"{name}_broken"] = t["wrong_to_correct"], t["correct_to_wrong"]
+    return row
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, errors): Test's net change pooled over the seeds with its 95 % interval, the
+    mean regression rates and the mean training time."""
+    rows = []
+    for (dataset, errors), g in df.groupby(["dataset", "errors"], sort=False):
+        d = seedstats.cluster_delta(g.test_fixed, g.test_broken, g.test_n, shared=True)
+        rows.append(
+            {
+                "dataset": dataset,
+                "errors": errors,
+                "seeds": len(g),
+                "errors_added": g.n_errors_added.mean(),
+                "edited_fixed_in_sample": g.edited_fixed.mean(),
+                "ft_val_delta_points": g.ft_val_delta_points.mean(),
+                "ft_val_regression_pct": g.ft_val_regression_pct.mean(),
+                "test_delta_points": 100 * d["delta"],
+                "test_delta_ci95": tuple(round(100 * v, 2) for v in d["ci95"]),
+                "test_regression_pct": g.test_regression_pct.mean(),
+                "test_fixed_per_seed": g.test_fixed.mean(),
+                "test_broken_per_seed": g.test_broken.mean(),
+                "train_seconds": g.train_seconds.mean(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main(argv):
+    opts = dict(a.split("=", 1) for a in argv)
+    if "summary" in opts:
+        df = pd.concat([pd.read_csv(f) for f in opts["summary"].split(",")], ignore_index=True)
+    else:
+        dataset = opts.pop("dataset", "bloodmnist")
+        seeds = [int(s) for s in opts.pop("seeds", "45").split(",")]
+        errors = opts.pop("errors", "all")
+        if errors not in ("all", "first"):
+            raise SystemExit(f"errors={errors!r}: give errors=all or errors=first")
+        out = opts.pop("out", None)
+        torch.set_num_threads(1)
+        given = dict(params.parse_assignment(f"{k}={v}") for k, v in opts.items())
+        p = params.resolve(
+            "params/base.yaml", f"params/{dataset}.yaml", {"num_threads": 1, **given}
+        )
+        data = datasets.load(p, log=lambda *a: None)
+        df = pd.DataFrame([retrain_row(p, data, s, errors) for s in seeds])
+        if out:
+            df.to_csv(out, index=False)
+        print(df.round(3).to_string(index=False))
+    with pd.option_context("display.width", 220, "display.max_columns", 20):
+        print(summarise(df).round(3).to_string(index=False))
+    return df
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
