@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_evidence import _row
 
-from vitedit import crossfit, editors, evaluation, evidence, models, selection
+from vitedit import crossfit, editors, evaluation, evidence, methods, models, selection
 from vitedit.sweep import fresh, plan
 from vitedit.sweep.keys import prep_key
 from vitedit.sweep.plan import Experiment, Prep
@@ -226,14 +226,19 @@ def test_methods_are_compared_on_the_cross_fit_and_a_method_reading_the_rest_is_
     row = pairs[pairs.role == "confirmation"].iloc[0]
     assert (row.method_a, row.method_b, row.errors) == ("a", "b", 40)
     assert (row.a_only, row.b_only) == (10, 0)  # a's swap fixes 10 of fold A's errors, b's none
-    # a method that reads the samples not edited: no figure on them, no comparison on them
-    oos.loc[oos.method == "b", "method"] = "head_refit"
-    assert evidence.paired(oos, "crossfit_generalisation").empty
-    assert len(evidence.paired(oos, "efficacy"))
-    fig = evidence.figures(oos).set_index(["method", "role"])
-    refit = fig.loc[("head_refit", "confirmation")]
-    assert np.isnan(refit.generalisation) and np.isnan(refit.crossfit_generalisation)
-    assert "not edited" in refit.caveat and np.isfinite(refit.efficacy)
+    # a method that reads the samples not edited (an editor or a baseline): no figure on them, no
+    # comparison on them
+    readers = [n for n in methods.names() if methods.get(n).reads_edit_discovery_rest]
+    assert {"head_refit", "baseline_finetune_labelled"} <= set(readers)
+    for reader in readers:
+        o = oos.copy()
+        o.loc[o.method == "b", "method"] = reader
+        assert evidence.paired(o, "crossfit_generalisation").empty, reader
+        assert len(evidence.paired(o, "efficacy"))
+        fig = evidence.figures(o).set_index(["method", "role"])
+        refit = fig.loc[(reader, "confirmation")]
+        assert np.isnan(refit.generalisation) and np.isnan(refit.crossfit_generalisation)
+        assert "not edited" in refit.caveat and np.isfinite(refit.efficacy)
 
 
 def test_a_swaps_twin_travels_with_its_job(tmp_path):

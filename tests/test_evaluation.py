@@ -433,7 +433,7 @@ def test_weights_fixed_reads_each_models_weights_once_and_keeps_the_keys(setup, 
 
 
 def test_the_retrain_reference_trains_on_ft_train_plus_the_errors_and_judges_on_test(
-    trained_toy, tmp_path
+    trained_toy, tmp_path, monkeypatch
 ):
     """benchmarks/bench_retrain_reference.py (issue 30's reference) retrains through the registry's
     baseline_retrain on FT-Train plus the base model's Edit-Discovery errors (all, or the first
@@ -450,25 +450,39 @@ def test_the_retrain_reference_trains_on_ft_train_plus_the_errors_and_judges_on_
     p, data, split, model = trained_toy
     shutil.copytree(p["checkpoint_dir"], tmp_path / "ck")
     p = dict(p, checkpoint_dir=str(tmp_path / "ck"), max_edits=2)
-    y, pred, _ = evaluation.predictions(
-        evaluation.Evaluator(
-            data, split, models.Runner(models.get_config("vit_tiny_test"), 64, "cpu"), None, 0, 50
-        ),
-        model,
-        "edit_discovery",
-    )
-    n_wrong = int((y != pred).sum())
-    assert n_wrong > 2, "the toy model should make more Edit-Discovery errors than max_edits"
-    n_ft = len(split.indices["ft_train"])
-    rows = [bench.retrain_row(p, data, 0, e) for e in ("all", "first", "first")]
-    assert [r["n_errors_added"] for r in rows] == [n_wrong, 2, 2]
-    assert [r["n_train"] for r in rows] == [n_ft + n_wrong, n_ft + 2, n_ft + 2]
+    runner = models.Runner(models.get_config("vit_tiny_test"), 64, "cpu")
+    ev = evaluation.Evaluator(data, split, runner, None, 0, 50)
+    y, pred, _ = evaluation.predictions(ev, model, "edit_discovery")
+    wrong = np.flatnonzero(y != pred)
+    assert len(wrong) > 2, "the toy model should make more Edit-Discovery errors than max_edits"
+    ed = split.indices["edit_discovery"]
+    fitted = []  # what each retrain trained on, and the model it returned
+    real_fit = train.fit
+
+    def spy(params, data_, split_, **kw):
+        r = real_fit(params, data_, split_, **kw)
+        fitted.append((split_.indices["ft_train"], r.model))
+        return r
+
+    monkeypatch.setattr(train, "fit", spy)
+    rows = [bench.retrain_row(p, data, 0, e) for e in ("all", "first", "first", "control")]
+    ft = split.indices["ft_train"]
+    added = [ed[wrong], ed[wrong[:2]], ed[wrong[:2]]]
+    for (trained_on, _), extra in zip(fitted, added):
+        assert np.array_equal(np.sort(trained_on), np.union1d(ft, extra))
+    control = np.setdiff1d(fitted[3][0], ft)
+    k = min(len(wrong), len(y) - len(wrong))  # as many right samples as errors, if there are
+    assert len(control) == k and not set(control) & set(ed[wrong])  # all right before
+    assert [r["n_errors_added"] for r in rows] == [len(wrong), 2, 2, k]
     assert not rows[1]["reused"] and rows[2]["reused"]
-    assert rows[2]["train_seconds"] == pytest.approx(rows[1]["train_seconds"], rel=0.5)
-    for r in rows:
-        assert r["test_n"] == len(split.indices["test"])
-        assert r["test_delta_points"] == pytest.approx(
-            100 * (r["test_fixed"] - r["test_broken"]) / r["test_n"]
-        )
+    # reused: the epochs' seconds recorded when it trained (not the time to load it)
+    assert 0 < rows[2]["train_seconds"] <= rows[1]["train_seconds"]
+    yt = split.labels(data, "test")
+    acc0 = float((evaluation.predictions(ev, model, "test")[1] == yt).mean())
+    for r, (_, m) in zip(rows, fitted):
+        acc = float((evaluation.predictions(ev, m, "test")[1] == yt).mean())
+        assert r["test_delta_points"] == pytest.approx(100 * (acc - acc0))
+        assert r["test_n"] == len(yt) and "ft_val_delta_points" not in r
+    assert rows[0]["test_fixed"] + rows[0]["test_broken"] > 0, "the retrain is another model"
     table = bench.summarise(pd.DataFrame(rows))
-    assert list(table.errors) == ["all", "first"] and list(table.seeds) == [1, 2]
+    assert list(table.errors) == ["all", "first", "control"] and list(table.seeds) == [1, 2, 1]

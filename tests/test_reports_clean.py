@@ -93,12 +93,15 @@ def test_a_method_that_reads_the_unedited_samples_is_told_its_figures_on_them_ar
     run reports say so beside those figures (head_dfr: at their labels); no other method's does."""
     m = {**HEALTHY, "ed_rest_fix_rate": 0.2}
     readers = [n for n in methods.names() if methods.get(n).reads_edit_discovery_rest]
-    assert {"head_anchored", "head_refit", "head_dfr"} <= set(readers)
+    assert {"head_anchored", "head_refit", "head_dfr", "baseline_finetune_labelled"} <= set(readers)
     for name in methods.names():
         said = [w for w in alerts.record_alerts(name, m) if "not out of sample" in w]
         assert len(said) == (name in readers), name
     (w,) = [w for w in alerts.record_alerts("head_dfr", m) if "not out of sample" in w]
     assert "at their labels" in w
+    for blind in ("head_anchored", "head_refit"):  # they keep the anchors at the model's decisions
+        (w,) = [w for w in alerts.record_alerts(blind, m) if "not out of sample" in w]
+        assert "as it decides" in w and "at their labels" not in w, blind
     assert not [w for w in alerts.record_alerts("head_dfr", HEALTHY) if "not out of sample" in w]
 
 

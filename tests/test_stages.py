@@ -84,6 +84,13 @@ def test_the_swap_edits_and_traces_the_next_errors_and_anchors_read_no_label(ctx
     assert np.array_equal(stages.find_errors(ctx).traced, errs[:4])
 
 
+def test_only_the_methods_built_on_the_anchors_labels_declare_that_they_read_them():
+    """head_dfr and baseline_finetune_labelled fit the anchors at their true labels; head_anchored
+    and head_refit keep them at the model's own decisions and must not be handed the labels."""
+    readers = {n for n in methods.names() if methods.get(n).reads_anchor_labels}
+    assert readers == {"head_dfr", "baseline_finetune_labelled"}
+
+
 @pytest.mark.parametrize("name", methods.names())
 def test_the_anchors_labels_reach_only_a_method_that_declares_it(ctx, monkeypatch, name):
     """The selection carries every anchor's true label, aligned with its position; run_method hands

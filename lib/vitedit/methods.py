@@ -250,7 +250,6 @@ register(
         # head_closed_form's margins, each with a light and a heavy anchor (a pilot grid: issue 30)
         grid={"head_margin": [0.5, 1.0, 3.0], "anchor_weight": [1.0, 10.0]},
         reads_edit_discovery_rest=True,
-        reads_anchor_labels=True,
     )
 )
 register(
@@ -264,7 +263,6 @@ register(
         "issue 30)",
         grid={"refit_l2": [1e-4, 1e-3, 1e-2, 1e-1]},  # a pilot grid (issue 30)
         reads_edit_discovery_rest=True,
-        reads_anchor_labels=True,
     )
 )
 register(
