@@ -9,6 +9,8 @@ from vitedit import budget, evidence, seedstats
 from vitedit.columns import SELECTION_METRICS
 from vitedit.sweep.spec import SweepError, check_selection
 
+from conftest import ROOT
+
 
 def _row(method, cfg, seed, fix, val_reg, *, index=0, mask=None, digest="d", n=20):
     fixed = int(round(fix * n))
@@ -338,3 +340,56 @@ def test_the_evidence_tables_count_tests_shared_samples_once():
     a = evidence.figures(conf).set_index("method").loc["a"]
     _, lo, hi = seedstats.cluster_rate([5] * 6, [2700] * 6)  # as if six Test sets
     assert a.test_regression_high - a.test_regression_low > 1.8 * (hi - lo)
+
+
+def test_issue_30s_choice_reads_the_design_seeds_ft_val_alone_and_judges_the_fresh_seeds_test():
+    """benchmarks/bench_issue30_choice.py: the setting with the largest FT-Val net change within
+    0.5 % FT-Val regression on the design seeds; whatever Test or the fresh seeds say plays no
+    part in the choice; the fresh seeds' pooled Test figures and the goal's verdict at it."""
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "bench_issue30_choice.py"
+    spec = importlib.util.spec_from_file_location("bench_issue30_choice", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # per config: design FT-Val (net change, regression), fresh Test (gained, lost)
+    configs = {
+        "a": (0.010, 0.004, (30, 5)),  # within budget, best net change: chosen
+        "b": (0.020, 0.006, (90, 0)),  # better FT-Val and Test, over the 0.5 % budget
+        "c": (-0.01, 0.001, (0, 0)),  # within budget, worse
+    }
+    rows = []
+    for i, (cfg, (dv, rv, (g, lost))) in enumerate(configs.items()):
+        for seed in range(42, 50):
+            design = seed < 45
+            rows.append(
+                {
+                    "dataset": "d",
+                    "method": "m",
+                    "config_id": cfg,
+                    "index": i,
+                    "seed": seed,
+                    "status": "ok",
+                    "val_acc_delta": dv if design else -1.0,  # fresh FT-Val: never read
+                    "val_regression_rate": rv if design else 0.5,
+                    "test_wrong_to_correct": g if not design else 999,  # design Test: never read
+                    "test_correct_to_wrong": lost,
+                    "test_total": 3000,
+                    "test_correct_before": 2800,
+                }
+            )
+    s = pd.DataFrame(rows)
+    out = bench.table(s).iloc[0]
+    assert out.config_id == "a" and out.seeds == 5
+    assert out.test_delta_points == pytest.approx(100 * 25 / 3000)
+    assert out.test_regression_pct == pytest.approx(100 * 5 / 2800)
+    assert out.goal_reached and out.test_delta_ci95[0] > 0
+    # the fresh seeds' Test or FT-Val changes nothing in the choice; the design seeds' FT-Val does
+    s2 = s.copy()
+    s2.loc[(s2.seed >= 45) & (s2.config_id == "c"), "test_wrong_to_correct"] = 500
+    assert bench.table(s2).iloc[0].config_id == "a"
+    s3 = s.copy()
+    s3.loc[(s3.seed < 45) & (s3.config_id == "a"), "val_regression_rate"] = 0.006
+    assert bench.table(s3).iloc[0].config_id == "c"
+    assert not bench.table(s3).iloc[0].goal_reached
+    assert bench.table(s, budget=0.01).iloc[0].config_id == "b"
