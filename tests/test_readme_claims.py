@@ -194,3 +194,29 @@ def test_each_datasets_params_file_carries_the_published_alphaedit_point():
         t, l2 = re.search(r"_thresh([0-9.e+-]+)_L2([0-9.e+-]+)_", str(r.experiments)).groups()
         p = yaml.safe_load((ROOT / "params" / f"{r.dataset}.yaml").read_text())
         assert (p.get("nullspace_threshold"), p.get("L2")) == (float(t), float(l2)), r.dataset
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def test_the_issue_30_fine_tune_and_retrain_figures_are_the_pilots():
+    """The first screen's fine-tune figure is the pilot's issue-30 choice on the fresh seeds
+    (pilots/bloodmnist_issue30_2026-12-04/issue30_choice.csv), and its retrain figure is that
+    folder's retrain reference (retrain_reference.csv)."""
+    pilot = PUB / "pilots" / "bloodmnist_issue30_2026-12-04"
+    c = pd.read_csv(pilot / "issue30_choice.csv").set_index("method")
+    f = c.loc["baseline_finetune_labelled"]
+    low, high = (float(x) for x in f.test_delta_ci95.strip("()").split(","))
+    assert not f.goal_reached and f.seeds == 5
+    _says(
+        f"changes Test by {_signed(f.test_delta_points)} points [{_signed(low)}, {_signed(high)}] "
+        f"at {f.test_regression_pct:.2f} % Test regression on five fresh seeds"
+    )
+    r = pd.read_csv(pilot / "retrain_reference.csv").iloc[0]
+    low, high = (float(x) for x in r.test_delta_ci95.strip("()").split(","))
+    _says(
+        "retraining on FT-Train plus all its Edit-Discovery errors changes Test by "
+        f"{_signed(r.test_delta_points)} points [{_signed(low)}, {_signed(high)}] at "
+        f"{r.test_regression_pct:.2f} % Test regression ({int(r.seeds)} fresh seeds"
+    )
