@@ -23,7 +23,6 @@ point: the spec's ``fresh_seeds: grid``).
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from vitedit import evidence, seedstats
@@ -103,5 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main(sys.argv[1:])
