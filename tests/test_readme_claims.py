@@ -220,3 +220,20 @@ def test_the_issue_30_fine_tune_and_retrain_figures_are_the_pilots():
         f"{_signed(r.test_delta_points)} points [{_signed(low)}, {_signed(high)}] at "
         f"{r.test_regression_pct:.2f} % Test regression ({int(r.seeds)} fresh seeds"
     )
+
+
+def test_the_issue_30_retinamnist_figures_are_its_pilot():
+    """The first screen's RetinaMNIST fine-tune figure is that pilot's issue-30 choice on the fresh
+    seeds, and head_dfr has no operating point there (pilots/retinamnist_issue30_2026-12-04)."""
+    pilot = PUB / "pilots" / "retinamnist_issue30_2026-12-04"
+    c = pd.read_csv(pilot / "issue30_choice.csv").set_index("method")
+    f = c.loc["baseline_finetune_labelled"]
+    low, high = (float(x) for x in f.test_delta_ci95.strip("()").split(","))
+    assert not f.goal_reached and f.seeds == 3 and pd.isna(c.loc["head_dfr", "config_id"])
+    _says(
+        f"the same fine-tune changes Test by {_signed(f.test_delta_points)} points "
+        f"[{_signed(low)}, {_signed(high)}] at {f.test_regression_pct:.2f} % Test regression on "
+        "three fresh seeds, and `head_dfr` has no setting within 1 % FT-Val regression"
+    )
+    e = pd.read_csv(pilot / "evidence.csv")
+    assert (e[(e.method == "head_dfr") & (e.budget == 0.01)].n_seeds == 0).all()
