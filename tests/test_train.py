@@ -241,3 +241,32 @@ def test_the_cpu_thread_count_is_part_of_the_checkpoint_name(toy, tmp_path):
         torch.set_num_threads(before)
     assert names[1][1] is None and names[2][1] == 2
     assert names[1][0] != names[2][0]
+
+
+def test_the_cpu_bf16_kernel_family_is_part_of_a_bf16_checkpoint_name(toy, tmp_path, monkeypatch):
+    """bf16 training on the CPU trains other weights under AMX (the published models' Intel Xeons)
+    than under AVX-512 bf16 (an AMD EPYC): the family is in a bf16 checkpoint's name, AMX's name
+    is the one it always had (no field), and fp32's name does not depend on it."""
+    from conftest import toy_params
+
+    split = splits.make_split(toy, 0.8, 0)
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("VITEDIT_BF16_KERNELS", raising=False)
+
+    def name(precision, amx, avx512_bf16):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        p = toy_params(tmp_path, train_precision=precision)
+        fields = checkpoints.checkpoint_fields(p, toy, split, cpu)
+        return fields.get("bf16_kernels"), checkpoints.checkpoint_path(p, fields).name
+
+    amx, avx, none = name("bf16", True, True), name("bf16", False, True), name("bf16", False, False)
+    assert (amx[0], avx[0], none[0]) == (None, "avx512_bf16", "fp32")
+    assert len({amx[1], avx[1], none[1]}) == 3
+    assert name("fp32", True, True) == name("fp32", False, False) == (None, name("fp32", 1, 1)[1])
+    monkeypatch.setenv("VITEDIT_BF16_KERNELS", "amx")
+    assert name("bf16", False, True) == amx  # a forced family wins over the probe
+    monkeypatch.setenv("VITEDIT_BF16_KERNELS", "avx2")
+    with pytest.raises(CheckpointError, match="VITEDIT_BF16_KERNELS='avx2' is not one of"):
+        name("bf16", True, True)
+    assert checkpoints.cpu_bf16_kernels.__module__ == "vitedit.checkpoints"

@@ -1,8 +1,8 @@
 """Content-addressed checkpoints and the run's reference to the one it trained.
 
 A checkpoint's name encodes everything that determined its weights (dataset, data file, split,
-model config, weights source, seed, training recipe, precision, CPU threads), so a run with another seed or
-ratio can never pick up a model that saw its Edit-Discovery samples; a run records the exact file
+model config, weights source, seed, training recipe, precision, CPU threads, the CPU's bf16 kernels),
+so a run with another seed or ratio can never pick up a model that saw its Edit-Discovery samples; a run records the exact file
 (path and sha256) it trained, and every later stage loads that file only.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -99,11 +100,41 @@ def precision_fields(params: Mapping[str, Any], device: torch.device) -> dict:
     cpu = device.type != "cuda"
     math_attention = prec == "bf16" and cpu
     n = torch.get_num_threads() if cpu else 1
+    kernels = cpu_bf16_kernels() if math_attention else PUBLISHED_BF16_KERNELS
     return (
         {"precision": prec}
         | ({"attention": "math"} if math_attention else {})
         | ({"threads": n} if n != 1 else {})
+        # added later: only where it differs from the published models' CPUs (Intel Xeons with
+        # AMX), so that their checkpoints keep their names
+        | ({"bf16_kernels": kernels} if kernels != PUBLISHED_BF16_KERNELS else {})
     )
+
+
+PUBLISHED_BF16_KERNELS = "amx"
+BF16_KERNELS = ("amx", "avx512_bf16", "fp32")
+
+
+def cpu_bf16_kernels() -> str:
+    """The family of kernels that computes a bf16 matmul on this CPU: ``amx`` (Intel AMX tiles),
+    ``avx512_bf16`` (e.g. AMD EPYC) or ``fp32`` (no bf16 instructions: converted to fp32). The same
+    seed, recipe and thread count train other weights in each (BloodMNIST seeds 42-49 in bf16: 71.4
+    Edit-Discovery errors per seed on average on Intel Xeons with AMX, 69.5 on an AMD EPYC), so a
+    bf16 checkpoint's name records it. ``VITEDIT_BF16_KERNELS`` overrides the probe (a CPU that has
+    AMX but whose kernel does not grant it to the process)."""
+    forced = os.environ.get("VITEDIT_BF16_KERNELS")
+    if forced:
+        if forced not in BF16_KERNELS:
+            raise CheckpointError(
+                f"VITEDIT_BF16_KERNELS={forced!r} is not one of {', '.join(BF16_KERNELS)}: "
+                "unset it to let the CPU be probed"
+            )
+        return forced
+    probes = (("amx", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
+    for family, probe in probes:
+        if getattr(torch.cpu, probe, lambda: False)():  # private probes: absent means no
+            return family
+    return "fp32"
 
 
 def train_fields(params: Mapping[str, Any]) -> dict:
