@@ -260,13 +260,18 @@ def test_the_cpu_bf16_kernel_family_is_part_of_a_bf16_checkpoint_name(toy, tmp_p
         fields = checkpoints.checkpoint_fields(p, toy, split, cpu)
         return fields.get("bf16_kernels"), checkpoints.checkpoint_path(p, fields).name
 
+    monkeypatch.setattr(checkpoints.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     amx, avx, none = name("bf16", True, True), name("bf16", False, True), name("bf16", False, False)
-    assert (amx[0], avx[0], none[0]) == (None, "avx512_bf16", "fp32")
+    assert (amx[0], avx[0], none[0]) == (None, "avx512_bf16", "avx2")
     assert len({amx[1], avx[1], none[1]}) == 3
     assert name("fp32", True, True) == name("fp32", False, False) == (None, name("fp32", 1, 1)[1])
     monkeypatch.setenv("VITEDIT_BF16_KERNELS", "amx")
     assert name("bf16", False, True) == amx  # a forced family wins over the probe
-    monkeypatch.setenv("VITEDIT_BF16_KERNELS", "avx2")
-    with pytest.raises(CheckpointError, match="VITEDIT_BF16_KERNELS='avx2' is not one of"):
+    monkeypatch.setattr(checkpoints.platform, "machine", lambda: "aarch64")
+    monkeypatch.delenv("VITEDIT_BF16_KERNELS")
+    assert name("bf16", True, True)[0] == "aarch64"  # another architecture: its own kernels
+    monkeypatch.setenv("VITEDIT_BF16_KERNELS", "AMX ")
+    with pytest.raises(CheckpointError, match="VITEDIT_BF16_KERNELS='AMX ' is not a kernel family"):
         name("bf16", True, True)
     assert checkpoints.cpu_bf16_kernels.__module__ == "vitedit.checkpoints"

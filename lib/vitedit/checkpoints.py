@@ -12,6 +12,8 @@ import contextlib
 import json
 import os
 import pickle
+import platform
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,29 +114,33 @@ def precision_fields(params: Mapping[str, Any], device: torch.device) -> dict:
 
 
 PUBLISHED_BF16_KERNELS = "amx"
-BF16_KERNELS = ("amx", "avx512_bf16", "fp32")
+X86 = ("x86_64", "amd64", "i386", "i686")
 
 
 def cpu_bf16_kernels() -> str:
     """The family of kernels that computes a bf16 matmul on this CPU: ``amx`` (Intel AMX tiles),
-    ``avx512_bf16`` (e.g. AMD EPYC) or ``fp32`` (no bf16 instructions: converted to fp32). The same
-    seed, recipe and thread count train other weights in each (BloodMNIST seeds 42-49 in bf16: 71.4
+    ``avx512_bf16`` (e.g. AMD EPYC), on another x86 CPU its instruction set (``avx512``, ``avx2``:
+    bf16 converted to fp32), on another architecture its name (``aarch64``). The same seed, recipe
+    and thread count train other weights in each (BloodMNIST seeds 42-49 in bf16: 71.4
     Edit-Discovery errors per seed on average on Intel Xeons with AMX, 69.5 on an AMD EPYC), so a
     bf16 checkpoint's name records it. ``VITEDIT_BF16_KERNELS`` overrides the probe (a CPU that has
     AMX but whose kernel does not grant it to the process)."""
     forced = os.environ.get("VITEDIT_BF16_KERNELS")
-    if forced:
-        if forced not in BF16_KERNELS:
+    if forced is not None:
+        if not re.fullmatch(r"[a-z0-9_]+", forced):
             raise CheckpointError(
-                f"VITEDIT_BF16_KERNELS={forced!r} is not one of {', '.join(BF16_KERNELS)}: "
-                "unset it to let the CPU be probed"
+                f"VITEDIT_BF16_KERNELS={forced!r} is not a kernel family (lower-case letters, digits"
+                ", '_': amx, avx512_bf16, avx512, avx2, aarch64): unset it to let the CPU be probed"
             )
         return forced
+    machine = platform.machine().lower()
+    if machine not in X86:
+        return machine or "unknown"
     probes = (("amx", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
     for family, probe in probes:
         if getattr(torch.cpu, probe, lambda: False)():  # private probes: absent means no
             return family
-    return "fp32"
+    return torch.backends.cpu.get_cpu_capability().lower()
 
 
 def train_fields(params: Mapping[str, Any]) -> dict:
