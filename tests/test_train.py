@@ -255,7 +255,9 @@ def test_the_cpu_bf16_kernel_family_is_part_of_a_bf16_checkpoint_name(toy, tmp_p
 
     def name(precision, amx, avx512_bf16):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        monkeypatch.setattr(
+            torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False
+        )
         p = toy_params(tmp_path, train_precision=precision)
         fields = checkpoints.checkpoint_fields(p, toy, split, cpu)
         return fields.get("bf16_kernels"), checkpoints.checkpoint_path(p, fields).name

@@ -1,9 +1,10 @@
 """Content-addressed checkpoints and the run's reference to the one it trained.
 
 A checkpoint's name encodes everything that determined its weights (dataset, data file, split,
-model config, weights source, seed, training recipe, precision, CPU threads, the CPU's bf16 kernels),
-so a run with another seed or ratio can never pick up a model that saw its Edit-Discovery samples; a run records the exact file
-(path and sha256) it trained, and every later stage loads that file only.
+model config, weights source, seed, training recipe, precision, CPU threads, the CPU's bf16
+kernels), so a run with another seed or ratio can never pick up a model that saw its
+Edit-Discovery samples; a run records the exact file (path and sha256) it trained, and every later
+stage loads that file only.
 """
 
 from __future__ import annotations
