@@ -256,3 +256,23 @@ def test_a_sliced_scan_datasets_rows_come_with_their_distribution_shift_note(tmp
     assert "McNemar p-value on it treats slices of one scan as independent" in organ
     assert "(equivalent to none)" in blood  # the same figures on another dataset: a verdict
     assert "(equivalent to none)" not in organ and "distribution-shift" not in blood
+
+
+def test_a_pilot_published_elsewhere_leaves_the_readmes_numbers_alone(tmp_path, monkeypatch):
+    """The README quotes reports/benchmark/: ``--out`` elsewhere (a pilot) does not rewrite its
+    block from the pilot's tables; the default folder does."""
+
+    def context(sweep_dir):
+        base = pd.DataFrame({"dataset": ["retinamnist"], "seed": [42], "test_acc": [0.5]})
+        summary = pd.DataFrame({"method": ["a"], "status": ["ok"], "job_seconds": [1.0]})
+        return {"base": base, "summary": summary, "shared_records": pd.DataFrame()}
+
+    monkeypatch.setattr(publish.benchmark, "context", context)
+    written = []
+    monkeypatch.setattr(publish, "update_readme", lambda readme, block: written.append(readme))
+    sweep = _sweep(tmp_path / "retina", "retinamnist", 18)
+    assert publish.main([str(sweep), "--out", str(tmp_path / "pilot")]) == 0
+    assert (tmp_path / "pilot" / "evidence.csv").is_file() and written == []
+    monkeypatch.setattr(publish, "published_dir", lambda: tmp_path / "pub")
+    assert publish.main([str(sweep)]) == 0
+    assert (tmp_path / "pub" / "evidence.csv").is_file() and len(written) == 1

@@ -241,3 +241,44 @@ def test_the_cpu_thread_count_is_part_of_the_checkpoint_name(toy, tmp_path):
         torch.set_num_threads(before)
     assert names[1][1] is None and names[2][1] == 2
     assert names[1][0] != names[2][0]
+
+
+def test_the_cpu_kind_is_part_of_the_checkpoint_name(toy, tmp_path, monkeypatch):
+    """The same seed trains other weights on another kind of CPU (BloodMNIST in bf16: Intel Xeons
+    with AMX against an AMD EPYC; RetinaMNIST in fp32 too): the vendor and the instruction set the
+    matmuls use are in the name, except on the published models' kind (Intel, AVX-512, AMX in
+    bf16), whose names stay as they were."""
+    from conftest import toy_params
+
+    split = splits.make_split(toy, 0.8, 0)
+    monkeypatch.delenv("VITEDIT_CPU_KERNELS", raising=False)
+    monkeypatch.setattr(checkpoints.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    real_vendor = checkpoints.cpu_vendor
+
+    def name(precision, vendor="intel", amx=True, avx512_bf16=True):
+        monkeypatch.setattr(checkpoints, "cpu_vendor", lambda: vendor)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        bf16 = lambda: avx512_bf16  # noqa: E731
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", bf16, raising=False)
+        p = toy_params(tmp_path, train_precision=precision)
+        fields = checkpoints.checkpoint_fields(p, toy, split, torch.device("cpu"))
+        return fields.get("cpu_kernels"), checkpoints.checkpoint_path(p, fields).name
+
+    published = name("bf16"), name("fp32")
+    assert [k for k, _ in published] == [None, None]  # the names they always had
+    amd = name("bf16", "amd", amx=False), name("fp32", "amd", amx=False)
+    assert [k for k, _ in amd] == ["amd_avx512_bf16", "amd_avx512"]
+    assert name("bf16", amx=False, avx512_bf16=False)[0] == "intel_avx512"  # no bf16 instructions
+    assert name("fp32", amx=False, avx512_bf16=False) == published[1]  # fp32 ignores bf16 units
+    assert len({n for _, n in (*published, *amd)}) == 4
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert name("fp32")[0] == "intel_avx2"
+    monkeypatch.setattr(checkpoints.platform, "machine", lambda: "aarch64")
+    assert name("fp32")[0] == name("bf16")[0] == "aarch64"  # another architecture
+    monkeypatch.setenv("VITEDIT_CPU_KERNELS", "intel_amx")
+    assert name("bf16", "amd") == published[0]  # a forced kind wins over the probe
+    monkeypatch.setenv("VITEDIT_CPU_KERNELS", "Intel AMX")
+    with pytest.raises(CheckpointError, match="VITEDIT_CPU_KERNELS='Intel AMX' is not a CPU kind"):
+        name("bf16")
+    assert real_vendor() in ("intel", "amd", "x86")  # the real probe, on this machine

@@ -1,14 +1,15 @@
 """The published benchmark: the latest benchmark sweep's tables, its page and its provenance, in a
 small tracked folder (``reports/benchmark/``), and the README's numbers generated from those tables.
 
-    python -m vitedit.publish reports/sweeps/benchmark      # or: make publish
+    python -m vitedit.publish reports/sweeps/benchmark      # or: make publish (--out DIR: a pilot)
 
 copies ``evidence.csv``, ``evidence_pairs.csv``, ``evidence_winners.csv`` and ``budget.csv`` (the
 out-of-selection and the in-sample tables), the base models' table and the sweep's page (at most
 :data:`PAGE_MAX_BYTES`), writes the provenance (commit, the exact commands, the machine, its load
 and the wall time of every phase, from the sweep's own records), and rewrites the README's block
 between :data:`README_START` and :data:`README_END` from the copied tables. A test checks that the
-README's block is what the tables say. Run folders, checkpoints and notebooks stay untracked.
+README's block is what the tables say (not when ``--out`` is elsewhere: the README quotes this
+folder). Run folders, checkpoints and notebooks stay untracked.
 
 **Per dataset.** The whole benchmark does not fit one sitting on 2 cores, so a sweep over some
 datasets (``--datasets``) publishes those datasets only: their rows replace the same datasets' rows
@@ -380,18 +381,18 @@ def readme_numbers(readme: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m vitedit.publish", description=__doc__.split("\n")[0]
-    )
+    ap = argparse.ArgumentParser(prog="python -m vitedit.publish", description="publish a sweep")
     ap.add_argument("sweep_dir", help="the benchmark sweep folder (reports/sweeps/benchmark)")
     ap.add_argument("--out", help="the published folder (default: reports/benchmark)")
     args = ap.parse_args(argv)
+    out = paths.resolve(args.out) if args.out else published_dir()
+    readme = paths.project_root() / "README.md" if out == published_dir() else None
     try:
-        out = publish(args.sweep_dir, args.out, paths.project_root() / "README.md")
+        out = publish(args.sweep_dir, out, readme)
     except PublishError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"published: {out} (README's numbers regenerated)")
+    print(f"published: {out} (README's numbers {'regenerated' if readme else 'left as they are'})")
     return 0
 
 
