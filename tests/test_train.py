@@ -263,7 +263,9 @@ def test_the_cpu_kind_is_part_of_the_checkpoint_name(toy, tmp_path, monkeypatch)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", bf16, raising=False)
         p = toy_params(tmp_path, train_precision=precision)
         fields = checkpoints.checkpoint_fields(p, toy, split, torch.device("cpu"))
-        return fields.get("cpu_kernels"), checkpoints.checkpoint_path(p, fields).name
+        kind = fields["cpu_kernels"] if "cpu_kernels" in fields else None  # absent, not None
+        assert kind != "None"
+        return kind, checkpoints.checkpoint_path(p, fields).name
 
     published = name("bf16"), name("fp32")
     assert [k for k, _ in published] == [None, None]  # the names they always had
@@ -281,4 +283,14 @@ def test_the_cpu_kind_is_part_of_the_checkpoint_name(toy, tmp_path, monkeypatch)
     monkeypatch.setenv("VITEDIT_CPU_KERNELS", "Intel AMX")
     with pytest.raises(CheckpointError, match="VITEDIT_CPU_KERNELS='Intel AMX' is not a CPU kind"):
         name("bf16")
-    assert real_vendor() in ("intel", "amd", "x86")  # the real probe, on this machine
+    monkeypatch.setattr(checkpoints.platform, "machine", lambda: "x86_64")
+    monkeypatch.delenv("VITEDIT_CPU_KERNELS")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "NO AVX")
+    assert name("fp32")[0] == "intel_no_avx"  # a probe's odd spelling is made a valid kind
+
+    def no_cpuinfo(self):
+        raise OSError("no /proc/cpuinfo")
+
+    monkeypatch.setattr(checkpoints.Path, "read_text", no_cpuinfo)  # not Linux
+    monkeypatch.setattr(checkpoints.platform, "processor", lambda: "AMD64 Family 25, AuthenticAMD")
+    assert real_vendor() == "amd"

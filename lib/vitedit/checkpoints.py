@@ -146,17 +146,17 @@ def cpu_kernels(prec: str) -> str:
         if getattr(torch.cpu, probe, lambda: False)():  # private probes: absent means no
             isa = family
             break
-    return f"{cpu_vendor()}_{isa}"
+    return re.sub(r"[^a-z0-9_]", "_", f"{cpu_vendor()}_{isa}")  # "NO AVX" -> "x86_no_avx"
 
 
 def cpu_vendor() -> str:
     """``intel``, ``amd`` or ``x86`` (another vendor, or no /proc/cpuinfo)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
+    except OSError:  # not Linux: the processor string (Windows names the vendor there)
+        text = platform.processor()
     vendors = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
-    return next((v for k, v in vendors.items() if f": {k}" in text), "x86")
+    return next((v for k, v in vendors.items() if k in text), "x86")
 
 
 def train_fields(params: Mapping[str, Any]) -> dict:

@@ -385,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("sweep_dir", help="the benchmark sweep folder (reports/sweeps/benchmark)")
     ap.add_argument("--out", help="the published folder (default: reports/benchmark)")
     args = ap.parse_args(argv)
-    out = paths.resolve(args.out) if args.out else published_dir()
-    readme = paths.project_root() / "README.md" if out == published_dir() else None
+    out = (paths.resolve(args.out) if args.out else published_dir()).resolve()
+    readme = paths.project_root() / "README.md" if out == published_dir().resolve() else None
     try:
         out = publish(args.sweep_dir, out, readme)
     except PublishError as e:
