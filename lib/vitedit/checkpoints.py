@@ -104,14 +104,14 @@ def precision_fields(params: Mapping[str, Any], device: torch.device) -> dict:
     cpu = device.type != "cuda"
     math_attention = prec == "bf16" and cpu
     n = torch.get_num_threads() if cpu else 1
-    kind = cpu_kernels(prec) if cpu else PUBLISHED_CPU[prec]
+    kind = cpu_kernels(prec) if cpu else None  # a GPU's arithmetic is not the CPU's
     return (
         {"precision": prec}
         | ({"attention": "math"} if math_attention else {})
         | ({"threads": n} if n != 1 else {})
         # added later: only where it differs from the published models' CPUs (Intel Xeons with
         # AVX-512 and AMX), so that their checkpoints keep their names
-        | ({"cpu_kernels": kind} if kind != PUBLISHED_CPU[prec] else {})
+        | ({"cpu_kernels": kind} if kind not in (None, PUBLISHED_CPU[prec]) else {})
     )
 
 
