@@ -294,3 +294,37 @@ def test_the_cpu_kind_is_part_of_the_checkpoint_name(toy, tmp_path, monkeypatch)
     monkeypatch.setattr(checkpoints.Path, "read_text", no_cpuinfo)  # not Linux
     monkeypatch.setattr(checkpoints.platform, "processor", lambda: "AMD64 Family 25, AuthenticAMD")
     assert real_vendor() == "amd"
+
+
+def test_a_checkpoint_from_before_the_cpu_kind_is_adopted_under_its_true_name(
+    toy, tmp_path, monkeypatch, capsys
+):
+    """A checkpoint trained on another kind of CPU before the kind entered the name carries the
+    published kind's name; ``adopt`` copies it to the name the training would give it today, so
+    that a run on that machine reuses it instead of training again."""
+    s = splits.make_split(toy, 0.8, 0)
+    monkeypatch.setenv("VITEDIT_CPU_KERNELS", "intel_avx512")  # the old name: no kind in it
+    old = train.fit(P(tmp_path), toy, s, False, log=quiet).checkpoint
+    monkeypatch.setenv("VITEDIT_CPU_KERNELS", "amd_avx512")  # the machine it really trained on
+    want = checkpoints.checkpoint_path(
+        P(tmp_path), checkpoints.checkpoint_fields(P(tmp_path), toy, s, torch.device("cpu"))
+    )
+    assert want != old and not want.exists()
+    assert checkpoints.main(["adopt", "amd_avx512", str(old)]) == 0
+    assert str(want) in capsys.readouterr().out
+    again = train.fit(P(tmp_path), toy, s, False, log=quiet)
+    assert again.reused and again.checkpoint == want and old.is_file()  # run folders point at old
+    a, b = torch.load(old, weights_only=False), torch.load(want, weights_only=False)
+    assert all(torch.equal(a["state_dict"][k], v) for k, v in b["state_dict"].items())
+    for path, kind, why in [
+        (want, "amd_avx512", "records its CPU's kind already"),
+        (old, "intel_avx512", "is the published models' kind in fp32"),
+        (old, "AMD EPYC", "'AMD EPYC' is not a CPU kind"),
+        (tmp_path / "gone.pt", "amd_avx512", "does not exist"),
+    ]:
+        with pytest.raises(CheckpointError, match=why):
+            checkpoints.adopt(path, kind)
+    renamed = old.with_name(old.name.replace(old.stem[-12:], "0" * 12))
+    old.rename(renamed)
+    with pytest.raises(CheckpointError, match="does not carry its fields' hash"):
+        checkpoints.adopt(renamed, "amd_avx512")

@@ -131,12 +131,7 @@ def cpu_kernels(prec: str) -> str:
     sizes can change the blocking). ``VITEDIT_CPU_KERNELS`` overrides the probe."""
     forced = os.environ.get("VITEDIT_CPU_KERNELS")
     if forced is not None:
-        if not re.fullmatch(r"[a-z0-9_]+", forced):
-            raise CheckpointError(
-                f"VITEDIT_CPU_KERNELS={forced!r} is not a CPU kind (lower-case letters, digits, "
-                "'_': intel_amx, amd_avx512_bf16, intel_avx512, aarch64): unset it to probe the CPU"
-            )
-        return forced
+        return check_kind(forced, "VITEDIT_CPU_KERNELS", "unset it to probe the CPU")
     machine = platform.machine().lower()
     if machine not in X86:
         return machine or "unknown"
@@ -147,6 +142,15 @@ def cpu_kernels(prec: str) -> str:
             isa = family
             break
     return re.sub(r"[^a-z0-9_]", "_", f"{cpu_vendor()}_{isa}")  # "NO AVX" -> "x86_no_avx"
+
+
+def check_kind(kind: str, where: str, fix: str) -> str:
+    if not re.fullmatch(r"[a-z0-9_]+", kind):
+        raise CheckpointError(
+            f"{where}={kind!r} is not a CPU kind (lower-case letters, digits, '_': intel_amx, "
+            f"amd_avx512_bf16, intel_avx512, aarch64): {fix}"
+        )
+    return kind
 
 
 def cpu_vendor() -> str:
@@ -283,3 +287,54 @@ def load_run_model(
             )
     model, meta = load_checkpoint(path, device)
     return model, meta
+
+
+def adopt(path: str | os.PathLike, kind: str) -> Path:
+    """Copy a checkpoint trained before the CPU's kind entered the name (2026-12-04), on a CPU of
+    another kind than the published models', to the name it gets today, with ``kind`` in its
+    fields; returns the new file. Only its owner knows where it trained: ``kind`` is what
+    ``python -m vitedit.checkpoints kind`` prints on that machine. The old file stays (run folders
+    point at it by sha256): delete it once none does. Refused: a name that is not its fields'
+    hash, a file that records a kind already, the published models' kind (its name is right)."""
+    path = Path(path)
+    check_kind(kind, "kind", "pass what 'python -m vitedit.checkpoints kind' prints")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    blob = read_torch(path, "checkpoint", "pass a vitedit checkpoint (checkpoints/*.pt)")
+    if not isinstance(blob, dict) or "fields" not in blob:
+        raise CheckpointError(f"{path} is not a vitedit checkpoint")
+    fields, old = canonical(blob["fields"]), path.stem.rsplit("_", 1)[-1]
+    if digest(fields) != old:
+        raise CheckpointError(f"{path.name} does not carry its fields' hash ({digest(fields)})")
+    if "cpu_kernels" in fields:
+        raise CheckpointError(f"{path.name} records its CPU's kind already: nothing to adopt")
+    prec = fields.get("precision")
+    if kind == PUBLISHED_CPU.get(prec):
+        raise CheckpointError(f"{kind} is the published models' kind in {prec}: the name is right")
+    blob["fields"] = canonical({**fields, "cpu_kernels": kind})
+    target = path.with_name(f"{path.stem[: -len(old)]}{digest(blob['fields'])}.pt")
+    if not target.is_file():
+        models.save_atomic(blob, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse  # lazy: only the command line needs it
+
+    ap = argparse.ArgumentParser(prog="python -m vitedit.checkpoints")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("kind", help="this CPU's kind, as checkpoint names record it")
+    a = sub.add_parser("adopt", help=adopt.__doc__.split(";")[0])
+    a.add_argument("kind", help="the kind of the CPU the files were trained on")
+    a.add_argument("files", nargs="+", type=Path)
+    args = ap.parse_args(argv)
+    if args.cmd == "kind":
+        print(" ".join(f"{p}={cpu_kernels(p)}" for p in PUBLISHED_CPU))
+        return 0
+    for f in args.files:
+        print(f"{f} -> {adopt(f, args.kind)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
