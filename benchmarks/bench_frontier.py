@@ -1,0 +1,78 @@
+"""Issue 30's frontier for one dataset: every method's confirmation-seed point on net Test change
+against Test regression (:mod:`vitedit.frontier`), from evidence tables, with the retrain's points.
+
+    .venv/bin/python benchmarks/bench_frontier.py dataset=bloodmnist selection=first \\
+        evidence=reports/benchmark/evidence.csv,reports/benchmark/pilots/X/evidence.csv \\
+        retrain=a.csv,b.csv out=reports/benchmark/pilots/X
+
+``evidence``: evidence.csv files (a sweep folder's or a published one); rows of a method found in
+several files are all kept, labelled by their file's folder (``source``): points of different base
+models are not one comparison. ``retrain``: per-seed outputs of ``bench_retrain_reference.py`` (one
+point per ``errors`` kind). ``choice``: outputs of ``bench_issue30_choice.py`` (its rule's
+points). Writes ``frontier_<dataset>_<selection>.csv`` and ``.png`` to ``out``.
+"""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from vitedit import frontier
+
+
+def main(argv):
+    opts = dict(a.split("=", 1) for a in argv)
+    dataset, selection = opts.get("dataset", "bloodmnist"), opts.get("selection", "first")
+    files = [Path(f) for f in opts.get("evidence", "reports/benchmark/evidence.csv").split(",")]
+    retrain = [Path(f) for f in opts["retrain"].split(",")] if opts.get("retrain") else []
+    choices = [Path(f) for f in opts["choice"].split(",")] if opts.get("choice") else []
+    gone = [str(f) for f in (*files, *retrain, *choices) if not f.is_file()]
+    if gone:
+        raise SystemExit(f"no such file: {', '.join(gone)} (evidence=: evidence.csv tables)")
+    parts = []
+    for f in files:
+        p = frontier.points(pd.read_csv(f))
+        tag = "published" if f.parent.name == "benchmark" else "pilot"
+        label = p.method + [f" <= {100 * b:g} % ({tag})" for b in p.budget]
+        parts.append(p.assign(source=f.parent.name, label=label))
+    for f in choices:  # bench_issue30_choice.py's outputs: its rule's points (in points, %)
+        for r in pd.read_csv(f).itertuples():
+            low, high = (float(v) / 100 for v in r.test_delta_ci95.strip("()").split(","))
+            parts.append(
+                frontier.reference(
+                    r.dataset,
+                    f"{r.method} (issue 30's rule, <= {100 * r.budget:g} % FT-Val)",
+                    r.seeds,
+                    r.test_regression_pct / 100,
+                    r.test_delta_points / 100,
+                    (low, high),
+                    r.edit_selection,
+                ).assign(source=f.parent.name, label=f"{r.method}, issue 30's rule (pilot)")
+            )
+    if retrain:
+        seeds = pd.concat([pd.read_csv(f) for f in retrain], ignore_index=True)
+        seeds = seeds[seeds.dataset == dataset]
+        for _, g in seeds.groupby("errors", sort=False):
+            ref = frontier.retrain_reference(g, selection)
+            parts.append(ref.assign(source="retrain", label=ref.method + " (pilot)"))
+    df = pd.concat(parts, ignore_index=True)
+    df = df[(df.dataset == dataset) & (df.edit_selection == selection)]
+    if df.empty:
+        raise SystemExit(f"no confirmation rows for {dataset} / {selection} in {opts['evidence']}")
+    df = frontier.mark(df.drop(columns=["goal", "pareto"]).reset_index(drop=True))
+    df = df.sort_values(["test_regression", "test_delta"]).reset_index(drop=True)
+    with pd.option_context("display.width", 220, "display.max_columns", 30):
+        print(df.round(4).to_string(index=False))
+    out = opts.get("out")
+    if out:
+        stem = Path(out) / f"frontier_{dataset}_{selection}"
+        df.to_csv(stem.with_suffix(".csv"), index=False)
+        fig = frontier.plot(df, title=f"{dataset}, {selection} errors: confirmation seeds")
+        fig.tight_layout()
+        fig.savefig(stem.with_suffix(".png"), dpi=120)
+        print(f"wrote {stem}.csv and .png")
+    return df
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
