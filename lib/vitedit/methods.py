@@ -224,6 +224,18 @@ register(
 )
 register(
     Method(
+        "head_closed_form_views",
+        "vitedit.editors.head_views:HeadClosedFormViewsEditor",
+        "05_edit_head",
+        ("ridge_lambda", "head_margin", "head_error_weight"),
+        "ablation of the keys: head_closed_form with each error's key and target averaged over "
+        "views of its image (the training's shifts, flips and turns; issue 30)",
+        context=("params",),
+        grid={"head_margin": [0.5, 1.0, 3.0]},  # head_closed_form's: the pair is compared paired
+    )
+)
+register(
+    Method(
         "baseline_retrain",
         "vitedit.baselines:RetrainBaseline",
         BASELINE_NOTEBOOK,

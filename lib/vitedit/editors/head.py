@@ -25,6 +25,9 @@ class HeadFeatures:
     stats: torch.Tensor
     errors: torch.Tensor
     anchors: torch.Tensor | None = None  # of EditData.anchor_images, for editors that read them
+    # what the solve reads as the errors' keys where they are not ``errors`` (an editor's
+    # :meth:`HeadEditor.error_key_features`); the log judges ``errors`` either way
+    error_views: torch.Tensor | None = None
 
     @staticmethod
     def keys(f: torch.Tensor) -> torch.Tensor:
@@ -37,7 +40,7 @@ class HeadFeatures:
 
     @property
     def error_keys(self) -> torch.Tensor:
-        return self.keys(self.errors)
+        return self.keys(self.errors if self.error_views is None else self.error_views)
 
     @property
     def anchor_keys(self) -> torch.Tensor:
@@ -82,6 +85,11 @@ class HeadEditor(Editor):
     def solve(self, theta0: torch.Tensor, feats: HeadFeatures, data: EditData) -> HeadUpdate:
         raise NotImplementedError
 
+    def error_key_features(self, edited, runner: Runner, data: EditData) -> torch.Tensor | None:
+        """The features the solve reads as the errors' keys, where an editor does not read the
+        errors' own (``None``: it does)."""
+        return None
+
     def edit(self, model, runner: Runner, data: EditData) -> EditResult:
         edited = copy.deepcopy(model).to(runner.device).eval()
         info = {
@@ -102,6 +110,7 @@ class HeadEditor(Editor):
                     "anchor_positions=...)"
                 )
             feats.anchors = runner.pre_logits(edited, data.anchor_images)
+        feats.error_views = self.error_key_features(edited, runner, data)
         stats_seconds = time.perf_counter() - t0
         # the errors' predictions through the head alone: the body is unchanged, so its features
         # (cached across a grid) give what a full forward pass gives (a test checks it)

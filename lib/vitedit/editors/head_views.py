@@ -1,0 +1,59 @@
+"""The closed-form head edit with augmentation-averaged keys (registered as
+``head_closed_form_views``; issue 30): each error's key, and so its target, is the mean of the
+head's inputs over views of its image, the image analogue of ROME's keys averaged over prefixes,
+so that an edit covers a neighbourhood of each error rather than one point. The views are the
+training's augmentations made deterministic (:func:`vitedit.train.augment`): the image itself, its
+four reflected shifts by the training's step, and, where the dataset allows them
+(``augment_flips``), its two flips and three quarter turns. Everything else is
+``head_closed_form``'s, at the same settings: comparing the two isolates what the averaging does.
+The edit is judged on the errors' own images."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models import Runner
+from .base import EditData
+from .head_closed_form import HeadClosedFormEditor
+
+
+def image_views(images: np.ndarray, flips: bool) -> list[np.ndarray]:
+    """Views of ``images`` (N, H, W[, C]): the images, their four reflected shifts by
+    ``max(1, H // 14)`` pixels (the training's), and with ``flips`` the two flips and, for square
+    images, the three quarter turns."""
+    x = np.asarray(images)
+    h, w = x.shape[1:3]
+    pad = max(1, h // 14)
+    padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (x.ndim - 3), mode="reflect")
+    out = [x] + [
+        padded[:, dy : dy + h, dx : dx + w]
+        for dy, dx in ((0, pad), (2 * pad, pad), (pad, 0), (pad, 2 * pad))
+    ]
+    if flips:
+        out += [x[:, :, ::-1], x[:, ::-1]]
+        out += [np.rot90(x, k, axes=(1, 2)) for k in (1, 2, 3)] if h == w else []
+    return [np.ascontiguousarray(v) for v in out]
+
+
+class HeadClosedFormViewsEditor(HeadClosedFormEditor):
+    def __init__(
+        self,
+        *,
+        ridge_lambda: float,
+        head_margin: float,
+        head_error_weight: float,
+        params: Mapping[str, Any],
+    ):
+        super().__init__(
+            ridge_lambda=ridge_lambda, head_margin=head_margin, head_error_weight=head_error_weight
+        )
+        # orientation-dependent classes (OrganAMNIST's left and right organs) forbid flips
+        self.flips = bool(params.get("augment_flips", True))
+
+    def error_key_features(self, edited, runner: Runner, data: EditData) -> torch.Tensor:
+        views = image_views(data.images, self.flips)
+        return torch.stack([runner.pre_logits(edited, v) for v in views]).mean(0)
