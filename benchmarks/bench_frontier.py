@@ -33,7 +33,7 @@ def main(argv):
     for f in files:
         p = frontier.points(pd.read_csv(f))
         tag = "published" if f.parent.name == "benchmark" else "pilot"
-        label = p.method + [f" <= {100 * b:g} % ({tag})" for b in p.budget]
+        label = p.method + " " + p.budgets + f" ({tag})"
         parts.append(p.assign(source=f.parent.name, label=label))
     for f in choices:  # bench_issue30_choice.py's outputs: its rule's points (in points, %)
         for r in pd.read_csv(f).itertuples():

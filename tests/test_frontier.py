@@ -110,3 +110,22 @@ def test_the_plane_is_labelled():
     assert "Test regression" in ax.get_xlabel() and "net Test change" in ax.get_ylabel()
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[1:] == ["a <= 1 %", "b <= 5 %"] and "goal" in labels[0]
+
+
+def test_a_setting_chosen_at_both_budgets_is_one_point():
+    df = evidence(
+        [
+            ("a", 0.01, "confirmation", 0.001, 0.001, -0.01, 0.01),
+            ("a", 0.05, "confirmation", 0.001, 0.001, -0.01, 0.01),
+            ("b", 0.01, "confirmation", 0.001, 0.001, -0.01, 0.01),
+            ("b", 0.05, "confirmation", 0.003, 0.002, -0.01, 0.01),
+        ]
+    ).assign(settings=["s1", "s1", "s2", "s3"])
+    got = frontier.points(df)
+    assert list(zip(got.method, got.budgets)) == [
+        ("a", "<= 1 % and 5 %"),
+        ("b", "<= 1 %"),
+        ("b", "<= 5 %"),
+    ]
+    labels = [t.get_text() for t in frontier.plot(got).axes[0].get_legend().get_texts()]
+    assert labels[1] == "a <= 1 % and 5 %"

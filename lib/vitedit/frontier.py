@@ -60,8 +60,14 @@ def points(evidence: pd.DataFrame, role: str = "confirmation") -> pd.DataFrame:
         )
     rows = evidence[
         (evidence.role == role) & evidence.test_delta.notna() & evidence.test_regression.notna()
-    ]
-    return mark(rows[COLUMNS].reset_index(drop=True))
+    ].copy()
+    # one point per setting: a setting chosen at both budgets is one point, labelled with both
+    rows["budgets"] = [f"<= {100 * b:g} %" for b in rows.budget]
+    if "settings" in rows:
+        key = [*GROUP, "method", "settings"]
+        rows["budgets"] = rows.groupby(key, sort=False).budgets.transform(" and ".join)
+        rows = rows.drop_duplicates(key)
+    return mark(rows[[*COLUMNS, "budgets"]].reset_index(drop=True))
 
 
 def reference(
@@ -148,7 +154,8 @@ def plot(df: pd.DataFrame, ax=None, title: str | None = None):
         y, lo, hi = 100 * r.test_delta, 100 * r.test_delta_low, 100 * r.test_delta_high
         label = getattr(r, "label", None)
         if not isinstance(label, str):
-            label = r.method + ("" if pd.isna(r.budget) else f" <= {100 * r.budget:g} %")
+            budgets = getattr(r, "budgets", None)
+            label = r.method + (f" {budgets}" if isinstance(budgets, str) else "")
         ax.errorbar(
             100 * r.test_regression,
             y,
