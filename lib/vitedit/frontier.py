@@ -62,11 +62,10 @@ def points(evidence: pd.DataFrame, role: str = "confirmation") -> pd.DataFrame:
         (evidence.role == role) & evidence.test_delta.notna() & evidence.test_regression.notna()
     ].copy()
     # one point per setting: a setting chosen at both budgets is one point, labelled with both
-    rows["budgets"] = [f"<= {100 * b:g} %" for b in rows.budget]
-    if "settings" in rows:
-        key = [*GROUP, "method", "settings"]
-        rows["budgets"] = rows.groupby(key, sort=False).budgets.transform(" and ".join)
-        rows = rows.drop_duplicates(key)
+    key = [*GROUP, "method", "settings" if "settings" in rows else "budget"]
+    words = lambda b: "<= " + " and ".join(f"{100 * x:g} %" for x in b)  # noqa: E731
+    rows["budgets"] = rows.groupby(key, sort=False).budget.transform(words)
+    rows = rows.drop_duplicates(key)
     return mark(rows[[*COLUMNS, "budgets"]].reset_index(drop=True))
 
 
