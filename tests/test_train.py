@@ -305,22 +305,40 @@ def test_a_checkpoint_from_before_the_cpu_kind_is_adopted_under_its_true_name(
     s = splits.make_split(toy, 0.8, 0)
     monkeypatch.setenv("VITEDIT_CPU_KERNELS", "intel_avx512")  # the old name: no kind in it
     old = train.fit(P(tmp_path), toy, s, False, log=quiet).checkpoint
+    blob = torch.load(old, weights_only=False)
+    torch.save(blob | {"created": "2026-12-03T10:00:00"}, old)  # trained before the field
     monkeypatch.setenv("VITEDIT_CPU_KERNELS", "amd_avx512")  # the machine it really trained on
     want = checkpoints.checkpoint_path(
         P(tmp_path), checkpoints.checkpoint_fields(P(tmp_path), toy, s, torch.device("cpu"))
     )
     assert want != old and not want.exists()
-    assert checkpoints.main(["adopt", "amd_avx512", str(old)]) == 0
+    printed = "fp32=amd_avx512 bf16=amd_avx512_bf16"  # what `kind` prints there: fp32's is taken
+    assert checkpoints.main(["adopt", printed, str(old)]) == 0
     assert str(want) in capsys.readouterr().out
     again = train.fit(P(tmp_path), toy, s, False, log=quiet)
     assert again.reused and again.checkpoint == want and old.is_file()  # run folders point at old
     a, b = torch.load(old, weights_only=False), torch.load(want, weights_only=False)
     assert all(torch.equal(a["state_dict"][k], v) for k, v in b["state_dict"].items())
+    assert b["adopted"] == {"from": old.name, "kind": "amd_avx512"}
+    assert checkpoints.adopt(old, printed) == want  # again: the same weights, nothing to do
+    other = b | {"state_dict": {k: v + 1 for k, v in b["state_dict"].items()}}
+    torch.save(other, want)
+    with pytest.raises(CheckpointError, match="holds other weights"):
+        checkpoints.adopt(old, printed)
+    want.unlink()
+    bf16_gpu = blob | {"fields": {**blob["fields"], "precision": "bf16"}}
+    late = blob | {"created": "2026-12-05T10:00:00"}
+    for f, b in (("gpu", bf16_gpu), ("late", late)):
+        torch.save(b, tmp_path / f"{f}_{params.digest(checkpoints.canonical(b['fields']))}.pt")
     for path, kind, why in [
-        (want, "amd_avx512", "records its CPU's kind already"),
-        (old, "intel_avx512", "is the published models' kind in fp32"),
-        (old, "AMD EPYC", "'AMD EPYC' is not a CPU kind"),
-        (tmp_path / "gone.pt", "amd_avx512", "does not exist"),
+        (want, "amd_avx512", "does not exist"),
+        (old, "intel_avx512", "published models' kind in fp32"),
+        (old, "bf16=amd_avx512_bf16", "no kind is given for fp32"),
+        (old, "AMD EPYC", "is not '<kind>' or"),
+        (old, "amd avx512", "is not '<kind>' or"),
+        (old, "fp64=x", "is not '<kind>' or"),
+        (next(tmp_path.glob("gpu_*.pt")), "amd_avx512_bf16", "trained on a GPU"),
+        (next(tmp_path.glob("late_*.pt")), "amd_avx512", "trained after the kind entered"),
     ]:
         with pytest.raises(CheckpointError, match=why):
             checkpoints.adopt(path, kind)
@@ -328,3 +346,7 @@ def test_a_checkpoint_from_before_the_cpu_kind_is_adopted_under_its_true_name(
     old.rename(renamed)
     with pytest.raises(CheckpointError, match="does not carry its fields' hash"):
         checkpoints.adopt(renamed, "amd_avx512")
+    # the command line checks every file before it writes one, and says why in words
+    good = renamed.rename(old)
+    assert checkpoints.main(["adopt", "amd_avx512", str(good), str(renamed)]) == 2
+    assert "error: " in capsys.readouterr().err and not want.exists()

@@ -289,50 +289,110 @@ def load_run_model(
     return model, meta
 
 
-def adopt(path: str | os.PathLike, kind: str) -> Path:
-    """Copy a checkpoint trained before the CPU's kind entered the name (2026-12-04), on a CPU of
-    another kind than the published models', to the name it gets today, with ``kind`` in its
-    fields; returns the new file. Only its owner knows where it trained: ``kind`` is what
-    ``python -m vitedit.checkpoints kind`` prints on that machine. The old file stays (run folders
-    point at it by sha256): delete it once none does. Refused: a name that is not its fields'
-    hash, a file that records a kind already, the published models' kind (its name is right)."""
+# the merge that put the CPU's kind in the name: a file trained later records it where it differs
+KIND_IN_NAME_SINCE = "2026-12-04T19:43"
+
+
+def parse_kinds(text: str) -> dict[str, str]:
+    """``fp32=K1 bf16=K2`` (what ``python -m vitedit.checkpoints kind`` prints; commas also
+    separate) as a dict, or one kind for both precisions."""
+    parts = [p for p in re.split(r"[\s,]+", text.strip()) if p]
+    if len(parts) == 1 and "=" not in parts[0]:
+        return {prec: check_kind(parts[0], "kind", KIND_FIX) for prec in PUBLISHED_CPU}
+    kinds = dict(p.split("=", 1) for p in parts if "=" in p)
+    if len(kinds) != len(parts) or set(kinds) - set(PUBLISHED_CPU):
+        raise CheckpointError(
+            f"kind {text!r} is not '<kind>' or 'fp32=<kind> bf16=<kind>': {KIND_FIX}"
+        )
+    return {prec: check_kind(k, f"kind {prec}", KIND_FIX) for prec, k in kinds.items()}
+
+
+KIND_FIX = "pass what 'python -m vitedit.checkpoints kind' prints on the machine that trained it"
+
+
+def adoption(path: str | os.PathLike, kinds: Mapping[str, str]) -> tuple[dict, Path]:
+    """What :func:`adopt` would write (the checkpoint with the kind in its fields, and its new
+    path), or the reason it refuses; writes nothing."""
     path = Path(path)
-    check_kind(kind, "kind", "pass what 'python -m vitedit.checkpoints kind' prints")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     blob = read_torch(path, "checkpoint", "pass a vitedit checkpoint (checkpoints/*.pt)")
     if not isinstance(blob, dict) or "fields" not in blob:
         raise CheckpointError(f"{path} is not a vitedit checkpoint")
     fields, old = canonical(blob["fields"]), path.stem.rsplit("_", 1)[-1]
-    if digest(fields) != old:
-        raise CheckpointError(f"{path.name} does not carry its fields' hash ({digest(fields)})")
-    if "cpu_kernels" in fields:
-        raise CheckpointError(f"{path.name} records its CPU's kind already: nothing to adopt")
     prec = fields.get("precision")
-    if kind == PUBLISHED_CPU.get(prec):
-        raise CheckpointError(f"{kind} is the published models' kind in {prec}: the name is right")
-    blob["fields"] = canonical({**fields, "cpu_kernels": kind})
-    target = path.with_name(f"{path.stem[: -len(old)]}{digest(blob['fields'])}.pt")
-    if not target.is_file():
+    refusals = [
+        (digest(fields) != old, f"does not carry its fields' hash ({digest(fields)})"),
+        ("cpu_kernels" in fields, "records its CPU's kind already: nothing to adopt"),
+        (
+            "bf16_kernels" in fields,  # the field's first form, for a few hours of 2026-12-04
+            "records a kind under the field's first name (bf16_kernels): delete it, it is "
+            "retrained under today's name",
+        ),
+        (
+            prec == "bf16" and fields.get("attention") != "math",
+            "was trained on a GPU (no CPU kind)",
+        ),
+        (prec not in kinds, f"is in {prec}, and no kind is given for {prec}"),
+        (
+            str(blob.get("created", "")) >= KIND_IN_NAME_SINCE,
+            f"was trained after the kind entered the name ({KIND_IN_NAME_SINCE}): its name is right",
+        ),
+    ]
+    why = next((w for refused, w in refusals if refused), None)
+    if why is None and kinds[prec] == PUBLISHED_CPU[prec]:
+        why = f"would get the published models' kind in {prec} ({kinds[prec]}): its name is right"
+    if why:
+        raise CheckpointError(f"{path.name} {why}")
+    blob["fields"] = canonical({**fields, "cpu_kernels": kinds[prec]})
+    blob["adopted"] = {"from": path.name, "kind": kinds[prec]}
+    return blob, path.with_name(f"{path.stem[: -len(old)]}{digest(blob['fields'])}.pt")
+
+
+def adopt(path: str | os.PathLike, kinds: str | Mapping[str, str]) -> Path:
+    """Copy a checkpoint trained on another kind of CPU than the published models' before the kind
+    entered the name to the name it gets today (the kind of its precision from ``kinds``, what
+    ``python -m vitedit.checkpoints kind`` prints on the machine that trained it: only its owner
+    knows); refusals in :func:`adoption`, or another model under the new name. The old file stays
+    (run folders point at it by sha256): delete it once none does."""
+    kinds = parse_kinds(kinds) if isinstance(kinds, str) else kinds
+    blob, target = adoption(path, kinds)
+    with file_lock(target):
+        if target.is_file():
+            have = read_torch(target, "checkpoint", "delete it and adopt again")
+            same = have.get("state_dict", {}).keys() == blob["state_dict"].keys() and all(
+                torch.equal(have["state_dict"][k], v) for k, v in blob["state_dict"].items()
+            )
+            if not same:
+                raise CheckpointError(f"{target} exists and holds other weights: delete it first")
+            return target
         models.save_atomic(blob, target)
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse  # lazy: only the command line needs it
+    import sys  # lazy: as argparse
 
     ap = argparse.ArgumentParser(prog="python -m vitedit.checkpoints")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("kind", help="this CPU's kind, as checkpoint names record it")
-    a = sub.add_parser("adopt", help=adopt.__doc__.split(";")[0])
-    a.add_argument("kind", help="the kind of the CPU the files were trained on")
+    sub.add_parser("kind", help="this CPU's kind per precision, as checkpoint names record it")
+    a = sub.add_parser("adopt", help="copy checkpoints trained before the kind entered the name")
+    a.add_argument("kind", help="what 'kind' printed on the machine that trained them (quoted)")
     a.add_argument("files", nargs="+", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "kind":
         print(" ".join(f"{p}={cpu_kernels(p)}" for p in PUBLISHED_CPU))
         return 0
-    for f in args.files:
-        print(f"{f} -> {adopt(f, args.kind)}")
+    try:
+        kinds = parse_kinds(args.kind)
+        for f in args.files:  # every file checked before any is written
+            adoption(f, kinds)
+        for f in args.files:
+            print(f"{f} -> {adopt(f, kinds)}")
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
