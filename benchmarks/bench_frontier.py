@@ -5,11 +5,12 @@ against Test regression (:mod:`vitedit.frontier`), from evidence tables, with th
         evidence=reports/benchmark/evidence.csv,reports/benchmark/pilots/X/evidence.csv \\
         retrain=a.csv,b.csv out=reports/benchmark/pilots/X
 
-``evidence``: evidence.csv files (a sweep folder's or a published one); rows of a method found in
-several files are all kept, labelled by their file's folder (``source``): points of different base
-models are not one comparison. ``retrain``: per-seed outputs of ``bench_retrain_reference.py`` (one
-point per ``errors`` kind). ``choice``: outputs of ``bench_issue30_choice.py`` (its rule's
-points). Writes ``frontier_<dataset>_<selection>.csv`` and ``.png`` to ``out``.
+``evidence``: evidence.csv files (a sweep folder's or a published one); every row is kept, labelled
+by its file's folder (``source``), and the Pareto front is drawn within each source: points of
+different base models are not one comparison. ``retrain``: per-seed outputs of
+``bench_retrain_reference.py`` (one point per ``errors`` kind). ``choice``: outputs of
+``bench_issue30_choice.py`` (its rule's points). Writes ``frontier_<dataset>_<selection>.csv``
+and ``.png`` to ``out``.
 """
 
 import sys
@@ -28,48 +29,37 @@ def main(argv):
     choices = [Path(f) for f in opts["choice"].split(",")] if opts.get("choice") else []
     gone = [str(f) for f in (*files, *retrain, *choices) if not f.is_file()]
     if gone:
-        raise SystemExit(f"no such file: {', '.join(gone)} (evidence=: evidence.csv tables)")
+        raise SystemExit(f"no such file: {', '.join(gone)}")
+    # a table's folder names its base models: the published ones, or a pilot's
+    tag = {f: "published" if f.parent.name == "benchmark" else f.parent.name for f in files}
     parts = []
     for f in files:
-        p = frontier.points(pd.read_csv(f))
-        tag = "published" if f.parent.name == "benchmark" else "pilot"
-        label = p.method + " " + p.budgets + f" ({tag})"
-        parts.append(p.assign(source=f.parent.name, label=label))
-    for f in choices:  # bench_issue30_choice.py's outputs: its rule's points (in points, %)
-        for r in pd.read_csv(f).itertuples():
-            low, high = (float(v) / 100 for v in r.test_delta_ci95.strip("()").split(","))
-            parts.append(
-                frontier.reference(
-                    r.dataset,
-                    f"{r.method} (issue 30's rule, <= {100 * r.budget:g} % FT-Val)",
-                    r.seeds,
-                    r.test_regression_pct / 100,
-                    r.test_delta_points / 100,
-                    (low, high),
-                    r.edit_selection,
-                ).assign(source=f.parent.name, label=f"{r.method}, issue 30's rule (pilot)")
-            )
+        p = frontier.points(pd.read_csv(f), source=tag[f])
+        parts.append(p.assign(label=p.method + " " + p.budgets + f" ({tag[f]})"))
+    for f in choices:  # bench_issue30_choice.py's outputs: its rule's points, same base models
+        c = frontier.choice_points(pd.read_csv(f))
+        parts.append(c.assign(source=f.parent.name, label=c.method + f" ({f.parent.name})"))
     if retrain:
         seeds = pd.concat([pd.read_csv(f) for f in retrain], ignore_index=True)
         seeds = seeds[seeds.dataset == dataset]
         for _, g in seeds.groupby("errors", sort=False):
-            ref = frontier.retrain_reference(g, selection)
-            parts.append(ref.assign(source="retrain", label=ref.method + " (pilot)"))
+            r = frontier.retrain_reference(g, selection).assign(source=retrain[0].parent.name)
+            parts.append(r.assign(label=r.method + f" ({retrain[0].parent.name})"))
     df = pd.concat(parts, ignore_index=True)
     df = df[(df.dataset == dataset) & (df.edit_selection == selection)]
     if df.empty:
-        raise SystemExit(f"no confirmation rows for {dataset} / {selection} in {opts['evidence']}")
-    df = frontier.mark(df.drop(columns=["goal", "pareto"]).reset_index(drop=True))
+        raise SystemExit(f"no confirmation rows for {dataset} / {selection} in those tables")
+    df = frontier.mark(df.drop(columns=["goal", "pareto"]))
     df = df.sort_values(["test_regression", "test_delta"]).reset_index(drop=True)
-    with pd.option_context("display.width", 220, "display.max_columns", 30):
-        print(df.round(4).to_string(index=False))
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        print(df.drop(columns="label").round(4).to_string(index=False))
     out = opts.get("out")
     if out:
         stem = Path(out) / f"frontier_{dataset}_{selection}"
         df.to_csv(stem.with_suffix(".csv"), index=False)
         fig = frontier.plot(df, title=f"{dataset}, {selection} errors: confirmation seeds")
         fig.tight_layout()
-        fig.savefig(stem.with_suffix(".png"), dpi=120)
+        fig.savefig(stem.with_suffix(".png"), dpi=110)
         print(f"wrote {stem}.csv and .png")
     return df
 

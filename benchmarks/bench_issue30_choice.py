@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from vitedit import evidence, seedstats
+from vitedit import evidence, frontier, seedstats
 
-GOAL_POINTS, GOAL_REGRESSION = 0.5, 0.005
+GOAL_REGRESSION = frontier.GOAL_REGRESSION  # the default budget: the goal's own bound
 
 
 def choose(rows: pd.DataFrame, design, budget: float) -> str | None:
@@ -64,9 +64,7 @@ def confirm(rows: pd.DataFrame, config: str, fresh) -> dict:
         "test_delta_ci95": (round(100 * low, 2), round(100 * high, 2)),
         "test_regression_pct": 100 * regression,
         "val_regression_pct_fresh": 100 * f.val_regression_rate.mean(),
-        "goal_reached": bool(
-            100 * d["delta"] >= GOAL_POINTS and low > 0 and regression <= GOAL_REGRESSION
-        ),
+        "goal_reached": frontier.meets_goal(d["delta"], low, regression, f.seed.nunique()),
     }
 
 

@@ -41,10 +41,10 @@ from vitedit import (
     datasets,
     editors,
     evaluation,
+    frontier,
     methods,
     models,
     params,
-    seedstats,
     selection,
     splits,
 )
@@ -109,15 +109,17 @@ def retrain_row(p: dict, data, seed: int, errors: str) -> dict:
         row[f"{name}_regression_pct{tag}"] = 100 * t["regression_rate"]
         row[f"{name}_fixed{tag}"] = t["wrong_to_correct"]
         row[f"{name}_broken{tag}"] = t["correct_to_wrong"]
+        row[f"{name}_correct_before{tag}"] = t["correct_before"]
     return row
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, errors): Test's net change pooled over the seeds with its 95 % interval, its
-    mean regression rate and the mean training time."""
+    """Per (dataset, errors): Test's net change pooled over the seeds with its 95 % interval and
+    the pooled regression rate (:func:`vitedit.frontier.retrain_reference`), the mean training
+    time."""
     rows = []
     for (dataset, errors), g in df.groupby(["dataset", "errors"], sort=False):
-        d = seedstats.cluster_delta(g.test_fixed, g.test_broken, g.test_n, shared=True)
+        p = frontier.retrain_reference(g, "all").iloc[0]
         rows.append(
             {
                 "dataset": dataset,
@@ -125,9 +127,12 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
                 "seeds": len(g),
                 "errors_added": g.n_errors_added.mean(),
                 "added_fixed_in_sample": g.added_fixed.mean(),
-                "test_delta_points": 100 * d["delta"],
-                "test_delta_ci95": tuple(round(100 * v, 2) for v in d["ci95"]),
-                "test_regression_pct": g.test_regression_pct.mean(),
+                "test_delta_points": 100 * p.test_delta,
+                "test_delta_ci95": (
+                    round(100 * p.test_delta_low, 2),
+                    round(100 * p.test_delta_high, 2),
+                ),
+                "test_regression_pct": 100 * p.test_regression,
                 "test_fixed_per_seed": g.test_fixed.mean(),
                 "test_broken_per_seed": g.test_broken.mean(),
                 "train_seconds": g.train_seconds.mean(),

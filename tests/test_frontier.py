@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitedit import frontier, seedstats
+from vitedit import frontier
 
 
 def evidence(rows):
@@ -40,15 +40,22 @@ def test_the_goal_needs_the_gain_its_interval_above_zero_and_little_damage():
             ("too_weak", 0.01, "confirmation", 0.004, 0.0049, 0.001, 0.01),
             ("zero_in_ci", 0.01, "confirmation", 0.004, 0.008, 0.0, 0.01),
             ("too_damaging", 0.01, "confirmation", 0.0051, 0.008, 0.002, 0.01),
+            ("four_seeds", 0.01, "confirmation", 0.004, 0.008, 0.002, 0.01),
         ]
     )
+    df.loc[df.method == "four_seeds", "n_seeds"] = 4
     got = frontier.points(df).set_index("method").goal
     assert got.to_dict() == {
         "meets": True,
         "too_weak": False,
         "zero_in_ci": False,
         "too_damaging": False,
+        "four_seeds": False,  # the goal asks for >= 5 confirmation seeds
     }
+    # a reference that is not an edit (the retrain) never meets it
+    ref = frontier.reference("d", "retrain", 5, 0.004, 0.008, (0.002, 0.01), "first")
+    edit = frontier.reference("d", "rule", 5, 0.004, 0.008, (0.002, 0.01), "first", edit=True)
+    assert list(frontier.mark(pd.concat([ref, edit])).goal) == [False, True]
 
 
 def test_the_pareto_front_is_what_no_other_point_beats_on_both_axes():
@@ -65,6 +72,13 @@ def test_the_pareto_front_is_what_no_other_point_beats_on_both_axes():
     got = frontier.points(pd.concat([df, other], ignore_index=True))
     assert list(got.method) == ["a", "b", "c", "c_tie", "b"]
     assert list(got.pareto) == [True, False, True, True, True]  # alone in its dataset: on it
+    # another table (other base models) is on its own front; a point without estimates on none
+    pilot = frontier.points(
+        evidence([("p", 0.01, "confirmation", 0.009, -0.01, -0.02, 0.0)]), source="x"
+    )
+    nan = frontier.reference("d", "n", 5, np.nan, 0.001, (0, 0), "first")
+    both = frontier.mark(pd.concat([got, pilot, nan]).drop(columns=["goal", "pareto"]))
+    assert list(both.pareto) == [True, False, True, True, True, True, False]
 
 
 def test_a_table_that_is_not_an_evidence_table_is_refused_and_one_selection_is_the_default():
@@ -74,26 +88,58 @@ def test_a_table_that_is_not_an_evidence_table_is_refused_and_one_selection_is_t
     assert list(frontier.points(df.drop(columns="edit_selection")).edit_selection) == ["first"]
 
 
-def test_the_retrain_point_pools_its_seeds():
+def test_the_retrain_point_pools_its_fresh_seeds_once_each():
     seeds = pd.DataFrame(
         {
             "dataset": ["d", "d"],
             "seed": [45, 46],
             "errors": ["all", "all"],
             "test_fixed": [53, 57],
-            "test_broken": [62, 42],
+            "test_broken": [62, 0],
             "test_n": [3421, 3421],
-            "test_regression_pct": [100 * 62 / 3200, 100 * 42 / 3250],
+            "test_correct_before": [3200, 3250],
+            "test_regression_pct": [100 * 62 / 3200, 0.0],
         }
     )
     r = frontier.retrain_reference(seeds, "first").iloc[0]
-    assert r.test_regression == pytest.approx(104 / 6450)
-    want = seedstats.cluster_delta(seeds.test_fixed, seeds.test_broken, seeds.test_n, shared=True)
-    assert r.test_delta == pytest.approx((110 - 104) / 6842) == pytest.approx(want["delta"])
-    assert (r.test_delta_low, r.test_delta_high) == pytest.approx(want["ci95"])
-    assert r.n_seeds == 2 and r.edit_selection == "first" and "all" in r.method
-    with pytest.raises(ValueError, match="several kinds"):
-        frontier.retrain_reference(seeds.assign(errors=["all", "control"]), "first")
+    assert r.test_regression == pytest.approx(62 / 6450)  # pooled, the seed with none counted
+    assert r.test_delta == pytest.approx((110 - 62) / 6842)
+    assert r.test_delta_low < r.test_delta < r.test_delta_high
+    assert r.n_seeds == 2 and r.edit_selection == "first" and "all" in r.method and not r.edit
+    for bad, why in [
+        (seeds.assign(errors=["all", "control"]), "several kinds"),
+        (seeds.assign(seed=[44, 46]), r"design seeds \[44\]"),
+        (seeds.assign(seed=[45, 45]), r"duplicated \[45\]"),
+        (seeds.drop(columns="test_correct_before"), "broke nothing"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            frontier.retrain_reference(bad, "first")
+    old = seeds.drop(columns="test_correct_before").assign(test_broken=[62, 13])
+    old["test_regression_pct"] = [100 * 62 / 3200, 100 * 13 / 3250]  # older rows: from the rate
+    assert frontier.retrain_reference(old, "first").iloc[0].test_regression == pytest.approx(
+        75 / 6450
+    )
+
+
+def test_issue_30s_rule_points_are_edits_and_a_method_without_a_setting_has_none():
+    choices = pd.DataFrame(
+        {
+            "dataset": ["d", "d"],
+            "edit_selection": ["first", "first"],
+            "method": ["m", "n"],
+            "budget": [0.005, 0.005],
+            "config_id": ["c1", None],
+            "seeds": [5, np.nan],
+            "test_delta_points": [0.6, np.nan],
+            "test_delta_ci95": ["(0.1, 1.1)", np.nan],
+            "test_regression_pct": [0.4, np.nan],
+        }
+    )
+    got = frontier.choice_points(choices)
+    assert len(got) == 1 and got.iloc[0].edit and got.iloc[0].goal
+    assert (got.iloc[0].test_delta_low, got.iloc[0].test_delta_high) == pytest.approx(
+        (0.001, 0.011)
+    )
 
 
 def test_the_plane_is_labelled():
