@@ -150,16 +150,17 @@ def retrain_reference(seeds: pd.DataFrame, edit_selection: str) -> pd.DataFrame:
 
 
 def _correct_before(seeds: pd.DataFrame) -> float:
-    """Test's correct predictions before, summed over the seeds (older rows: from the regression
-    rate, which a seed with nothing broken cannot give)."""
-    if "test_correct_before" in seeds:
-        return float(seeds.test_correct_before.sum())
-    if (seeds.test_broken == 0).any():
+    """Test's correct predictions before, summed over the seeds (rows written before the count was:
+    from the regression rate, which a seed with nothing broken cannot give)."""
+    given = seeds.get("test_correct_before", pd.Series(np.nan, index=seeds.index))
+    need = given.isna()
+    if (seeds.test_broken[need] == 0).any():
         raise ValueError(
-            "a seed broke nothing and the rows have no test_correct_before: rerun "
+            "a seed broke nothing and its row has no test_correct_before: rerun "
             "bench_retrain_reference.py (it reuses the checkpoints) to write it"
         )
-    return float((seeds.test_broken / (seeds.test_regression_pct / 100)).sum())
+    derived = seeds.test_broken / (seeds.test_regression_pct / 100)
+    return float(given.where(~need, derived).sum())
 
 
 def choice_points(choices: pd.DataFrame) -> pd.DataFrame:
