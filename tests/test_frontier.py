@@ -119,6 +119,9 @@ def test_the_retrain_point_pools_its_fresh_seeds_once_each():
     assert frontier.retrain_reference(old, "first").iloc[0].test_regression == pytest.approx(
         75 / 6450
     )
+    mixed = old.assign(test_correct_before=[np.nan, 3250.0])  # rows of two versions pooled
+    got = frontier.retrain_reference(mixed, "first").iloc[0].test_regression
+    assert got == pytest.approx(75 / 6450)
 
 
 def test_issue_30s_rule_points_are_edits_and_a_method_without_a_setting_has_none():
