@@ -82,3 +82,10 @@ def test_the_datasets_flip_setting_decides_the_views(trained_toy, monkeypatch, f
     q = dict(p, augment_flips=flips)
     editors.build("head_closed_form_views", q, params=q).edit(model, runner, es)
     assert got == [flips]
+
+
+def test_it_searches_head_closed_forms_grid():
+    from vitedit import methods
+
+    views, base = methods.get("head_closed_form_views"), methods.get("head_closed_form")
+    assert views.grid == base.grid and views.params == base.params

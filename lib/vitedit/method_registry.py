@@ -24,7 +24,8 @@ CONTEXT_ARGS = {
     "layers": "edit layers chosen from the tracing result (03_locate)",
     "stats_cache": "where the key statistics are cached and what they depend on "
     "(<checkpoint_dir>/stats, the base checkpoint's sha256)",
-    "params": "the run's full parameters (the retrain baseline trains with the original recipe)",
+    "params": "the run's full parameters (the retrain baseline trains with the original recipe; "
+    "head_closed_form_views reads whether the dataset allows flips)",
     "data": "the dataset (the retrain baseline trains on it)",
     "split": "the 4-set split (the retrain baseline trains on FT-Train plus the errors)",
 }

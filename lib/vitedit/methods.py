@@ -231,7 +231,7 @@ register(
         "ablation of the keys: head_closed_form with each error's key and target averaged over "
         "views of its image (the training's shifts, flips and turns; issue 30)",
         context=("params",),
-        grid={"head_margin": [0.5, 1.0, 3.0]},  # head_closed_form's: the pair is compared paired
+        grid=dict(REGISTRY["head_closed_form"].grid),  # the same grid: one comparison
     )
 )
 register(

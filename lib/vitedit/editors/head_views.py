@@ -1,12 +1,14 @@
 """The closed-form head edit with augmentation-averaged keys (registered as
-``head_closed_form_views``; issue 30): each error's key, and so its target, is the mean of the
-head's inputs over views of its image, the image analogue of ROME's keys averaged over prefixes,
-so that an edit covers a neighbourhood of each error rather than one point. The views are the
-training's augmentations made deterministic (:func:`vitedit.train.augment`): the image itself, its
-four reflected shifts by the training's step, and, where the dataset allows them
-(``augment_flips``), its two flips and three quarter turns. Everything else is
-``head_closed_form``'s, at the same settings: comparing the two isolates what the averaging does.
-The edit is judged on the errors' own images."""
+``head_closed_form_views``; issue 30): each error's key is the mean of the head's inputs over views
+of its image, the image analogue of ROME's keys averaged over prefixes. Its target follows from that
+key, so the margin is asked of the views' mean (for a linear head, their mean logits), not of each
+view nor of the image itself. The views are deterministic cousins of the training's augmentations
+(:func:`vitedit.train.augment`): the image, its four reflected shifts by the training's step and,
+where the dataset allows flips (``augment_flips``), its two flips and three quarter turns (six of
+the training's eight flip-and-turn combinations: the two transposes are left out); they do not
+follow ``augment``. Everything else is ``head_closed_form``'s, on the same grid, so comparing the
+two shows what the averaging does. The edit is judged on the errors' own images; the views'
+forward passes are timed with the features' reading (``stats_seconds``), not in ``edit_seconds``."""
 
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ class HeadClosedFormViewsEditor(HeadClosedFormEditor):
             ridge_lambda=ridge_lambda, head_margin=head_margin, head_error_weight=head_error_weight
         )
         # orientation-dependent classes (OrganAMNIST's left and right organs) forbid flips
-        self.flips = bool(params.get("augment_flips", True))
+        self.flips = bool(params["augment_flips"])
 
     def error_key_features(self, edited, runner: Runner, data: EditData) -> torch.Tensor:
         views = image_views(data.images, self.flips)
