@@ -393,3 +393,8 @@ def test_issue_30s_choice_reads_the_design_seeds_ft_val_alone_and_judges_the_fre
     assert bench.table(s3).iloc[0].config_id == "c"
     assert not bench.table(s3).iloc[0].goal_reached
     assert bench.table(s, budget=0.01).iloc[0].config_id == "b"
+    # a dataset that ran one design seed (OrganAMNIST: 42) chooses on it
+    one = s[~s.seed.isin([43, 44])].copy()
+    assert bench.table(one).iloc[0].config_id == "a" and bench.table(one).iloc[0].seeds == 5
+    one.loc[(one.seed == 42) & (one.config_id == "a"), "val_regression_rate"] = 0.006
+    assert bench.table(one).iloc[0].config_id == "c"
