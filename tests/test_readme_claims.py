@@ -252,6 +252,26 @@ def test_the_organamnist_crossfit_figure_is_its_pilot():
     _says(
         f"and on OrganAMNIST {lo}–{hi} % (a pilot on base models retrained on another kind of CPU"
     )
+    top = e.loc[e.crossfit_generalisation.idxmax()]
+    edits = e[~e.method.str.startswith("baseline_")]
+    assert top.method == "baseline_finetune"
+    _says(
+        f"the most, {_pct(top.crossfit_generalisation)} %, by the fine-tune on the errors at "
+        f"{100 * top.test_regression:.1f} % Test regression, the edits at "
+        f"{100 * edits.test_regression.min():.1f}–{100 * edits.test_regression.max():.1f} %"
+    )
+
+
+def test_the_organamnist_issue_30_rule_figure_is_its_pilot():
+    """head_dfr at issue 30's rule on OrganAMNIST (pilots/organamnist_issue30_2026-12-04)."""
+    c = pd.read_csv(PUB / "pilots" / "organamnist_issue30_2026-12-04" / "issue30_choice.csv")
+    r = c.set_index("method").loc["head_dfr"]
+    low, high = (float(x) for x in r.test_delta_ci95.strip("()").split(","))
+    assert r.seeds == 2 and not r.goal_reached
+    _says(
+        f"at issue 30's own rule, ridge 1: {_signed(r.test_delta_points)} [{_signed(low)}, "
+        f"{_signed(high)}] at {r.test_regression_pct:.2f} %"
+    )
 
 
 def test_the_organamnist_head_dfr_lead_is_its_pilot():
