@@ -58,8 +58,7 @@ def main(argv):
         stem = Path(out) / f"frontier_{dataset}_{selection}"
         df.to_csv(stem.with_suffix(".csv"), index=False)
         fig = frontier.plot(df, title=f"{dataset}, {selection} errors: confirmation seeds")
-        fig.tight_layout()
-        fig.savefig(stem.with_suffix(".png"), dpi=110)
+        fig.savefig(stem.with_suffix(".png"), dpi=100, bbox_inches="tight")
         print(f"wrote {stem}.csv and .png")
     return df
 

@@ -154,10 +154,13 @@ def test_the_plane_is_labelled():
             ]
         )
     )
+    df.loc[0, "pair_generalisation"] = 0.2  # b has none: left out of the second panel
     fig = frontier.plot(df)
-    ax = fig.axes[0]
+    ax, gx = fig.axes
     assert "Test regression" in ax.get_xlabel() and "net Test change" in ax.get_ylabel()
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "Test regression" in gx.get_xlabel() and "edited pairs" in gx.get_ylabel()
+    assert [tuple(line.get_xydata()[0]) for line in gx.get_lines()] == [(0.1, 20.0)]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels[1:] == ["a <= 1 %", "b <= 5 %"] and "goal" in labels[0]
 
 
@@ -176,5 +179,5 @@ def test_a_setting_chosen_at_both_budgets_is_one_point():
         ("b", "<= 1 %"),
         ("b", "<= 5 %"),
     ]
-    labels = [t.get_text() for t in frontier.plot(got).axes[0].get_legend().get_texts()]
+    labels = [t.get_text() for t in frontier.plot(got).legends[0].get_texts()]
     assert labels[1] == "a <= 1 % and 5 %"

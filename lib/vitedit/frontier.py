@@ -211,14 +211,15 @@ def mark(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def plot(df: pd.DataFrame, ax=None, title: str | None = None):
-    """The plane: Test regression (x, %) against net Test change (y, points) with its interval,
-    one marker per row (its ``label`` column if any, else method and budget; filled on the Pareto
-    front, hollow off it), issue 30's goal region shaded, the legend beside the axes."""
+def plot(df: pd.DataFrame, title: str | None = None):
+    """Two panels against Test regression (x, %): the net Test change (points, with its interval;
+    issue 30's goal region shaded) and the generalisation to new images of the edited kind (the
+    share of Test's errors of the edited confusion pairs fixed; points without it are left out).
+    One marker per row (its ``label`` column if any, else method and budget; filled on the Pareto
+    front, hollow off it), the legend beside the panels."""
     import matplotlib.pyplot as plt  # lazy: the tables need no matplotlib
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(12, 6))
+    fig, (ax, gx) = plt.subplots(1, 2, figsize=(15, 6))
     top = max(100 * GOAL_DELTA + 0.5, 100 * df.test_delta_high.max() + 0.2)
     ax.fill_between(
         [0, 100 * GOAL_REGRESSION],
@@ -235,29 +236,34 @@ def plot(df: pd.DataFrame, ax=None, title: str | None = None):
         if not isinstance(label, str):
             budgets = getattr(r, "budgets", None)
             label = r.method + (f" {budgets}" if isinstance(budgets, str) else "")
+        style = {
+            "fmt": "osD^vP*X"[i // 10 % 8],
+            "color": f"C{i % 10}",
+            "mfc": None if r.pareto else "none",
+            "ms": 5,
+        }
+        x = 100 * r.test_regression
         ax.errorbar(
-            100 * r.test_regression,
-            y,
-            yerr=[[y - lo], [hi - y]],
-            fmt="osD^vP*X"[i // 10 % 8],
-            color=f"C{i % 10}",
-            mfc=None if r.pareto else "none",
-            ms=5,
-            capsize=2,
-            elinewidth=0.8,
-            label=label,
+            x, y, yerr=[[y - lo], [hi - y]], capsize=2, elinewidth=0.8, label=label, **style
         )
-    ax.set_xlabel("Test regression rate (% of correct Test predictions broken)")
+        if np.isfinite(r.pair_generalisation):
+            gx.plot(x, 100 * r.pair_generalisation, style.pop("fmt"), **style)
     ax.set_ylabel("net Test change (points, paired 95 % interval)")
-    ax.set_xlim(left=0)
     ax.set_title(title or "Net Test change against Test regression (confirmation seeds)")
-    ax.legend(
+    gx.set_ylabel("Test errors of the edited pairs fixed (%)")
+    gx.set_title("What carries over to new images of the kind edited")
+    for a in (ax, gx):
+        a.set_xlabel("Test regression rate (% of correct Test predictions broken)")
+        a.set_xlim(left=0)
+    gx.set_ylim(bottom=0)
+    fig.legend(
+        *ax.get_legend_handles_labels(),
         fontsize=7,
         loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
+        bbox_to_anchor=(0.99, 0.98),
         ncol=1 + (len(df) > 24),
         title="filled: no point of its table has less damage and more gain\n"
         "(on point estimates: a description, nothing is chosen on Test)",
         title_fontsize=7,
     )
-    return ax.figure
+    return fig
