@@ -87,5 +87,34 @@ def test_the_datasets_flip_setting_decides_the_views(trained_toy, monkeypatch, f
 def test_it_searches_head_closed_forms_grid():
     from vitedit import methods
 
-    views, base = methods.get("head_closed_form_views"), methods.get("head_closed_form")
-    assert views.grid == base.grid and views.params == base.params
+    base = methods.get("head_closed_form")
+    for name in ("head_closed_form_views", "head_closed_form_each_view"):
+        assert methods.get(name).grid == base.grid and methods.get(name).params == base.params
+
+
+def test_each_view_is_a_key_of_its_own_at_the_errors_label(trained_toy, monkeypatch):
+    """head_closed_form_each_view: the solve reads every view's features as a key, with the
+    error's label; at one view it is head_closed_form."""
+    p, model, runner, es = _setup(trained_toy)
+    ed = editors.build("head_closed_form_each_view", p, params=p)
+    seen = {}
+    solve = head_views.HeadClosedFormEditor.solve
+
+    def spy(self, theta0, feats, data):
+        seen.update(keys=feats.error_keys, labels=data.labels, weight=self.head_error_weight)
+        return solve(self, theta0, feats, data)
+
+    monkeypatch.setattr(head_views.HeadClosedFormEditor, "solve", spy)
+    res = ed.edit(model, runner, es)
+    views = head_views.image_views(es.images, p["augment_flips"])
+    each = torch.cat([runner.pre_logits(model, v) for v in views])
+    assert torch.allclose(seen["keys"][:, :-1], each.double()) and len(each) == 10 * 2
+    assert list(seen["labels"]) == list(es.labels) * 10
+    assert seen["weight"] == pytest.approx(p["head_error_weight"] / 10)
+    assert res.info["key_views"] == 10
+    own = runner.probs(res.model, es.images).argmax(1).numpy()
+    assert list(res.log.fixed) == list(own == es.labels)  # judged on the errors' own images
+    monkeypatch.setattr(head_views, "image_views", lambda x, flips: [np.asarray(x)])
+    one = editors.build("head_closed_form_each_view", p, params=p).edit(model, runner, es)
+    base = editors.build("head_closed_form", p).edit(model, runner, es)
+    assert torch.equal(one.model.head.weight, base.model.head.weight)

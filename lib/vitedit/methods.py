@@ -236,6 +236,18 @@ register(
 )
 register(
     Method(
+        "head_closed_form_each_view",
+        "vitedit.editors.head_views:HeadClosedFormEachViewEditor",
+        "05_edit_head",
+        ("ridge_lambda", "head_margin", "head_error_weight"),
+        "ablation of the keys: head_closed_form with every view of an error's image a key of its "
+        "own at the error's label (the margin asked of each view; the views share its weight)",
+        context=("params",),
+        grid=dict(REGISTRY["head_closed_form"].grid),  # the same grid: one comparison
+    )
+)
+register(
+    Method(
         "baseline_retrain",
         "vitedit.baselines:RetrainBaseline",
         BASELINE_NOTEBOOK,

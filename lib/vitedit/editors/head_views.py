@@ -13,6 +13,7 @@ forward passes are timed with the features' reading (``stats_seconds``), not in 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 
 from ..models import Runner
 from .base import EditData
+from .head import HeadFeatures, HeadUpdate
 from .head_closed_form import HeadClosedFormEditor
 
 
@@ -59,3 +61,25 @@ class HeadClosedFormViewsEditor(HeadClosedFormEditor):
     def error_key_features(self, edited, runner: Runner, data: EditData) -> torch.Tensor:
         views = image_views(data.images, self.flips)
         return torch.stack([runner.pre_logits(edited, v) for v in views]).mean(0)
+
+
+class HeadClosedFormEachViewEditor(HeadClosedFormViewsEditor):
+    """``head_closed_form_each_view``: every view of an error is a key of its own with the error's
+    label, so the margin is asked of each view (a data augmentation of the edit set); the views of
+    one error share its weight (``head_error_weight`` / views), so the errors weigh what they weigh
+    in ``head_closed_form``."""
+
+    def error_key_features(self, edited, runner: Runner, data: EditData) -> torch.Tensor:
+        views = image_views(data.images, self.flips)
+        return torch.cat([runner.pre_logits(edited, v) for v in views])  # view-major
+
+    def solve(self, theta0: torch.Tensor, feats: HeadFeatures, data: EditData) -> HeadUpdate:
+        n_views = len(feats.error_views) // len(data.labels)
+        per_view = HeadClosedFormEditor(
+            ridge_lambda=self.ridge_lambda,
+            head_margin=self.head_margin,
+            head_error_weight=self.head_error_weight / n_views,
+        )
+        step = per_view.solve(theta0, feats, replace(data, labels=np.tile(data.labels, n_views)))
+        step.info["key_views"] = n_views
+        return step
