@@ -284,3 +284,20 @@ def test_the_organamnist_head_dfr_lead_is_its_pilot():
         f"`head_dfr` at its ≤ 1 % point (not issue 30's rule) gains {_signed(100 * r.test_delta)} "
         f"points on Test {ci} at {100 * r.test_regression:.2f} % Test regression, on two seeds"
     )
+
+
+def test_the_views_figures_are_their_pilot():
+    """The first screen's cross-fit range of the closed-form head edit with and without the views
+    (pilots/bloodmnist_views_2026-12-04), five fresh seeds, with no paired difference."""
+    folder = PUB / "pilots" / "bloodmnist_views_2026-12-04"
+    e = pd.read_csv(folder / "evidence.csv")
+    e = e[(e.role == "confirmation") & (e.edit_selection == "first")]
+    names = {"head_closed_form", "head_closed_form_views", "head_closed_form_each_view"}
+    assert set(e.method) == names and (e.n_seeds == 5).all()
+    for budget, words in ((0.01, "at ≤ 1 %"), (0.05, "at ≤ 5 %")):
+        cf = e[e.budget == budget].crossfit_generalisation
+        _says(f"{_pct(cf.min())}–{_pct(cf.max())} % {words}")
+    p = pd.read_csv(folder / "evidence_pairs.csv")
+    p = p[(p.role == "confirmation") & (p.figure == "crossfit_generalisation")]
+    assert len(p) == 6 and (p.p_holm > 0.05).all()
+    _says("(BloodMNIST, five fresh seeds: ")
