@@ -129,8 +129,8 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
                 "added_fixed_in_sample": g.added_fixed.mean(),
                 "test_delta_points": 100 * p.test_delta,
                 "test_delta_ci95": (
-                    round(100 * p.test_delta_low, 2),
-                    round(100 * p.test_delta_high, 2),
+                    round(100 * float(p.test_delta_low), 2),
+                    round(100 * float(p.test_delta_high), 2),
                 ),
                 "test_regression_pct": 100 * p.test_regression,
                 "test_fixed_per_seed": g.test_fixed.mean(),

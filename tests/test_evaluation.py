@@ -484,5 +484,7 @@ def test_the_retrain_reference_trains_on_ft_train_plus_the_errors_and_judges_on_
         assert r["test_delta_points"] == pytest.approx(100 * (acc - acc0))
         assert r["test_n"] == len(yt) and "ft_val_delta_points" not in r
     assert rows[0]["test_fixed"] + rows[0]["test_broken"] > 0, "the retrain is another model"
-    table = bench.summarise(pd.DataFrame(rows))
-    assert list(table.errors) == ["all", "first", "control"] and list(table.seeds) == [1, 2, 1]
+    with pytest.raises(ValueError, match="each once"):  # rows[2] repeats rows[1]'s seed (reused)
+        bench.summarise(pd.DataFrame(rows))
+    table = bench.summarise(pd.DataFrame([rows[0], rows[1], rows[3]]))
+    assert list(table.errors) == ["all", "first", "control"] and list(table.seeds) == [1, 1, 1]

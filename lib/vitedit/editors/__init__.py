@@ -78,4 +78,6 @@ def build(name: str, run_params: dict[str, Any] | None = None, /, **given: Any) 
     p = params_mod.resolve(run_params or {}, overrides)
     if "stats_cache" in m.context:
         context.setdefault("stats_cache", None)
+    if "params" in m.context:  # the resolved parameters themselves, unless a run's are given
+        context.setdefault("params", p)
     return m.build(p, **context)
