@@ -217,7 +217,8 @@ def test_the_issue_30_fine_tune_and_retrain_figures_are_the_pilots():
     r, c = rows.loc["all"], rows.loc["control"]
     low, high = (float(x) for x in r.test_delta_ci95.strip("()").split(","))
     _says(
-        "retraining on FT-Train plus all its Edit-Discovery errors changes Test by "
+        "retraining on FT-Train plus all its Edit-Discovery errors (the same pilot's base "
+        "models) changes Test by "
         f"{_signed(r.test_delta_points)} points [{_signed(low)}, {_signed(high)}] at "
         f"{r.test_regression_pct:.2f} % Test regression ({int(r.seeds)} fresh seeds"
     )
@@ -264,9 +265,11 @@ def test_the_organamnist_crossfit_figure_is_its_pilot():
     assert top.method == "baseline_finetune"
     _says(
         f"the most, {_pct(top.crossfit_generalisation)} %, by the fine-tune on the errors at "
-        f"{100 * top.test_regression:.1f} % Test regression, the edits at "
-        f"{100 * edits.test_regression.min():.1f}–{100 * edits.test_regression.max():.1f} %"
+        f"{100 * top.test_regression:.1f} % Test regression, past its FT-Val budget"
     )
+    assert top.val_regression > 0.01  # past the <= 1 % chosen on the design seed
+    rng = f"{100 * edits.test_regression.min():.1f}–{100 * edits.test_regression.max():.1f} %"
+    _says(f"the edits at {rng}")
 
 
 def test_the_organamnist_issue_30_rule_figure_is_its_pilot():
