@@ -181,3 +181,72 @@ def test_a_setting_chosen_at_both_budgets_is_one_point():
     ]
     labels = [t.get_text() for t in frontier.plot(got).legends[0].get_texts()]
     assert labels[1] == "a <= 1 % and 5 %"
+
+
+def test_the_bench_writes_the_plane_from_its_tables_and_names_a_missing_file(tmp_path, capsys):
+    """benchmarks/bench_frontier.py: evidence tables of two folders (two fronts), issue 30's rule's
+    points (a method without a setting left out) and the retrain's seeds, one dataset and
+    selection, to a CSV and a figure; a missing file is named before anything is written."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_frontier", ROOT / "benchmarks" / "bench_frontier.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (tmp_path / "benchmark").mkdir()
+    (tmp_path / "pilot").mkdir()
+    # the published point would beat the pilot's every point if the tables were one front
+    published = evidence([("a", 0.01, "confirmation", 0.001, 0.002, -0.01, 0.01)])
+    published.to_csv(tmp_path / "benchmark" / "evidence.csv", index=False)
+    pilot = evidence([("a", 0.01, "confirmation", 0.003, 0.000, -0.01, 0.01)])
+    other = pilot.assign(dataset="e")  # another dataset: left out
+    pd.concat([pilot, other]).to_csv(tmp_path / "pilot" / "evidence.csv", index=False)
+    pd.DataFrame(
+        {
+            "dataset": ["d", "d"],
+            "edit_selection": ["first", "first"],
+            "method": ["m", "n"],
+            "budget": [0.005, 0.005],
+            "config_id": ["c1", None],
+            "seeds": [5, np.nan],
+            "test_delta_points": [0.1, np.nan],
+            "test_delta_ci95": ["(-0.1, 0.3)", np.nan],
+            "test_regression_pct": [0.2, np.nan],
+        }
+    ).to_csv(tmp_path / "pilot" / "issue30_choice.csv", index=False)
+    pd.DataFrame(
+        {
+            "dataset": ["d", "d"],
+            "seed": [45, 46],
+            "errors": ["all", "all"],
+            "test_fixed": [53, 57],
+            "test_broken": [62, 42],
+            "test_n": [3421, 3421],
+            "test_correct_before": [3200, 3250],
+            "test_regression_pct": [100 * 62 / 3200, 100 * 42 / 3250],
+        }
+    ).to_csv(tmp_path / "pilot" / "retrain.csv", index=False)
+    args = [
+        "dataset=d",
+        "selection=first",
+        f"evidence={tmp_path / 'benchmark' / 'evidence.csv'},{tmp_path / 'pilot' / 'evidence.csv'}",
+        f"choice={tmp_path / 'pilot' / 'issue30_choice.csv'}",
+        f"retrain={tmp_path / 'pilot' / 'retrain.csv'}",
+        f"out={tmp_path}",
+    ]
+    df = bench.main(args)
+    assert sorted(df.source.unique()) == ["pilot", "published"] and set(df.dataset) == {"d"}
+    assert len(df) == 4 and not df.method.str.startswith("n ").any()  # n has no setting
+    front = dict(zip(df.source + ":" + df.method.str[:1], df.pareto))
+    assert front == {"published:a": True, "pilot:m": True, "pilot:a": False, "pilot:r": False}
+    assert not df[df.method.str.startswith("retrain")].edit.any()
+    assert (tmp_path / "frontier_d_first.csv").is_file()
+    assert (tmp_path / "frontier_d_first.png").is_file()
+    with pytest.raises(SystemExit, match="no such file: .*gone.csv"):
+        bench.main(["evidence=" + str(tmp_path / "gone.csv"), f"out={tmp_path / 'x'}"])
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit, match="no confirmation rows for z / first"):
+        bench.main(["dataset=z", f"evidence={tmp_path / 'benchmark' / 'evidence.csv'}"])
