@@ -61,12 +61,17 @@ def lr_lambda(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
     return f
 
 
+def shift_step(h: int) -> int:
+    """The largest shift, in pixels, of the training's reflected shifts of an image ``h`` high."""
+    return max(1, h // 14)
+
+
 def augment(x: torch.Tensor, g: torch.Generator, flips: bool = True) -> torch.Tensor:
     """Random flips, 90-degree rotations (unless ``flips`` is false: orientation-dependent classes)
     and small reflected shifts, per sample."""
     b, _, h, w = x.shape
     if not flips:
-        pad = max(1, h // 14)
+        pad = shift_step(h)
         out = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
         return out[:, :, dy : dy + h, dx : dx + w]
@@ -80,7 +85,7 @@ def augment(x: torch.Tensor, g: torch.Generator, flips: bool = True) -> torch.Te
         m = (rot == k).to(x.device)
         if m.any() and h == w:
             out[m] = torch.rot90(x[m], k, (2, 3))
-    pad = max(1, h // 14)
+    pad = shift_step(h)
     out = F.pad(out, (pad, pad, pad, pad), mode="reflect")
     dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
     return out[:, :, dy : dy + h, dx : dx + w]

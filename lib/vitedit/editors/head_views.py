@@ -20,18 +20,19 @@ import numpy as np
 import torch
 
 from ..models import Runner
+from ..train import shift_step
 from .base import EditData
 from .head import HeadFeatures, HeadUpdate
 from .head_closed_form import HeadClosedFormEditor
 
 
 def image_views(images: np.ndarray, flips: bool) -> list[np.ndarray]:
-    """Views of ``images`` (N, H, W[, C]): the images, their four reflected shifts by
-    ``max(1, H // 14)`` pixels (the training's), and with ``flips`` the two flips and, for square
-    images, the three quarter turns."""
+    """Views of ``images`` (N, H, W[, C]): the images, their four reflected shifts by the
+    training's step (:func:`vitedit.train.shift_step`), and with ``flips`` the two flips and, for
+    square images, the three quarter turns."""
     x = np.asarray(images)
     h, w = x.shape[1:3]
-    pad = max(1, h // 14)
+    pad = shift_step(h)
     padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (x.ndim - 3), mode="reflect")
     out = [x] + [
         padded[:, dy : dy + h, dx : dx + w]
@@ -58,9 +59,12 @@ class HeadClosedFormViewsEditor(HeadClosedFormEditor):
         # orientation-dependent classes (OrganAMNIST's left and right organs) forbid flips
         self.flips = bool(params["augment_flips"])
 
+    def view_features(self, edited, runner: Runner, data: EditData) -> list[torch.Tensor]:
+        """The head's inputs of every view of the errors, a tensor per view."""
+        return [runner.pre_logits(edited, v) for v in image_views(data.images, self.flips)]
+
     def error_key_features(self, edited, runner: Runner, data: EditData) -> torch.Tensor:
-        views = image_views(data.images, self.flips)
-        return torch.stack([runner.pre_logits(edited, v) for v in views]).mean(0)
+        return torch.stack(self.view_features(edited, runner, data)).mean(0)
 
 
 class HeadClosedFormEachViewEditor(HeadClosedFormViewsEditor):
@@ -70,8 +74,7 @@ class HeadClosedFormEachViewEditor(HeadClosedFormViewsEditor):
     in ``head_closed_form``."""
 
     def error_key_features(self, edited, runner: Runner, data: EditData) -> torch.Tensor:
-        views = image_views(data.images, self.flips)
-        return torch.cat([runner.pre_logits(edited, v) for v in views])  # view-major
+        return torch.cat(self.view_features(edited, runner, data))  # view-major
 
     def solve(self, theta0: torch.Tensor, feats: HeadFeatures, data: EditData) -> HeadUpdate:
         n_views = len(feats.error_views) // len(data.labels)
